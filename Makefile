@@ -1,0 +1,40 @@
+# cnnkit: `make demo` trains, evaluates and predicts; `make test` runs the whole suite.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.setup-stamp
+
+.PHONY: setup demo test test-fast lint format bench clean
+
+setup: $(STAMP)
+
+# Re-runs only when the dependency files change, so a second `make setup` takes seconds.
+$(STAMP): pyproject.toml requirements-lock.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-lock.txt
+	$(PY) -m pip install -q -c requirements-lock.txt -e ".[pretrained,tensorboard,test]"
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/cnnkit demo
+
+test: setup
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+lint: setup
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+
+format: setup
+	$(VENV)/bin/ruff format src tests bench
+	$(VENV)/bin/ruff check --fix src tests bench
+
+bench: setup
+	$(PY) bench/seeds_cnn.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache
