@@ -1,0 +1,264 @@
+"""The `cnnkit` command: argument parsing only; every command calls the Python API."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import difflib
+import json
+import sys
+import types
+from collections.abc import Callable, Sequence
+from typing import Any, Union, get_args, get_origin, get_type_hints
+
+from cnnkit.config import TrainConfig, build_config
+from cnnkit.errors import CnnkitError
+
+TRAIN_HELP = {
+    "data": "named dataset (cifar10, cifar10-sample, ...), a folder of class folders, or a CSV",
+    "model": "model name (see `cnnkit models`), timm:NAME, a layer string, or a YAML layer file",
+    "epochs": "passes over the training data",
+    "batch_size": "images per optimisation step",
+    "optimizer": "adam | adamw | sgd",
+    "lr": "learning rate (peak rate for cosine/onecycle)",
+    "momentum": "SGD momentum",
+    "nesterov": "Nesterov momentum for SGD",
+    "weight_decay": "L2 (adam, sgd) or decoupled (adamw) weight decay",
+    "label_smoothing": "cross-entropy label smoothing",
+    "schedule": "learning-rate schedule: constant | cosine | onecycle",
+    "warmup_epochs": "linear warm-up length in epochs",
+    "dropout": "dropout rate for models that take one (simple_cnn: before the last dense layer)",
+    "seed": "random seed (data split, initialisation, shuffling)",
+    "device": "auto | cpu | cuda | cuda:N | mps",
+    "precision": "auto | fp32 | bf16 | fp16 (auto: bf16 where the hardware runs it natively)",
+    "val_split": "share of training images held out for validation when the data has no val split;"
+    " 0 validates on the test split",
+    "image_size": "decode images to this square size (default: the data's most common size)",
+    "resize": "how images of another shape are resized: stretch | crop | pad",
+    "data_root": "folder for named datasets (default $CNNKIT_DATA or ~/.cache/cnnkit/data)",
+    "project": "parent folder of run folders",
+    "name": "run folder name (default: the model's name, numbered)",
+    "tensorboard": "also write TensorBoard event files into the run folder",
+    "channels_last": "channels-last memory format (faster convolutions on most hardware)",
+}
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line (with a close match) and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        if message.startswith("unrecognized arguments:"):
+            words = message.split(":", 1)[1].split()
+            options = [o for a in self._actions for o in a.option_strings]
+            for word in words:
+                close = difflib.get_close_matches(word.split("=")[0], options, n=1)
+                if close:
+                    message = f"unknown option {word}; did you mean {close[0]}?"
+                    break
+        raise CnnkitError(f"{self.prog}: {message}")
+
+
+def _field_type(annotation: Any) -> type:
+    """The scalar type behind `int | None` and friends."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        annotation = next(a for a in get_args(annotation) if a is not type(None))
+    return annotation
+
+
+def _add_train_flags(parser: argparse.ArgumentParser) -> None:
+    hints = get_type_hints(TrainConfig)
+    for field in dataclasses.fields(TrainConfig):
+        flag = "--" + field.name.replace("_", "-")
+        kind = _field_type(hints[field.name])
+        help_text = f"{TRAIN_HELP.get(field.name, '')} (default: {field.default})"
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                                help=help_text)
+        else:
+            parser.add_argument(flag, type=kind, default=None, metavar=field.name.upper(),
+                                help=help_text)
+
+
+# ---- commands --------------------------------------------------------------------------------
+def cmd_train(args: argparse.Namespace) -> int:
+    from cnnkit.train import train
+
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if args.resume:
+        result = train(resume=args.resume, progress=not args.no_progress, **given)
+    else:
+        result = train(build_config(args.config, given), progress=not args.no_progress)
+    if result.interrupted:
+        print(f"interrupted: resume with `cnnkit train --resume {result.run_dir}`")
+        return 130
+    print(f"run folder: {result.run_dir}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from cnnkit.evaluate import print_report
+    from cnnkit.predict import Classifier
+
+    clf = Classifier.load(args.checkpoint, device=args.device, precision=args.precision)
+    data = args.data or clf.config.get("data")
+    if not data:
+        raise CnnkitError("say which data to evaluate on with --data")
+    report = clf.evaluate(data, split=args.split, data_root=args.data_root, out_dir=args.out,
+                          batch_size=args.batch_size, progress=not args.no_progress)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print_report(report)
+        if report.out_dir is not None:
+            print(f"reports written to {report.out_dir}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from cnnkit.predict import Classifier
+
+    clf = Classifier.load(args.checkpoint, device=args.device, precision=args.precision)
+    predictions, errors = clf.predict_paths(args.paths, top_k=args.top_k)
+    for path, reason in errors:
+        print(f"cnnkit: skipped {path}: {reason}", file=sys.stderr)
+    if args.json:
+        print(json.dumps([p.to_dict() for p in predictions], indent=2))
+    elif args.csv:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["source", "rank", "label", "probability"])
+        for p in predictions:
+            for rank, (label, prob) in enumerate(p.top_k, 1):
+                writer.writerow([p.source, rank, label, f"{prob:.6f}"])
+    else:
+        _print_predictions(predictions)
+    if not predictions:
+        raise CnnkitError("no image could be read")
+    return 0
+
+
+def _print_predictions(predictions: list) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(show_lines=False)
+    table.add_column("image")
+    table.add_column("prediction")
+    table.add_column("probability", justify="right")
+    table.add_column("next best")
+    for p in predictions:
+        rest = ", ".join(f"{c} {q:.1%}" for c, q in p.top_k[1:])
+        table.add_row(p.source, p.label, f"{p.probability:.1%}", rest)
+    Console().print(table)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from cnnkit.models import list_models
+
+    rows = [(n, d) for n, d in list_models() if not args.filter or args.filter in n]
+    width = max((len(n) for n, _ in rows), default=10)
+    for name, description in rows:
+        print(f"{name:<{width}}  {description}")
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from cnnkit.data import list_datasets
+
+    for name, description in list_datasets():
+        print(f"{name:<15}  {description}")
+    print("or a folder of class folders (train/ val/ test/), or a CSV file of path,label rows")
+    return 0
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from cnnkit.models import create_model, model_input_size, resolve_spec, summarize
+
+    spec = resolve_spec(args.model)
+    size = model_input_size(spec, (args.image_size, args.image_size))
+    model = create_model(spec, num_classes=args.classes, input_size=(3, *size))
+    print(summarize(model, (3, *size)))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from cnnkit.demo import run_demo
+
+    run_demo(project=args.project, epochs=args.epochs)
+    return 0
+
+
+# ---- parser ----------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(prog="cnnkit", description="Convolutional networks for image recognition")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+
+    def command(name: str, func: Callable[[argparse.Namespace], int], help_text: str):
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(func=func)
+        p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+        return p
+
+    p = command("train", cmd_train, "train a model and write a run folder")
+    p.add_argument("--config", help="YAML file of options; flags override it")
+    p.add_argument("--resume", metavar="RUN", help="continue a run folder from its last.pt")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_train_flags(p)
+
+    def inference_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument("checkpoint", help="a checkpoint file or a run folder (uses its best.pt)")
+        p.add_argument("--device", default="auto")
+        p.add_argument("--precision", default="auto")
+
+    p = command("evaluate", cmd_evaluate, "loss, accuracy, per-class metrics, confusion matrix")
+    inference_flags(p)
+    p.add_argument("--data", help="data to evaluate on (default: the data the model trained on)")
+    p.add_argument("--data-root", help="folder for named datasets")
+    p.add_argument("--split", default="test", help="train | val | test (default: test)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--out", help="folder for the reports (default: beside the checkpoint)")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.add_argument("--no-progress", action="store_true")
+
+    p = command("predict", cmd_predict, "classify image files, folders or globs")
+    inference_flags(p)
+    p.add_argument("paths", nargs="+", help="image files, folders or glob patterns")
+    p.add_argument("--top-k", type=int, default=3)
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="JSON output")
+    fmt.add_argument("--csv", action="store_true", help="CSV output")
+
+    p = command("models", cmd_models, "list the built-in models")
+    p.add_argument("filter", nargs="?", help="show only names containing this")
+
+    command("datasets", cmd_datasets, "list the named datasets")
+
+    p = command("summary", cmd_summary, "layers, output shapes and parameter counts of a model")
+    p.add_argument("model")
+    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--classes", type=int, default=10)
+
+    p = command("demo", cmd_demo, "train, evaluate and predict on the bundled CIFAR-10 sample")
+    p.add_argument("--project", default="runs")
+    p.add_argument("--epochs", type=int, default=None)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except CnnkitError as exc:
+        if debug:
+            raise
+        print(f"cnnkit: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("cnnkit: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,123 @@
+"""The training config: defaults < YAML file < command-line flags, checked once where it enters."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cnnkit.errors import CnnkitError, did_you_mean
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; stored resolved in the run folder and the checkpoint."""
+
+    data: str = "cifar10-sample"  # named dataset, folder of class folders, or CSV list
+    model: str = "simple_cnn"  # registry name, timm:NAME, a layer string, or a YAML layer file
+    epochs: int = 10
+    batch_size: int = 64
+    optimizer: str = "adam"  # adam | adamw | sgd
+    lr: float = 1e-3
+    momentum: float = 0.9  # sgd momentum (adam's beta1 stays 0.9)
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    label_smoothing: float = 0.0
+    schedule: str = "constant"  # constant | cosine | onecycle
+    warmup_epochs: float = 0.0
+    dropout: float = 0.0  # passed to models that take it (simple_cnn: before the last dense)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16
+    val_split: float = 0.1  # used when the data has no validation split of its own; 0: test split
+    image_size: int | None = None  # decode size; default: the dataset's most common size
+    resize: str = "stretch"  # stretch | crop | pad
+    data_root: str | None = None  # where named datasets live (env CNNKIT_DATA)
+    project: str = "runs"  # parent folder of run folders
+    name: str | None = None  # run folder name; default: <model>-<n>
+    tensorboard: bool = False
+    channels_last: bool = True
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Reject values no run could use, with one line that names the option."""
+        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr}
+        for key, value in positive.items():
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+                raise CnnkitError(f"{key} must be a positive number, got {value!r}")
+        if not isinstance(self.epochs, int) or not isinstance(self.batch_size, int):
+            raise CnnkitError("epochs and batch_size must be whole numbers")
+        if not 0.0 <= self.val_split < 1.0:
+            raise CnnkitError(f"val_split must be in [0, 1), got {self.val_split}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise CnnkitError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise CnnkitError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.weight_decay < 0 or self.momentum < 0 or self.warmup_epochs < 0:
+            raise CnnkitError("weight_decay, momentum and warmup_epochs must not be negative")
+        choices = {
+            "optimizer": ("adam", "adamw", "sgd"),
+            "schedule": ("constant", "cosine", "onecycle"),
+            "precision": ("auto", "fp32", "bf16", "fp16"),
+            "resize": ("stretch", "crop", "pad"),
+        }
+        for key, valid in choices.items():
+            if getattr(self, key) not in valid:
+                raise did_you_mean(key.replace("_", "-"), str(getattr(self, key)), valid)
+        if self.image_size is not None and self.image_size <= 0:
+            raise CnnkitError(f"image_size must be positive, got {self.image_size}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        for key in values:
+            if key not in known:
+                err = did_you_mean(f"key in {source}", str(key), known)
+                raise CnnkitError(str(err))
+        try:
+            return cls(**values)
+        except TypeError as exc:  # a wrong type reached a comparison in validate()
+            raise CnnkitError(f"invalid value in {source}: {exc}") from None
+
+
+def config_keys() -> list[str]:
+    return [f.name for f in fields(TrainConfig)]
+
+
+def read_yaml_config(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a run.yaml; unknown keys are rejected later by TrainConfig.from_dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise CnnkitError(f"config file not found: {path}")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        line = getattr(getattr(exc, "problem_mark", None), "line", None)
+        where = f" (line {line + 1})" if line is not None else ""
+        raise CnnkitError(f"config file {path} is not valid YAML{where}") from None
+    if not isinstance(values, dict):
+        raise CnnkitError(f"config file {path} must be a mapping of option: value")
+    return {str(k).replace("-", "_"): v for k, v in values.items()}
+
+
+def build_config(
+    config_file: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None
+) -> TrainConfig:
+    """Defaults, then the YAML file, then explicit overrides (flags that were given)."""
+    values: dict[str, Any] = {}
+    source = "config"
+    if config_file is not None:
+        values.update(read_yaml_config(config_file))
+        source = str(config_file)
+    TrainConfig.from_dict(values, source)  # reject unknown keys of the file itself first
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return TrainConfig.from_dict(values, source)

@@ -1,0 +1,12 @@
+"""Metrics and reports for a trained classifier."""
+
+from cnnkit.evaluate.metrics import ClassificationReport, classification_report, topk_accuracy
+from cnnkit.evaluate.report import print_report, write_report
+
+__all__ = [
+    "ClassificationReport",
+    "classification_report",
+    "print_report",
+    "topk_accuracy",
+    "write_report",
+]

@@ -1,0 +1,88 @@
+"""Classification metrics from logits: top-k accuracy, confusion matrix, per-class P/R/F1."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class ClassificationReport:
+    """Everything `cnnkit evaluate` prints and writes."""
+
+    classes: list[str]
+    loss: float
+    top1: float
+    top5: float
+    confusion: torch.Tensor  # (C, C) int64: rows are true classes, columns predictions
+    precision: list[float]
+    recall: list[float]
+    f1: list[float]
+    support: list[int]
+    out_dir: Path | None = None  # where write_report put the files, if anywhere
+
+    @property
+    def macro_f1(self) -> float:
+        return sum(self.f1) / max(len(self.f1), 1)
+
+    def to_dict(self) -> dict:
+        return {
+            "loss": self.loss,
+            "top1_accuracy": self.top1,
+            "top5_accuracy": self.top5,
+            "macro_f1": self.macro_f1,
+            "images": int(sum(self.support)),
+            "per_class": {
+                name: {
+                    "precision": self.precision[i],
+                    "recall": self.recall[i],
+                    "f1": self.f1[i],
+                    "support": self.support[i],
+                }
+                for i, name in enumerate(self.classes)
+            },
+            "confusion_matrix": self.confusion.tolist(),
+        }
+
+
+def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, k: int) -> float:
+    """Share of rows whose label is among the k highest logits (k capped at the class count)."""
+    if len(labels) == 0:
+        return 0.0
+    k = min(k, logits.shape[1])
+    top = logits.topk(k, dim=1).indices
+    return float((top == labels[:, None]).any(dim=1).float().mean())
+
+
+def confusion_matrix(predicted: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    index = labels.long() * num_classes + predicted.long()
+    return torch.bincount(index, minlength=num_classes**2).view(num_classes, num_classes)
+
+
+def classification_report(
+    logits: torch.Tensor, labels: torch.Tensor, classes: list[str]
+) -> ClassificationReport:
+    n = len(classes)
+    cm = confusion_matrix(logits.argmax(1), labels, n)
+    true_pos = cm.diag().double()
+    predicted = cm.sum(0).double()
+    actual = cm.sum(1).double()
+    precision = torch.where(predicted > 0, true_pos / predicted.clamp(min=1), 0.0)
+    recall = torch.where(actual > 0, true_pos / actual.clamp(min=1), 0.0)
+    denom = precision + recall
+    f1 = torch.where(denom > 0, 2 * precision * recall / denom.clamp(min=1e-12), 0.0)
+    loss = float(F.cross_entropy(logits, labels)) if len(labels) else 0.0
+    return ClassificationReport(
+        classes=list(classes),
+        loss=loss,
+        top1=topk_accuracy(logits, labels, 1),
+        top5=topk_accuracy(logits, labels, 5),
+        confusion=cm,
+        precision=precision.tolist(),
+        recall=recall.tolist(),
+        f1=f1.tolist(),
+        support=actual.long().tolist(),
+    )

@@ -1,0 +1,87 @@
+"""An evaluation written for people: a printed table, CSV files, and the confusion-matrix PNG."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from cnnkit.evaluate.metrics import ClassificationReport
+
+
+def print_report(report: ClassificationReport, console: Console | None = None) -> None:
+    console = console or Console()
+    table = Table(title="per-class metrics", show_lines=False)
+    for column in ("class", "precision", "recall", "f1", "support"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    for i, name in enumerate(report.classes):
+        table.add_row(
+            name,
+            f"{report.precision[i]:.3f}",
+            f"{report.recall[i]:.3f}",
+            f"{report.f1[i]:.3f}",
+            str(report.support[i]),
+        )
+    console.print(table)
+    console.print(
+        f"loss {report.loss:.4f}   top-1 {report.top1:.2%}   top-5 {report.top5:.2%}   "
+        f"macro F1 {report.macro_f1:.3f}   images {sum(report.support)}"
+    )
+
+
+def write_report(report: ClassificationReport, out_dir: Path) -> dict[str, Path]:
+    """metrics.json, per_class.csv, confusion_matrix.csv and confusion_matrix.png in out_dir."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "metrics": out_dir / "metrics.json",
+        "per_class": out_dir / "per_class.csv",
+        "confusion_csv": out_dir / "confusion_matrix.csv",
+        "confusion_png": out_dir / "confusion_matrix.png",
+    }
+    paths["metrics"].write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    with open(paths["per_class"], "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["class", "precision", "recall", "f1", "support"])
+        for i, name in enumerate(report.classes):
+            writer.writerow(
+                [name, f"{report.precision[i]:.4f}", f"{report.recall[i]:.4f}",
+                 f"{report.f1[i]:.4f}", report.support[i]]
+            )
+    with open(paths["confusion_csv"], "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["true \\ predicted", *report.classes])
+        for name, row in zip(report.classes, report.confusion.tolist()):
+            writer.writerow([name, *row])
+    plot_confusion(report, paths["confusion_png"])
+    return paths
+
+
+def plot_confusion(report: ClassificationReport, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = report.confusion.numpy()
+    n = len(report.classes)
+    size = max(5.0, 0.45 * n + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(cm, cmap="Blues")
+    ticks = range(n)
+    ax.set_xticks(ticks, report.classes, rotation=90 if n > 10 else 45, ha="right")
+    ax.set_yticks(ticks, report.classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"confusion matrix (top-1 {report.top1:.1%})")
+    if n <= 20:
+        limit = cm.max() / 2 if cm.size else 0
+        for i in range(n):
+            for j in range(n):
+                color = "white" if cm[i, j] > limit else "black"
+                ax.text(j, i, str(cm[i, j]), ha="center", va="center", color=color, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

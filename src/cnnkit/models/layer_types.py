@@ -1,0 +1,327 @@
+"""The layer types of cnnkit layer specs: arguments, checks and shape-aware builders.
+
+Each ``LayerType`` lists its arguments in positional order (``conv2d:32:3`` = filters 32,
+kernel 3) with a default and a check, and builds ``(args, input shape) -> (module, output
+shape)``; shapes are (C, H, W) for images and (F,) for flat features, without the batch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+Shape = tuple[int, ...]  # (C, H, W) for images, (F,) for flat features (no batch dimension)
+REQUIRED = object()  # marks an argument without a default
+
+
+class ShapeError(Exception):
+    """A layer cannot take the current shape; build_layers adds the layer's position."""
+
+
+class GlobalAvgPool2d(nn.Module):
+    """(N, C, H, W) -> (N, C): mean over the spatial dimensions (Keras GlobalAveragePooling2D)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(-2, -1))
+
+
+class GlobalMaxPool2d(nn.Module):
+    """(N, C, H, W) -> (N, C): max over the spatial dimensions (Keras GlobalMaxPooling2D)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.amax(dim=(-2, -1))
+
+
+# ---- argument checks: each returns the normalised value or raises ValueError("must be ...") ----
+
+
+def _int(v: Any, minimum: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+        raise ValueError("must be a positive integer" if minimum else "must be an integer >= 0")
+    return v
+
+
+def _pos_int(v: Any) -> int:
+    return _int(v, 1)
+
+
+def _opt_pos_int(v: Any) -> int | None:
+    return None if v is None else _pos_int(v)
+
+
+def _pair(v: Any, minimum: int = 1) -> int | list[int]:
+    """An int or an (h, w) pair ([3, 5] or "3x5"); stored as an int when square."""
+    if isinstance(v, str) and "x" in v:
+        try:
+            v = [int(p) for p in v.lower().split("x")]
+        except ValueError:
+            raise ValueError("must be an integer or HxW") from None
+    if isinstance(v, (list, tuple)):
+        if len(v) != 2:
+            raise ValueError("must be an integer or a pair [h, w]")
+        h, w = (_int(p, minimum) for p in v)
+        return h if h == w else [h, w]
+    return _int(v, minimum)
+
+
+def _opt_pair(v: Any) -> int | list[int] | None:
+    return None if v is None else _pair(v)
+
+
+def _padding(v: Any) -> str | int | list[int]:
+    if isinstance(v, str) and v.lower() in ("valid", "same"):
+        return v.lower()
+    try:
+        return _pair(v, minimum=0)
+    except ValueError:
+        raise ValueError("must be 'valid', 'same' or an integer") from None
+
+
+def _rate(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
+        raise ValueError("must be a number in [0, 1)")
+    return float(v)
+
+
+def _float(v: Any) -> float:
+    if isinstance(v, str):
+        try:
+            return float(v)  # YAML reads 1e-3 (no dot) as a string
+        except ValueError:
+            pass
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ValueError("must be a number")
+    return float(v)
+
+
+def _bool(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ValueError("must be true or false")
+    return v
+
+
+def _hw(v: int | list[int]) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (v[0], v[1])
+
+
+def _fmt(v: int | list[int]) -> str:
+    h, w = _hw(v)
+    return str(h) if h == w else f"{h}x{w}"
+
+
+# ---- shape-aware builders: (args, input shape) -> (module or None, output shape) ----
+
+
+def _image(shape: Shape, kind: str) -> tuple[int, int, int]:
+    if len(shape) != 3:
+        raise ShapeError(
+            f"{kind} needs an image input (C, H, W) but gets flat features {shape}; "
+            f"move it before flatten/global pooling"
+        )
+    return shape  # type: ignore[return-value]
+
+
+def _check_fits(kind: str, k: tuple[int, int], h: int, w: int, pad: tuple[int, int]) -> None:
+    if h + 2 * pad[0] < k[0] or w + 2 * pad[1] < k[1]:
+        raise ShapeError(
+            f"{kind} kernel {_fmt(list(k))} on a {h}x{w} input: the image has shrunk too much "
+            f"(use padding 'same', fewer pooling layers or a larger input size)"
+        )
+
+
+def _conv2d(a: dict, shape: Shape) -> tuple[nn.Module, Shape]:
+    c, h, w = _image(shape, "conv2d")
+    k, s = _hw(a["kernel"]), _hw(a["stride"])
+    if a["padding"] == "same":
+        if s == (1, 1):
+            pad: Any = "same"
+            out = (h, w)
+        elif k[0] % 2 and k[1] % 2:
+            pad = (k[0] // 2, k[1] // 2)
+            out = (math.ceil(h / s[0]), math.ceil(w / s[1]))
+        else:
+            raise ShapeError("conv2d padding 'same' with a stride > 1 needs an odd kernel size")
+    else:
+        pad = (0, 0) if a["padding"] == "valid" else _hw(a["padding"])
+        _check_fits("conv2d", k, h, w, pad)
+        out = ((h + 2 * pad[0] - k[0]) // s[0] + 1, (w + 2 * pad[1] - k[1]) // s[1] + 1)
+    conv = nn.Conv2d(c, a["filters"], k, stride=s, padding=pad, bias=a["bias"])
+    return conv, (a["filters"], *out)
+
+
+def _pool(cls: type[nn.Module], kind: str) -> Callable[[dict, Shape], tuple[nn.Module, Shape]]:
+    def build(a: dict, shape: Shape) -> tuple[nn.Module, Shape]:
+        c, h, w = _image(shape, kind)
+        k = _hw(a["size"])
+        s = k if a["stride"] is None else _hw(a["stride"])
+        ceil = a["padding"] == "same"
+        if ceil and s != k:
+            raise ShapeError(f"{kind} padding 'same' needs stride equal to size")
+        pad = (0, 0) if a["padding"] in ("valid", "same") else _hw(a["padding"])
+        if pad[0] * 2 > k[0] or pad[1] * 2 > k[1]:
+            raise ShapeError(f"{kind} padding must be at most half the pool size")
+        if ceil:
+            out = (math.ceil(h / s[0]), math.ceil(w / s[1]))
+        else:
+            _check_fits(kind, k, h, w, pad)
+            out = ((h + 2 * pad[0] - k[0]) // s[0] + 1, (w + 2 * pad[1] - k[1]) // s[1] + 1)
+        return cls(k, stride=s, padding=pad, ceil_mode=ceil), (c, *out)
+
+    return build
+
+
+def _global(cls: type[nn.Module], kind: str) -> Callable[[dict, Shape], tuple[nn.Module, Shape]]:
+    def build(a: dict, shape: Shape) -> tuple[nn.Module, Shape]:
+        return cls(), (_image(shape, kind)[0],)
+
+    return build
+
+
+def _dense(a: dict, shape: Shape) -> tuple[nn.Module, Shape]:
+    if len(shape) != 1:
+        raise ShapeError(
+            f"dense needs flat features but gets an image {shape}; "
+            f"add flatten or global_avg_pool before dense"
+        )
+    return nn.Linear(shape[0], a["units"], bias=a["bias"]), (a["units"],)
+
+
+def _batchnorm(a: dict, shape: Shape) -> tuple[nn.Module, Shape]:
+    bn = nn.BatchNorm2d if len(shape) == 3 else nn.BatchNorm1d
+    return bn(shape[0], eps=a["eps"], momentum=a["momentum"]), shape
+
+
+def _flatten(a: dict, shape: Shape) -> tuple[nn.Module, Shape]:
+    return nn.Flatten(), (math.prod(shape),)
+
+
+def _dropout2d(a: dict, shape: Shape) -> tuple[nn.Module, Shape]:
+    _image(shape, "dropout2d")
+    return nn.Dropout2d(a["rate"]), shape
+
+
+def _same(factory: Callable[[dict], nn.Module | None]) -> Callable:
+    def build(a: dict, shape: Shape) -> tuple[nn.Module | None, Shape]:
+        return factory(a), shape
+
+    return build
+
+
+@dataclass(frozen=True)
+class LayerType:
+    """One layer type: its arguments (positional order = declaration order) and its builder."""
+
+    name: str
+    description: str
+    params: tuple[tuple[str, Any, Callable[[Any], Any]], ...]  # (name, default or REQUIRED, check)
+    build: Callable[[dict, Shape], tuple[nn.Module | None, Shape]]
+    aliases: tuple[str, ...] = ()
+    takes_activation: bool = False  # accepts activation=NAME, expanded into a separate layer
+
+    @property
+    def param_names(self) -> list[str]:
+        return [p[0] for p in self.params]
+
+
+_POOL_PARAMS = (("size", 2, _pair), ("stride", None, _opt_pair), ("padding", "valid", _padding))
+_TYPES = [
+    LayerType(
+        "conv2d",
+        "2D convolution; input channels inferred; padding valid (default), same or an integer",
+        (
+            ("filters", REQUIRED, _pos_int),
+            ("kernel", 3, _pair),
+            ("stride", 1, _pair),
+            ("padding", "valid", _padding),
+            ("bias", True, _bool),
+        ),
+        _conv2d,
+        ("conv", "convolution2d"),
+        True,
+    ),
+    LayerType(
+        "dense",
+        "fully connected; input features inferred; units omitted on the last dense = classes",
+        (("units", None, _opt_pos_int), ("bias", True, _bool)),
+        _dense,
+        ("linear", "fc"),
+        True,
+    ),
+    LayerType(
+        "maxpool2d",
+        "max pooling (stride defaults to size)",
+        _POOL_PARAMS,
+        _pool(nn.MaxPool2d, "maxpool2d"),
+        ("maxpooling2d", "max_pool2d", "maxpool"),
+    ),
+    LayerType(
+        "avgpool2d",
+        "average pooling (stride defaults to size)",
+        _POOL_PARAMS,
+        _pool(nn.AvgPool2d, "avgpool2d"),
+        ("averagepooling2d", "avg_pool2d", "avgpool"),
+    ),
+    LayerType(
+        "global_avg_pool",
+        "mean over H and W: (C, H, W) -> (C,)",
+        (),
+        _global(GlobalAvgPool2d, "global_avg_pool"),
+        ("globalaveragepooling2d", "global_average_pooling2d", "gap"),
+    ),
+    LayerType(
+        "global_max_pool",
+        "max over H and W: (C, H, W) -> (C,)",
+        (),
+        _global(GlobalMaxPool2d, "global_max_pool"),
+        ("globalmaxpooling2d", "global_max_pooling2d"),
+    ),
+    LayerType(
+        "batchnorm",
+        "batch normalisation (2d or 1d from the input shape; channels inferred)",
+        (("momentum", 0.1, _float), ("eps", 1e-5, _float)),
+        _batchnorm,
+        ("batchnormalization", "batch_norm", "batchnorm2d", "bn"),
+    ),
+    LayerType(
+        "dropout",
+        "dropout (rate = fraction dropped)",
+        (("rate", 0.5, _rate),),
+        _same(lambda a: nn.Dropout(a["rate"])),
+    ),
+    LayerType(
+        "dropout2d",
+        "channel dropout on images",
+        (("rate", 0.5, _rate),),
+        _dropout2d,
+        ("spatialdropout2d",),
+    ),
+    LayerType("flatten", "(C, H, W) -> (C*H*W,)", (), _flatten),
+    LayerType("relu", "ReLU activation", (), _same(lambda a: nn.ReLU())),
+    LayerType("gelu", "GELU activation", (), _same(lambda a: nn.GELU())),
+    LayerType("silu", "SiLU (swish) activation", (), _same(lambda a: nn.SiLU()), ("swish",)),
+    LayerType("elu", "ELU activation", (), _same(lambda a: nn.ELU())),
+    LayerType(
+        "leaky_relu",
+        "leaky ReLU activation",
+        (("negative_slope", 0.01, _float),),
+        _same(lambda a: nn.LeakyReLU(a["negative_slope"])),
+        ("leakyrelu",),
+    ),
+    LayerType("sigmoid", "sigmoid activation", (), _same(lambda a: nn.Sigmoid())),
+    LayerType("tanh", "tanh activation", (), _same(lambda a: nn.Tanh())),
+    LayerType("identity", "no-op", (), _same(lambda a: nn.Identity())),
+    LayerType(
+        "softmax",
+        "last layer only; kept in the spec but not in the module (the model returns logits)",
+        (),
+        _same(lambda a: None),
+    ),
+]
+LAYER_TYPES: dict[str, LayerType] = {t.name: t for t in _TYPES}
+ALIASES: dict[str, str] = {a: t.name for t in _TYPES for a in (t.name, *t.aliases)}
+ACTIVATIONS = {"relu", "gelu", "silu", "elu", "leaky_relu", "sigmoid", "tanh", "softmax"}

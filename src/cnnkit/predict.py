@@ -1,0 +1,243 @@
+"""Inference from a checkpoint: files, folders, globs, PIL images and arrays -> top-k classes."""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from cnnkit.data import IMAGE_EXTENSIONS, ImageSet, decode_image, load_data
+from cnnkit.data.preprocess import Preprocessing
+from cnnkit.errors import CnnkitError
+from cnnkit.evaluate import ClassificationReport, classification_report, write_report
+from cnnkit.models import ModelSpec, create_model
+from cnnkit.train.checkpoint import load_checkpoint, resolve_checkpoint_path
+from cnnkit.train.device import Precision, resolve_device, resolve_precision
+from cnnkit.train.loop import predict_logits
+
+ImageInput = str | os.PathLike | Image.Image | np.ndarray
+
+
+@dataclass
+class Prediction:
+    """The top-k classes of one image, best first."""
+
+    source: str
+    top_k: list[tuple[str, float]]
+
+    @property
+    def label(self) -> str:
+        return self.top_k[0][0]
+
+    @property
+    def probability(self) -> float:
+        return self.top_k[0][1]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "label": self.label,
+            "probability": self.probability,
+            "top_k": [{"label": c, "probability": p} for c, p in self.top_k],
+        }
+
+
+class Classifier:
+    """A trained model with its class names and preprocessing, ready to predict and evaluate."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        classes: list[str],
+        preprocessing: Preprocessing,
+        device: str = "auto",
+        precision: str = "auto",
+        spec: ModelSpec | None = None,
+        config: dict[str, Any] | None = None,
+        path: Path | None = None,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.precision = Precision(self.device, resolve_precision(precision, self.device))
+        self.model = model.to(self.device).eval()
+        self.classes = list(classes)
+        self.preprocessing = preprocessing
+        self.spec = spec
+        self.config = config or {}
+        self.path = path
+
+    @classmethod
+    def load(
+        cls, path: str | os.PathLike, device: str = "auto", precision: str = "auto"
+    ) -> Classifier:
+        """Load a checkpoint file or a run folder (its best.pt)."""
+        path = resolve_checkpoint_path(path)
+        ckpt = load_checkpoint(path)
+        spec = ModelSpec.from_dict(ckpt["model"])
+        prep = Preprocessing.from_dict(ckpt["preprocessing"])
+        model = create_model(spec, num_classes=ckpt["num_classes"], input_size=(3, *prep.size))
+        try:
+            model.load_state_dict(ckpt["state_dict"])
+        except RuntimeError:
+            raise CnnkitError(f"{path}: weights do not fit model '{spec.name}'") from None
+        return cls(model, ckpt["classes"], prep, device, precision, spec, ckpt["config"], path)
+
+    # ---- prediction ------------------------------------------------------------------------
+    def _decode(self, source: ImageInput) -> np.ndarray:
+        return decode_image(source, size=self.preprocessing.size, resize=self.preprocessing.resize)
+
+    def predict_images(self, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        """Class probabilities (N, classes) for uint8 images (N, 3, H, W)."""
+        logits = predict_logits(self.model, images, self.preprocessing, self.precision, batch_size)
+        return logits.softmax(dim=1)
+
+    def predict(
+        self, inputs: ImageInput | list[ImageInput], top_k: int = 5
+    ) -> Prediction | list[Prediction]:
+        """Predict one image (path, PIL image or HxWxC array) or a list of them.
+
+        A file that cannot be read raises CnnkitError; use predict_paths to skip such files.
+        """
+        single = not isinstance(inputs, list)
+        items = [inputs] if single else inputs
+        arrays = [self._decode(item) for item in items]
+        predictions = self._predict_arrays(arrays, [_describe(i) for i in items], top_k)
+        return predictions[0] if single else predictions
+
+    def predict_paths(
+        self, patterns: list[str], top_k: int = 5, batch_size: int = 256
+    ) -> tuple[list[Prediction], list[tuple[str, str]]]:
+        """Predict files, folders and globs; unreadable files come back as (path, reason)."""
+        arrays, names, errors = [], [], []
+        for path in expand_paths(patterns):
+            try:
+                arrays.append(self._decode(path))
+                names.append(str(path))
+            except CnnkitError as exc:
+                errors.append((str(path), str(exc)))
+        predictions: list[Prediction] = []
+        for i in range(0, len(arrays), batch_size):
+            chunk = arrays[i : i + batch_size]
+            predictions += self._predict_arrays(chunk, names[i : i + batch_size], top_k)
+        return predictions, errors
+
+    def _predict_arrays(
+        self, arrays: list[np.ndarray], names: list[str], top_k: int
+    ) -> list[Prediction]:
+        if not arrays:
+            return []
+        images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+        probs = self.predict_images(images)
+        k = max(1, min(top_k, len(self.classes)))
+        values, indices = probs.topk(k, dim=1)
+        return [
+            Prediction(name, [(self.classes[j], float(p)) for p, j in zip(vals, idx.tolist())])
+            for name, vals, idx in zip(names, values.tolist(), indices)
+        ]
+
+    # ---- evaluation ------------------------------------------------------------------------
+    def evaluate(
+        self,
+        data: str | os.PathLike | ImageSet,
+        split: str = "test",
+        data_root: str | None = None,
+        out_dir: str | os.PathLike | None = None,
+        batch_size: int = 256,
+        progress: bool = True,
+    ) -> ClassificationReport:
+        """Loss, top-1/top-5, per-class precision/recall/F1 and the confusion matrix.
+
+        Reports are written to `out_dir` (default: beside the checkpoint) unless data is an
+        ImageSet and no out_dir is given.
+        """
+        if isinstance(data, ImageSet):
+            images = data
+        else:
+            images = self._load_split(data, split, data_root, progress)
+        labels = self._labels_in_our_order(images)
+        probs_logits = predict_logits(
+            self.model, images.images, self.preprocessing, self.precision, batch_size
+        )
+        report = classification_report(probs_logits, labels, self.classes)
+        if out_dir is None and self.path is not None and not isinstance(data, ImageSet):
+            name = Path(str(data)).name or str(data)
+            out_dir = self.path.parent / f"eval-{name}-{split}"
+        if out_dir is not None:
+            write_report(report, Path(out_dir))
+            report.out_dir = Path(out_dir)
+        return report
+
+    def _load_split(
+        self, data: str | os.PathLike, split: str, data_root: str | None, progress: bool
+    ) -> ImageSet:
+        splits = load_data(
+            data,
+            data_root=data_root or self.config.get("data_root"),
+            val_split=0.0,
+            image_size=self.config.get("image_size"),
+            resize=self.preprocessing.resize,
+            progress=progress,
+        )
+        chosen = getattr(splits, split, None) if split in ("train", "val", "test") else None
+        if split not in ("train", "val", "test"):
+            raise CnnkitError(f"unknown split '{split}' (valid: train, val, test)")
+        if chosen is None and split == "test" and splits.val is None:
+            chosen = splits.train  # a plain folder of class folders: evaluate all of it
+        if chosen is None or len(chosen) == 0:
+            raise CnnkitError(f"{data} has no '{split}' images")
+        return chosen
+
+    def _labels_in_our_order(self, images: ImageSet) -> torch.Tensor:
+        """Map the data's label indices onto the checkpoint's class order."""
+        if list(images.classes) == self.classes:
+            return images.labels
+        ours = {name: i for i, name in enumerate(self.classes)}
+        unknown = sorted(set(images.classes) - set(ours))
+        if unknown:
+            raise CnnkitError(
+                f"the data's classes differ from the checkpoint's: {', '.join(unknown[:5])} "
+                f"not among the model's {len(self.classes)} classes ({', '.join(self.classes[:5])}"
+                f"{', ...' if len(self.classes) > 5 else ''})"
+            )
+        mapping = torch.tensor([ours[name] for name in images.classes])
+        return mapping[images.labels]
+
+
+def expand_paths(patterns: list[str]) -> list[Path]:
+    """Files as given, folders searched recursively for images, globs expanded; sorted, unique."""
+    found: list[Path] = []
+    for pattern in patterns:
+        path = Path(pattern)
+        if path.is_dir():
+            found += sorted(
+                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+            )
+        elif path.exists():
+            found.append(path)
+        elif glob.has_magic(pattern):
+            matches = sorted(Path(p) for p in glob.glob(pattern, recursive=True))
+            if not matches:
+                raise CnnkitError(f"no files match {pattern}")
+            found += [p for p in matches if p.is_file()]
+        else:
+            raise CnnkitError(f"file not found: {pattern}")
+    return list(dict.fromkeys(found))
+
+
+def _describe(item: ImageInput) -> str:
+    if isinstance(item, (str, os.PathLike)):
+        return str(item)
+    if isinstance(item, Image.Image):
+        return f"<PIL {item.mode} {item.width}x{item.height}>"
+    return f"<array {'x'.join(map(str, np.shape(item)))}>"
+
+
+def load(path: str | os.PathLike, device: str = "auto", precision: str = "auto") -> Classifier:
+    """`cnnkit.load("runs/x/best.pt").predict("cat.png")`."""
+    return Classifier.load(path, device=device, precision=precision)

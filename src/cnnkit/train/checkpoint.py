@@ -1,0 +1,82 @@
+"""The one checkpoint format: atomic save, safe load (no code runs from the file)."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cnnkit.errors import CnnkitError
+
+FORMAT = "cnnkit-checkpoint"
+VERSION = 1
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """Strip torch.compile and DDP/DataParallel wrappers so checkpoints never depend on them."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        else:
+            return model
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """Write to a temp file in the same folder, fsync, then rename over the target."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path: str | os.PathLike, **fields: Any) -> None:
+    """Save a checkpoint dict; `fields` are the contract's keys (see docs/architecture.md)."""
+    if "state_dict" not in fields:
+        raise ValueError("a checkpoint needs a state_dict")
+    atomic_torch_save({"format": FORMAT, "version": VERSION, **fields}, path)
+
+
+def resolve_checkpoint_path(path: str | os.PathLike) -> Path:
+    """A run folder means its best.pt (else last.pt); a file is itself."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("best.pt", "last.pt"):
+            if (path / name).is_file():
+                return path / name
+        raise CnnkitError(f"no best.pt or last.pt in run folder {path}")
+    if not path.exists():
+        raise CnnkitError(f"checkpoint not found: {path}")
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> dict[str, Any]:
+    """Load with weights_only=True; a corrupt or foreign file is a one-line user error."""
+    path = resolve_checkpoint_path(path)
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        raise CnnkitError(f"{path} is not a readable checkpoint ({reason})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CnnkitError(
+            f"{path} is not a cnnkit checkpoint (a plain state_dict or another tool's file?)"
+        )
+    if ckpt.get("version", 0) > VERSION:
+        raise CnnkitError(f"{path} was written by a newer cnnkit (format {ckpt['version']})")
+    return ckpt

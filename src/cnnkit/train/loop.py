@@ -1,0 +1,155 @@
+"""The training step and the inference pass, each written once for every precision."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from cnnkit.data import ImageSet, iterate_batches
+from cnnkit.data.preprocess import Preprocessing
+from cnnkit.train.device import Precision
+
+
+@dataclass
+class EpochProgress:
+    """Running totals of one training epoch; saved in last.pt so an epoch can resume mid-way."""
+
+    step: int = 0  # batches finished this epoch
+    loss_sum: float = 0.0
+    correct: int = 0
+    seen: int = 0
+    seconds: float = 0.0
+    generator_state: torch.Tensor | None = None  # shuffle RNG state at the epoch's start
+
+    @property
+    def loss(self) -> float:
+        return self.loss_sum / max(self.seen, 1)
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / max(self.seen, 1)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.seen / max(self.seconds, 1e-9)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class StepContext:
+    """What one optimisation step needs besides the model and the batch."""
+
+    preprocessing: Preprocessing
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    precision: Precision
+    loss_fn: nn.Module
+    channels_last: bool = False
+
+
+def to_model_input(
+    images: torch.Tensor, preprocessing: Preprocessing, channels_last: bool
+) -> torch.Tensor:
+    x = preprocessing.to_input(images)  # (B, 3, H, W) float32
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    return len(range(0, n - (1 if n % batch_size == 1 else 0), batch_size))
+
+
+def train_one_epoch(
+    model: nn.Module,
+    data: ImageSet,
+    ctx: StepContext,
+    batch_size: int,
+    generator: torch.Generator,
+    progress: EpochProgress,
+    should_stop: Callable[[], bool] = lambda: False,
+    on_step: Callable[[EpochProgress], None] | None = None,
+) -> EpochProgress:
+    """Train over `data` once, continuing from `progress.step`; stops early if should_stop()."""
+    device = next(model.parameters()).device
+    model.train()
+    if progress.generator_state is None:
+        progress.generator_state = generator.get_state()
+    else:  # resuming mid-epoch: replay the same shuffle
+        generator.set_state(progress.generator_state)
+    # A final batch of one image breaks BatchNorm in training; drop it in that case only.
+    batches = iterate_batches(
+        data,
+        batch_size,
+        shuffle=True,
+        generator=generator,
+        device=device,
+        drop_last=len(data) % batch_size == 1,
+    )
+    for images, labels in itertools.islice(batches, progress.step, None):
+        if should_stop():
+            break
+        start = time.perf_counter()
+        x = to_model_input(images, ctx.preprocessing, ctx.channels_last)
+        with ctx.precision.autocast():
+            logits = model(x)
+            loss = ctx.loss_fn(logits, labels)
+        ctx.optimizer.zero_grad(set_to_none=True)
+        ctx.scaler.scale(loss).backward()
+        ctx.scaler.step(ctx.optimizer)
+        ctx.scaler.update()
+        ctx.scheduler.step()
+        n = labels.numel()
+        progress.loss_sum += loss.item() * n
+        progress.correct += int((logits.argmax(1) == labels).sum())
+        progress.seen += n
+        progress.step += 1
+        progress.seconds += time.perf_counter() - start
+        if on_step is not None:
+            on_step(progress)
+    return progress
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module,
+    images: torch.Tensor,
+    preprocessing: Preprocessing,
+    precision: Precision,
+    batch_size: int = 256,
+    channels_last: bool = False,
+) -> torch.Tensor:
+    """Logits (N, classes) as float32 on the CPU for uint8 images (N, 3, H, W)."""
+    device = next(model.parameters()).device
+    model.eval()
+    outputs = []
+    for i in range(0, len(images), batch_size):
+        x = to_model_input(images[i : i + batch_size].to(device), preprocessing, channels_last)
+        with precision.autocast():
+            outputs.append(model(x).float().cpu())
+    if not outputs:
+        return torch.empty(0, 0)
+    return torch.cat(outputs)
+
+
+def evaluate_epoch(
+    model: nn.Module,
+    data: ImageSet,
+    preprocessing: Preprocessing,
+    precision: Precision,
+    loss_fn: nn.Module,
+    batch_size: int = 256,
+    channels_last: bool = False,
+) -> tuple[float, float]:
+    """(mean loss, top-1 accuracy) of `model` on `data`."""
+    logits = predict_logits(model, data.images, preprocessing, precision, batch_size, channels_last)
+    labels = data.labels
+    loss = float(loss_fn(logits, labels)) if len(labels) else 0.0
+    accuracy = float((logits.argmax(1) == labels).float().mean()) if len(labels) else 0.0
+    return loss, accuracy

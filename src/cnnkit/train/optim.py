@@ -1,0 +1,83 @@
+"""Optimiser and learning-rate schedule registries (name -> builder)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+
+import torch
+
+from cnnkit.config import TrainConfig
+from cnnkit.errors import did_you_mean
+
+OptimizerBuilder = Callable[[Iterable, TrainConfig], torch.optim.Optimizer]
+
+
+def _adam(params: Iterable, cfg: TrainConfig) -> torch.optim.Optimizer:
+    # Classic (coupled) L2 weight decay, as Keras's and torch's Adam apply it.
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _adamw(params: Iterable, cfg: TrainConfig) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _sgd(params: Iterable, cfg: TrainConfig) -> torch.optim.Optimizer:
+    return torch.optim.SGD(
+        params,
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        nesterov=cfg.nesterov and cfg.momentum > 0,
+        weight_decay=cfg.weight_decay,
+    )
+
+
+OPTIMIZERS: dict[str, OptimizerBuilder] = {"adam": _adam, "adamw": _adamw, "sgd": _sgd}
+
+
+def build_optimizer(params: Iterable, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer not in OPTIMIZERS:
+        raise did_you_mean("optimizer", cfg.optimizer, OPTIMIZERS)
+    return OPTIMIZERS[cfg.optimizer](params, cfg)
+
+
+def _constant(step: int, total: int) -> float:
+    return 1.0
+
+
+def _cosine(step: int, total: int) -> float:
+    return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
+
+
+def _onecycle(step: int, total: int) -> float:
+    """Linear warm-up over the first 30% to the peak, then cosine down to 1/1000 of it."""
+    peak = max(1, int(0.3 * total))
+    if step < peak:
+        return 0.04 + 0.96 * step / peak
+    progress = (step - peak) / max(total - peak, 1)
+    return 1e-3 + (1 - 1e-3) * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+SCHEDULES: dict[str, Callable[[int, int], float]] = {
+    "constant": _constant,
+    "cosine": _cosine,
+    "onecycle": _onecycle,
+}
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """A per-step LambdaLR: the schedule's factor, after an optional linear warm-up."""
+    if cfg.schedule not in SCHEDULES:
+        raise did_you_mean("schedule", cfg.schedule, SCHEDULES)
+    shape = SCHEDULES[cfg.schedule]
+    total = cfg.epochs * steps_per_epoch
+    warmup = int(cfg.warmup_epochs * steps_per_epoch)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return shape(step - warmup, total - warmup)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -1,0 +1,108 @@
+"""The run folder a person opens: config.yaml, classes.txt, history.csv, metrics.json, curves."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+HISTORY_FIELDS = [
+    "epoch",
+    "stage",
+    "train_loss",
+    "train_accuracy",
+    "val_loss",
+    "val_accuracy",
+    "lr",
+    "seconds",
+    "images_per_second",
+]
+
+
+def new_run_dir(project: str | os.PathLike, name: str | None, model_name: str) -> Path:
+    """runs/<name>, or runs/<model>, <model>-2, ... when no name is given (never overwrites)."""
+    project = Path(project)
+    if name:
+        run_dir = project / name
+        if run_dir.exists() and any(run_dir.iterdir()):
+            from cnnkit.errors import CnnkitError
+
+            raise CnnkitError(
+                f"run folder {run_dir} already exists; choose another --name or --resume it"
+            )
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return run_dir
+    base = re.sub(r"[^A-Za-z0-9_.-]+", "-", model_name).strip("-") or "run"
+    for i in range(1, 100_000):
+        run_dir = project / (base if i == 1 else f"{base}-{i}")
+        try:
+            run_dir.mkdir(parents=True)
+            return run_dir
+        except FileExistsError:
+            continue
+    raise RuntimeError("no free run folder name")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_run_files(run_dir: Path, config: dict[str, Any], classes: list[str]) -> None:
+    write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+    write_text_atomic(run_dir / "classes.txt", "\n".join(classes) + "\n")
+
+
+def write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
+    lines = [",".join(HISTORY_FIELDS)]
+    for row in history:
+        lines.append(",".join(_fmt(row.get(k, "")) for k in HISTORY_FIELDS))
+    write_text_atomic(run_dir / "history.csv", "\n".join(lines) + "\n")
+
+
+def read_history(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "history.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
+    write_text_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return "" if value is None else str(value)
+
+
+def plot_history(run_dir: Path, history: list[dict[str, Any]]) -> Path | None:
+    """curves.png: training vs validation loss and accuracy per epoch (overfitting made visible)."""
+    if not history:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [row["epoch"] for row in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key, title in ((ax_loss, "loss", "loss"), (ax_acc, "accuracy", "accuracy")):
+        ax.plot(epochs, [row[f"train_{key}"] for row in history], "o-", label="training")
+        val = [row.get(f"val_{key}") for row in history]
+        if any(v is not None and v != "" for v in val):
+            ax.plot(epochs, val, "o-", label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    path = run_dir / "curves.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

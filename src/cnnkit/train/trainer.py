@@ -1,0 +1,415 @@
+"""train(config) -> a run folder: the whole training run, resumable after Ctrl-C or a kill."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from cnnkit.config import TrainConfig
+from cnnkit.data import DataSplits, channel_stats, load_data
+from cnnkit.data.preprocess import Preprocessing
+from cnnkit.errors import CnnkitError
+from cnnkit.models import ModelSpec, create_model, model_input_size, resolve_spec
+from cnnkit.train import run_folder
+from cnnkit.train.checkpoint import load_checkpoint, save_checkpoint, unwrap_model
+from cnnkit.train.device import Precision, resolve_device, resolve_precision
+from cnnkit.train.loop import (
+    EpochProgress,
+    StepContext,
+    evaluate_epoch,
+    steps_per_epoch,
+    train_one_epoch,
+)
+from cnnkit.train.optim import build_optimizer, build_scheduler
+
+
+@dataclass
+class RunResult:
+    """Where a run wrote its files and what it measured."""
+
+    run_dir: Path
+    metrics: dict[str, Any]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    interrupted: bool = False
+
+    @property
+    def best(self) -> Path:
+        return self.run_dir / "best.pt"
+
+    @property
+    def last(self) -> Path:
+        return self.run_dir / "last.pt"
+
+
+class StopFlag:
+    """First Ctrl-C asks the loop to stop after the current batch; a second one aborts."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self) -> bool:
+        return self.requested
+
+    @contextmanager
+    def installed(self) -> Iterator[StopFlag]:
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+
+        def handler(signum: int, frame: Any) -> None:
+            if self.requested:
+                raise KeyboardInterrupt
+            self.requested = True
+            print(
+                "\ncnnkit: stopping after this batch and saving last.pt (Ctrl-C again to abort)",
+                file=sys.stderr,
+            )
+
+        previous = signal.signal(signal.SIGINT, handler)
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
+def build_model_for(
+    cfg: TrainConfig, data: DataSplits
+) -> tuple[nn.Module, ModelSpec, Preprocessing]:
+    """The model for this data and its preprocessing (size, mean/std from the training images)."""
+    options = {"dropout": cfg.dropout} if cfg.dropout else {}
+    spec = resolve_spec(cfg.model, **options)
+    data_size = tuple(data.train.images.shape[-2:])
+    size = model_input_size(spec, data_size)
+    model = create_model(spec, num_classes=len(data.classes), input_size=(3, *size))
+    mean, std = channel_stats(data.train)
+    preprocessing = Preprocessing(size=size, resize=cfg.resize, mean=mean, std=std)
+    return model, spec, preprocessing
+
+
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Trainer:
+    """One training run. `train()` below is the usual entry point."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: Path, progress: bool = True) -> None:
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.show_progress = progress
+        self.device = resolve_device(cfg.device)
+        self.precision = Precision(self.device, resolve_precision(cfg.precision, self.device))
+        torch.manual_seed(cfg.seed)
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.data = load_data(
+            cfg.data,
+            data_root=cfg.data_root,
+            val_split=cfg.val_split,
+            seed=cfg.seed,
+            image_size=cfg.image_size,
+            resize=cfg.resize,
+            progress=progress,
+        )
+        if self.data.train is None or len(self.data.train) == 0:
+            raise CnnkitError(f"no training images in {cfg.data}")
+        model, self.spec, self.preprocessing = build_model_for(cfg, self.data)
+        self.channels_last = cfg.channels_last and self.device.type != "mps"
+        memory_format = torch.channels_last if self.channels_last else torch.preserve_format
+        self.model = model.to(self.device, memory_format=memory_format)
+        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        self.steps = steps_per_epoch(len(self.data.train), cfg.batch_size)
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = build_optimizer(trainable, cfg)
+        self.scheduler = build_scheduler(self.optimizer, cfg, self.steps)
+        self.scaler = self.precision.make_scaler()
+        self.epoch = 0  # epochs fully done
+        self.progress = EpochProgress()
+        self.history: list[dict[str, Any]] = []
+        self.best_accuracy = -1.0
+        self.best_epoch = 0
+        self.wall_seconds = 0.0
+        self.stop = StopFlag()
+
+    # ---- checkpoints -------------------------------------------------------------------------
+    def checkpoint_fields(self) -> dict[str, Any]:
+        return {
+            "model": self.spec.to_dict(),
+            "num_classes": len(self.data.classes),
+            "state_dict": unwrap_model(self.model).state_dict(),
+            "classes": list(self.data.classes),
+            "preprocessing": self.preprocessing.to_dict(),
+            "config": self.cfg.to_dict(),
+            "epoch": self.epoch,
+            "metrics": {"best_val_accuracy": self.best_accuracy, "best_epoch": self.best_epoch},
+        }
+
+    def save_last(self) -> None:
+        save_checkpoint(
+            self.run_dir / "last.pt",
+            **self.checkpoint_fields(),
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(),
+            scaler=self.scaler.state_dict(),
+            rng=_rng_state(),
+            generator=self.generator.get_state(),
+            progress=self.progress.to_dict(),
+            history=self.history,
+            best=[self.best_accuracy, self.best_epoch],
+            wall_seconds=self.wall_seconds,
+        )
+
+    def restore(self, ckpt: dict[str, Any]) -> None:
+        """Continue exactly where last.pt stopped: weights, optimiser, schedule, RNG, epoch."""
+        unwrap_model(self.model).load_state_dict(ckpt["state_dict"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        _set_rng_state(ckpt["rng"])
+        self.generator.set_state(ckpt["generator"])
+        self.progress = EpochProgress(**ckpt["progress"])
+        self.history = list(ckpt["history"])
+        self.best_accuracy, self.best_epoch = ckpt["best"]
+        self.epoch = ckpt["epoch"]
+        self.wall_seconds = ckpt.get("wall_seconds", 0.0)
+
+    # ---- the run -------------------------------------------------------------------------------
+    def fit(self) -> RunResult:
+        cfg = self.cfg
+        run_folder.write_run_files(self.run_dir, cfg.to_dict(), list(self.data.classes))
+        writer = self._tensorboard()
+        self._announce()
+        interrupted = False
+        with self.stop.installed():
+            while self.epoch < cfg.epochs:
+                started = time.perf_counter()
+                bar = self._bar()
+                train_one_epoch(
+                    self.model,
+                    self.data.train,
+                    self._step_context(),
+                    cfg.batch_size,
+                    self.generator,
+                    self.progress,
+                    should_stop=self.stop,
+                    on_step=bar.update_from if bar else None,
+                )
+                if bar:
+                    bar.close()
+                self.wall_seconds += time.perf_counter() - started
+                if self.stop.requested:
+                    interrupted = True
+                    self.save_last()
+                    break
+                self._end_epoch(writer)
+        if writer is not None:
+            writer.close()
+        metrics = self._final_metrics(interrupted)
+        return RunResult(self.run_dir, metrics, self.history, interrupted)
+
+    def _step_context(self) -> StepContext:
+        return StepContext(
+            self.preprocessing,
+            self.optimizer,
+            self.scheduler,
+            self.scaler,
+            self.precision,
+            self.loss_fn,
+            self.channels_last,
+        )
+
+    def _end_epoch(self, writer: Any) -> None:
+        started = time.perf_counter()
+        p = self.progress
+        self.epoch += 1
+        row: dict[str, Any] = {
+            "epoch": self.epoch,
+            "stage": "train",
+            "train_loss": p.loss,
+            "train_accuracy": p.accuracy,
+            "val_loss": None,
+            "val_accuracy": None,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "seconds": p.seconds,
+            "images_per_second": p.images_per_second,
+        }
+        score = p.accuracy
+        if self.data.val is not None and len(self.data.val):
+            row["val_loss"], row["val_accuracy"] = evaluate_epoch(
+                self.model,
+                self.data.val,
+                self.preprocessing,
+                self.precision,
+                self.loss_fn,
+                channels_last=self.channels_last,
+            )
+            score = row["val_accuracy"]
+        self.history.append(row)
+        self.progress = EpochProgress()
+        if score > self.best_accuracy:
+            self.best_accuracy, self.best_epoch = score, self.epoch
+            save_checkpoint(self.run_dir / "best.pt", **self.checkpoint_fields())
+        self.wall_seconds += time.perf_counter() - started
+        self.save_last()
+        run_folder.write_history(self.run_dir, self.history)
+        run_folder.plot_history(self.run_dir, self.history)
+        if writer is not None:
+            for key, value in row.items():
+                if isinstance(value, float):
+                    writer.add_scalar(key, value, self.epoch)
+            writer.flush()
+        self._print_epoch(row)
+
+    def _final_metrics(self, interrupted: bool) -> dict[str, Any]:
+        metrics: dict[str, Any] = {
+            "epochs_done": self.epoch,
+            "epochs": self.cfg.epochs,
+            "interrupted": interrupted,
+            "best_epoch": self.best_epoch,
+            "best_val_accuracy": self.best_accuracy if self.data.val is not None else None,
+            "validation": self.data.val_source,
+            "wall_seconds": round(self.wall_seconds, 2),
+            "device": str(self.device),
+            "precision": self.precision.name,
+            "parameters": sum(p.numel() for p in self.model.parameters()),
+            "skipped_images": len(self.data.skipped),
+        }
+        if self.history:
+            metrics["final"] = self.history[-1]
+        test = self.data.test
+        if not interrupted and test is not None and len(test) and self.epoch:
+            best = load_checkpoint(self.run_dir / "best.pt")
+            unwrap_model(self.model).load_state_dict(best["state_dict"])
+            loss, acc = evaluate_epoch(
+                self.model,
+                test,
+                self.preprocessing,
+                self.precision,
+                self.loss_fn,
+                channels_last=self.channels_last,
+            )
+            metrics.update(test_loss=loss, test_accuracy=acc, test_images=len(test))
+            print(f"test accuracy (best.pt, epoch {self.best_epoch}): {acc:.2%}  loss {loss:.4f}")
+        run_folder.write_metrics(self.run_dir, metrics)
+        return metrics
+
+    # ---- output --------------------------------------------------------------------------------
+    def _announce(self) -> None:
+        d = self.data
+        n_params = sum(p.numel() for p in self.model.parameters())
+        val = f"{len(d.val)} val ({d.val_source})" if d.val is not None else "no validation"
+        test = f", {len(d.test)} test" if d.test is not None else ""
+        print(
+            f"cnnkit: {self.spec.name} ({n_params:,} params) on {d.name}: {len(d.train)} train, "
+            f"{val}{test}, {len(d.classes)} classes; {self.device} {self.precision.name}; "
+            f"run folder {self.run_dir}"
+        )
+
+    def _print_epoch(self, row: dict[str, Any]) -> None:
+        val = ""
+        if row["val_accuracy"] is not None:
+            val = f"  val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.2%}"
+        print(
+            f"epoch {row['epoch']}/{self.cfg.epochs}  train loss {row['train_loss']:.4f} "
+            f"acc {row['train_accuracy']:.2%}{val}  {row['images_per_second']:,.0f} img/s  "
+            f"{row['seconds']:.1f}s",
+            flush=True,
+        )
+
+    def _bar(self) -> _Bar | None:
+        if not self.show_progress:
+            return None
+        return _Bar(self.steps, self.progress.step, f"epoch {self.epoch + 1}/{self.cfg.epochs}")
+
+    def _tensorboard(self) -> Any:
+        if not self.cfg.tensorboard:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise CnnkitError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
+        return SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
+
+
+class _Bar:
+    """A tqdm bar showing loss, accuracy and images/s; ETA comes from tqdm."""
+
+    def __init__(self, total: int, done: int, desc: str) -> None:
+        self.bar = tqdm(total=total, initial=done, desc=desc, leave=False, unit="batch",
+                        dynamic_ncols=True, mininterval=0.5, file=sys.stderr)
+
+    def update_from(self, p: EpochProgress) -> None:
+        self.bar.update(p.step - self.bar.n)
+        if p.step % 10 == 0:
+            self.bar.set_postfix(loss=f"{p.loss:.3f}", acc=f"{p.accuracy:.1%}",
+                                 img_s=f"{p.images_per_second:,.0f}", refresh=False)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def train(
+    config: TrainConfig | None = None,
+    *,
+    resume: str | Path | None = None,
+    progress: bool = True,
+    **overrides: Any,
+) -> RunResult:
+    """Train a model; `resume` continues a run folder from its last.pt.
+
+    >>> cnnkit.train(data="cifar10-sample", model="simple_cnn", epochs=2)   # doctest: +SKIP
+    """
+    if resume is not None:
+        run_dir = Path(resume)
+        last = run_dir / "last.pt" if run_dir.is_dir() else run_dir
+        if not last.is_file():
+            raise CnnkitError(f"nothing to resume: {last} not found")
+        ckpt = load_checkpoint(last)
+        if "optimizer" not in ckpt:
+            raise CnnkitError(f"{last} holds weights only and cannot be resumed")
+        values = {**ckpt["config"], **{k: v for k, v in overrides.items() if v is not None}}
+        cfg = TrainConfig.from_dict(values)
+        trainer = Trainer(cfg, last.parent, progress)
+        if list(trainer.data.classes) != list(ckpt["classes"]):
+            raise CnnkitError("the data's classes differ from the checkpoint's; cannot resume")
+        trainer.restore(ckpt)
+        if trainer.epoch >= cfg.epochs:
+            raise CnnkitError(
+                f"run {last.parent} already finished {trainer.epoch} epochs; "
+                "pass a larger --epochs to train further"
+            )
+        print(f"cnnkit: resuming {last.parent} at epoch {trainer.epoch + 1}, "
+              f"batch {trainer.progress.step}")
+        return trainer.fit()
+    if config is None:
+        config = TrainConfig.from_dict(overrides)
+    elif overrides:
+        config = TrainConfig.from_dict({**config.to_dict(), **overrides})
+    spec_name = config.model if len(config.model) < 40 and "," not in config.model else "custom"
+    run_dir = run_folder.new_run_dir(config.project, config.name, Path(spec_name).stem)
+    try:
+        trainer = Trainer(config, run_dir, progress)
+    except BaseException:
+        if run_dir.exists() and not any(run_dir.iterdir()):
+            run_dir.rmdir()  # a run that never started leaves no empty folder
+        raise
+    return trainer.fit()

@@ -1,0 +1,192 @@
+"""End to end through the `cnnkit` command, as a user runs it, on the bundled sample."""
+
+import csv
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import cnnkit
+from cnnkit.cli import main
+from cnnkit.demo import sample_images
+
+SAMPLE = "cifar10-sample"
+
+
+def train_args(project, name, *extra):
+    return ["train", "--data", SAMPLE, "--project", str(project), "--name", name,
+            "--no-progress", *extra]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    project = tmp_path_factory.mktemp("runs")
+    assert main(train_args(project, "r", "--epochs", "2", "--batch-size", "32")) == 0
+    return project / "r"
+
+
+def test_train_writes_a_complete_run_folder(run_dir):
+    names = {p.name for p in run_dir.iterdir()}
+    expected = {"config.yaml", "classes.txt", "history.csv", "metrics.json", "best.pt", "last.pt"}
+    assert expected | {"curves.png"} <= names
+    rows = list(csv.DictReader(open(run_dir / "history.csv")))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert float(rows[1]["train_loss"]) < float(rows[0]["train_loss"])
+    assert all(0.0 <= float(r["val_accuracy"]) <= 1.0 for r in rows)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["test_images"] == 500 and metrics["test_accuracy"] > 0.1  # above chance
+    assert (run_dir / "classes.txt").read_text().split() == sorted(
+        ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    )
+    ckpt = torch.load(run_dir / "best.pt", weights_only=True)
+    assert ckpt["model"]["name"] == "simple_cnn" and ckpt["preprocessing"]["size"] == [32, 32]
+
+
+def test_evaluate_prints_and_writes_reports_matching_the_run(run_dir, capsys):
+    assert main(["evaluate", str(run_dir), "--data", SAMPLE, "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "top-1" in out and "airplane" in out
+    report_dir = run_dir / f"eval-{SAMPLE}-test"
+    for name in ("metrics.json", "per_class.csv", "confusion_matrix.csv", "confusion_matrix.png"):
+        assert (report_dir / name).is_file()
+    metrics = json.loads((report_dir / "metrics.json").read_text())
+    trained = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["top1_accuracy"] == pytest.approx(trained["test_accuracy"], abs=1e-6)
+    assert sum(sum(row) for row in metrics["confusion_matrix"]) == 500
+    assert metrics["top5_accuracy"] >= metrics["top1_accuracy"]
+
+
+def test_predict_json_and_csv_skip_unreadable_files(run_dir, tmp_path, capsys):
+    images = [str(p) for p in sample_images()[:3]]
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not a png at all")
+    assert main(["predict", str(run_dir / "best.pt"), *images, str(bad), "--json"]) == 0
+    captured = capsys.readouterr()
+    results = json.loads(captured.out)
+    assert [r["source"] for r in results] == images
+    assert all(len(r["top_k"]) == 3 for r in results)
+    assert all(abs(sum(t["probability"] for t in r["top_k"])) <= 1.0 + 1e-6 for r in results)
+    assert "broken.png" in captured.err
+    assert main(["predict", str(run_dir), images[0], "--csv", "--top-k", "2"]) == 0
+    rows = list(csv.reader(io.StringIO(capsys.readouterr().out)))
+    assert rows[0] == ["source", "rank", "label", "probability"] and len(rows) == 3
+
+
+def test_predict_exits_non_zero_only_when_nothing_could_be_read(run_dir, tmp_path, capsys):
+    bad = tmp_path / "empty.jpg"
+    bad.write_bytes(b"")
+    assert main(["predict", str(run_dir), str(bad)]) == 2
+    assert "no image could be read" in capsys.readouterr().err
+
+
+def test_python_api_predicts_paths_pil_images_and_arrays(run_dir):
+    clf = cnnkit.load(run_dir / "best.pt")
+    path = sample_images()[0]
+    by_path = clf.predict(str(path))
+    by_pil = clf.predict(Image.open(path))
+    by_array = clf.predict(np.asarray(Image.open(path)))
+    assert by_path.label == by_pil.label == by_array.label
+    assert by_path.probability == pytest.approx(by_array.probability, abs=1e-5)
+    assert by_path.label in clf.classes
+    report = cnnkit.evaluate(str(run_dir), SAMPLE, out_dir=None, progress=False)
+    assert 0.0 < report.top1 <= 1.0
+
+
+def test_config_file_with_flag_override(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text(f"data: {SAMPLE}\nepochs: 5\nbatch_size: 128\noptimizer: sgd\nlr: 0.05\n")
+    project = tmp_path / "runs"
+    rc = main(["train", "--config", str(config), "--epochs", "1", "--project", str(project),
+               "--name", "c", "--no-progress"])
+    assert rc == 0
+    saved = (project / "c" / "config.yaml").read_text()
+    assert "epochs: 1" in saved and "optimizer: sgd" in saved and "batch_size: 128" in saved
+
+
+def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
+    """Ctrl-C mid-epoch writes last.pt; --resume ends bit-identical to an uninterrupted run."""
+    project = tmp_path / "runs"
+    common = ["--epochs", "3", "--batch-size", "16", "--seed", "3", "--precision", "fp32"]
+    assert main(train_args(project, "full", *common)) == 0
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "cnnkit", *train_args(project, "cut", *common)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    for line in proc.stdout:
+        if line.startswith("epoch 1/3"):
+            proc.send_signal(signal.SIGINT)
+            break
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "--resume" in out
+    cut = torch.load(project / "cut" / "last.pt", weights_only=True)
+    assert cut["epoch"] < 3
+
+    assert main(["train", "--resume", str(project / "cut"), "--no-progress"]) == 0
+    full = torch.load(project / "full" / "last.pt", weights_only=True)
+    resumed = torch.load(project / "cut" / "last.pt", weights_only=True)
+    assert resumed["epoch"] == 3
+    for key, value in full["state_dict"].items():
+        assert torch.equal(value, resumed["state_dict"][key]), key
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "cnnkit", *args], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["train", "--data", "no/such/folder"], "not found"),
+        (["train", "--model", "simple_cn"], "did you mean 'simple_cnn'"),
+        (["train", "--batch-size", "0"], "batch_size must be a positive"),
+        (["train", "--epochs", "-1"], "epochs must be a positive"),
+        (["train", "--epoch", "3"], "did you mean --epochs"),
+        (["train", "--optimizer", "adamm"], "did you mean 'adam'"),
+        (["train", "--data", "cifar100000"], "unknown dataset"),
+        (["predict", "missing.pt", "x.png"], "checkpoint not found"),
+        (["summary", "resnet81"], "did you mean 'resnet18'"),
+    ],
+)
+def test_user_mistakes_are_one_line_and_exit_2(args, expected):
+    result = run_cli(*args)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert expected in lines[0] and "Traceback" not in result.stderr
+
+
+def test_debug_shows_the_traceback():
+    result = run_cli("--debug", "summary", "resnet81")
+    assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_checkpoint_classes_that_differ_from_the_data_are_refused(run_dir, tmp_path, capsys):
+    for name in ("x", "y"):
+        (tmp_path / "d" / name).mkdir(parents=True)
+        Image.new("RGB", (32, 32), (1, 2, 3)).save(tmp_path / "d" / name / "a.png")
+    assert main(["evaluate", str(run_dir), "--data", str(tmp_path / "d"), "--no-progress"]) == 2
+    assert "classes differ" in capsys.readouterr().err
+
+
+def test_corrupt_checkpoint_is_refused(tmp_path, capsys):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(os.urandom(500))
+    assert main(["predict", str(bad), "x.png"]) == 2
+    assert "not a readable checkpoint" in capsys.readouterr().err
+
+
+def test_models_and_summary_commands(capsys):
+    assert main(["models"]) == 0
+    listing = capsys.readouterr().out
+    assert "simple_cnn" in listing and "resnet18" in listing
+    assert main(["summary", "simple_cnn"]) == 0
+    out = capsys.readouterr().out
+    assert "160,202" in out or "160202" in out

@@ -1,0 +1,52 @@
+"""Optimisers and schedules by name."""
+
+import pytest
+import torch
+
+from cnnkit.config import TrainConfig
+from cnnkit.train.optim import build_optimizer, build_scheduler
+
+
+def lrs(schedule: str, epochs: int = 4, steps: int = 10, **kw) -> list[float]:
+    cfg = TrainConfig(schedule=schedule, epochs=epochs, lr=0.1, **kw)
+    w = torch.nn.Parameter(torch.zeros(1))
+    opt = build_optimizer([w], cfg)
+    sched = build_scheduler(opt, cfg, steps)
+    seen = []
+    for _ in range(epochs * steps):
+        seen.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return seen
+
+
+def test_constant_schedule_keeps_the_rate():
+    assert set(lrs("constant")) == {0.1}
+
+
+def test_cosine_decays_to_near_zero():
+    seen = lrs("cosine")
+    assert seen[0] == pytest.approx(0.1)
+    assert seen[-1] < 0.001
+    assert all(a >= b for a, b in zip(seen, seen[1:]))
+
+
+def test_onecycle_warms_up_then_anneals():
+    seen = lrs("onecycle")
+    peak = seen.index(max(seen))
+    assert 0 < peak < len(seen) // 2
+    assert max(seen) == pytest.approx(0.1)
+    assert seen[-1] < 0.01 and seen[0] < 0.01
+
+
+def test_warmup_is_linear():
+    seen = lrs("constant", warmup_epochs=1)
+    assert seen[0] == pytest.approx(0.01) and seen[9] == pytest.approx(0.1)
+
+
+def test_sgd_nesterov_and_adamw_by_name():
+    w = torch.nn.Parameter(torch.zeros(1))
+    sgd = build_optimizer([w], TrainConfig(optimizer="sgd", nesterov=True, lr=0.1))
+    assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["nesterov"]
+    adamw = build_optimizer([w], TrainConfig(optimizer="adamw", weight_decay=0.05))
+    assert isinstance(adamw, torch.optim.AdamW) and adamw.defaults["weight_decay"] == 0.05
