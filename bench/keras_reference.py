@@ -49,17 +49,22 @@ def main() -> None:
         def on_epoch_end(self, epoch, logs=None):
             seconds.append(time.perf_counter() - self.start)
 
-    model.fit(x_train, y_train, epochs=epochs, batch_size=batch_size, verbose=0,
-              callbacks=[Timer()])
+    model.fit(
+        x_train, y_train, epochs=epochs, batch_size=batch_size, verbose=0, callbacks=[Timer()]
+    )
     _, accuracy = model.evaluate(x_test, y_test, verbose=0)
     images_per_second = len(x_train) * len(seconds) / sum(seconds)
-    print(json.dumps({
-        "framework": f"keras {keras.__version__} / tensorflow {tf.__version__}",
-        "params": model.count_params(),
-        "test_accuracy": float(accuracy),
-        "epoch_seconds": seconds,
-        "images_per_second": images_per_second,
-    }))
+    print(
+        json.dumps(
+            {
+                "framework": f"keras {keras.__version__} / tensorflow {tf.__version__}",
+                "params": model.count_params(),
+                "test_accuracy": float(accuracy),
+                "epoch_seconds": seconds,
+                "images_per_second": images_per_second,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -18,15 +18,23 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SHARED_CIFAR10, print_machine  # noqa: E402
-
 import cnnkit  # noqa: E402
+from common import SHARED_CIFAR10, print_machine  # noqa: E402
 
 
 def run_cnnkit(data: str, precision: str, epochs: int, project: Path) -> dict:
     result = cnnkit.train(
-        data=data, model="simple_cnn", epochs=epochs, batch_size=64, optimizer="adam", lr=1e-3,
-        val_split=0.0, precision=precision, project=str(project), name=precision, progress=False,
+        data=data,
+        model="simple_cnn",
+        epochs=epochs,
+        batch_size=64,
+        optimizer="adam",
+        lr=1e-3,
+        val_split=0.0,
+        precision=precision,
+        project=str(project),
+        name=precision,
+        progress=False,
     )
     history = result.history
     seconds = sum(row["seconds"] for row in history)
@@ -53,8 +61,12 @@ def run_keras(python: str, data: str, epochs: int) -> dict:
             y_test=splits.test.labels.numpy(),
         )
         script = Path(__file__).with_name("keras_reference.py")
-        out = subprocess.run([python, str(script), str(arrays), str(epochs), "64"],
-                             capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            [python, str(script), str(arrays), str(epochs), "64"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -83,8 +95,10 @@ def main() -> None:
         rows.append(("keras (same run)", results["keras"]))
     for label, r in rows:
         per_epoch = sum(r["epoch_seconds"]) / len(r["epoch_seconds"])
-        print(f"| {label} | {r['test_accuracy']:.2%} | {r['images_per_second']:,.0f} | "
-              f"{per_epoch:.1f} |")
+        print(
+            f"| {label} | {r['test_accuracy']:.2%} | {r['images_per_second']:,.0f} | "
+            f"{per_epoch:.1f} |"
+        )
     if "keras" in results:
         for r in results["runs"]:
             ratio = r["images_per_second"] / results["keras"]["images_per_second"]

@@ -89,8 +89,10 @@ def test_loading_never_runs_code_from_the_file(tmp_path):
 
 
 def test_run_folder_resolves_to_best_then_last(tmp_path):
-    atomic_torch_save({"format": "cnnkit-checkpoint", "version": 1, "state_dict": {}, "n": 1},
-                      tmp_path / "last.pt")
+    atomic_torch_save(
+        {"format": "cnnkit-checkpoint", "version": 1, "state_dict": {}, "n": 1},
+        tmp_path / "last.pt",
+    )
     assert load_checkpoint(tmp_path)["n"] == 1
     with pytest.raises(CnnkitError, match="not found"):
         load_checkpoint(tmp_path / "missing.pt")

@@ -21,8 +21,17 @@ SAMPLE = "cifar10-sample"
 
 
 def train_args(project, name, *extra):
-    return ["train", "--data", SAMPLE, "--project", str(project), "--name", name,
-            "--no-progress", *extra]
+    return [
+        "train",
+        "--data",
+        SAMPLE,
+        "--project",
+        str(project),
+        "--name",
+        name,
+        "--no-progress",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +45,8 @@ def test_train_writes_a_complete_run_folder(run_dir):
     names = {p.name for p in run_dir.iterdir()}
     expected = {"config.yaml", "classes.txt", "history.csv", "metrics.json", "best.pt", "last.pt"}
     assert expected | {"curves.png"} <= names
-    rows = list(csv.DictReader(open(run_dir / "history.csv")))
+    with open(run_dir / "history.csv") as f:
+        rows = list(csv.DictReader(f))
     assert [r["epoch"] for r in rows] == ["1", "2"]
     assert float(rows[1]["train_loss"]) < float(rows[0]["train_loss"])
     assert all(0.0 <= float(r["val_accuracy"]) <= 1.0 for r in rows)
@@ -103,8 +113,20 @@ def test_config_file_with_flag_override(tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text(f"data: {SAMPLE}\nepochs: 5\nbatch_size: 128\noptimizer: sgd\nlr: 0.05\n")
     project = tmp_path / "runs"
-    rc = main(["train", "--config", str(config), "--epochs", "1", "--project", str(project),
-               "--name", "c", "--no-progress"])
+    rc = main(
+        [
+            "train",
+            "--config",
+            str(config),
+            "--epochs",
+            "1",
+            "--project",
+            str(project),
+            "--name",
+            "c",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     saved = (project / "c" / "config.yaml").read_text()
     assert "epochs: 1" in saved and "optimizer: sgd" in saved and "batch_size: 128" in saved

@@ -35,7 +35,7 @@ def test_non_positive_or_out_of_range_values_are_rejected(values):
 
 def test_unknown_choice_suggests_the_close_one():
     with pytest.raises(CnnkitError, match="did you mean 'adamw'"):
-        TrainConfig(optimizer="adamx")
+        TrainConfig(optimizer="adamww")
 
 
 def test_config_file_that_is_not_a_mapping_is_rejected(tmp_path):

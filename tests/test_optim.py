@@ -28,7 +28,7 @@ def test_cosine_decays_to_near_zero():
     seen = lrs("cosine")
     assert seen[0] == pytest.approx(0.1)
     assert seen[-1] < 0.001
-    assert all(a >= b for a, b in zip(seen, seen[1:]))
+    assert all(a >= b for a, b in zip(seen, seen[1:], strict=False))
 
 
 def test_onecycle_warms_up_then_anneals():

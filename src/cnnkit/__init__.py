@@ -1,10 +1,10 @@
 """cnnkit: convolutional neural networks for image recognition.
 
-    import cnnkit
-    run = cnnkit.train(data="cifar10-sample", model="simple_cnn", epochs=5)
-    clf = cnnkit.load(run.best)
-    clf.predict("cat.png")
-    clf.evaluate("cifar10-sample")
+import cnnkit
+run = cnnkit.train(data="cifar10-sample", model="simple_cnn", epochs=5)
+clf = cnnkit.load(run.best)
+clf.predict("cat.png")
+clf.evaluate("cifar10-sample")
 """
 
 from cnnkit.config import TrainConfig

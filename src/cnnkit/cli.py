@@ -45,18 +45,27 @@ TRAIN_HELP = {
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage mistake is one line (with a close match) and exit code 2."""
+    """argparse, but a usage mistake is one line (with a close match) and exit code 2.
+
+    Abbreviated options are off: `--epoch` is a typo to point out, not a prefix to guess from.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        if message.startswith("unrecognized arguments:"):
-            words = message.split(":", 1)[1].split()
-            options = [o for a in self._actions for o in a.option_strings]
-            for word in words:
-                close = difflib.get_close_matches(word.split("=")[0], options, n=1)
-                if close:
-                    message = f"unknown option {word}; did you mean {close[0]}?"
-                    break
-        raise CnnkitError(f"{self.prog}: {message}")
+        command = self.prog.removeprefix("cnnkit").strip()
+        raise CnnkitError(f"{command}: {message}" if command else message)
+
+    def unknown_options(self, words: list[str]) -> CnnkitError:
+        """The error for leftover words, naming the closest option this command has."""
+        options = [o for action in self._actions for o in action.option_strings]
+        for word in words:
+            close = difflib.get_close_matches(word.split("=")[0], options, n=1)
+            if close:
+                return CnnkitError(f"unknown option {word}; did you mean {close[0]}?")
+        return CnnkitError(f"unrecognized arguments: {' '.join(words)}")
 
 
 def _field_type(annotation: Any) -> type:
@@ -73,11 +82,13 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
         kind = _field_type(hints[field.name])
         help_text = f"{TRAIN_HELP.get(field.name, '')} (default: {field.default})"
         if kind is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
-                                help=help_text)
+            parser.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
         else:
-            parser.add_argument(flag, type=kind, default=None, metavar=field.name.upper(),
-                                help=help_text)
+            parser.add_argument(
+                flag, type=kind, default=None, metavar=field.name.upper(), help=help_text
+            )
 
 
 # ---- commands --------------------------------------------------------------------------------
@@ -105,8 +116,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     data = args.data or clf.config.get("data")
     if not data:
         raise CnnkitError("say which data to evaluate on with --data")
-    report = clf.evaluate(data, split=args.split, data_root=args.data_root, out_dir=args.out,
-                          batch_size=args.batch_size, progress=not args.no_progress)
+    report = clf.evaluate(
+        data,
+        split=args.split,
+        data_root=args.data_root,
+        out_dir=args.out,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+    )
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
@@ -191,13 +208,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 # ---- parser ----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="cnnkit", description="Convolutional networks for image recognition")
+    parser = OneLineParser(
+        prog="cnnkit", description="Convolutional networks for image recognition"
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     def command(name: str, func: Callable[[argparse.Namespace], int], help_text: str):
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.set_defaults(func=func)
+        p.set_defaults(func=func, parser=p)
         p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
         return p
 
@@ -250,7 +269,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:
-        args = build_parser().parse_args(argv)
+        args, extra = build_parser().parse_known_args(argv)
+        if extra:
+            raise args.parser.unknown_options(extra)
         return args.func(args)
     except CnnkitError as exc:
         if debug:

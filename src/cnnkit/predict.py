@@ -137,8 +137,8 @@ class Classifier:
         k = max(1, min(top_k, len(self.classes)))
         values, indices = probs.topk(k, dim=1)
         return [
-            Prediction(name, [(self.classes[j], float(p)) for p, j in zip(vals, idx.tolist())])
-            for name, vals, idx in zip(names, values.tolist(), indices)
+            Prediction(name, [(self.classes[j], p) for p, j in zip(vals, idx, strict=True)])
+            for name, vals, idx in zip(names, values.tolist(), indices.tolist(), strict=True)
         ]
 
     # ---- evaluation ------------------------------------------------------------------------

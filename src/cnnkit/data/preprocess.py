@@ -43,7 +43,7 @@ class Preprocessing:
         return cls(**d)
 
     def to_input(self, images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """uint8 (N, 3, h, w) -> normalised float (N, 3, H, W) at ``self.size``, on images' device."""
+        """uint8 (N, 3, h, w) -> normalised float (N, 3, H, W) at ``self.size``, same device."""
         x = images.to(dtype=torch.float32).div_(255.0)
         if tuple(x.shape[-2:]) != self.size:
             x = F.interpolate(

@@ -57,7 +57,9 @@ def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, k: int) -> float:
     return float((top == labels[:, None]).any(dim=1).float().mean())
 
 
-def confusion_matrix(predicted: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+def confusion_matrix(
+    predicted: torch.Tensor, labels: torch.Tensor, num_classes: int
+) -> torch.Tensor:
     index = labels.long() * num_classes + predicted.long()
     return torch.bincount(index, minlength=num_classes**2).view(num_classes, num_classes)
 

@@ -47,13 +47,18 @@ def write_report(report: ClassificationReport, out_dir: Path) -> dict[str, Path]
         writer.writerow(["class", "precision", "recall", "f1", "support"])
         for i, name in enumerate(report.classes):
             writer.writerow(
-                [name, f"{report.precision[i]:.4f}", f"{report.recall[i]:.4f}",
-                 f"{report.f1[i]:.4f}", report.support[i]]
+                [
+                    name,
+                    f"{report.precision[i]:.4f}",
+                    f"{report.recall[i]:.4f}",
+                    f"{report.f1[i]:.4f}",
+                    report.support[i],
+                ]
             )
     with open(paths["confusion_csv"], "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["true \\ predicted", *report.classes])
-        for name, row in zip(report.classes, report.confusion.tolist()):
+        for name, row in zip(report.classes, report.confusion.tolist(), strict=True):
             writer.writerow([name, *row])
     plot_confusion(report, paths["confusion_png"])
     return paths

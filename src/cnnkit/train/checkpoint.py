@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import pickle
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +68,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> dict[
     path = resolve_checkpoint_path(path)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as exc:
+    except Exception as exc:  # a user's file: whatever the unpickler chokes on, say so in a line
         reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
         raise CnnkitError(f"{path} is not a readable checkpoint ({reason})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:

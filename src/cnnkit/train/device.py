@@ -24,7 +24,9 @@ def resolve_device(name: str = "auto") -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise CnnkitError(f"unknown device '{name}' (valid: auto, cpu, cuda, cuda:N, mps)") from None
+        raise CnnkitError(
+            f"unknown device '{name}' (valid: auto, cpu, cuda, cuda:N, mps)"
+        ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise CnnkitError("device 'cuda' requested but no CUDA GPU is available (use --device cpu)")
     if device.type == "mps" and not (

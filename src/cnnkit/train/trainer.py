@@ -346,7 +346,9 @@ class Trainer:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            raise CnnkitError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
+            raise CnnkitError(
+                "--tensorboard needs the tensorboard package: pip install tensorboard"
+            ) from None
         return SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
 
 
@@ -354,14 +356,21 @@ class _Bar:
     """A tqdm bar showing loss, accuracy and images/s; ETA comes from tqdm."""
 
     def __init__(self, total: int, done: int, desc: str) -> None:
+        # disable=None: no bar when stderr is not a terminal (logs, CI); the epoch lines remain.
         self.bar = tqdm(total=total, initial=done, desc=desc, leave=False, unit="batch",
-                        dynamic_ncols=True, mininterval=0.5, file=sys.stderr)
+                        dynamic_ncols=True, mininterval=0.5, file=sys.stderr, disable=None)  # fmt: skip
 
     def update_from(self, p: EpochProgress) -> None:
+        if self.bar.disable:
+            return
         self.bar.update(p.step - self.bar.n)
         if p.step % 10 == 0:
-            self.bar.set_postfix(loss=f"{p.loss:.3f}", acc=f"{p.accuracy:.1%}",
-                                 img_s=f"{p.images_per_second:,.0f}", refresh=False)
+            self.bar.set_postfix(
+                loss=f"{p.loss:.3f}",
+                acc=f"{p.accuracy:.1%}",
+                img_s=f"{p.images_per_second:,.0f}",
+                refresh=False,
+            )
 
     def close(self) -> None:
         self.bar.close()
@@ -397,8 +406,10 @@ def train(
                 f"run {last.parent} already finished {trainer.epoch} epochs; "
                 "pass a larger --epochs to train further"
             )
-        print(f"cnnkit: resuming {last.parent} at epoch {trainer.epoch + 1}, "
-              f"batch {trainer.progress.step}")
+        print(
+            f"cnnkit: resuming {last.parent} at epoch {trainer.epoch + 1}, "
+            f"batch {trainer.progress.step}"
+        )
         return trainer.fit()
     if config is None:
         config = TrainConfig.from_dict(overrides)

@@ -1,0 +1,306 @@
+"""decode_image(): any file, bytes, PIL image or array -> RGB uint8 (H, W, 3), or a clear error.
+
+Every image that enters cnnkit passes through here, so training, evaluation and prediction see
+the same pixels: EXIF orientation applied, alpha composited on white, 16-bit scaled by its type's
+range, CMYK/palette/grayscale converted to RGB, and an optional resize by a named policy. Files
+that cannot be decoded raise ``ImageDecodeError`` whose message is a short reason, so the
+up-front scan can list them instead of crashing mid-epoch.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from cnnkit.data.preprocess import RESIZE_POLICIES
+from cnnkit.errors import CnnkitError, did_you_mean
+
+DEFAULT_MAX_PIXELS = 89_478_485  # PIL's own default Image.MAX_IMAGE_PIXELS (~ 0.25 GiB RGBA)
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+
+_MAGIC = (
+    (b"\x89PNG", "PNG"),
+    (b"\xff\xd8", "JPEG"),
+    (b"GIF8", "GIF"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+)
+_ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
+_16BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}  # "I": 16-bit PNGs in older Pillow
+
+
+class ImageDecodeError(CnnkitError):
+    """An image that cannot be read; the message is the reason ("truncated PNG", ...)."""
+
+
+def check_resize_policy(resize: str) -> str:
+    """Return ``resize`` if it is a known policy, else raise a did-you-mean error."""
+    if resize not in RESIZE_POLICIES:
+        raise did_you_mean("resize policy", str(resize), RESIZE_POLICIES)
+    return resize
+
+
+# PIL keeps LOAD_TRUNCATED_IMAGES and MAX_IMAGE_PIXELS as module globals that other code may set.
+# While any decode runs we force strict loading and switch off PIL's own bomb check (we apply our
+# own, per call, from the header); the previous values come back when the last decode ends.
+_state_lock = threading.Lock()
+_active = 0
+_saved: tuple[Any, Any] = (False, DEFAULT_MAX_PIXELS)
+
+
+@contextmanager
+def _strict_pil() -> Iterator[None]:
+    global _active, _saved
+    with _state_lock:
+        if _active == 0:
+            _saved = (ImageFile.LOAD_TRUNCATED_IMAGES, Image.MAX_IMAGE_PIXELS)
+            ImageFile.LOAD_TRUNCATED_IMAGES = False
+            Image.MAX_IMAGE_PIXELS = None
+        _active += 1
+    try:
+        yield
+    finally:
+        with _state_lock:
+            _active -= 1
+            if _active == 0:
+                ImageFile.LOAD_TRUNCATED_IMAGES, Image.MAX_IMAGE_PIXELS = _saved
+
+
+def _format_of(head: bytes) -> str:
+    for magic, name in _MAGIC:
+        if head.startswith(magic):
+            return name
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    return "image"
+
+
+def _open(source: Any) -> tuple[Image.Image, str]:
+    """Open lazily (header only) and return the image and a format name for messages."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        if not data:
+            raise ImageDecodeError("zero-byte file")
+        fp: Any = io.BytesIO(data)
+        head = data[:16]
+    elif isinstance(source, (str, os.PathLike)):
+        try:
+            if os.path.getsize(source) == 0:
+                raise ImageDecodeError("zero-byte file")
+            with open(source, "rb") as f:
+                head = f.read(16)
+        except FileNotFoundError:
+            raise ImageDecodeError("file not found") from None
+        except IsADirectoryError:
+            raise ImageDecodeError("a folder, not a file") from None
+        except PermissionError:
+            raise ImageDecodeError("permission denied") from None
+        fp = source
+    elif hasattr(source, "read"):
+        return _open(source.read())
+    else:
+        raise TypeError(f"cannot decode an image from {type(source).__name__}")
+    fmt = _format_of(head)
+    try:
+        im = Image.open(fp)
+    except UnidentifiedImageError:
+        if fmt == "image":
+            raise ImageDecodeError("not an image") from None
+        truncated = _missing_end_marker(fmt, source if isinstance(fp, io.BytesIO) else fp)
+        raise ImageDecodeError(f"{'truncated' if truncated else 'corrupt'} {fmt}") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageDecodeError(f"image exceeds PIL's pixel limit ({e})") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise ImageDecodeError(_reason(fmt, e)) from None
+    return im, (im.format or fmt)
+
+
+_END_MARKERS = {"PNG": b"IEND\xaeB`\x82", "JPEG": b"\xff\xd9"}
+
+
+def _missing_end_marker(fmt: str, source: Any) -> bool:
+    """Whether a PNG/JPEG lacks its end marker (a cut-off file rather than a corrupt one)."""
+    marker = _END_MARKERS.get(fmt)
+    if marker is None:
+        return False
+    if isinstance(source, (str, os.PathLike)):
+        with open(source, "rb") as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - 64))
+            tail = f.read()
+    else:
+        tail = bytes(source)[-64:]
+    return marker not in tail
+
+
+def _reason(fmt: str, error: BaseException) -> str:
+    text = str(error)
+    if "truncat" in text.lower() or isinstance(error, EOFError):
+        return f"truncated {fmt}"
+    return f"corrupt {fmt} ({text})" if text else f"corrupt {fmt}"
+
+
+def _check_pixels(width: int, height: int, max_pixels: int | None) -> None:
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageDecodeError(
+            f"image of {width}x{height} pixels exceeds the limit of {max_pixels:,} pixels"
+        )
+
+
+def _orientation_swaps(im: Image.Image) -> bool:
+    """Whether the EXIF orientation (5-8) rotates by 90 degrees, read without decoding pixels."""
+    try:
+        if im.format == "PNG":  # PNG's getexif() would decode the pixels; use a parsed chunk
+            raw = im.info.get("exif")
+            if not raw:
+                return False
+            exif = Image.Exif()
+            exif.load(raw)
+        else:
+            exif = im.getexif()
+        return exif.get(0x0112, 1) in (5, 6, 7, 8)
+    except Exception:  # a broken EXIF block is not worth rejecting the image for
+        return False
+
+
+def read_size(
+    source: str | os.PathLike | bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> tuple[int, int]:
+    """(H, W) of an image file as decode_image would return it, from the header only."""
+    with _strict_pil():
+        im, _ = _open(source)
+        with im:
+            w, h = im.size
+            _check_pixels(w, h, max_pixels)
+            return (w, h) if _orientation_swaps(im) else (h, w)
+
+
+def _composite_on_white(rgba: np.ndarray) -> np.ndarray:
+    alpha = rgba[..., 3:4].astype(np.uint16)
+    rgb = rgba[..., :3].astype(np.uint16)
+    return ((rgb * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8)
+
+
+def _pil_to_rgb(im: Image.Image) -> np.ndarray:
+    """A loaded PIL image of any mode -> RGB uint8 array."""
+    mode = im.mode
+    if mode == "RGB" and "transparency" not in im.info:
+        return np.asarray(im, dtype=np.uint8)
+    if mode in _16BIT_MODES:
+        a = np.asarray(im).astype(np.int64)
+        return _gray_to_rgb((np.clip(a, 0, 65535) >> 8).astype(np.uint8))
+    if mode == "F":
+        return _gray_to_rgb(_float_to_uint8(np.asarray(im)))
+    if mode in _ALPHA_MODES or "transparency" in im.info:
+        return _composite_on_white(np.asarray(im.convert("RGBA")))
+    try:
+        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except (ValueError, OSError) as e:
+        raise ImageDecodeError(f"unsupported image mode {mode} ({e})") from None
+
+
+def _gray_to_rgb(gray: np.ndarray) -> np.ndarray:
+    return np.repeat(gray[..., None], 3, axis=2)
+
+
+def _float_to_uint8(a: np.ndarray) -> np.ndarray:
+    a = np.nan_to_num(a.astype(np.float32), nan=0.0)
+    return (np.clip(a, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def _array_to_rgb(a: np.ndarray) -> np.ndarray:
+    """(H, W), (H, W, 1), (H, W, 3) or (H, W, 4) of uint8, uint16, bool or float [0, 1]."""
+    if a.ndim == 3 and a.shape[2] in (1, 3, 4):
+        pass
+    elif a.ndim == 2:
+        a = a[..., None]
+    else:
+        raise ImageDecodeError(f"unsupported array shape {tuple(a.shape)} (need HxW or HxWxC)")
+    if a.dtype == np.uint8:
+        pass
+    elif a.dtype == np.uint16:
+        a = (a >> 8).astype(np.uint8)
+    elif a.dtype == np.bool_:
+        a = a.astype(np.uint8) * 255
+    elif np.issubdtype(a.dtype, np.floating):
+        a = _float_to_uint8(a)
+    else:
+        raise ImageDecodeError(
+            f"unsupported array dtype {a.dtype} (use uint8, uint16 or float in [0, 1])"
+        )
+    if a.shape[2] == 1:
+        return np.ascontiguousarray(np.repeat(a, 3, axis=2))
+    if a.shape[2] == 4:
+        return _composite_on_white(a)
+    return np.ascontiguousarray(a)
+
+
+def resize_image(im: Image.Image, size: tuple[int, int], resize: str = "stretch") -> Image.Image:
+    """Resize an RGB PIL image to (H, W) by policy: stretch, crop (center) or pad (letterbox)."""
+    h, w = size
+    if im.size == (w, h):
+        return im
+    if resize == "stretch":
+        return im.resize((w, h), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    if resize == "crop":
+        return ImageOps.fit(im, (w, h), Image.Resampling.BILINEAR, centering=(0.5, 0.5))
+    if resize == "pad":
+        return ImageOps.pad(im, (w, h), Image.Resampling.BILINEAR, color=(0, 0, 0))
+    raise did_you_mean("resize policy", str(resize), RESIZE_POLICIES)
+
+
+def decode_image(
+    source: Any,
+    size: tuple[int, int] | None = None,
+    resize: str = "stretch",
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> np.ndarray:
+    """Decode a path, bytes, file object, PIL image or array to RGB uint8 (H, W, 3).
+
+    ``size`` is (H, W); when given and different, the image is resized by ``resize``. Images over
+    ``max_pixels`` are refused from their header, before any pixel is decoded.
+    """
+    if size is not None:
+        check_resize_policy(resize)
+        size = (int(size[0]), int(size[1]))
+    if isinstance(source, np.ndarray):
+        _check_pixels(source.shape[1] if source.ndim > 1 else 1, source.shape[0], max_pixels)
+        rgb = _array_to_rgb(source)
+    elif isinstance(source, Image.Image):
+        _check_pixels(*source.size, max_pixels)
+        with _strict_pil():
+            rgb = _load_rgb(source, source.format or "image")
+    else:
+        rgb = _decode_encoded(source, max_pixels)
+    if size is None or rgb.shape[:2] == size:
+        return rgb
+    out = resize_image(Image.fromarray(rgb, "RGB"), size, resize)
+    return np.asarray(out, dtype=np.uint8)
+
+
+def _decode_encoded(source: Any, max_pixels: int | None) -> np.ndarray:
+    with _strict_pil():
+        im, fmt = _open(source)
+        with im:
+            _check_pixels(*im.size, max_pixels)
+            return _load_rgb(im, fmt)
+
+
+def _load_rgb(im: Image.Image, fmt: str) -> np.ndarray:
+    """Decode the pixels (inside _strict_pil), apply EXIF orientation, convert to RGB."""
+    try:
+        im.load()
+        return _pil_to_rgb(ImageOps.exif_transpose(im))
+    except (ImageDecodeError, MemoryError):
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageDecodeError(f"image exceeds PIL's pixel limit ({e})") from None
+    except Exception as e:  # PIL raises many types on crafted/corrupt files
+        raise ImageDecodeError(_reason(fmt, e)) from None

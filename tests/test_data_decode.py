@@ -1,0 +1,210 @@
+"""decode_image: every input kind and mode -> RGB uint8, and clear reasons for bad files."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFile
+
+from cnnkit.data import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image
+from cnnkit.data.decode import read_size
+from cnnkit.errors import CnnkitError
+
+
+def png_bytes(im: Image.Image, **kw) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, "PNG", **kw)
+    return buf.getvalue()
+
+
+def noise(h: int = 16, w: int = 16, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def test_rgb_png_roundtrip(tmp_path):
+    a = noise()
+    path = tmp_path / "a.png"
+    Image.fromarray(a).save(path)
+    for source in (path, str(path), path.read_bytes(), io.BytesIO(path.read_bytes())):
+        out = decode_image(source)
+        assert out.dtype == np.uint8 and out.shape == (16, 16, 3)
+        np.testing.assert_array_equal(out, a)
+
+
+def test_zero_byte_file(tmp_path):
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(ImageDecodeError, match="zero-byte file"):
+        decode_image(tmp_path / "empty.png")
+    with pytest.raises(ImageDecodeError, match="zero-byte file"):
+        decode_image(b"")
+
+
+def test_text_file_named_jpg(tmp_path):
+    (tmp_path / "notes.jpg").write_text("this is not a picture\n")
+    with pytest.raises(ImageDecodeError, match="^not an image$"):
+        decode_image(tmp_path / "notes.jpg")
+
+
+def test_missing_file_is_a_decode_error(tmp_path):
+    with pytest.raises(ImageDecodeError, match="file not found"):
+        decode_image(tmp_path / "nope.png")
+
+
+@pytest.mark.parametrize("fraction", [0.05, 0.5, 0.9])
+def test_truncated_png(tmp_path, fraction):
+    data = png_bytes(Image.fromarray(noise(64, 64)))
+    path = tmp_path / "cut.png"
+    path.write_bytes(data[: int(len(data) * fraction)])
+    with pytest.raises(ImageDecodeError, match="truncated PNG"):
+        decode_image(path)
+
+
+def test_truncated_jpeg_fails_even_if_pil_global_allows_it(tmp_path):
+    buf = io.BytesIO()
+    Image.fromarray(noise(64, 64)).save(buf, "JPEG")
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    old = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = True  # as other code might set it
+    try:
+        with pytest.raises(ImageDecodeError, match="truncated JPEG"):
+            decode_image(path)
+        assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # restored, not left changed
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = old
+    assert Image.MAX_IMAGE_PIXELS is not None
+
+
+def test_cmyk_jpeg(tmp_path):
+    path = tmp_path / "cmyk.jpg"
+    Image.new("CMYK", (8, 8), (0, 255, 255, 0)).save(path, quality=95)
+    out = decode_image(path)
+    assert out.shape == (8, 8, 3)
+    r, g, b = out[4, 4].astype(int)
+    assert r > 200 and g < 60 and b < 60  # pure red
+
+
+def test_16bit_png_scaled_by_type_range(tmp_path):
+    a = np.full((6, 5), 40000, dtype=np.uint16)
+    a[0, 0] = 65535
+    a[0, 1] = 0
+    path = tmp_path / "deep.png"
+    Image.fromarray(a).save(path)
+    assert Image.open(path).mode in ("I;16", "I")
+    out = decode_image(path)
+    assert out.shape == (6, 5, 3)
+    assert tuple(out[3, 3]) == (156, 156, 156)  # 40000 >> 8, not min/max stretched
+    assert tuple(out[0, 0]) == (255, 255, 255) and tuple(out[0, 1]) == (0, 0, 0)
+
+
+def test_rgba_composited_on_white(tmp_path):
+    a = np.zeros((2, 3, 4), dtype=np.uint8)
+    a[0, 0] = (255, 0, 0, 0)  # transparent red -> white
+    a[0, 1] = (0, 0, 255, 255)  # opaque blue
+    a[0, 2] = (0, 0, 0, 128)  # half-transparent black -> mid grey
+    path = tmp_path / "alpha.png"
+    Image.fromarray(a, "RGBA").save(path)
+    out = decode_image(path)
+    assert tuple(out[0, 0]) == (255, 255, 255)
+    assert tuple(out[0, 1]) == (0, 0, 255)
+    assert all(abs(int(v) - 127) <= 1 for v in out[0, 2])
+    np.testing.assert_array_equal(decode_image(a), out)  # arrays follow the same rule
+
+
+def test_palette_with_and_without_transparency(tmp_path):
+    im = Image.new("P", (4, 4), 1)
+    im.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    im.putpixel((0, 0), 0)
+    plain = decode_image(png_bytes(im))
+    assert tuple(plain[0, 0]) == (0, 0, 0) and tuple(plain[1, 1]) == (255, 0, 0)
+    transparent = decode_image(png_bytes(im, transparency=0))
+    assert tuple(transparent[0, 0]) == (255, 255, 255) and tuple(transparent[1, 1]) == (255, 0, 0)
+
+
+def test_grayscale_and_one_bit(tmp_path):
+    out = decode_image(png_bytes(Image.new("L", (3, 2), 100)))
+    assert out.shape == (2, 3, 3) and (out == 100).all()
+    out = decode_image(png_bytes(Image.new("1", (3, 2), 1)))
+    assert (out == 255).all()
+    out = decode_image(png_bytes(Image.new("LA", (3, 2), (0, 0))))
+    assert (out == 255).all()  # fully transparent grey -> white
+
+
+def test_exif_orientation_swaps_dims(tmp_path):
+    im = Image.fromarray(noise(20, 40))  # H=20, W=40
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 CW on display
+    path = tmp_path / "rot.jpg"
+    im.save(path, exif=exif.tobytes())
+    assert Image.open(path).size == (40, 20)
+    assert decode_image(path).shape == (40, 20, 3)
+    assert read_size(path) == (40, 20)
+
+
+def test_pixel_limit_is_checked_from_the_header(tmp_path):
+    path = tmp_path / "big.png"
+    Image.new("RGB", (200, 100)).save(path)
+    with pytest.raises(ImageDecodeError, match=r"200x100 pixels exceeds the limit of 19,999"):
+        decode_image(path, max_pixels=19_999)
+    with pytest.raises(ImageDecodeError, match="exceeds the limit"):
+        read_size(path, max_pixels=100)
+    with pytest.raises(ImageDecodeError, match="exceeds the limit"):
+        decode_image(np.zeros((100, 200, 3), np.uint8), max_pixels=100)
+    assert decode_image(path, max_pixels=20_000).shape == (100, 200, 3)
+    assert decode_image(path, max_pixels=None).shape == (100, 200, 3)
+    assert DEFAULT_MAX_PIXELS == 89_478_485
+
+
+def test_pil_image_input_any_mode():
+    assert decode_image(Image.new("L", (5, 4), 7)).shape == (4, 5, 3)
+    out = decode_image(Image.new("RGBA", (2, 2), (10, 20, 30, 255)))
+    assert tuple(out[0, 0]) == (10, 20, 30)
+    out = decode_image(Image.new("YCbCr", (2, 2), (128, 128, 128)))
+    assert out.shape == (2, 2, 3)
+
+
+@pytest.mark.parametrize(
+    ("array", "expected"),
+    [
+        (np.full((4, 5), 9, np.uint8), 9),
+        (np.full((4, 5, 1), 9, np.uint8), 9),
+        (np.full((4, 5, 3), 9, np.uint8), 9),
+        (np.full((4, 5, 4), 9, np.uint8), 9),  # opaque alpha
+        (np.full((4, 5, 3), 40000, np.uint16), 156),
+        (np.full((4, 5), 0.5, np.float32), 128),
+        (np.full((4, 5, 3), 2.0, np.float64), 255),  # clipped
+        (np.ones((4, 5), bool), 255),
+    ],
+)
+def test_array_inputs(array, expected):
+    if array.ndim == 3 and array.shape[2] == 4:
+        array[..., 3] = 255
+    out = decode_image(array)
+    assert out.dtype == np.uint8 and out.shape == (4, 5, 3)
+    assert (out == expected).all()
+
+
+def test_bad_arrays_are_refused():
+    with pytest.raises(ImageDecodeError, match="dtype"):
+        decode_image(np.zeros((4, 4, 3), np.int32))
+    with pytest.raises(ImageDecodeError, match="shape"):
+        decode_image(np.zeros((3, 4, 4, 2), np.uint8))
+
+
+def test_resize_policies():
+    a = np.zeros((20, 60, 3), np.uint8)  # H=20, W=60: red | green | blue thirds
+    a[:, :20, 0] = a[:, 20:40, 1] = a[:, 40:, 2] = 255
+    assert decode_image(a, size=(10, 10)).shape == (10, 10, 3)
+    crop = decode_image(a, size=(10, 10), resize="crop")
+    assert (crop[:, :, 1] > 200).all() and (crop[:, :, 0] < 60).all()  # only the green middle
+    pad = decode_image(np.full((20, 40, 3), 255, np.uint8), size=(20, 20), resize="pad")
+    assert (pad[:4] == 0).all() and (pad[-4:] == 0).all() and (pad[8:12] == 255).all()
+    same = decode_image(a, size=(20, 60), resize="crop")
+    np.testing.assert_array_equal(same, a)
+
+
+def test_unknown_resize_policy_suggests():
+    with pytest.raises(CnnkitError, match="did you mean 'stretch'"):
+        decode_image(np.zeros((4, 4, 3), np.uint8), size=(2, 2), resize="strech")

@@ -1,0 +1,176 @@
+"""Folder and CSV datasets: layouts, class mapping, validation splits and layout errors."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cnnkit.data import load_data, stratified_split
+from cnnkit.errors import CnnkitError
+
+
+def write_image(path: Path, value: int, size: tuple[int, int] = (8, 8)) -> Path:
+    """A solid PNG whose red channel is ``value`` (so tests can tell images apart)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    a = np.zeros((size[0], size[1], 3), np.uint8)
+    a[..., 0] = value
+    Image.fromarray(a).save(path)
+    return path
+
+
+def make_split(root: Path, counts: dict[str, int], start: int = 0) -> None:
+    """root/<class>/<i>.png with red = class index * 50 + i (unique per class for small counts)."""
+    for c, (name, n) in enumerate(sorted(counts.items())):
+        for i in range(n):
+            write_image(root / name / f"{start + i:03d}.png", c * 50 + start + i)
+
+
+def load(spec, tmp_path, **kw):
+    kw.setdefault("cache_dir", tmp_path / "cache")
+    return load_data(spec, progress=False, **kw)
+
+
+def test_train_val_test_folders(tmp_path):
+    root = tmp_path / "ds"
+    make_split(root / "train", {"dog": 4, "cat": 3})
+    make_split(root / "val", {"dog": 2, "cat": 1})
+    make_split(root / "test", {"cat": 2})  # a subset of the classes is fine
+    d = load(root, tmp_path)
+    assert d.classes == ["cat", "dog"]
+    assert d.val_source == "folder"
+    assert (len(d.train), len(d.val), len(d.test)) == (7, 3, 2)
+    assert d.train.images.shape == (7, 3, 8, 8) and d.train.images.dtype.is_floating_point is False
+    assert d.train.labels.tolist() == [0, 0, 0, 1, 1, 1, 1]
+    red = d.train.images[:, 0, 0, 0].tolist()
+    assert red == [0, 1, 2, 50, 51, 52, 53]  # labels match the folders
+    assert d.train.paths[0].endswith("train/cat/000.png")
+    assert d.test.labels.tolist() == [0, 0]
+    assert d.name == str(root) and d.skipped == []
+
+
+@pytest.mark.parametrize("alias", ["valid", "validation"])
+def test_val_folder_aliases(tmp_path, alias):
+    make_split(tmp_path / "ds" / "train", {"a": 2, "b": 2})
+    make_split(tmp_path / "ds" / alias, {"a": 1})
+    d = load(tmp_path / "ds", tmp_path)
+    assert d.val_source == "folder" and len(d.val) == 1 and len(d.train) == 4 and d.test is None
+
+
+def test_single_folder_stratified_seeded_split(tmp_path):
+    make_split(tmp_path / "ds", {"a": 20, "b": 10, "c": 3, "d": 1})
+    d = load(tmp_path / "ds", tmp_path, val_split=0.2, seed=1)
+    assert d.val_source == "split" and d.test is None
+    assert Counter(d.val.labels.tolist()) == {0: 4, 1: 2, 2: 1}  # round(n*0.2), >= 1 if n >= 2
+    assert len(d.train) + len(d.val) == 34
+    assert not set(d.train.paths) & set(d.val.paths)
+    again = load(tmp_path / "ds", tmp_path, val_split=0.2, seed=1)
+    assert again.val.paths == d.val.paths
+    other = load(tmp_path / "ds", tmp_path, val_split=0.2, seed=2)
+    assert other.val.paths != d.val.paths
+
+
+def test_stratified_split_function():
+    labels = np.repeat(np.arange(3), [10, 5, 1])
+    tr, va = stratified_split(labels, 0.5, seed=0)
+    assert Counter(labels[va].tolist()) == {0: 5, 1: 2}  # round(2.5) == 2 (banker's)
+    assert sorted(np.concatenate([tr, va]).tolist()) == list(range(16))
+    tr2, va2 = stratified_split(labels, 0.5, seed=0)
+    assert (va == va2).all() and (tr == tr2).all()
+
+
+def test_val_from_test_when_val_split_is_zero(tmp_path):
+    make_split(tmp_path / "ds" / "train", {"a": 2, "b": 2})
+    make_split(tmp_path / "ds" / "test", {"a": 1, "b": 1})
+    d = load(tmp_path / "ds", tmp_path, val_split=0)
+    assert d.val_source == "test" and len(d.train) == 4 and len(d.val) == 2 and len(d.test) == 2
+    d = load(tmp_path / "ds" / "train", tmp_path, val_split=0)
+    assert d.val_source == "none" and d.val is None
+
+
+def test_only_requested_splits(tmp_path):
+    make_split(tmp_path / "ds" / "train", {"a": 4, "b": 4})
+    make_split(tmp_path / "ds" / "test", {"a": 1, "b": 1})
+    d = load(tmp_path / "ds", tmp_path, splits=("test",))
+    assert d.train is None and d.val is None and len(d.test) == 2 and d.classes == ["a", "b"]
+
+
+def test_other_and_hidden_files_ignored(tmp_path):
+    make_split(tmp_path / "ds", {"a": 2, "b": 1})
+    (tmp_path / "ds" / "a" / "notes.txt").write_text("hi")
+    write_image(tmp_path / "ds" / "a" / ".hidden.png", 7)
+    write_image(tmp_path / "ds" / ".thumbs" / "x.png", 7)
+    write_image(tmp_path / "ds" / "b" / "sub" / "UPPER.PNG", 9)  # nested, upper-case extension
+    d = load(tmp_path / "ds", tmp_path, val_split=0)
+    assert d.classes == ["a", "b"] and len(d.train) == 4
+
+
+def test_empty_class_folder_error(tmp_path):
+    make_split(tmp_path / "ds" / "train", {"a": 2})
+    (tmp_path / "ds" / "train" / "empty").mkdir()
+    with pytest.raises(CnnkitError, match=r"train/empty has no images"):
+        load(tmp_path / "ds", tmp_path)
+
+
+def test_unknown_class_in_test_error(tmp_path):
+    make_split(tmp_path / "ds" / "train", {"a": 2, "b": 2})
+    make_split(tmp_path / "ds" / "test", {"zebra": 1})
+    with pytest.raises(CnnkitError, match="'zebra' in test/ is not a training class"):
+        load(tmp_path / "ds", tmp_path)
+
+
+def test_no_class_folders_error(tmp_path):
+    write_image(tmp_path / "flat" / "x.png", 1)
+    with pytest.raises(CnnkitError, match=r"no class folders.*ROOT/train/<class>"):
+        load(tmp_path / "flat", tmp_path)
+
+
+def write_csv_dataset(tmp_path: Path, header: bool, split_column: bool) -> Path:
+    rows = []
+    for i in range(6):
+        label = "dog" if i % 2 else "cat"
+        rel = f"img/{i}.png"
+        write_image(tmp_path / rel, i)
+        split = ("train", "train", "train", "train", "val", "test")[i]
+        rows.append(f"{rel},{label}" + (f",{split}" if split_column else ""))
+    if header:
+        rows.insert(0, "path,label" + (",split" if split_column else ""))
+    csv_path = tmp_path / "list.csv"
+    csv_path.write_text("\n".join(rows) + "\n")
+    return csv_path
+
+
+@pytest.mark.parametrize("header", [True, False])
+def test_csv_without_split_column(tmp_path, header):
+    csv_path = write_csv_dataset(tmp_path, header=header, split_column=False)
+    d = load(csv_path, tmp_path, val_split=0.34)
+    assert d.classes == ["cat", "dog"] and d.val_source == "split" and d.test is None
+    assert len(d.train) + len(d.val) == 6 and Counter(d.val.labels.tolist()) == {0: 1, 1: 1}
+
+
+def test_csv_with_split_column(tmp_path):
+    csv_path = write_csv_dataset(tmp_path, header=True, split_column=True)
+    d = load(csv_path, tmp_path)
+    assert d.val_source == "folder"
+    assert (len(d.train), len(d.val), len(d.test)) == (4, 1, 1)
+    assert d.val.images[0, 0, 0, 0].item() == 4 and d.test.labels.tolist() == [1]
+
+
+def test_csv_bad_split_value(tmp_path):
+    write_image(tmp_path / "a.png", 1)
+    (tmp_path / "l.csv").write_text("a.png,cat,holdout\n")
+    with pytest.raises(CnnkitError, match="line 1: unknown split 'holdout'"):
+        load(tmp_path / "l.csv", tmp_path)
+
+
+def test_csv_missing_file_is_skipped(tmp_path, capsys):
+    write_image(tmp_path / "a.png", 1)
+    write_image(tmp_path / "b.png", 2)
+    (tmp_path / "l.csv").write_text("a.png,cat\nb.png,cat\ngone.png,dog\n")
+    d = load(tmp_path / "l.csv", tmp_path, val_split=0)
+    assert len(d.train) == 2 and d.classes == ["cat", "dog"]
+    assert d.skipped == [(str(tmp_path / "gone.png"), "file not found")]
+    assert "skipped 1 unreadable image" in capsys.readouterr().err
