@@ -29,6 +29,17 @@ TRAIN_HELP = {
     "schedule": "learning-rate schedule: constant | cosine | onecycle",
     "warmup_epochs": "linear warm-up length in epochs",
     "dropout": "dropout rate for models that take one (simple_cnn: before the last dense layer)",
+    "pretrained": "start from pretrained weights: imagenet",
+    "weights": "a local weights file for --pretrained (instead of the cache or a download)",
+    "head": "new classifier head as a layer spec, e.g. flatten,dense:256,relu,dropout:0.5,dense",
+    "input_size": "the model's input size (default: the pretrained weights' size, or the data's)",
+    "freeze": "keep the pretrained backbone frozen and train the head only (the default with"
+    " --pretrained unless --unfreeze or --finetune)",
+    "unfreeze": "backbone blocks to train: N (the last N) or all",
+    "finetune": "two stages: --head-epochs with the backbone frozen, then --epochs with it"
+    " unfrozen (--unfreeze, default all) at lower per-block learning rates",
+    "head_epochs": "head-only epochs before fine-tuning",
+    "backbone_lr_ratio": "backbone learning rate relative to the head's when fine-tuning",
     "seed": "random seed (data split, initialisation, shuffling)",
     "device": "auto | cpu | cuda | cuda:N | mps",
     "precision": "auto | fp32 | bf16 | fp16 (auto: bf16 where the hardware runs it natively)",
@@ -133,11 +144,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
+def _classifier_for(args: argparse.Namespace, paths: list[str]) -> tuple[Any, list[str]]:
+    """A checkpoint's classifier (first positional), or a pretrained model given by --model."""
     from cnnkit.predict import Classifier
 
-    clf = Classifier.load(args.checkpoint, device=args.device, precision=args.precision)
-    predictions, errors = clf.predict_paths(args.paths, top_k=args.top_k)
+    if args.model:
+        if args.pretrained != "imagenet":
+            raise CnnkitError("--model needs --pretrained imagenet (or give a checkpoint instead)")
+        clf = Classifier.from_pretrained(args.model, args.weights, args.device, args.precision)
+        return clf, paths
+    if len(paths) < 2 and args.command == "predict":
+        raise CnnkitError("give a checkpoint (or run folder) and at least one image")
+    return Classifier.load(paths[0], device=args.device, precision=args.precision), paths[1:]
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    clf, paths = _classifier_for(args, args.inputs)
+    predictions, errors = clf.predict_paths(paths, top_k=args.top_k)
     for path, reason in errors:
         print(f"cnnkit: skipped {path}: {reason}", file=sys.stderr)
     if args.json:
@@ -152,6 +175,37 @@ def cmd_predict(args: argparse.Namespace) -> int:
         _print_predictions(predictions)
     if not predictions:
         raise CnnkitError("no image could be read")
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from cnnkit.data import load_data
+    from cnnkit.embed import embed_images, save_embeddings
+
+    from pathlib import Path
+
+    if args.pretrained and not Path(args.source).exists():
+        args.model = args.model or args.source  # `cnnkit embed efficientnet_lite0 --pretrained`
+    clf, _ = _classifier_for(args, [args.source])
+    splits = load_data(args.data, data_root=args.data_root, val_split=0.0,
+                       resize=clf.preprocessing.resize)  # fmt: skip
+    images = getattr(splits, args.split)
+    if images is None:
+        raise CnnkitError(f"{args.data} has no '{args.split}' split")
+    features = embed_images(clf, images)
+    path = save_embeddings(args.out, features, images)
+    print(f"{features.shape[0]} x {features.shape[1]} features of {args.data} ({args.split}) "
+          f"written to {path}")  # fmt: skip
+    return 0
+
+
+def cmd_lr_find(args: argparse.Namespace) -> int:
+    from cnnkit.train.lr_find import lr_find
+
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+    cfg = build_config(args.config, {k: v for k, v in given.items() if v is not None})
+    result = lr_find(cfg, out_dir=args.out, steps=args.steps, progress=not args.no_progress)
+    print(f"suggested learning rate: {result.suggestion:.3g}  (plot: {result.plot})")
     return 0
 
 
@@ -228,8 +282,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     def inference_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument("checkpoint", help="a checkpoint file or a run folder (uses its best.pt)")
+        device_flags(p)
+
+    def device_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument("--device", default="auto")
         p.add_argument("--precision", default="auto")
+
+    def pretrained_flags(p: argparse.ArgumentParser) -> None:
+        device_flags(p)
+        p.add_argument("--model", help="a pretrained model instead of a checkpoint")
+        p.add_argument("--pretrained", choices=("imagenet",), help="with --model: its weights")
+        p.add_argument("--weights", help="with --model: a local weights file")
 
     p = command("evaluate", cmd_evaluate, "loss, accuracy, per-class metrics, confusion matrix")
     inference_flags(p)
@@ -242,12 +305,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
 
     p = command("predict", cmd_predict, "classify image files, folders or globs")
-    inference_flags(p)
-    p.add_argument("paths", nargs="+", help="image files, folders or glob patterns")
+    p.add_argument("inputs", nargs="+", metavar="CHECKPOINT PATH",
+                   help="a checkpoint or run folder, then image files, folders or globs; "
+                   "with --model only images")  # fmt: skip
+    pretrained_flags(p)
     p.add_argument("--top-k", type=int, default=3)
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="JSON output")
     fmt.add_argument("--csv", action="store_true", help="CSV output")
+
+    p = command("embed", cmd_embed, "write backbone features and labels of a dataset (npz)")
+    p.add_argument("source", help="a checkpoint or run folder, or a model name with --pretrained")
+    pretrained_flags(p)
+    p.add_argument("--data", required=True, help="dataset name, folder or CSV")
+    p.add_argument("--data-root", help="folder for named datasets")
+    p.add_argument("--split", default="train", choices=("train", "val", "test"))
+    p.add_argument("--out", default="embeddings.npz", help="output .npz file")
+
+    p = command("lr-find", cmd_lr_find, "learning-rate range test: plot and suggested rate")
+    p.add_argument("--config", help="YAML file of options; flags override it")
+    p.add_argument("--out", default="runs/lr-find", help="folder for lr_find.png and .csv")
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--no-progress", action="store_true")
+    _add_train_flags(p)
 
     p = command("models", cmd_models, "list the built-in models")
     p.add_argument("filter", nargs="?", help="show only names containing this")

@@ -30,6 +30,15 @@ class TrainConfig:
     schedule: str = "constant"  # constant | cosine | onecycle
     warmup_epochs: float = 0.0
     dropout: float = 0.0  # passed to models that take it (simple_cnn: before the last dense)
+    pretrained: str | None = None  # "imagenet": start from ImageNet weights
+    weights: str | None = None  # a local weights file (instead of the cache or a download)
+    head: str | None = None  # new classifier head as a layer spec (default: dropout,dense)
+    input_size: int | None = None  # the model's input size (default: the weights' or the data's)
+    freeze: bool = False  # keep the whole backbone frozen: train the head only
+    unfreeze: str | None = None  # backbone blocks to train: N (the last N) or "all"
+    finetune: bool = False  # head_epochs head-only, then `epochs` with blocks unfrozen
+    head_epochs: int = 1
+    backbone_lr_ratio: float = 0.1  # backbone LR / head LR when fine-tuning (per block, lower)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
@@ -70,8 +79,25 @@ class TrainConfig:
         for key, valid in choices.items():
             if getattr(self, key) not in valid:
                 raise did_you_mean(key.replace("_", "-"), str(getattr(self, key)), valid)
-        if self.image_size is not None and self.image_size <= 0:
-            raise CnnkitError(f"image_size must be positive, got {self.image_size}")
+        for key in ("image_size", "input_size"):
+            if getattr(self, key) is not None and getattr(self, key) <= 0:
+                raise CnnkitError(f"{key} must be positive, got {getattr(self, key)}")
+        if self.pretrained not in (None, "imagenet"):
+            raise did_you_mean("pretrained weights", str(self.pretrained), ["imagenet"])
+        if self.unfreeze is not None:
+            self.unfreeze = str(self.unfreeze).strip().lower()
+            if self.unfreeze != "all" and not (self.unfreeze.isdigit()):
+                raise CnnkitError(
+                    f"unfreeze must be a number of blocks or 'all', got {self.unfreeze!r}"
+                )
+        if self.finetune and self.freeze:
+            raise CnnkitError("--finetune unfreezes the backbone; it cannot be used with --freeze")
+        if not isinstance(self.head_epochs, int) or self.head_epochs < 1:
+            raise CnnkitError(
+                f"head_epochs must be a positive whole number, got {self.head_epochs}"
+            )
+        if not 0 < self.backbone_lr_ratio <= 1:
+            raise CnnkitError(f"backbone_lr_ratio must be in (0, 1], got {self.backbone_lr_ratio}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -17,10 +17,15 @@ from cnnkit.data import IMAGE_EXTENSIONS, ImageSet, decode_image, load_data
 from cnnkit.data.preprocess import Preprocessing
 from cnnkit.errors import CnnkitError
 from cnnkit.evaluate import ClassificationReport, classification_report, write_report
-from cnnkit.models import ModelSpec, create_model
+from cnnkit.models import ModelSpec, create_model, resolve_spec
+from cnnkit.models.pretrained import (
+    pretrained_classes,
+    pretrained_preprocessing,
+    spec_for_rebuild,
+)
 from cnnkit.train.checkpoint import load_checkpoint, resolve_checkpoint_path
 from cnnkit.train.device import Precision, resolve_device, resolve_precision
-from cnnkit.train.loop import predict_logits
+from cnnkit.train.loop import image_input, predict_logits
 
 ImageInput = str | os.PathLike | Image.Image | np.ndarray
 
@@ -79,7 +84,7 @@ class Classifier:
         """Load a checkpoint file or a run folder (its best.pt)."""
         path = resolve_checkpoint_path(path)
         ckpt = load_checkpoint(path)
-        spec = ModelSpec.from_dict(ckpt["model"])
+        spec = spec_for_rebuild(ModelSpec.from_dict(ckpt["model"]))  # weights come from ckpt
         prep = Preprocessing.from_dict(ckpt["preprocessing"])
         model = create_model(spec, num_classes=ckpt["num_classes"], input_size=(3, *prep.size))
         try:
@@ -88,13 +93,41 @@ class Classifier:
             raise CnnkitError(f"{path}: weights do not fit model '{spec.name}'") from None
         return cls(model, ckpt["classes"], prep, device, precision, spec, ckpt["config"], path)
 
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str,
+        weights: str | os.PathLike | None = None,
+        device: str = "auto",
+        precision: str = "auto",
+    ) -> Classifier:
+        """An ImageNet classifier straight from pretrained weights, with its 1,000 class names."""
+        spec = resolve_spec(model, pretrained="imagenet", weights=weights, head="imagenet")
+        prep = pretrained_preprocessing(spec)
+        classes = pretrained_classes(spec)
+        if prep is None or classes is None:
+            raise CnnkitError(f"model '{model}' has no ImageNet weights with class names")
+        net = create_model(spec, num_classes=len(classes), input_size=(3, *prep.size))
+        return cls(net, classes, prep, device, precision, spec)
+
     # ---- prediction ------------------------------------------------------------------------
     def _decode(self, source: ImageInput) -> np.ndarray:
-        return decode_image(source, size=self.preprocessing.size, resize=self.preprocessing.resize)
+        """Decode to the model's size; "crop" with crop_pct < 1 resizes the shorter side to
+        size / crop_pct and takes the centre, as the pretrained weights were evaluated."""
+        prep = self.preprocessing
+        crop_pct = float(prep.extra.get("crop_pct", 1.0)) if prep.resize == "crop" else 1.0
+        if crop_pct >= 1.0:
+            return decode_image(source, size=prep.size, resize=prep.resize)
+        height, width = prep.size
+        outer = (int(height / crop_pct), int(width / crop_pct))
+        image = decode_image(source, size=outer, resize="crop")
+        top, left = (outer[0] - height) // 2, (outer[1] - width) // 2
+        return np.ascontiguousarray(image[top : top + height, left : left + width])
 
     def predict_images(self, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         """Class probabilities (N, classes) for uint8 images (N, 3, H, W)."""
-        logits = predict_logits(self.model, images, self.preprocessing, self.precision, batch_size)
+        prepare = image_input(self.preprocessing)
+        logits = predict_logits(self.model, images, prepare, self.precision, batch_size)
         return logits.softmax(dim=1)
 
     def predict(
@@ -161,10 +194,10 @@ class Classifier:
         else:
             images = self._load_split(data, split, data_root, progress)
         labels = self._labels_in_our_order(images)
-        probs_logits = predict_logits(
-            self.model, images.images, self.preprocessing, self.precision, batch_size
+        logits = predict_logits(
+            self.model, images.images, image_input(self.preprocessing), self.precision, batch_size
         )
-        report = classification_report(probs_logits, labels, self.classes)
+        report = classification_report(logits, labels, self.classes)
         if out_dir is None and self.path is not None and not isinstance(data, ImageSet):
             name = Path(str(data)).name or str(data)
             out_dir = self.path.parent / f"eval-{name}-{split}"

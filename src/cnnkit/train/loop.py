@@ -42,24 +42,34 @@ class EpochProgress:
         return asdict(self)
 
 
+Prepare = Callable[[torch.Tensor], torch.Tensor]  # a stored batch -> the model's input
+
+
 @dataclass
 class StepContext:
     """What one optimisation step needs besides the model and the batch."""
 
-    preprocessing: Preprocessing
+    prepare: Prepare
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
     precision: Precision
     loss_fn: nn.Module
-    channels_last: bool = False
 
 
-def to_model_input(
-    images: torch.Tensor, preprocessing: Preprocessing, channels_last: bool
-) -> torch.Tensor:
-    x = preprocessing.to_input(images)  # (B, 3, H, W) float32
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+def image_input(preprocessing: Preprocessing, channels_last: bool = False) -> Prepare:
+    """uint8 images (B, 3, h, w) -> normalised float input, channels-last if asked."""
+
+    def prepare(images: torch.Tensor) -> torch.Tensor:
+        x = preprocessing.to_input(images)  # (B, 3, H, W) float32
+        return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+    return prepare
+
+
+def feature_input(features: torch.Tensor) -> torch.Tensor:
+    """Cached backbone features (stored compactly) -> float32 head input."""
+    return features.float()
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:
@@ -96,7 +106,7 @@ def train_one_epoch(
         if should_stop():
             break
         start = time.perf_counter()
-        x = to_model_input(images, ctx.preprocessing, ctx.channels_last)
+        x = ctx.prepare(images)
         with ctx.precision.autocast():
             logits = model(x)
             loss = ctx.loss_fn(logits, labels)
@@ -120,17 +130,16 @@ def train_one_epoch(
 def predict_logits(
     model: nn.Module,
     images: torch.Tensor,
-    preprocessing: Preprocessing,
+    prepare: Prepare,
     precision: Precision,
     batch_size: int = 256,
-    channels_last: bool = False,
 ) -> torch.Tensor:
-    """Logits (N, classes) as float32 on the CPU for uint8 images (N, 3, H, W)."""
+    """Outputs (N, ...) as float32 on the CPU for stored images (N, ...), in eval mode."""
     device = next(model.parameters()).device
     model.eval()
     outputs = []
     for i in range(0, len(images), batch_size):
-        x = to_model_input(images[i : i + batch_size].to(device), preprocessing, channels_last)
+        x = prepare(images[i : i + batch_size].to(device))
         with precision.autocast():
             outputs.append(model(x).float().cpu())
     if not outputs:
@@ -141,14 +150,13 @@ def predict_logits(
 def evaluate_epoch(
     model: nn.Module,
     data: ImageSet,
-    preprocessing: Preprocessing,
+    prepare: Prepare,
     precision: Precision,
     loss_fn: nn.Module,
     batch_size: int = 256,
-    channels_last: bool = False,
 ) -> tuple[float, float]:
     """(mean loss, top-1 accuracy) of `model` on `data`."""
-    logits = predict_logits(model, data.images, preprocessing, precision, batch_size, channels_last)
+    logits = predict_logits(model, data.images, prepare, precision, batch_size)
     labels = data.labels
     loss = float(loss_fn(logits, labels)) if len(labels) else 0.0
     accuracy = float((logits.argmax(1) == labels).float().mean()) if len(labels) else 0.0

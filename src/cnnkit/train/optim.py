@@ -66,13 +66,16 @@ SCHEDULES: dict[str, Callable[[int, int], float]] = {
 
 
 def build_scheduler(
-    optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int
+    optimizer: torch.optim.Optimizer,
+    cfg: TrainConfig,
+    steps_per_epoch: int,
+    epochs: int | None = None,
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """A per-step LambdaLR: the schedule's factor, after an optional linear warm-up."""
+    """A per-step LambdaLR over `epochs` (default cfg.epochs), after an optional warm-up."""
     if cfg.schedule not in SCHEDULES:
         raise did_you_mean("schedule", cfg.schedule, SCHEDULES)
     shape = SCHEDULES[cfg.schedule]
-    total = cfg.epochs * steps_per_epoch
+    total = (epochs or cfg.epochs) * steps_per_epoch
     warmup = int(cfg.warmup_epochs * steps_per_epoch)
 
     def factor(step: int) -> float:

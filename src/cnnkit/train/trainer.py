@@ -2,36 +2,42 @@
 
 from __future__ import annotations
 
-import signal
-import sys
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from cnnkit.config import TrainConfig
-from cnnkit.data import DataSplits, channel_stats, load_data
+from cnnkit.data import DataSplits, ImageSet, channel_stats, load_data
 from cnnkit.data.preprocess import Preprocessing
 from cnnkit.errors import CnnkitError
 from cnnkit.models import ModelSpec, create_model, model_input_size, resolve_spec
+from cnnkit.models.pretrained import pretrained_preprocessing
 from cnnkit.train import run_folder
 from cnnkit.train.checkpoint import load_checkpoint, save_checkpoint, unwrap_model
+from cnnkit.train.console import EpochBar, StopFlag
 from cnnkit.train.device import Precision, resolve_device, resolve_precision
 from cnnkit.train.loop import (
     EpochProgress,
+    Prepare,
     StepContext,
     evaluate_epoch,
+    feature_input,
+    image_input,
     steps_per_epoch,
     train_one_epoch,
 )
 from cnnkit.train.optim import build_optimizer, build_scheduler
+from cnnkit.train.stages import (
+    apply_stage,
+    backbone_features,
+    can_cache_features,
+    plan_stages,
+    stage_at,
+)
 
 
 @dataclass
@@ -52,49 +58,32 @@ class RunResult:
         return self.run_dir / "last.pt"
 
 
-class StopFlag:
-    """First Ctrl-C asks the loop to stop after the current batch; a second one aborts."""
-
-    def __init__(self) -> None:
-        self.requested = False
-
-    def __call__(self) -> bool:
-        return self.requested
-
-    @contextmanager
-    def installed(self) -> Iterator[StopFlag]:
-        if threading.current_thread() is not threading.main_thread():
-            yield self
-            return
-
-        def handler(signum: int, frame: Any) -> None:
-            if self.requested:
-                raise KeyboardInterrupt
-            self.requested = True
-            print(
-                "\ncnnkit: stopping after this batch and saving last.pt (Ctrl-C again to abort)",
-                file=sys.stderr,
-            )
-
-        previous = signal.signal(signal.SIGINT, handler)
-        try:
-            yield self
-        finally:
-            signal.signal(signal.SIGINT, previous)
+def model_options(cfg: TrainConfig) -> dict[str, Any]:
+    """Builder options the config implies (only those set, so plain models take none)."""
+    options = {"dropout": cfg.dropout, "pretrained": cfg.pretrained, "weights": cfg.weights,
+               "head": cfg.head}  # fmt: skip
+    return {k: v for k, v in options.items() if v}
 
 
 def build_model_for(
-    cfg: TrainConfig, data: DataSplits
+    cfg: TrainConfig, train_images: ImageSet, num_classes: int
 ) -> tuple[nn.Module, ModelSpec, Preprocessing]:
-    """The model for this data and its preprocessing (size, mean/std from the training images)."""
-    options = {"dropout": cfg.dropout} if cfg.dropout else {}
-    spec = resolve_spec(cfg.model, **options)
-    data_size = tuple(data.train.images.shape[-2:])
-    size = model_input_size(spec, data_size)
-    model = create_model(spec, num_classes=len(data.classes), input_size=(3, *size))
-    mean, std = channel_stats(data.train)
-    preprocessing = Preprocessing(size=size, resize=cfg.resize, mean=mean, std=std)
-    return model, spec, preprocessing
+    """The model for this data and its preprocessing: pretrained weights bring their own mean
+    and std; a model trained from scratch uses the training images' statistics."""
+    spec = resolve_spec(cfg.model, **model_options(cfg))
+    if cfg.input_size:
+        size = (cfg.input_size, cfg.input_size)
+    else:
+        size = model_input_size(spec, tuple(train_images.images.shape[-2:]))
+    model = create_model(spec, num_classes=num_classes, input_size=(3, *size))
+    weights_prep = pretrained_preprocessing(spec)
+    if weights_prep is not None:
+        mean, std, interpolation = weights_prep.mean, weights_prep.std, weights_prep.interpolation
+    else:
+        (mean, std), interpolation = channel_stats(train_images), "bilinear"
+    prep = Preprocessing(size=size, resize=cfg.resize, mean=mean, std=std,
+                         interpolation=interpolation)  # fmt: skip
+    return model, spec, prep
 
 
 def _rng_state() -> dict[str, Any]:
@@ -121,34 +110,59 @@ class Trainer:
         self.precision = Precision(self.device, resolve_precision(cfg.precision, self.device))
         torch.manual_seed(cfg.seed)
         self.generator = torch.Generator().manual_seed(cfg.seed)
-        self.data = load_data(
-            cfg.data,
-            data_root=cfg.data_root,
-            val_split=cfg.val_split,
-            seed=cfg.seed,
-            image_size=cfg.image_size,
-            resize=cfg.resize,
-            progress=progress,
-        )
+        self.data: DataSplits = load_data(
+            cfg.data, data_root=cfg.data_root, val_split=cfg.val_split, seed=cfg.seed,
+            image_size=cfg.image_size, resize=cfg.resize, progress=progress,
+        )  # fmt: skip
         if self.data.train is None or len(self.data.train) == 0:
             raise CnnkitError(f"no training images in {cfg.data}")
-        model, self.spec, self.preprocessing = build_model_for(cfg, self.data)
+        model, self.spec, self.preprocessing = build_model_for(
+            cfg, self.data.train, len(self.data.classes)
+        )
         self.channels_last = cfg.channels_last and self.device.type != "mps"
         memory_format = torch.channels_last if self.channels_last else torch.preserve_format
         self.model = model.to(self.device, memory_format=memory_format)
+        self.images_in: Prepare = image_input(self.preprocessing, self.channels_last)
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         self.steps = steps_per_epoch(len(self.data.train), cfg.batch_size)
-        trainable = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = build_optimizer(trainable, cfg)
-        self.scheduler = build_scheduler(self.optimizer, cfg, self.steps)
+        self.stages = plan_stages(cfg, self.model)
+        self.total_epochs = sum(stage.epochs for stage in self.stages)
         self.scaler = self.precision.make_scaler()
-        self.epoch = 0  # epochs fully done
+        self.stage_index = -1
+        self.features: dict[str, ImageSet | None] | None = None  # cached backbone outputs
+        self.epoch = 0  # epochs fully done, over all stages
         self.progress = EpochProgress()
         self.history: list[dict[str, Any]] = []
         self.best_accuracy = -1.0
         self.best_epoch = 0
         self.wall_seconds = 0.0
         self.stop = StopFlag()
+
+    # ---- stages --------------------------------------------------------------------------------
+    def enter_stage(self, index: int) -> None:
+        """Freeze/unfreeze for the stage; a fresh optimiser and schedule for its epochs."""
+        stage = self.stages[index]
+        self.stage_index = index
+        groups = apply_stage(self.model, stage)
+        self.optimizer = build_optimizer(groups, self.cfg)
+        self.scheduler = build_scheduler(self.optimizer, self.cfg, self.steps, stage.epochs)
+        self.features = None
+        if can_cache_features(self.model, stage, len(self.data.train)):
+            started = time.perf_counter()
+            sets = {"train": self.data.train, "val": self.data.val}
+            self.features = {
+                name: backbone_features(self.model, s, self.images_in, self.precision)
+                if s is not None else None
+                for name, s in sets.items()
+            }  # fmt: skip
+            print(f"cnnkit: backbone frozen; features of {len(self.data.train)} training images "
+                  f"cached in {time.perf_counter() - started:.1f}s")  # fmt: skip
+
+    def _trained_part(self, split: str) -> tuple[nn.Module, ImageSet | None, Prepare]:
+        """What trains and on what: the head on cached features, or the model on images."""
+        if self.features is not None:
+            return self.model.head, self.features[split], feature_input
+        return self.model, getattr(self.data, split), self.images_in
 
     # ---- checkpoints -------------------------------------------------------------------------
     def checkpoint_fields(self) -> dict[str, Any]:
@@ -167,6 +181,7 @@ class Trainer:
         save_checkpoint(
             self.run_dir / "last.pt",
             **self.checkpoint_fields(),
+            stage=self.stage_index,
             optimizer=self.optimizer.state_dict(),
             scheduler=self.scheduler.state_dict(),
             scaler=self.scaler.state_dict(),
@@ -179,8 +194,9 @@ class Trainer:
         )
 
     def restore(self, ckpt: dict[str, Any]) -> None:
-        """Continue exactly where last.pt stopped: weights, optimiser, schedule, RNG, epoch."""
+        """Continue exactly where last.pt stopped: weights, stage, optimiser, schedule, RNG."""
         unwrap_model(self.model).load_state_dict(ckpt["state_dict"])
+        self.enter_stage(ckpt.get("stage", 0))
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
@@ -194,25 +210,23 @@ class Trainer:
 
     # ---- the run -------------------------------------------------------------------------------
     def fit(self) -> RunResult:
-        cfg = self.cfg
-        run_folder.write_run_files(self.run_dir, cfg.to_dict(), list(self.data.classes))
+        run_folder.write_run_files(self.run_dir, self.cfg.to_dict(), list(self.data.classes))
         writer = self._tensorboard()
         self._announce()
         interrupted = False
         with self.stop.installed():
-            while self.epoch < cfg.epochs:
+            while self.epoch < self.total_epochs:
                 started = time.perf_counter()
+                index, _, _ = stage_at(self.stages, self.epoch)
+                if index != self.stage_index:
+                    self.enter_stage(index)
+                model, data, prepare = self._trained_part("train")
                 bar = self._bar()
-                train_one_epoch(
-                    self.model,
-                    self.data.train,
-                    self._step_context(),
-                    cfg.batch_size,
-                    self.generator,
-                    self.progress,
-                    should_stop=self.stop,
-                    on_step=bar.update_from if bar else None,
-                )
+                ctx = StepContext(prepare, self.optimizer, self.scheduler, self.scaler,
+                                  self.precision, self.loss_fn)  # fmt: skip
+                train_one_epoch(model, data, ctx, self.cfg.batch_size, self.generator,
+                                self.progress, should_stop=self.stop,
+                                on_step=bar.update if bar else None)  # fmt: skip
                 if bar:
                     bar.close()
                 self.wall_seconds += time.perf_counter() - started
@@ -226,41 +240,26 @@ class Trainer:
         metrics = self._final_metrics(interrupted)
         return RunResult(self.run_dir, metrics, self.history, interrupted)
 
-    def _step_context(self) -> StepContext:
-        return StepContext(
-            self.preprocessing,
-            self.optimizer,
-            self.scheduler,
-            self.scaler,
-            self.precision,
-            self.loss_fn,
-            self.channels_last,
-        )
-
     def _end_epoch(self, writer: Any) -> None:
         started = time.perf_counter()
         p = self.progress
         self.epoch += 1
         row: dict[str, Any] = {
             "epoch": self.epoch,
-            "stage": "train",
+            "stage": self.stages[self.stage_index].name,
             "train_loss": p.loss,
             "train_accuracy": p.accuracy,
             "val_loss": None,
             "val_accuracy": None,
-            "lr": self.optimizer.param_groups[0]["lr"],
+            "lr": self.optimizer.param_groups[-1]["lr"],
             "seconds": p.seconds,
             "images_per_second": p.images_per_second,
         }
         score = p.accuracy
-        if self.data.val is not None and len(self.data.val):
+        model, val, prepare = self._trained_part("val")
+        if val is not None and len(val):
             row["val_loss"], row["val_accuracy"] = evaluate_epoch(
-                self.model,
-                self.data.val,
-                self.preprocessing,
-                self.precision,
-                self.loss_fn,
-                channels_last=self.channels_last,
+                model, val, prepare, self.precision, self.loss_fn
             )
             score = row["val_accuracy"]
         self.history.append(row)
@@ -282,7 +281,8 @@ class Trainer:
     def _final_metrics(self, interrupted: bool) -> dict[str, Any]:
         metrics: dict[str, Any] = {
             "epochs_done": self.epoch,
-            "epochs": self.cfg.epochs,
+            "epochs": self.total_epochs,
+            "stages": [stage.name for stage in self.stages],
             "interrupted": interrupted,
             "best_epoch": self.best_epoch,
             "best_val_accuracy": self.best_accuracy if self.data.val is not None else None,
@@ -299,14 +299,8 @@ class Trainer:
         if not interrupted and test is not None and len(test) and self.epoch:
             best = load_checkpoint(self.run_dir / "best.pt")
             unwrap_model(self.model).load_state_dict(best["state_dict"])
-            loss, acc = evaluate_epoch(
-                self.model,
-                test,
-                self.preprocessing,
-                self.precision,
-                self.loss_fn,
-                channels_last=self.channels_last,
-            )
+            loss, acc = evaluate_epoch(self.model, test, self.images_in, self.precision,
+                                       self.loss_fn)  # fmt: skip
             metrics.update(test_loss=loss, test_accuracy=acc, test_images=len(test))
             print(f"test accuracy (best.pt, epoch {self.best_epoch}): {acc:.2%}  loss {loss:.4f}")
         run_folder.write_metrics(self.run_dir, metrics)
@@ -318,27 +312,30 @@ class Trainer:
         n_params = sum(p.numel() for p in self.model.parameters())
         val = f"{len(d.val)} val ({d.val_source})" if d.val is not None else "no validation"
         test = f", {len(d.test)} test" if d.test is not None else ""
+        stages = " then ".join(f"{s.name} {s.epochs} epochs" for s in self.stages)
         print(
             f"cnnkit: {self.spec.name} ({n_params:,} params) on {d.name}: {len(d.train)} train, "
             f"{val}{test}, {len(d.classes)} classes; {self.device} {self.precision.name}; "
-            f"run folder {self.run_dir}"
+            f"{stages}; run folder {self.run_dir}"
         )
 
     def _print_epoch(self, row: dict[str, Any]) -> None:
         val = ""
         if row["val_accuracy"] is not None:
             val = f"  val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.2%}"
+        stage = f" [{row['stage']}]" if len(self.stages) > 1 else ""
         print(
-            f"epoch {row['epoch']}/{self.cfg.epochs}  train loss {row['train_loss']:.4f} "
+            f"epoch {row['epoch']}/{self.total_epochs}{stage}  train loss {row['train_loss']:.4f} "
             f"acc {row['train_accuracy']:.2%}{val}  {row['images_per_second']:,.0f} img/s  "
             f"{row['seconds']:.1f}s",
             flush=True,
         )
 
-    def _bar(self) -> _Bar | None:
+    def _bar(self) -> EpochBar | None:
         if not self.show_progress:
             return None
-        return _Bar(self.steps, self.progress.step, f"epoch {self.epoch + 1}/{self.cfg.epochs}")
+        desc = f"epoch {self.epoch + 1}/{self.total_epochs}"
+        return EpochBar(self.steps, self.progress.step, desc)
 
     def _tensorboard(self) -> Any:
         if not self.cfg.tensorboard:
@@ -346,34 +343,31 @@ class Trainer:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            raise CnnkitError(
-                "--tensorboard needs the tensorboard package: pip install tensorboard"
-            ) from None
+            raise CnnkitError("--tensorboard needs tensorboard: pip install tensorboard") from None
         return SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
 
 
-class _Bar:
-    """A tqdm bar showing loss, accuracy and images/s; ETA comes from tqdm."""
-
-    def __init__(self, total: int, done: int, desc: str) -> None:
-        # disable=None: no bar when stderr is not a terminal (logs, CI); the epoch lines remain.
-        self.bar = tqdm(total=total, initial=done, desc=desc, leave=False, unit="batch",
-                        dynamic_ncols=True, mininterval=0.5, file=sys.stderr, disable=None)  # fmt: skip
-
-    def update_from(self, p: EpochProgress) -> None:
-        if self.bar.disable:
-            return
-        self.bar.update(p.step - self.bar.n)
-        if p.step % 10 == 0:
-            self.bar.set_postfix(
-                loss=f"{p.loss:.3f}",
-                acc=f"{p.accuracy:.1%}",
-                img_s=f"{p.images_per_second:,.0f}",
-                refresh=False,
-            )
-
-    def close(self) -> None:
-        self.bar.close()
+def _resume(run: str | Path, progress: bool, overrides: dict[str, Any]) -> RunResult:
+    run_dir = Path(run)
+    last = run_dir / "last.pt" if run_dir.is_dir() else run_dir
+    if not last.is_file():
+        raise CnnkitError(f"nothing to resume: {last} not found")
+    ckpt = load_checkpoint(last)
+    if "optimizer" not in ckpt:
+        raise CnnkitError(f"{last} holds weights only and cannot be resumed")
+    values = {**ckpt["config"], **{k: v for k, v in overrides.items() if v is not None}}
+    trainer = Trainer(TrainConfig.from_dict(values), last.parent, progress)
+    if list(trainer.data.classes) != list(ckpt["classes"]):
+        raise CnnkitError("the data's classes differ from the checkpoint's; cannot resume")
+    trainer.restore(ckpt)
+    if trainer.epoch >= trainer.total_epochs:
+        raise CnnkitError(
+            f"run {last.parent} already finished {trainer.epoch} epochs; "
+            "pass a larger --epochs to train further"
+        )
+    print(f"cnnkit: resuming {last.parent} at epoch {trainer.epoch + 1}, "
+          f"batch {trainer.progress.step}")  # fmt: skip
+    return trainer.fit()
 
 
 def train(
@@ -383,40 +377,19 @@ def train(
     progress: bool = True,
     **overrides: Any,
 ) -> RunResult:
-    """Train a model; `resume` continues a run folder from its last.pt.
+    """Train a model into a run folder; `resume` continues a run folder from its last.pt.
 
-    >>> cnnkit.train(data="cifar10-sample", model="simple_cnn", epochs=2)   # doctest: +SKIP
+    `cnnkit.train(data="cifar10-sample", model="simple_cnn", epochs=2)` takes the same options as
+    `cnnkit train`, as keywords or as a TrainConfig.
     """
     if resume is not None:
-        run_dir = Path(resume)
-        last = run_dir / "last.pt" if run_dir.is_dir() else run_dir
-        if not last.is_file():
-            raise CnnkitError(f"nothing to resume: {last} not found")
-        ckpt = load_checkpoint(last)
-        if "optimizer" not in ckpt:
-            raise CnnkitError(f"{last} holds weights only and cannot be resumed")
-        values = {**ckpt["config"], **{k: v for k, v in overrides.items() if v is not None}}
-        cfg = TrainConfig.from_dict(values)
-        trainer = Trainer(cfg, last.parent, progress)
-        if list(trainer.data.classes) != list(ckpt["classes"]):
-            raise CnnkitError("the data's classes differ from the checkpoint's; cannot resume")
-        trainer.restore(ckpt)
-        if trainer.epoch >= cfg.epochs:
-            raise CnnkitError(
-                f"run {last.parent} already finished {trainer.epoch} epochs; "
-                "pass a larger --epochs to train further"
-            )
-        print(
-            f"cnnkit: resuming {last.parent} at epoch {trainer.epoch + 1}, "
-            f"batch {trainer.progress.step}"
-        )
-        return trainer.fit()
+        return _resume(resume, progress, overrides)
     if config is None:
         config = TrainConfig.from_dict(overrides)
     elif overrides:
         config = TrainConfig.from_dict({**config.to_dict(), **overrides})
-    spec_name = config.model if len(config.model) < 40 and "," not in config.model else "custom"
-    run_dir = run_folder.new_run_dir(config.project, config.name, Path(spec_name).stem)
+    short = config.model if len(config.model) < 40 and "," not in config.model else "custom"
+    run_dir = run_folder.new_run_dir(config.project, config.name, Path(short).stem)
     try:
         trainer = Trainer(config, run_dir, progress)
     except BaseException:

@@ -1,0 +1,67 @@
+"""What a person sees and does during training: the progress bar and Ctrl-C."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from tqdm import tqdm
+
+from cnnkit.train.loop import EpochProgress
+
+
+class StopFlag:
+    """First Ctrl-C asks the loop to stop after the current batch; a second one aborts."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self) -> bool:
+        return self.requested
+
+    @contextmanager
+    def installed(self) -> Iterator[StopFlag]:
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+
+        def handler(signum: int, frame: Any) -> None:
+            if self.requested:
+                raise KeyboardInterrupt
+            self.requested = True
+            print(
+                "\ncnnkit: stopping after this batch and saving last.pt (Ctrl-C again to abort)",
+                file=sys.stderr,
+            )
+
+        previous = signal.signal(signal.SIGINT, handler)
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
+class EpochBar:
+    """A tqdm bar showing loss, accuracy and images/s; ETA comes from tqdm.
+
+    No bar when stderr is not a terminal (logs, CI): the per-epoch lines remain.
+    """
+
+    def __init__(self, total: int, done: int, desc: str) -> None:
+        self.bar = tqdm(total=total, initial=done, desc=desc, leave=False, unit="batch",
+                        dynamic_ncols=True, mininterval=0.5, file=sys.stderr, disable=None)  # fmt: skip
+
+    def update(self, p: EpochProgress) -> None:
+        if self.bar.disable:
+            return
+        self.bar.update(p.step - self.bar.n)
+        if p.step % 10 == 0:
+            self.bar.set_postfix(loss=f"{p.loss:.3f}", acc=f"{p.accuracy:.1%}",
+                                 img_s=f"{p.images_per_second:,.0f}", refresh=False)  # fmt: skip
+
+    def close(self) -> None:
+        self.bar.close()

@@ -1,0 +1,100 @@
+"""The learning-rate range test (Smith 2015; fastai's lr_find): raise the rate exponentially
+over a short run, record the loss, and suggest a rate a little below where it is lowest."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from cnnkit.config import TrainConfig
+from cnnkit.train.loop import EpochProgress, StepContext, train_one_epoch
+from cnnkit.train.trainer import Trainer
+
+
+@dataclass
+class LrFindResult:
+    lrs: list[float]
+    losses: list[float]  # smoothed
+    suggestion: float
+    plot: Path | None
+
+
+def suggest_lr(lrs: list[float], losses: list[float]) -> float:
+    """A tenth of the rate with the lowest smoothed loss (never past the divergence point)."""
+    best = min(range(len(losses)), key=losses.__getitem__)
+    return lrs[best] / 10
+
+
+def lr_find(
+    cfg: TrainConfig,
+    out_dir: str | Path = "runs/lr-find",
+    start_lr: float = 1e-7,
+    end_lr: float = 10.0,
+    steps: int = 100,
+    progress: bool = True,
+) -> LrFindResult:
+    """Run the range test on the config's data and model; nothing is saved but the plot/CSV."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    trainer = Trainer(cfg, out_dir, progress)
+    trainer.enter_stage(0)
+    model, data, prepare = trainer._trained_part("train")
+    steps = max(10, min(steps, 10 * trainer.steps))
+    scale = start_lr / cfg.lr  # every parameter group keeps its ratio to the head's rate
+
+    def factor(step: int) -> float:
+        return scale * (end_lr / start_lr) ** (min(step, steps) / steps)
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(trainer.optimizer, factor)
+    ctx = StepContext(prepare, trainer.optimizer, scheduler, trainer.scaler, trainer.precision,
+                      trainer.loss_fn)  # fmt: skip
+    lrs: list[float] = []
+    losses: list[float] = []
+    state = {"avg": 0.0, "last_sum": 0.0, "last_seen": 0, "stop": False}
+
+    def record(p: EpochProgress) -> None:
+        loss = (p.loss_sum - state["last_sum"]) / max(p.seen - state["last_seen"], 1)
+        state["last_sum"], state["last_seen"] = p.loss_sum, p.seen
+        state["avg"] = 0.98 * state["avg"] + 0.02 * loss
+        smoothed = state["avg"] / (1 - 0.98 ** (len(losses) + 1))
+        lrs.append(cfg.lr * factor(len(lrs)))
+        losses.append(smoothed)
+        if not math.isfinite(smoothed) or smoothed > 4 * min(losses) or len(lrs) >= steps:
+            state["stop"] = True
+
+    while not state["stop"]:
+        state["last_sum"], state["last_seen"] = 0.0, 0
+        train_one_epoch(model, data, ctx, cfg.batch_size, trainer.generator, EpochProgress(),
+                        should_stop=lambda: state["stop"], on_step=record)  # fmt: skip
+    suggestion = suggest_lr(lrs, losses)
+    (out_dir / "lr_find.csv").write_text(
+        "lr,smoothed_loss\n"
+        + "".join(f"{a:.6g},{b:.6g}\n" for a, b in zip(lrs, losses, strict=True))
+    )
+    return LrFindResult(lrs, losses, suggestion, _plot(lrs, losses, suggestion, out_dir))
+
+
+def _plot(lrs: list[float], losses: list[float], suggestion: float, out_dir: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(lrs, losses)
+    ax.axvline(suggestion, color="red", linestyle="--", label=f"suggested {suggestion:.2g}")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("loss (smoothed)")
+    finite = [v for v in losses if math.isfinite(v)]
+    if finite:
+        ax.set_ylim(min(finite) * 0.9, min(max(finite), 3 * min(finite)) * 1.1)
+    ax.legend()
+    fig.tight_layout()
+    path = out_dir / "lr_find.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,95 @@
+"""Transfer-learning stages (head only, then fine-tuning) and the frozen-backbone feature cache.
+
+A run is a list of stages; each sets which backbone blocks train and builds its own optimiser
+and schedule. Like fastai's fine_tune: `--finetune` trains the new head for `head_epochs` with
+the backbone frozen, then unfreezes (the last N blocks, or all) at lower, per-block learning
+rates for `epochs` more.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from cnnkit.config import TrainConfig
+from cnnkit.data import ImageSet
+from cnnkit.models.transfer import TransferModel
+from cnnkit.train.device import Precision
+from cnnkit.train.loop import Prepare, predict_logits
+
+FEATURE_CACHE_LIMIT_BYTES = 4 << 30  # cache frozen-backbone features only below this size
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A stretch of epochs with one set of trainable parameters."""
+
+    name: str  # "train" | "head" | "finetune"
+    epochs: int
+    trainable_blocks: int | str | None  # None: a plain model, all trainable; 0: head only
+    lr: float
+    backbone_lr_ratio: float = 0.1
+
+    @property
+    def head_only(self) -> bool:
+        return self.trainable_blocks == 0
+
+
+def parse_unfreeze(value: str | int | None) -> int | str | None:
+    if value is None:
+        return None
+    text = str(value).strip().lower()
+    return "all" if text == "all" else int(text)
+
+
+def plan_stages(cfg: TrainConfig, model: nn.Module) -> list[Stage]:
+    """The stages a config asks for; a pretrained backbone is frozen unless told otherwise."""
+    if not isinstance(model, TransferModel):
+        return [Stage("train", cfg.epochs, None, cfg.lr)]
+    unfreeze = parse_unfreeze(cfg.unfreeze)
+    if cfg.finetune:
+        return [
+            Stage("head", cfg.head_epochs, 0, cfg.lr),
+            Stage("finetune", cfg.epochs, unfreeze or "all", cfg.lr / 2, cfg.backbone_lr_ratio),
+        ]
+    if cfg.freeze or (unfreeze is None and cfg.pretrained):
+        return [Stage("head", cfg.epochs, 0, cfg.lr)]
+    return [Stage("train", cfg.epochs, "all" if unfreeze is None else unfreeze, cfg.lr,
+                  cfg.backbone_lr_ratio)]  # fmt: skip
+
+
+def stage_at(stages: list[Stage], epoch: int) -> tuple[int, Stage, int]:
+    """(index, stage, first epoch of that stage) for a 0-based global epoch."""
+    start = 0
+    for i, stage in enumerate(stages):
+        if epoch < start + stage.epochs:
+            return i, stage, start
+        start += stage.epochs
+    return len(stages) - 1, stages[-1], start - stages[-1].epochs
+
+
+def apply_stage(model: nn.Module, stage: Stage) -> list[dict]:
+    """Freeze/unfreeze for the stage; the optimiser's parameter groups (discriminative LRs)."""
+    if isinstance(model, TransferModel):
+        model.freeze(stage.trainable_blocks if stage.trainable_blocks is not None else "all")
+        return model.param_groups(stage.lr, stage.backbone_lr_ratio)
+    return [{"params": [p for p in model.parameters() if p.requires_grad], "lr": stage.lr}]
+
+
+def can_cache_features(model: nn.Module, stage: Stage, n_images: int) -> bool:
+    """Features of a frozen backbone are the same every epoch when nothing augments the input."""
+    if not (isinstance(model, TransferModel) and stage.head_only):
+        return False
+    per_image = 2 * int(torch.tensor(model.feature_shape).prod())  # stored as bf16
+    return per_image * n_images <= FEATURE_CACHE_LIMIT_BYTES
+
+
+@torch.no_grad()
+def backbone_features(
+    model: TransferModel, data: ImageSet, prepare: Prepare, precision: Precision
+) -> ImageSet:
+    """The frozen backbone's output for every image, as an ImageSet of bf16 features."""
+    features = predict_logits(model.backbone, data.images, prepare, precision, batch_size=128)
+    return ImageSet(features.to(torch.bfloat16), data.labels, data.classes, data.paths)
