@@ -14,11 +14,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SHARED_CIFAR10, print_machine  # noqa: E402
-
 from cnnkit.config import TrainConfig  # noqa: E402
 from cnnkit.data import load_data  # noqa: E402
 from cnnkit.train.trainer import Trainer  # noqa: E402
+from common import SHARED_CIFAR10, print_machine  # noqa: E402
 
 
 def main() -> None:
@@ -37,8 +36,9 @@ def main() -> None:
         # Time until the first training step: data (cached) + statistics + model + optimiser.
         os.environ["CNNKIT_CACHE"] = cache
         started = time.perf_counter()
-        trainer = Trainer(TrainConfig(data=args.data, epochs=1, project=runs), Path(runs),
-                          progress=False)  # fmt: skip
+        trainer = Trainer(
+            TrainConfig(data=args.data, epochs=1, project=runs), Path(runs), progress=False
+        )
         trainer.enter_stage(0)
         ready = time.perf_counter() - started
     print(f"images: {n}")

@@ -14,8 +14,17 @@ from cnnkit.data import list_datasets, load_data
 from cnnkit.errors import CnnkitError
 
 CIFAR10_CLASSES = [
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
-]  # fmt: skip
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+]
 
 
 def write_image(path: Path, value: int, size: tuple[int, int] = (8, 8)) -> Path:
@@ -49,8 +58,11 @@ def test_corrupt_files_skipped_and_listed_once(tmp_path, capsys):
     d = load(root, tmp_path, val_split=0)
     assert len(d.train) == 6
     reasons = {Path(p).name: r for p, r in d.skipped}
-    assert reasons == {"cut.png": "truncated PNG", "empty.png": "zero-byte file",
-                       "text.jpg": "not an image"}  # fmt: skip
+    assert reasons == {
+        "cut.png": "truncated PNG",
+        "empty.png": "zero-byte file",
+        "text.jpg": "not an image",
+    }
     err = capsys.readouterr().err
     assert err.count("cnnkit: skipped 3 unreadable images (first: ") == 1
     assert "cut.png: truncated PNG" in err
@@ -224,5 +236,9 @@ def test_named_mnist_from_local_files(tmp_path, monkeypatch):
     assert (d.train.images[:, 0] == d.train.images[:, 2]).all()  # grey repeated to RGB
     full = load("mnist", tmp_path, data_root=tmp_path / "data", val_split=0, image_size=14)
     assert full.val_source == "test" and full.train.images.shape == (20, 3, 14, 14)
-    assert np.array_equal(load("mnist", tmp_path, data_root=tmp_path / "data",
-                               val_split=0).train.images[:, 0].numpy(), train_x)  # fmt: skip
+    assert np.array_equal(
+        load("mnist", tmp_path, data_root=tmp_path / "data", val_split=0)
+        .train.images[:, 0]
+        .numpy(),
+        train_x,
+    )

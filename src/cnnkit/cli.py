@@ -179,23 +179,26 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from cnnkit.data import load_data
     from cnnkit.embed import embed_images, save_embeddings
-
-    from pathlib import Path
 
     if args.pretrained and not Path(args.source).exists():
         args.model = args.model or args.source  # `cnnkit embed efficientnet_lite0 --pretrained`
     clf, _ = _classifier_for(args, [args.source])
-    splits = load_data(args.data, data_root=args.data_root, val_split=0.0,
-                       resize=clf.preprocessing.resize)  # fmt: skip
+    splits = load_data(
+        args.data, data_root=args.data_root, val_split=0.0, resize=clf.preprocessing.resize
+    )
     images = getattr(splits, args.split)
     if images is None:
         raise CnnkitError(f"{args.data} has no '{args.split}' split")
     features = embed_images(clf, images)
     path = save_embeddings(args.out, features, images)
-    print(f"{features.shape[0]} x {features.shape[1]} features of {args.data} ({args.split}) "
-          f"written to {path}")  # fmt: skip
+    print(
+        f"{features.shape[0]} x {features.shape[1]} features of {args.data} ({args.split}) "
+        f"written to {path}"
+    )
     return 0
 
 
@@ -305,9 +308,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
 
     p = command("predict", cmd_predict, "classify image files, folders or globs")
-    p.add_argument("inputs", nargs="+", metavar="CHECKPOINT PATH",
-                   help="a checkpoint or run folder, then image files, folders or globs; "
-                   "with --model only images")  # fmt: skip
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="CHECKPOINT PATH",
+        help="a checkpoint or run folder, then image files, folders or globs; "
+        "with --model only images",
+    )
     pretrained_flags(p)
     p.add_argument("--top-k", type=int, default=3)
     fmt = p.add_mutually_exclusive_group()

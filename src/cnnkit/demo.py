@@ -33,27 +33,44 @@ def run_demo(project: str = "runs", epochs: int | None = None) -> dict[str, floa
     """Train both models on the sample, compare their test accuracy, predict a few images."""
     runs = {}
     print("== 1. simple_cnn, the classic CIFAR-10 network, trained from scratch")
-    runs["simple_cnn"] = train(TrainConfig(
-        data=SAMPLE, model="simple_cnn", epochs=epochs or SCRATCH_EPOCHS, batch_size=32,
-        lr=1e-3, project=project,
-    ))  # fmt: skip
+    runs["simple_cnn"] = train(
+        TrainConfig(
+            data=SAMPLE,
+            model="simple_cnn",
+            epochs=epochs or SCRATCH_EPOCHS,
+            batch_size=32,
+            lr=1e-3,
+            project=project,
+        )
+    )
     print("\n== 2. EfficientNet-Lite0 pretrained on ImageNet, frozen, with a new head")
-    runs["efficientnet_lite0"] = train(TrainConfig(
-        data=SAMPLE, model="efficientnet_lite0", pretrained="imagenet",
-        input_size=TRANSFER_INPUT_SIZE, epochs=epochs or TRANSFER_EPOCHS, batch_size=64,
-        lr=1e-3, project=project,
-    ))  # fmt: skip
+    runs["efficientnet_lite0"] = train(
+        TrainConfig(
+            data=SAMPLE,
+            model="efficientnet_lite0",
+            pretrained="imagenet",
+            input_size=TRANSFER_INPUT_SIZE,
+            epochs=epochs or TRANSFER_EPOCHS,
+            batch_size=64,
+            lr=1e-3,
+            project=project,
+        )
+    )
 
     print("\n== 3. test accuracy on the sample's 500 test images")
     accuracies = {name: run.metrics["test_accuracy"] for name, run in runs.items()}
     for name, run in runs.items():
-        print(f"  {name:<20} {accuracies[name]:6.1%}   {run.metrics['wall_seconds']:5.1f}s   "
-              f"{run.run_dir}")  # fmt: skip
+        print(
+            f"  {name:<20} {accuracies[name]:6.1%}   {run.metrics['wall_seconds']:5.1f}s   "
+            f"{run.run_dir}"
+        )
 
     print("\n== 4. predictions (truth -> simple_cnn | efficientnet_lite0)")
     images = [str(p) for p in sample_images()]
-    predicted = {name: Classifier.load(run.best).predict_paths(images, top_k=1)[0]
-                 for name, run in runs.items()}  # fmt: skip
+    predicted = {
+        name: Classifier.load(run.best).predict_paths(images, top_k=1)[0]
+        for name, run in runs.items()
+    }
     for i, path in enumerate(images):
         truth = Path(path).parent.name
         cells = [f"{p[i].label:<10} {p[i].probability:4.0%}" for p in predicted.values()]

@@ -64,6 +64,11 @@ def embed_images(clf: Classifier, images: ImageSet, batch_size: int = 128) -> np
 def save_embeddings(path: str | os.PathLike, features: np.ndarray, images: ImageSet) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, features=features, labels=images.labels.numpy(),
-             classes=np.array(images.classes), paths=np.array(images.paths or []))  # fmt: skip
+    np.savez(
+        path,
+        features=features,
+        labels=images.labels.numpy(),
+        classes=np.array(images.classes),
+        paths=np.array(images.paths or []),
+    )
     return path

@@ -76,8 +76,15 @@ def _decode_task(args: tuple[str, tuple[int, int], str]) -> np.ndarray | str:
 
 def _run(task: Callable, items: list, desc: str, progress: bool, sink: Callable) -> None:
     """Call ``sink(i, task(items[i]))`` in order: a process pool for large lists, else inline."""
-    bar = tqdm(total=len(items), desc=desc, unit="img", file=sys.stderr, leave=False,
-               disable=None if progress else True, mininterval=0.5)  # fmt: skip
+    bar = tqdm(
+        total=len(items),
+        desc=desc,
+        unit="img",
+        file=sys.stderr,
+        leave=False,
+        disable=None if progress else True,
+        mininterval=0.5,
+    )
     with bar:
         if len(items) > POOL_THRESHOLD:
             procs = max(1, min(os.cpu_count() or 1, 8))
@@ -208,9 +215,11 @@ def _sample_source(req: _Request) -> _Source:
 
 DATASETS: dict[str, tuple[Callable[[_Request], _Source], str]] = {
     **{name: (_named_source(name), desc) for name, desc in named_descriptions().items()},
-    SAMPLE_NAME: (_sample_source, "CIFAR-10 sample bundled with cnnkit: 200 train + 50 test "
-                                  "PNGs per class (no download)"),
-}  # fmt: skip
+    SAMPLE_NAME: (
+        _sample_source,
+        "CIFAR-10 sample bundled with cnnkit: 200 train + 50 test PNGs per class (no download)",
+    ),
+}
 
 
 def list_datasets() -> list[tuple[str, str]]:
@@ -256,8 +265,12 @@ def _resize_set(data: ImageSet, size: tuple[int, int], resize: str) -> ImageSet:
         return data
     arrays = data.images.permute(0, 2, 3, 1).numpy()
     out = np.stack([decode_image(a, size=size, resize=resize) for a in arrays])
-    return ImageSet(torch.from_numpy(out).permute(0, 3, 1, 2).contiguous(), data.labels,
-                    data.classes, data.paths)  # fmt: skip
+    return ImageSet(
+        torch.from_numpy(out).permute(0, 3, 1, 2).contiguous(),
+        data.labels,
+        data.classes,
+        data.paths,
+    )
 
 
 def _warn_skipped(skipped: list[tuple[str, str]]) -> None:
@@ -266,8 +279,10 @@ def _warn_skipped(skipped: list[tuple[str, str]]) -> None:
     shown = "; ".join(f"{os.path.basename(p)}: {r}" for p, r in skipped[:5])
     more = "; ..." if len(skipped) > 5 else ""
     n = len(skipped)
-    print(f"cnnkit: skipped {n} unreadable image{'s' if n != 1 else ''} "
-          f"(first: {shown}{more})", file=sys.stderr)  # fmt: skip
+    print(
+        f"cnnkit: skipped {n} unreadable image{'s' if n != 1 else ''} (first: {shown}{more})",
+        file=sys.stderr,
+    )
 
 
 def load_data(

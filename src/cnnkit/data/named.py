@@ -53,15 +53,31 @@ def _mnist_to_set(ds) -> ImageSet:
 
 # name -> (torchvision class, files(cls, root), to ImageSet, description)
 _TORCHVISION: dict[str, tuple[type, Callable, Callable, str]] = {
-    "cifar10": (tvd.CIFAR10, _cifar_files, _cifar_to_set,
-                "CIFAR-10: 60,000 32x32 colour images in 10 classes (torchvision)"),
-    "cifar100": (tvd.CIFAR100, _cifar_files, _cifar_to_set,
-                 "CIFAR-100: 60,000 32x32 colour images in 100 classes (torchvision)"),
-    "mnist": (tvd.MNIST, _mnist_files, _mnist_to_set,
-              "MNIST: 70,000 28x28 handwritten digits, as RGB (torchvision)"),
-    "fashion-mnist": (tvd.FashionMNIST, _mnist_files, _mnist_to_set,
-                      "Fashion-MNIST: 70,000 28x28 clothing images in 10 classes, as RGB"),
-}  # fmt: skip
+    "cifar10": (
+        tvd.CIFAR10,
+        _cifar_files,
+        _cifar_to_set,
+        "CIFAR-10: 60,000 32x32 colour images in 10 classes (torchvision)",
+    ),
+    "cifar100": (
+        tvd.CIFAR100,
+        _cifar_files,
+        _cifar_to_set,
+        "CIFAR-100: 60,000 32x32 colour images in 100 classes (torchvision)",
+    ),
+    "mnist": (
+        tvd.MNIST,
+        _mnist_files,
+        _mnist_to_set,
+        "MNIST: 70,000 28x28 handwritten digits, as RGB (torchvision)",
+    ),
+    "fashion-mnist": (
+        tvd.FashionMNIST,
+        _mnist_files,
+        _mnist_to_set,
+        "Fashion-MNIST: 70,000 28x28 clothing images in 10 classes, as RGB",
+    ),
+}
 
 
 def named_descriptions() -> dict[str, str]:

@@ -22,6 +22,7 @@ from torch import nn
 
 from cnnkit.data.preprocess import Preprocessing
 from cnnkit.errors import CnnkitError
+from cnnkit.models.registry import register_model
 from cnnkit.models.weights import load_state_dict_file, resolve_weights
 
 ARCH = "tf_efficientnet_lite0"
@@ -213,3 +214,34 @@ def preprocess_pil(image: Image.Image | np.ndarray, preprocessing: Preprocessing
 
     pixels = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).unsqueeze(0)
     return preprocessing.to_input(pixels.contiguous())
+
+
+# ---- registration: `efficientnet_lite0` in the model registry (builder in models/pretrained) ----
+
+
+def _registered_options() -> tuple[str, ...]:
+    from cnnkit.models.pretrained import LITE0_OPTIONS
+
+    return LITE0_OPTIONS
+
+
+def _registered_input_size(data: tuple[int, int], options: dict) -> tuple[int, int]:
+    from cnnkit.models.pretrained import weights_input_size
+
+    return weights_input_size(NAME, options) or data
+
+
+def _registered_build(num_classes: int, shape: tuple[int, int, int], /, **options) -> nn.Module:
+    """Random init without options; with ``pretrained="imagenet"`` (or ``weights``/``head``/
+    ``transfer``/``keep_classifier``) a TransferModel (see ``cnnkit.models.pretrained``)."""
+    from cnnkit.models.pretrained import build_lite0
+
+    return build_lite0(num_classes, shape, **options)
+
+
+register_model(
+    NAME,
+    "EfficientNet-Lite0 (timm tf_efficientnet_lite0); ImageNet weights ship with the package",
+    options=_registered_options,
+    input_size=_registered_input_size,
+)(_registered_build)

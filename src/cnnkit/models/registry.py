@@ -4,6 +4,8 @@ A builder is ``fn(num_classes, input_size, **options) -> nn.Module`` registered 
 ``@register_model(name, description)``. Name families such as ``timm:NAME`` are registered with
 ``register_family``. The built-in modules (simple_cnn, torchvision_models, timm_models) are
 imported by ``cnnkit.models.__init__``, so importing ``cnnkit.models`` registers everything.
+Builders name their first two parameters positional-only, so an ``input_size`` *option* (the
+model's input size, see ``cnnkit.models.pretrained``) never collides with them.
 """
 
 from __future__ import annotations
@@ -196,7 +198,11 @@ def create_model(
     num_classes: int,
     input_size: tuple[int, int, int] = (3, 32, 32),
 ) -> nn.Module:
-    """Build the module (random init) that ``spec`` describes; it returns ``num_classes`` logits."""
+    """Build the module that ``spec`` describes; it returns ``num_classes`` logits.
+
+    Random init, unless transfer options (``pretrained``, ``weights``, ``head``, ``transfer``,
+    ``keep_classifier``; see ``cnnkit.models.pretrained``) make it a ``TransferModel``.
+    """
     spec = resolve_spec(spec)
     input_size = _check_sizes(num_classes, input_size)
     if spec.name == LAYERS:
@@ -208,7 +214,8 @@ def create_model(
 
 
 def model_input_size(spec: ModelSpec | str, data_size: tuple[int, int]) -> tuple[int, int]:
-    """The (H, W) the model should see: the data's size unless the architecture needs another."""
+    """The (H, W) the model should see: the data's size unless the architecture needs another,
+    the pretrained weights' own size (``pretrained``/``weights``), or an ``input_size`` option."""
     spec = spec if isinstance(spec, ModelSpec) else resolve_spec(spec)
     data = (int(data_size[0]), int(data_size[1]))
     if spec.name == LAYERS:

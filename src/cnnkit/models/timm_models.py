@@ -1,14 +1,30 @@
-"""``timm:NAME`` models, when timm is installed (``pip install timm``); imported lazily."""
+"""``timm:NAME`` models, when timm is installed (``pip install timm``); imported lazily.
+
+Without transfer options (see ``cnnkit.models.pretrained``) a plain random-init timm model; with
+them a ``TransferModel``: the classifier is removed with ``reset_classifier(0)`` (pooled
+features) or the backbone is ``forward_features`` (feature map, for a spatial head), and the
+blocks come from timm's own ``group_matcher(coarse=True)``.
+"""
 
 from __future__ import annotations
 
+import contextlib
 from types import ModuleType
 from typing import Any
 
+import torch
 from torch import nn
 
 from cnnkit.errors import CnnkitError, did_you_mean
 from cnnkit.models.registry import ModelFamily, register_family
+from cnnkit.models.transfer import (
+    DEFAULT_HEAD,
+    TransferModel,
+    blocks_from_groups,
+    blocks_from_param_groups,
+    group_children,
+    is_spatial_head,
+)
 
 
 def _timm() -> ModuleType:
@@ -25,11 +41,130 @@ def _check(name: str) -> None:
         raise did_you_mean("timm model", name, timm.list_models())
 
 
+class TimmFeatures(nn.Module):
+    """A timm model's ``forward_features``: images -> the unpooled feature map."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_features(x)
+
+
+def _timm_blocks(model: nn.Module) -> list[nn.Module]:
+    """Stages from timm's ``group_matcher(coarse=True)`` (stem, blocks/stages, final norm)."""
+    try:
+        from timm.models import group_parameters
+
+        grouped = group_parameters(model, model.group_matcher(coarse=True))
+        groups = [grouped[key] for key in sorted(grouped)]
+    except Exception:  # a model without a group matcher: its top-level children
+        groups = None
+    if groups:
+        return blocks_from_param_groups(model, groups)
+    items: list[nn.Module] = []
+    for name, child in model.named_children():
+        expand = name in ("stages", "blocks", "layers", "features")
+        expand = expand and next(child.children(), None) is not None
+        items.extend(child.children() if expand else [child])
+    return blocks_from_groups(model, group_children(items))
+
+
+def wrap_timm(
+    model: nn.Module,
+    num_classes: int,
+    shape: tuple[int, int, int],
+    options: dict,
+    *,
+    keep_dropout: float = 0.0,
+) -> TransferModel:
+    """A ``TransferModel`` around a built (and loaded) timm model.
+
+    ``keep_classifier``: the head is ``[dropout:keep_dropout,] dense`` holding the model's own
+    classifier weights (``num_classes`` must match it).
+    """
+    head = options.get("head")
+    keep = bool(options.get("keep_classifier"))
+    classifier = model.get_classifier()
+    if keep:
+        if not isinstance(classifier, nn.Linear):
+            raise CnnkitError("keep_classifier: this model's classifier is not a single Linear")
+        if classifier.out_features != num_classes:
+            raise CnnkitError(
+                f"keep_classifier needs num_classes={classifier.out_features} (the pretrained "
+                f"classifier's), got {num_classes}"
+            )
+        head = f"dropout:{keep_dropout},dense" if keep_dropout > 0 else "dense"
+    model.reset_classifier(0)
+    spatial = is_spatial_head(head)
+    blocks = _timm_blocks(model)
+    backbone = TimmFeatures(model) if spatial else model
+    tm = TransferModel(
+        backbone,
+        head if head is not None else DEFAULT_HEAD,
+        num_classes,
+        shape,
+        blocks=blocks,
+        pooled=not spatial,
+    )
+    if keep:
+        tm.head[-1].load_state_dict(classifier.state_dict())
+    return tm
+
+
+def _build_transfer(
+    name: str, num_classes: int, shape: tuple[int, int, int], options: dict
+) -> TransferModel:
+    from cnnkit.models.pretrained import (
+        load_strict,
+        split_options,
+        timm_weights_file,
+        uses_weights,
+    )
+    from cnnkit.models.weights import load_state_dict_file
+
+    timm = _timm()
+    ours, rest = split_options(options)
+    cfg = None
+    with contextlib.suppress(Exception):  # unknown tag or an older timm: 1000 classes
+        cfg = timm.get_pretrained_cfg(name)
+    kwargs = {
+        "num_classes": int(getattr(cfg, "num_classes", 0) or 1000),
+        "in_chans": shape[0],
+        "drop_rate": 0.0,  # the head brings its own dropout
+        **rest,
+    }
+    pretrained = uses_weights(ours)
+    if pretrained and shape[0] != 3:
+        raise CnnkitError(f"pretrained timm:{name} expects 3-channel images, got {tuple(shape)}")
+    path = timm_weights_file(name, ours.get("weights")) if pretrained else None
+    try:
+        model = timm.create_model(name, pretrained=pretrained and path is None, **kwargs)
+    except TypeError as e:
+        raise CnnkitError(f"timm model '{name}': bad option ({e})") from None
+    except Exception as e:  # timm's own download (online only) failed
+        if not pretrained or path is not None:
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CnnkitError(
+            f"no pretrained weights for timm:{name} ({first}): put {name}.safetensors in "
+            f"the torch hub checkpoints folder (or pass --weights PATH)"
+        ) from None
+    if path is not None:
+        load_strict(model, load_state_dict_file(path), f"timm:{name}", path)
+    return wrap_timm(model, num_classes, shape, ours)
+
+
 def _build(
-    name: str, num_classes: int, input_size: tuple[int, int, int], **options: Any
+    name: str, num_classes: int, input_size: tuple[int, int, int], /, **options: Any
 ) -> nn.Module:
+    from cnnkit.models.pretrained import TRANSFER_OPTIONS, wants_transfer
+
     _check(name)
-    # Random init for now; a pretrained path would pass pretrained=True here.
+    if wants_transfer(options):
+        return _build_transfer(name, num_classes, input_size, options)
+    options = {k: v for k, v in options.items() if k not in TRANSFER_OPTIONS}
     try:
         return _timm().create_model(
             name, pretrained=False, num_classes=num_classes, in_chans=input_size[0], **options
@@ -39,6 +174,11 @@ def _build(
 
 
 def _input_size(name: str, data: tuple[int, int], options: dict) -> tuple[int, int]:
+    from cnnkit.models.pretrained import weights_input_size
+
+    wanted = weights_input_size(f"timm:{name}", options)
+    if wanted is not None:
+        return wanted
     try:
         cfg = _timm().get_pretrained_cfg(name)
     except Exception:  # an unknown tag or an older timm: use the data size

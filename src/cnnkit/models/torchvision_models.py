@@ -1,8 +1,17 @@
 """Every torchvision classification architecture, by name (resnet18, vgg16, inception_v3, ...).
 
 Models are built with random weights by ``torchvision.models.get_model(name, weights=None,
-num_classes=...)``; nothing is instantiated at import. Pretrained weights would come in through
-``_weights`` (today always None).
+num_classes=...)``; nothing is instantiated at import. With transfer options (see
+``cnnkit.models.pretrained``) the model is a ``TransferModel``: the ``DEFAULT`` weights are loaded
+by cnnkit (torchvision never downloads), then split into backbone and head:
+
+- pooled features (default): the last Linear of ``fc``/``classifier``/``heads``/``head`` and a
+  Dropout just before it become Identity (convnext's LayerNorm, vgg's fc6/fc7 stay);
+  squeezenet's conv classifier becomes global average pooling;
+- a feature map (a head starting with flatten/conv2d/pooling/dropout2d): ``.features`` (+ ReLU
+  for densenet, + norm/permute for swin), maxvit's stem + blocks, mnasnet's ``layers``, else
+  the children before ``avgpool`` (resnet, regnet, shufflenet, inception_v3, googlenet, with
+  Google's input transform when set); vit has no feature map.
 """
 
 from __future__ import annotations
@@ -10,13 +19,34 @@ from __future__ import annotations
 import functools
 import inspect
 import typing
+from collections import OrderedDict
 from typing import Any
 
+import torch
 import torchvision
 from torch import nn
 
 from cnnkit.errors import CnnkitError
+from cnnkit.models.pretrained import (
+    TRANSFER_OPTIONS,
+    google_input,
+    load_torchvision_state,
+    split_options,
+    torchvision_weights,
+    torchvision_weights_file,
+    uses_weights,
+    wants_transfer,
+    weights_input_size,
+)
 from cnnkit.models.registry import register_model
+from cnnkit.models.transfer import (
+    DEFAULT_HEAD,
+    TransferModel,
+    blocks_from_groups,
+    group_children,
+    is_spatial_head,
+)
+from cnnkit.models.weights import load_state_dict_file
 
 # Keyword arguments cnnkit fixes for some architectures (a single logits output, explicit init).
 _FIXED_KWARGS: dict[str, dict[str, Any]] = {
@@ -45,12 +75,13 @@ def _class_options(name: str) -> tuple[str, ...] | None:
     if not isinstance(cls, type):
         return None
     params = inspect.signature(cls.__init__).parameters.values()
-    taken = {"self", "num_classes", *_FIXED_KWARGS.get(name, {})}
-    return tuple(
+    taken = {"self", "num_classes", *_FIXED_KWARGS.get(name, {}), *TRANSFER_OPTIONS}
+    own = tuple(
         p.name
         for p in params
         if p.name not in taken and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
     )
+    return own + TRANSFER_OPTIONS
 
 
 @functools.cache
@@ -76,6 +107,9 @@ def _input_size(name: str, data: tuple[int, int], options: dict) -> tuple[int, i
     fixed = _fixed_size(name, options)
     if fixed is not None:
         return fixed
+    wanted = weights_input_size(name, options)
+    if wanted is not None:
+        return wanted
     low = min_input_size(name)
     if data[0] >= low[0] and data[1] >= low[1]:
         return data
@@ -84,25 +118,153 @@ def _input_size(name: str, data: tuple[int, int], options: dict) -> tuple[int, i
     return (max(data[0], low[0]), max(data[1], low[1]))
 
 
-def _weights(name: str, pretrained: bool) -> Any:
-    """The weights enum to load; pretrained weights are not wired in yet."""
-    if pretrained:
-        raise CnnkitError(f"pretrained weights for '{name}' are not supported yet")
-    return None
-
-
 def _build(
-    name: str, num_classes: int, input_size: tuple[int, int, int], **options: Any
+    name: str, num_classes: int, input_size: tuple[int, int, int], /, **options: Any
 ) -> nn.Module:
     if input_size[0] != 3:
         raise CnnkitError(f"{name} expects 3-channel images, got input_size {tuple(input_size)}")
-    kwargs = {**_FIXED_KWARGS.get(name, {}), **options}
+    if wants_transfer(options):
+        return _build_transfer(name, num_classes, input_size, options)
+    _, rest = split_options(options, keep_input_size=name.startswith("maxvit_"))
+    return _construct(name, num_classes, {**_FIXED_KWARGS.get(name, {}), **rest})
+
+
+def _construct(name: str, num_classes: int, kwargs: dict) -> nn.Module:
     try:
-        return torchvision.models.get_model(
-            name, weights=_weights(name, False), num_classes=num_classes, **kwargs
-        )
+        return torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
     except TypeError as e:  # an option the constructor rejects
         raise CnnkitError(f"model '{name}': {e}") from None
+
+
+class GoogleInput(nn.Module):
+    """inception_v3 / googlenet ``transform_input``: ImageNet- to Google-normalised input."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat(
+            [
+                x[:, 0:1] * (0.229 / 0.5) + (0.485 - 0.5) / 0.5,
+                x[:, 1:2] * (0.224 / 0.5) + (0.456 - 0.5) / 0.5,
+                x[:, 2:3] * (0.225 / 0.5) + (0.406 - 0.5) / 0.5,
+            ],
+            1,
+        )
+
+
+def _remove_classifier(model: nn.Module, name: str) -> tuple[nn.Linear | None, float]:
+    """Make the model return pooled features: its last Linear (and a Dropout just before it)
+    become Identity. Returns (that Linear, the dropout rate removed)."""
+    for attr in ("fc", "classifier", "heads", "head"):
+        module = getattr(model, attr, None)
+        if isinstance(module, nn.Linear):
+            setattr(model, attr, nn.Identity())
+            drop = getattr(model, "dropout", None)
+            if isinstance(drop, nn.Dropout):  # inception_v3, googlenet
+                model.dropout = nn.Identity()
+                return module, drop.p
+            return module, 0.0
+        if isinstance(module, nn.Sequential):
+            linears = [i for i, m in enumerate(module) if isinstance(m, nn.Linear)]
+            if linears:
+                i = linears[-1]
+                linear, p = module[i], 0.0
+                module[i] = nn.Identity()
+                if i > 0 and isinstance(module[i - 1], nn.Dropout):
+                    p = module[i - 1].p
+                    module[i - 1] = nn.Identity()
+                return linear, p
+            if any(isinstance(m, nn.Conv2d) for m in module):  # squeezenet: conv classifier
+                setattr(model, attr, nn.Sequential(nn.AdaptiveAvgPool2d((1, 1))))
+                return None, 0.0
+    raise CnnkitError(f"cannot find the classifier of {name} to replace")
+
+
+def _feature_map(model: nn.Module, name: str) -> nn.Module:
+    """The part of the model that ends with the last feature map (N, C, H, W)."""
+    tv = torchvision.models
+    parts: OrderedDict[str, nn.Module] = OrderedDict()
+    if isinstance(model, tv.VisionTransformer):
+        raise CnnkitError(
+            f"{name} has no feature map for a spatial head (flatten/conv2d/pooling); "
+            f"use a head that starts with dense or dropout on its pooled features"
+        )
+    if isinstance(model, tv.SwinTransformer):
+        parts.update(features=model.features, norm=model.norm, permute=model.permute)
+    elif isinstance(model, tv.MaxVit):
+        parts.update(stem=model.stem, blocks=nn.Sequential(*model.blocks))
+    elif isinstance(model, tv.MNASNet):
+        parts.update(layers=model.layers)
+    elif isinstance(getattr(model, "features", None), nn.Module):
+        parts.update(features=model.features)
+        if isinstance(model, tv.DenseNet):
+            parts.update(relu=nn.ReLU())
+    else:
+        if getattr(model, "transform_input", False):
+            parts.update(transform_input=GoogleInput())
+        for child_name, child in model.named_children():
+            if child_name in ("avgpool", "fc", "dropout", "classifier"):
+                break
+            parts[child_name] = child
+    return nn.Sequential(parts)
+
+
+_EXPAND = frozenset(
+    {"features", "trunk_output", "layers", "encoder", "blocks", "classifier", "heads"}
+)
+
+
+def _flat_children(module: nn.Module) -> list[nn.Module]:
+    """Children in order, with stage containers (features, layers, ...) opened up."""
+    items: list[nn.Module] = []
+    for child_name, child in module.named_children():
+        if child_name in _EXPAND and next(child.children(), None) is not None:
+            items.extend(_flat_children(child))
+        else:
+            items.append(child)
+    return items
+
+
+def _build_transfer(
+    name: str, num_classes: int, shape: tuple[int, int, int], options: dict
+) -> TransferModel:
+    ours, rest = split_options(options, keep_input_size=name.startswith("maxvit_"))
+    weights = torchvision_weights(name)
+    kwargs = {**_FIXED_KWARGS.get(name, {}), **rest}
+    if google_input(name, options):
+        kwargs["transform_input"] = True
+    model = _construct(name, len(weights.meta["categories"]), kwargs)
+    if uses_weights(ours):
+        path = torchvision_weights_file(name, ours.get("weights"))
+        load_torchvision_state(model, load_state_dict_file(path), name, path)
+    head = ours.get("head")
+    keep = bool(ours.get("keep_classifier"))
+    spatial = is_spatial_head(head)
+    linear = None
+    if spatial:
+        backbone = _feature_map(model, name)
+    else:
+        linear, p = _remove_classifier(model, name)
+        backbone = model
+        if keep:
+            if linear is None:
+                raise CnnkitError(f"keep_classifier: {name}'s classifier is not a Linear layer")
+            if linear.out_features != num_classes:
+                raise CnnkitError(
+                    f"keep_classifier needs num_classes={linear.out_features} (the pretrained "
+                    f"classifier's), got {num_classes}"
+                )
+            head = f"dropout:{p},dense" if p > 0 else "dense"
+    blocks = blocks_from_groups(backbone, group_children(_flat_children(backbone)))
+    tm = TransferModel(
+        backbone,
+        head if head is not None else DEFAULT_HEAD,
+        num_classes,
+        shape,
+        blocks=blocks,
+        pooled=not spatial,
+    )
+    if keep and linear is not None:
+        tm.head[-1].load_state_dict(linear.state_dict())
+    return tm
 
 
 def _family(name: str) -> str:

@@ -52,16 +52,29 @@ class EpochBar:
     """
 
     def __init__(self, total: int, done: int, desc: str) -> None:
-        self.bar = tqdm(total=total, initial=done, desc=desc, leave=False, unit="batch",
-                        dynamic_ncols=True, mininterval=0.5, file=sys.stderr, disable=None)  # fmt: skip
+        self.bar = tqdm(
+            total=total,
+            initial=done,
+            desc=desc,
+            leave=False,
+            unit="batch",
+            dynamic_ncols=True,
+            mininterval=0.5,
+            file=sys.stderr,
+            disable=None,
+        )
 
     def update(self, p: EpochProgress) -> None:
         if self.bar.disable:
             return
         self.bar.update(p.step - self.bar.n)
         if p.step % 10 == 0:
-            self.bar.set_postfix(loss=f"{p.loss:.3f}", acc=f"{p.accuracy:.1%}",
-                                 img_s=f"{p.images_per_second:,.0f}", refresh=False)  # fmt: skip
+            self.bar.set_postfix(
+                loss=f"{p.loss:.3f}",
+                acc=f"{p.accuracy:.1%}",
+                img_s=f"{p.images_per_second:,.0f}",
+                refresh=False,
+            )
 
     def close(self) -> None:
         self.bar.close()

@@ -49,8 +49,9 @@ def lr_find(
         return scale * (end_lr / start_lr) ** (min(step, steps) / steps)
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(trainer.optimizer, factor)
-    ctx = StepContext(prepare, trainer.optimizer, scheduler, trainer.scaler, trainer.precision,
-                      trainer.loss_fn)  # fmt: skip
+    ctx = StepContext(
+        prepare, trainer.optimizer, scheduler, trainer.scaler, trainer.precision, trainer.loss_fn
+    )
     lrs: list[float] = []
     losses: list[float] = []
     state = {"avg": 0.0, "last_sum": 0.0, "last_seen": 0, "stop": False}
@@ -67,8 +68,16 @@ def lr_find(
 
     while not state["stop"]:
         state["last_sum"], state["last_seen"] = 0.0, 0
-        train_one_epoch(model, data, ctx, cfg.batch_size, trainer.generator, EpochProgress(),
-                        should_stop=lambda: state["stop"], on_step=record)  # fmt: skip
+        train_one_epoch(
+            model,
+            data,
+            ctx,
+            cfg.batch_size,
+            trainer.generator,
+            EpochProgress(),
+            should_stop=lambda: state["stop"],
+            on_step=record,
+        )
     suggestion = suggest_lr(lrs, losses)
     (out_dir / "lr_find.csv").write_text(
         "lr,smoothed_loss\n"

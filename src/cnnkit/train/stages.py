@@ -56,8 +56,15 @@ def plan_stages(cfg: TrainConfig, model: nn.Module) -> list[Stage]:
         ]
     if cfg.freeze or (unfreeze is None and cfg.pretrained):
         return [Stage("head", cfg.epochs, 0, cfg.lr)]
-    return [Stage("train", cfg.epochs, "all" if unfreeze is None else unfreeze, cfg.lr,
-                  cfg.backbone_lr_ratio)]  # fmt: skip
+    return [
+        Stage(
+            "train",
+            cfg.epochs,
+            "all" if unfreeze is None else unfreeze,
+            cfg.lr,
+            cfg.backbone_lr_ratio,
+        )
+    ]
 
 
 def stage_at(stages: list[Stage], epoch: int) -> tuple[int, Stage, int]:

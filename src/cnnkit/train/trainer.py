@@ -60,8 +60,12 @@ class RunResult:
 
 def model_options(cfg: TrainConfig) -> dict[str, Any]:
     """Builder options the config implies (only those set, so plain models take none)."""
-    options = {"dropout": cfg.dropout, "pretrained": cfg.pretrained, "weights": cfg.weights,
-               "head": cfg.head}  # fmt: skip
+    options = {
+        "dropout": cfg.dropout,
+        "pretrained": cfg.pretrained,
+        "weights": cfg.weights,
+        "head": cfg.head,
+    }
     return {k: v for k, v in options.items() if v}
 
 
@@ -81,8 +85,9 @@ def build_model_for(
         mean, std, interpolation = weights_prep.mean, weights_prep.std, weights_prep.interpolation
     else:
         (mean, std), interpolation = channel_stats(train_images), "bilinear"
-    prep = Preprocessing(size=size, resize=cfg.resize, mean=mean, std=std,
-                         interpolation=interpolation)  # fmt: skip
+    prep = Preprocessing(
+        size=size, resize=cfg.resize, mean=mean, std=std, interpolation=interpolation
+    )
     return model, spec, prep
 
 
@@ -111,9 +116,14 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.data: DataSplits = load_data(
-            cfg.data, data_root=cfg.data_root, val_split=cfg.val_split, seed=cfg.seed,
-            image_size=cfg.image_size, resize=cfg.resize, progress=progress,
-        )  # fmt: skip
+            cfg.data,
+            data_root=cfg.data_root,
+            val_split=cfg.val_split,
+            seed=cfg.seed,
+            image_size=cfg.image_size,
+            resize=cfg.resize,
+            progress=progress,
+        )
         if self.data.train is None or len(self.data.train) == 0:
             raise CnnkitError(f"no training images in {cfg.data}")
         model, self.spec, self.preprocessing = build_model_for(
@@ -152,11 +162,14 @@ class Trainer:
             sets = {"train": self.data.train, "val": self.data.val}
             self.features = {
                 name: backbone_features(self.model, s, self.images_in, self.precision)
-                if s is not None else None
+                if s is not None
+                else None
                 for name, s in sets.items()
-            }  # fmt: skip
-            print(f"cnnkit: backbone frozen; features of {len(self.data.train)} training images "
-                  f"cached in {time.perf_counter() - started:.1f}s")  # fmt: skip
+            }
+            print(
+                f"cnnkit: backbone frozen; features of {len(self.data.train)} training images "
+                f"cached in {time.perf_counter() - started:.1f}s"
+            )
 
     def _trained_part(self, split: str) -> tuple[nn.Module, ImageSet | None, Prepare]:
         """What trains and on what: the head on cached features, or the model on images."""
@@ -222,11 +235,24 @@ class Trainer:
                     self.enter_stage(index)
                 model, data, prepare = self._trained_part("train")
                 bar = self._bar()
-                ctx = StepContext(prepare, self.optimizer, self.scheduler, self.scaler,
-                                  self.precision, self.loss_fn)  # fmt: skip
-                train_one_epoch(model, data, ctx, self.cfg.batch_size, self.generator,
-                                self.progress, should_stop=self.stop,
-                                on_step=bar.update if bar else None)  # fmt: skip
+                ctx = StepContext(
+                    prepare,
+                    self.optimizer,
+                    self.scheduler,
+                    self.scaler,
+                    self.precision,
+                    self.loss_fn,
+                )
+                train_one_epoch(
+                    model,
+                    data,
+                    ctx,
+                    self.cfg.batch_size,
+                    self.generator,
+                    self.progress,
+                    should_stop=self.stop,
+                    on_step=bar.update if bar else None,
+                )
                 if bar:
                     bar.close()
                 self.wall_seconds += time.perf_counter() - started
@@ -299,8 +325,9 @@ class Trainer:
         if not interrupted and test is not None and len(test) and self.epoch:
             best = load_checkpoint(self.run_dir / "best.pt")
             unwrap_model(self.model).load_state_dict(best["state_dict"])
-            loss, acc = evaluate_epoch(self.model, test, self.images_in, self.precision,
-                                       self.loss_fn)  # fmt: skip
+            loss, acc = evaluate_epoch(
+                self.model, test, self.images_in, self.precision, self.loss_fn
+            )
             metrics.update(test_loss=loss, test_accuracy=acc, test_images=len(test))
             print(f"test accuracy (best.pt, epoch {self.best_epoch}): {acc:.2%}  loss {loss:.4f}")
         run_folder.write_metrics(self.run_dir, metrics)
@@ -365,8 +392,10 @@ def _resume(run: str | Path, progress: bool, overrides: dict[str, Any]) -> RunRe
             f"run {last.parent} already finished {trainer.epoch} epochs; "
             "pass a larger --epochs to train further"
         )
-    print(f"cnnkit: resuming {last.parent} at epoch {trainer.epoch + 1}, "
-          f"batch {trainer.progress.step}")  # fmt: skip
+    print(
+        f"cnnkit: resuming {last.parent} at epoch {trainer.epoch + 1}, "
+        f"batch {trainer.progress.step}"
+    )
     return trainer.fit()
 
 
