@@ -57,7 +57,7 @@ class _BeforeLastLinear(nn.Module):
 def embed_images(clf: Classifier, images: ImageSet, batch_size: int = 128) -> np.ndarray:
     """(N, F) float32 features of uint8 images through the classifier's own preprocessing."""
     extractor = feature_extractor(clf.model)
-    prepare = image_input(clf.preprocessing)
+    prepare = image_input(clf.preprocessing, clf.channels_last)
     return predict_logits(extractor, images.images, prepare, clf.precision, batch_size).numpy()
 
 

@@ -70,7 +70,10 @@ class Classifier:
     ) -> None:
         self.device = resolve_device(device)
         self.precision = Precision(self.device, resolve_precision(precision, self.device))
-        self.model = model.to(self.device).eval()
+        # channels-last: 2-4x faster convolutions on CPUs and GPUs (docs/benchmarks.md)
+        self.channels_last = self.device.type != "mps"
+        layout = torch.channels_last if self.channels_last else torch.preserve_format
+        self.model = model.to(self.device, memory_format=layout).eval()
         self.classes = list(classes)
         self.preprocessing = preprocessing
         self.spec = spec
@@ -126,7 +129,7 @@ class Classifier:
 
     def predict_images(self, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         """Class probabilities (N, classes) for uint8 images (N, 3, H, W)."""
-        prepare = image_input(self.preprocessing)
+        prepare = image_input(self.preprocessing, self.channels_last)
         logits = predict_logits(self.model, images, prepare, self.precision, batch_size)
         return logits.softmax(dim=1)
 
@@ -195,7 +198,11 @@ class Classifier:
             images = self._load_split(data, split, data_root, progress)
         labels = self._labels_in_our_order(images)
         logits = predict_logits(
-            self.model, images.images, image_input(self.preprocessing), self.precision, batch_size
+            self.model,
+            images.images,
+            image_input(self.preprocessing, self.channels_last),
+            self.precision,
+            batch_size,
         )
         report = classification_report(logits, labels, self.classes)
         if out_dir is None and self.path is not None and not isinstance(data, ImageSet):

@@ -12,7 +12,7 @@ from cnnkit.data.decode import (
     decode_image,
     resize_image,
 )
-from cnnkit.data.imageset import DataSplits, ImageSet
+from cnnkit.data.imageset import DataSplits, FeatureSet, ImageSet
 from cnnkit.data.loader import channel_stats, iterate_batches, num_batches
 from cnnkit.data.named import default_data_root
 from cnnkit.data.preprocess import RESIZE_POLICIES, Preprocessing
@@ -23,6 +23,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "RESIZE_POLICIES",
     "DataSplits",
+    "FeatureSet",
     "ImageDecodeError",
     "ImageSet",
     "Preprocessing",

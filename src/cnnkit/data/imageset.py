@@ -55,6 +55,17 @@ class ImageSet:
 
 
 @dataclass
+class FeatureSet(ImageSet):
+    """Stored model inputs of any dtype and shape (N, ...), such as a frozen backbone's
+    features, batched exactly like images."""
+
+    def __post_init__(self) -> None:
+        if self.labels.shape != (self.images.shape[0],):
+            raise ValueError("labels must be (N,) matching the stored inputs")
+        self.labels = self.labels.to(torch.int64)
+
+
+@dataclass
 class DataSplits:
     """Everything load_data() found: the splits, class names and unreadable files."""
 

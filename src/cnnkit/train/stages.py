@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from cnnkit.config import TrainConfig
-from cnnkit.data import ImageSet
+from cnnkit.data import FeatureSet, ImageSet
 from cnnkit.models.transfer import TransferModel
 from cnnkit.train.device import Precision
 from cnnkit.train.loop import Prepare, predict_logits
@@ -99,4 +99,4 @@ def backbone_features(
 ) -> ImageSet:
     """The frozen backbone's output for every image, as an ImageSet of bf16 features."""
     features = predict_logits(model.backbone, data.images, prepare, precision, batch_size=128)
-    return ImageSet(features.to(torch.bfloat16), data.labels, data.classes, data.paths)
+    return FeatureSet(features.to(torch.bfloat16), data.labels, data.classes, data.paths)
