@@ -212,3 +212,11 @@ def test_models_and_summary_commands(capsys):
     assert main(["summary", "simple_cnn"]) == 0
     out = capsys.readouterr().out
     assert "160,202" in out or "160202" in out
+
+
+def test_tensorboard_event_files_are_written(tmp_path):
+    pytest.importorskip("tensorboard")
+    rc = main(train_args(tmp_path, "tb", "--epochs", "1", "--batch-size", "128", "--tensorboard"))
+    assert rc == 0
+    events = list((tmp_path / "tb" / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 100

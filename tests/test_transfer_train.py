@@ -91,6 +91,9 @@ def test_finetune_unfreezes_the_last_block_in_a_second_stage(tmp_path):
     before = model.state_dict()
     assert any(not torch.equal(before[k], trained[k]) for k in last_block)
     assert all(torch.equal(before[k], trained[k]) for k in first_block)
+    # pretrained BatchNorm stays in inference mode even where unfrozen: its statistics never move
+    stats = [k for k in before if k.startswith("backbone.") and "running_" in k]
+    assert stats and all(torch.equal(before[k], trained[k]) for k in stats)
 
 
 def _named_params(model, block):

@@ -39,3 +39,25 @@ __all__ = [
     "sample_path",
     "stratified_split",
 ]
+
+# Batch augmentation on the device and the show-batch grid (augment.py, show.py).
+from cnnkit.data.augment import (  # noqa: E402
+    PRESETS as AUGMENT_PRESETS,
+)
+from cnnkit.data.augment import (
+    AugmentConfig,
+    BatchAugment,
+    augment_config,
+    augment_generator,
+)
+from cnnkit.data.show import save_batch_grid, show_batch  # noqa: E402
+
+__all__ += [
+    "AUGMENT_PRESETS",
+    "AugmentConfig",
+    "BatchAugment",
+    "augment_config",
+    "augment_generator",
+    "save_batch_grid",
+    "show_batch",
+]

@@ -220,12 +220,24 @@ class TransferModel(nn.Module):
         blocks = self.blocks()
         return [m for block in blocks[: len(blocks) - int(k)] for m in _unwrap(block)]
 
+    # Pretrained backbones keep BatchNorm in inference mode even when unfrozen (the Keras
+    # fine-tuning advice): batch statistics of a small new dataset would overwrite ImageNet's
+    # running statistics and wreck the features in the first fine-tuning steps. Its affine
+    # weights still train. The trainer sets this for pretrained weights only: a randomly
+    # initialised backbone needs batch statistics.
+    backbone_bn_eval: bool = False
+
     def train(self, mode: bool = True) -> TransferModel:
-        """``nn.Module.train``, but frozen parts stay in eval mode (BatchNorm stats, dropout)."""
+        """``nn.Module.train``, but frozen parts stay in eval mode (BatchNorm stats, dropout),
+        and so does the backbone's BatchNorm when ``backbone_bn_eval`` is set."""
         super().train(mode)
         if mode:
             for module in self.frozen_modules():
                 module.train(False)
+            if self.backbone_bn_eval:
+                for module in self.backbone.modules():
+                    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                        module.train(False)
         return self
 
     def param_groups(self, lr: float, backbone_lr_ratio: float = 0.1) -> list[dict]:

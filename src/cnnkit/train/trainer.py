@@ -16,6 +16,7 @@ from cnnkit.data.preprocess import Preprocessing
 from cnnkit.errors import CnnkitError
 from cnnkit.models import ModelSpec, create_model, model_input_size, resolve_spec
 from cnnkit.models.pretrained import pretrained_preprocessing
+from cnnkit.models.transfer import TransferModel
 from cnnkit.train import run_folder
 from cnnkit.train.checkpoint import load_checkpoint, save_checkpoint, unwrap_model
 from cnnkit.train.console import EpochBar, StopFlag
@@ -80,6 +81,8 @@ def build_model_for(
     else:
         size = model_input_size(spec, tuple(train_images.images.shape[-2:]))
     model = create_model(spec, num_classes=num_classes, input_size=(3, *size))
+    if isinstance(model, TransferModel):
+        model.backbone_bn_eval = bool(cfg.pretrained or cfg.weights)
     weights_prep = pretrained_preprocessing(spec)
     if weights_prep is not None:
         mean, std, interpolation = weights_prep.mean, weights_prep.std, weights_prep.interpolation
