@@ -1,8 +1,9 @@
-"""Training-step throughput of a model (default simple_cnn at 32x32, batch 64) in fp32 and bf16,
+"""Training-step (or, with --inference, forward-only) throughput of a model in fp32 and bf16,
 with and without channels-last, and optionally under torch.compile: the measurements behind
 `--precision auto`, the channels-last default and leaving torch.compile off on the CPU.
 
     python bench/step_speed.py [--model simple_cnn] [--batch-size 64] [--compile]
+    python bench/step_speed.py --model efficientnet_lite0 --image-size 224 --inference --steps 3
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ def images_per_second(
     size: int,
     steps: int,
     compile_model: bool,
+    inference: bool = False,
 ) -> float:
     torch.manual_seed(0)
     layout = torch.channels_last if channels_last else torch.contiguous_format
@@ -41,13 +43,19 @@ def images_per_second(
     autocast = Precision(torch.device("cpu"), precision).autocast
 
     def step() -> None:
+        if inference:
+            with torch.no_grad(), autocast():
+                net(x)
+            return
         with autocast():
             loss = loss_fn(net(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
-    for _ in range(10):  # warm-up (and compilation) is not timed
+    if inference:
+        model.eval()
+    for _ in range(2 if inference else 10):  # warm-up (and compilation) is not timed
         step()
     started = time.perf_counter()
     for _ in range(steps):
@@ -62,10 +70,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--compile", action="store_true", help="also time torch.compile")
+    parser.add_argument("--inference", action="store_true", help="forward passes only")
     args = parser.parse_args()
     print_machine()
+    kind = "inference" if args.inference else "train"
     print(f"{args.model}, {args.image_size}px, batch {args.batch_size}, {args.steps} steps")
-    print("| precision | channels-last | compiled | train images/s |")
+    print(f"| precision | channels-last | compiled | {kind} images/s |")
     print("|---|---|---|---|")
     for compiled in (False, True) if args.compile else (False,):
         for precision in ("fp32", "bf16"):
@@ -79,6 +89,7 @@ def main() -> None:
                     args.image_size,
                     args.steps,
                     compiled,
+                    args.inference,
                 )
                 print(f"| {precision} | {channels_last} | {compiled} | {ips:,.0f} |", flush=True)
 
