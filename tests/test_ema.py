@@ -146,6 +146,19 @@ def test_wrapped_models_are_unwrapped():
     assert set(ema.state_dict()["state_dict"]) == set(model.state_dict())  # no "module." prefix
 
 
+def test_compiled_models_are_unwrapped():
+    torch.manual_seed(0)
+    model = small_net()
+    compiled = torch.compile(model)  # never called: no compilation, only the wrapper
+    ema = ModelEMA(compiled, decay=0.5, warmup=False)
+    assert type(ema.module) is nn.Sequential and not hasattr(ema.module, "_orig_mod")
+    w0 = weights(model)
+    randomise(model)
+    ema.update(compiled)
+    for averaged, a, b in zip(ema.module.parameters(), w0, weights(model), strict=True):
+        torch.testing.assert_close(averaged, 0.5 * a + 0.5 * b)
+
+
 def test_a_different_model_is_refused():
     ema = ModelEMA(small_net())
     with pytest.raises(ValueError, match="whole model"):

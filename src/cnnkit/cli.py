@@ -14,6 +14,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from cnnkit.config import TrainConfig, build_config
 from cnnkit.errors import CnnkitError
+from cnnkit.evaluate.tta import check_mode as check_tta
 
 TRAIN_HELP = {
     "data": "named dataset (cifar10, cifar10-sample, ...), a folder of class folders, or a CSV",
@@ -40,6 +41,11 @@ TRAIN_HELP = {
     " unfrozen (--unfreeze, default all) at lower per-block learning rates",
     "head_epochs": "head-only epochs before fine-tuning",
     "backbone_lr_ratio": "backbone learning rate relative to the head's when fine-tuning",
+    "ema": "average the weights with this decay (e.g. 0.999) and evaluate/save the average",
+    "patience": "early stopping: stop after this many epochs without validation improvement"
+    " (best.pt keeps the best weights)",
+    "clip_grad": "clip the gradient norm to this value",
+    "tta": "test-time augmentation for the final test accuracy: none | flip | flip-translate",
     "seed": "random seed (data split, initialisation, shuffling)",
     "device": "auto | cpu | cuda | cuda:N | mps",
     "precision": "auto | fp32 | bf16 | fp16 (auto: bf16 where the hardware runs it natively)",
@@ -129,6 +135,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise CnnkitError("say which data to evaluate on with --data")
     report = clf.evaluate(
         data,
+        tta=args.tta,
         split=args.split,
         data_root=args.data_root,
         out_dir=args.out,
@@ -160,7 +167,7 @@ def _classifier_for(args: argparse.Namespace, paths: list[str]) -> tuple[Any, li
 
 def cmd_predict(args: argparse.Namespace) -> int:
     clf, paths = _classifier_for(args, args.inputs)
-    predictions, errors = clf.predict_paths(paths, top_k=args.top_k)
+    predictions, errors = clf.predict_paths(paths, top_k=args.top_k, tta=args.tta)
     for path, reason in errors:
         print(f"cnnkit: skipped {path}: {reason}", file=sys.stderr)
     if args.json:
@@ -291,6 +298,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", default="auto")
         p.add_argument("--precision", default="auto")
 
+    def tta_flag(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--tta",
+            default="none",
+            type=check_tta,
+            help="test-time augmentation: none | flip | flip-translate",
+        )
+
     def pretrained_flags(p: argparse.ArgumentParser) -> None:
         device_flags(p)
         p.add_argument("--model", help="a pretrained model instead of a checkpoint")
@@ -305,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--out", help="folder for the reports (default: beside the checkpoint)")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    tta_flag(p)
     p.add_argument("--no-progress", action="store_true")
 
     p = command("predict", cmd_predict, "classify image files, folders or globs")
@@ -317,6 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pretrained_flags(p)
     p.add_argument("--top-k", type=int, default=3)
+    tta_flag(p)
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="JSON output")
     fmt.add_argument("--csv", action="store_true", help="CSV output")

@@ -39,6 +39,10 @@ class TrainConfig:
     finetune: bool = False  # head_epochs head-only, then `epochs` with blocks unfrozen
     head_epochs: int = 1
     backbone_lr_ratio: float = 0.1  # backbone LR / head LR when fine-tuning (per block, lower)
+    ema: float = 0.0  # decay of an exponential moving average of the weights (0: off)
+    patience: int = 0  # early stopping: epochs without validation improvement (0: off)
+    clip_grad: float = 0.0  # clip the gradient norm to this (0: off)
+    tta: str = "none"  # test-time augmentation for the final test evaluation
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
@@ -82,6 +86,15 @@ class TrainConfig:
         for key in ("image_size", "input_size"):
             if getattr(self, key) is not None and getattr(self, key) <= 0:
                 raise CnnkitError(f"{key} must be positive, got {getattr(self, key)}")
+        if not 0.0 <= self.ema < 1.0:
+            raise CnnkitError(f"ema must be a decay in [0, 1), e.g. 0.999; got {self.ema}")
+        if not isinstance(self.patience, int) or self.patience < 0:
+            raise CnnkitError(f"patience must be a whole number >= 0, got {self.patience}")
+        if self.clip_grad < 0:
+            raise CnnkitError(f"clip_grad must not be negative, got {self.clip_grad}")
+        from cnnkit.evaluate.tta import check_mode
+
+        check_mode(self.tta)
         if self.pretrained not in (None, "imagenet"):
             raise did_you_mean("pretrained weights", str(self.pretrained), ["imagenet"])
         if self.unfreeze is not None:

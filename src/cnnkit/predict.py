@@ -17,6 +17,7 @@ from cnnkit.data import IMAGE_EXTENSIONS, ImageSet, decode_image, load_data
 from cnnkit.data.preprocess import Preprocessing
 from cnnkit.errors import CnnkitError
 from cnnkit.evaluate import ClassificationReport, classification_report, write_report
+from cnnkit.evaluate.tta import tta_and_plain_logits
 from cnnkit.models import ModelSpec, create_model, resolve_spec
 from cnnkit.models.pretrained import (
     pretrained_classes,
@@ -127,14 +128,24 @@ class Classifier:
         top, left = (outer[0] - height) // 2, (outer[1] - width) // 2
         return np.ascontiguousarray(image[top : top + height, left : left + width])
 
-    def predict_images(self, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-        """Class probabilities (N, classes) for uint8 images (N, 3, H, W)."""
+    def logits(
+        self, images: torch.Tensor, batch_size: int = 256, tta: str = "none"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, logits without TTA) for uint8 images (N, 3, H, W); equal when tta="none"."""
         prepare = image_input(self.preprocessing, self.channels_last)
-        logits = predict_logits(self.model, images, prepare, self.precision, batch_size)
-        return logits.softmax(dim=1)
+        if tta == "none":
+            plain = predict_logits(self.model, images, prepare, self.precision, batch_size)
+            return plain, plain
+        return tta_and_plain_logits(self.model, images, prepare, self.precision, batch_size, tta)
+
+    def predict_images(
+        self, images: torch.Tensor, batch_size: int = 256, tta: str = "none"
+    ) -> torch.Tensor:
+        """Class probabilities (N, classes) for uint8 images (N, 3, H, W)."""
+        return self.logits(images, batch_size, tta)[0].softmax(dim=1)
 
     def predict(
-        self, inputs: ImageInput | list[ImageInput], top_k: int = 5
+        self, inputs: ImageInput | list[ImageInput], top_k: int = 5, tta: str = "none"
     ) -> Prediction | list[Prediction]:
         """Predict one image (path, PIL image or HxWxC array) or a list of them.
 
@@ -143,11 +154,11 @@ class Classifier:
         single = not isinstance(inputs, list)
         items = [inputs] if single else inputs
         arrays = [self._decode(item) for item in items]
-        predictions = self._predict_arrays(arrays, [_describe(i) for i in items], top_k)
+        predictions = self._predict_arrays(arrays, [_describe(i) for i in items], top_k, tta)
         return predictions[0] if single else predictions
 
     def predict_paths(
-        self, patterns: list[str], top_k: int = 5, batch_size: int = 256
+        self, patterns: list[str], top_k: int = 5, batch_size: int = 256, tta: str = "none"
     ) -> tuple[list[Prediction], list[tuple[str, str]]]:
         """Predict files, folders and globs; unreadable files come back as (path, reason)."""
         arrays, names, errors = [], [], []
@@ -160,16 +171,16 @@ class Classifier:
         predictions: list[Prediction] = []
         for i in range(0, len(arrays), batch_size):
             chunk = arrays[i : i + batch_size]
-            predictions += self._predict_arrays(chunk, names[i : i + batch_size], top_k)
+            predictions += self._predict_arrays(chunk, names[i : i + batch_size], top_k, tta)
         return predictions, errors
 
     def _predict_arrays(
-        self, arrays: list[np.ndarray], names: list[str], top_k: int
+        self, arrays: list[np.ndarray], names: list[str], top_k: int, tta: str = "none"
     ) -> list[Prediction]:
         if not arrays:
             return []
         images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
-        probs = self.predict_images(images)
+        probs = self.predict_images(images, tta=tta)
         k = max(1, min(top_k, len(self.classes)))
         values, indices = probs.topk(k, dim=1)
         return [
@@ -186,6 +197,7 @@ class Classifier:
         out_dir: str | os.PathLike | None = None,
         batch_size: int = 256,
         progress: bool = True,
+        tta: str = "none",
     ) -> ClassificationReport:
         """Loss, top-1/top-5, per-class precision/recall/F1 and the confusion matrix.
 
@@ -197,14 +209,11 @@ class Classifier:
         else:
             images = self._load_split(data, split, data_root, progress)
         labels = self._labels_in_our_order(images)
-        logits = predict_logits(
-            self.model,
-            images.images,
-            image_input(self.preprocessing, self.channels_last),
-            self.precision,
-            batch_size,
-        )
+        logits, plain = self.logits(images.images, batch_size, tta)
         report = classification_report(logits, labels, self.classes)
+        if tta != "none":
+            report.tta = tta
+            report.top1_without_tta = float((plain.argmax(1) == labels).float().mean())
         if out_dir is None and self.path is not None and not isinstance(data, ImageSet):
             name = Path(str(data)).name or str(data)
             out_dir = self.path.parent / f"eval-{name}-{split}"

@@ -6,8 +6,7 @@ device and no Python runs per image. Order of the ops within one call:
 
 1. geometry: flip + crop/translate (+ rotation + scale). Flip/crop only is an exact integer
    gather; with rotation or scale, one affine matrix per image and ONE bilinear grid_sample.
-2. colour jitter (float, fixed order brightness -> contrast -> saturation, clamped after each),
-   fused with step 1's float result, then rounded back to uint8 once.
+2. colour jitter (float: brightness, contrast, saturation), one rounding back to uint8 after 1+2.
 3. TrivialAugmentWide / RandAugment (torchvision v2 on uint8), one op per group of images.
 4. random erasing (one rectangle of uniform noise per chosen image; exact).
 5. mixup or cutmix over the batch (one lambda and one permutation per batch).
@@ -162,9 +161,8 @@ def _flip_crop(
         cols = _reflect(cols - shift[:, 1:], w)
     if flip is not None:
         cols = torch.where(flip[:, None], w - 1 - cols, cols)
-    rows, cols = rows.to(dev), cols.to(dev)
-    out = x.gather(2, rows.view(b, 1, h, 1).expand(b, c, h, w))
-    return out.gather(3, cols.view(b, 1, 1, w).expand(b, c, h, w))
+    flat = (rows[:, :, None] * w + cols[:, None, :]).to(dev).view(b, 1, h * w)
+    return x.reshape(b, c, h * w).gather(2, flat.expand(b, c, h * w)).view(b, c, h, w)
 
 
 def _affine(
@@ -190,28 +188,35 @@ def _affine(
     a10, a11 = -sin / zoom, cos / zoom
     tx, ty = shift[:, 1].float(), shift[:, 0].float()
     bx, by = -(a00 * tx + a01 * ty), -(a10 * tx + a11 * ty)
-    # to normalised coordinates (align_corners=False): u = x_n * w / 2, v = y_n * h / 2
-    theta = torch.stack(
-        [
-            torch.stack([a00, a01 * h / w, bx * 2 / w], 1),
-            torch.stack([a10 * w / h, a11, by * 2 / h], 1),
-        ],
-        1,
-    ).to(x.device)
-    grid = F.affine_grid(theta, [b, 3, h, w], align_corners=False)
+    # Grid in normalised coordinates (align_corners=False: u = x_n * w / 2, v = y_n * h / 2),
+    t = torch.stack([a00, a01 * h / w, bx * 2 / w, a10 * w / h, a11, by * 2 / h], 1)
+    t = t.to(x.device).view(b, 6, 1, 1)
+    xs = ((torch.arange(w, device=x.device, dtype=torch.float32) * 2 + 1) / w - 1).view(1, w)
+    ys = ((torch.arange(h, device=x.device, dtype=torch.float32) * 2 + 1) / h - 1).view(h, 1)
+    grid = torch.empty(b, h, w, 2, device=x.device)  # by broadcasting: cheaper than F.affine_grid
+    grid[..., 0] = t[:, 0] * xs + t[:, 1] * ys + t[:, 2]
+    grid[..., 1] = t[:, 3] * xs + t[:, 4] * ys + t[:, 5]
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
+def _gray(x: torch.Tensor) -> torch.Tensor:
+    """(B, 1, H, W) luma of float (B, 3, H, W), with torchvision's weights."""
+    gray = x[:, 0:1] * _GRAY[0]
+    return gray.add_(x[:, 1:2], alpha=_GRAY[1]).add_(x[:, 2:3], alpha=_GRAY[2])
+
+
 def _color_jitter(x: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
-    """Brightness, contrast, saturation (torchvision formulas) on float 0..255 images."""
+    """Brightness, contrast, saturation (torchvision formulas) on float 0..255 images, in place.
+
+    Each step is blend(x, reference, factor) = x * f + reference * (1 - f), clamped to 0..255;
+    the last clamp is left to the uint8 conversion.
+    """
     b = x.shape[0]
     bright, contrast, sat = (factors[:, i].view(b, 1, 1, 1).to(x.device) for i in range(3))
-    weights = torch.tensor(_GRAY, device=x.device).view(1, 3, 1, 1)
-    x = (x * bright).clamp_(0, 255)
-    mean = (x * weights).sum(1, keepdim=True).mean((2, 3), keepdim=True)
-    x = ((x - mean) * contrast + mean).clamp_(0, 255)
-    gray = (x * weights).sum(1, keepdim=True)
-    return ((x - gray) * sat + gray).clamp_(0, 255)
+    x.mul_(bright).clamp_(0, 255)
+    mean = _gray(x).mean((2, 3), keepdim=True)
+    x.mul_(contrast).add_(mean * (1 - contrast)).clamp_(0, 255)
+    return x.mul_(sat).add_(_gray(x).mul_(1 - sat))
 
 
 def _to_uint8(x: torch.Tensor) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -15,6 +16,7 @@ _BACKGROUND = (255, 255, 255)
 _TEXT = (20, 20, 20)
 
 
+@functools.cache
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     try:
         return ImageFont.load_default(size=size)  # a scalable font (Pillow >= 10.1)
@@ -22,13 +24,15 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default()
 
 
-def _fit(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
-    """``text``, shortened with '...' until it fits in ``width`` pixels."""
-    if draw.textlength(text, font=font) <= width:
-        return text
+def _fit(draw: ImageDraw.ImageDraw, text: str, size: int, width: int) -> tuple[str, object]:
+    """(text, font) fitting ``width`` pixels: a smaller font first, then '...' truncation."""
+    for s in range(size, 8, -1):
+        font = _font(s)
+        if draw.textlength(text, font=font) <= width:
+            return text, font
     while text and draw.textlength(text + "...", font=font) > width:
         text = text[:-1]
-    return text + "..."
+    return text + "...", font
 
 
 def save_batch_grid(
@@ -55,7 +59,6 @@ def save_batch_grid(
     factor = max(1, round(upscale_to / max(h, w)))
     cw, ch = w * factor, h * factor
     font_size = max(10, min(16, cw // 7))
-    font = _font(font_size)
     text_h = font_size + 6
     ncols = max(1, min(ncols, b))
     nrows = -(-b // ncols)
@@ -72,7 +75,7 @@ def save_batch_grid(
         y0 = _PAD + r * (ch + text_h + _PAD)
         tile = Image.fromarray(array, "RGB").resize((cw, ch), Image.Resampling.NEAREST)
         grid.paste(tile, (x0, y0))
-        text = _fit(draw, str(label), font, cw)
+        text, font = _fit(draw, str(label), font_size, cw - 2)
         tx = x0 + (cw - draw.textlength(text, font=font)) / 2
         draw.text((tx, y0 + ch + 2), text, fill=_TEXT, font=font)
     path = Path(path)

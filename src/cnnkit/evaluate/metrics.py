@@ -23,6 +23,8 @@ class ClassificationReport:
     f1: list[float]
     support: list[int]
     out_dir: Path | None = None  # where write_report put the files, if anywhere
+    tta: str = "none"  # test-time augmentation the figures above used
+    top1_without_tta: float | None = None  # the same model without TTA, to show the gain
 
     @property
     def macro_f1(self) -> float:
@@ -35,6 +37,8 @@ class ClassificationReport:
             "top5_accuracy": self.top5,
             "macro_f1": self.macro_f1,
             "images": int(sum(self.support)),
+            "tta": self.tta,
+            "top1_accuracy_without_tta": self.top1_without_tta,
             "per_class": {
                 name: {
                     "precision": self.precision[i],

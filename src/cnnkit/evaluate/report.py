@@ -30,6 +30,12 @@ def print_report(report: ClassificationReport, console: Console | None = None) -
         f"loss {report.loss:.4f}   top-1 {report.top1:.2%}   top-5 {report.top5:.2%}   "
         f"macro F1 {report.macro_f1:.3f}   images {sum(report.support)}"
     )
+    if report.top1_without_tta is not None:
+        gain = (report.top1 - report.top1_without_tta) * 100
+        console.print(
+            f"test-time augmentation ({report.tta}): top-1 {report.top1:.2%}, "
+            f"{report.top1_without_tta:.2%} without ({gain:+.2f} points)"
+        )
 
 
 def write_report(report: ClassificationReport, out_dir: Path) -> dict[str, Path]:

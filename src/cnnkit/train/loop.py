@@ -55,6 +55,7 @@ class StepContext:
     scaler: torch.amp.GradScaler
     precision: Precision
     loss_fn: nn.Module
+    clip_grad: float = 0.0  # max gradient norm; 0: no clipping
 
 
 def image_input(preprocessing: Preprocessing, channels_last: bool = False) -> Prepare:
@@ -112,6 +113,10 @@ def train_one_epoch(
             loss = ctx.loss_fn(logits, labels)
         ctx.optimizer.zero_grad(set_to_none=True)
         ctx.scaler.scale(loss).backward()
+        if ctx.clip_grad > 0:
+            ctx.scaler.unscale_(ctx.optimizer)  # clip the true gradients, not scaled ones
+            params = [p for group in ctx.optimizer.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, ctx.clip_grad)
         ctx.scaler.step(ctx.optimizer)
         ctx.scaler.update()
         ctx.scheduler.step()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from cnnkit.config import TrainConfig
 from cnnkit.data import DataSplits, ImageSet, channel_stats, load_data
 from cnnkit.data.preprocess import Preprocessing
 from cnnkit.errors import CnnkitError
+from cnnkit.evaluate.tta import tta_and_plain_logits
 from cnnkit.models import ModelSpec, create_model, model_input_size, resolve_spec
 from cnnkit.models.pretrained import pretrained_preprocessing
 from cnnkit.models.transfer import TransferModel
@@ -21,6 +23,8 @@ from cnnkit.train import run_folder
 from cnnkit.train.checkpoint import load_checkpoint, save_checkpoint, unwrap_model
 from cnnkit.train.console import EpochBar, StopFlag
 from cnnkit.train.device import Precision, resolve_device, resolve_precision
+from cnnkit.train.early_stopping import EarlyStopping
+from cnnkit.train.ema import ModelEMA
 from cnnkit.train.loop import (
     EpochProgress,
     Prepare,
@@ -141,6 +145,9 @@ class Trainer:
         self.stages = plan_stages(cfg, self.model)
         self.total_epochs = sum(stage.epochs for stage in self.stages)
         self.scaler = self.precision.make_scaler()
+        self.ema = ModelEMA(self.model, cfg.ema) if cfg.ema else None
+        self.early: EarlyStopping | None = None  # set on entering the last stage
+        self.stopped_early = False
         self.stage_index = -1
         self.features: dict[str, ImageSet | None] | None = None  # cached backbone outputs
         self.epoch = 0  # epochs fully done, over all stages
@@ -159,6 +166,9 @@ class Trainer:
         groups = apply_stage(self.model, stage)
         self.optimizer = build_optimizer(groups, self.cfg)
         self.scheduler = build_scheduler(self.optimizer, self.cfg, self.steps, stage.epochs)
+        if self.cfg.patience and index == len(self.stages) - 1:
+            # counted in the last stage only: a plateau of the head must not skip fine-tuning
+            self.early = EarlyStopping(self.cfg.patience)
         self.features = None
         if can_cache_features(self.model, stage, len(self.data.train)):
             started = time.perf_counter()
@@ -174,18 +184,33 @@ class Trainer:
                 f"cached in {time.perf_counter() - started:.1f}s"
             )
 
-    def _trained_part(self, split: str) -> tuple[nn.Module, ImageSet | None, Prepare]:
-        """What trains and on what: the head on cached features, or the model on images."""
+    def _trained_part(
+        self, split: str, averaged: bool = False
+    ) -> tuple[nn.Module, ImageSet | None, Prepare]:
+        """What trains (or, averaged, what is evaluated: the EMA when on) and on what: the head
+        on cached features, or the whole model on images."""
+        model = self.ema.module if averaged and self.ema is not None else self.model
         if self.features is not None:
-            return self.model.head, self.features[split], feature_input
-        return self.model, getattr(self.data, split), self.images_in
+            return model.head, self.features[split], feature_input
+        return model, getattr(self.data, split), self.images_in
+
+    def _after_step(self, bar: EpochBar | None) -> Callable[[EpochProgress], None]:
+        def after_step(progress: EpochProgress) -> None:
+            if self.ema is not None:
+                self.ema.update(self.model)
+            if bar is not None:
+                bar.update(progress)
+
+        return after_step
 
     # ---- checkpoints -------------------------------------------------------------------------
-    def checkpoint_fields(self) -> dict[str, Any]:
+    def checkpoint_fields(self, averaged: bool = False) -> dict[str, Any]:
+        """The checkpoint's contract fields; `averaged`: the EMA weights (what best.pt holds)."""
+        source = self.ema.module if averaged and self.ema is not None else self.model
         return {
             "model": self.spec.to_dict(),
             "num_classes": len(self.data.classes),
-            "state_dict": unwrap_model(self.model).state_dict(),
+            "state_dict": unwrap_model(source).state_dict(),
             "classes": list(self.data.classes),
             "preprocessing": self.preprocessing.to_dict(),
             "config": self.cfg.to_dict(),
@@ -207,6 +232,9 @@ class Trainer:
             history=self.history,
             best=[self.best_accuracy, self.best_epoch],
             wall_seconds=self.wall_seconds,
+            ema=self.ema.state_dict() if self.ema is not None else None,
+            early_stopping=self.early.state_dict() if self.early is not None else None,
+            stopped_early=self.stopped_early,
         )
 
     def restore(self, ckpt: dict[str, Any]) -> None:
@@ -223,6 +251,13 @@ class Trainer:
         self.best_accuracy, self.best_epoch = ckpt["best"]
         self.epoch = ckpt["epoch"]
         self.wall_seconds = ckpt.get("wall_seconds", 0.0)
+        if self.ema is not None:
+            if ckpt.get("ema"):
+                self.ema.load_state_dict(ckpt["ema"])
+            else:  # EMA switched on at resume: start averaging from the restored weights
+                self.ema = ModelEMA(self.model, self.cfg.ema)
+        if self.early is not None and ckpt.get("early_stopping"):
+            self.early.load_state_dict(ckpt["early_stopping"])
 
     # ---- the run -------------------------------------------------------------------------------
     def fit(self) -> RunResult:
@@ -245,6 +280,7 @@ class Trainer:
                     self.scaler,
                     self.precision,
                     self.loss_fn,
+                    self.cfg.clip_grad,
                 )
                 train_one_epoch(
                     model,
@@ -254,7 +290,7 @@ class Trainer:
                     self.generator,
                     self.progress,
                     should_stop=self.stop,
-                    on_step=bar.update if bar else None,
+                    on_step=self._after_step(bar),
                 )
                 if bar:
                     bar.close()
@@ -264,6 +300,8 @@ class Trainer:
                     self.save_last()
                     break
                 self._end_epoch(writer)
+                if self.stopped_early:
+                    break
         if writer is not None:
             writer.close()
         metrics = self._final_metrics(interrupted)
@@ -285,7 +323,7 @@ class Trainer:
             "images_per_second": p.images_per_second,
         }
         score = p.accuracy
-        model, val, prepare = self._trained_part("val")
+        model, val, prepare = self._trained_part("val", averaged=True)
         if val is not None and len(val):
             row["val_loss"], row["val_accuracy"] = evaluate_epoch(
                 model, val, prepare, self.precision, self.loss_fn
@@ -295,7 +333,9 @@ class Trainer:
         self.progress = EpochProgress()
         if score > self.best_accuracy:
             self.best_accuracy, self.best_epoch = score, self.epoch
-            save_checkpoint(self.run_dir / "best.pt", **self.checkpoint_fields())
+            save_checkpoint(self.run_dir / "best.pt", **self.checkpoint_fields(averaged=True))
+        if self.early is not None and self.early.step(score):
+            self.stopped_early = True
         self.wall_seconds += time.perf_counter() - started
         self.save_last()
         run_folder.write_history(self.run_dir, self.history)
@@ -306,6 +346,11 @@ class Trainer:
                     writer.add_scalar(key, value, self.epoch)
             writer.flush()
         self._print_epoch(row)
+        if self.stopped_early:
+            print(
+                f"early stopping: no improvement for {self.cfg.patience} epochs; best.pt holds "
+                f"epoch {self.best_epoch}"
+            )
 
     def _final_metrics(self, interrupted: bool) -> dict[str, Any]:
         metrics: dict[str, Any] = {
@@ -313,6 +358,8 @@ class Trainer:
             "epochs": self.total_epochs,
             "stages": [stage.name for stage in self.stages],
             "interrupted": interrupted,
+            "stopped_early": self.stopped_early,
+            "ema": self.cfg.ema or None,
             "best_epoch": self.best_epoch,
             "best_val_accuracy": self.best_accuracy if self.data.val is not None else None,
             "validation": self.data.val_source,
@@ -333,6 +380,16 @@ class Trainer:
             )
             metrics.update(test_loss=loss, test_accuracy=acc, test_images=len(test))
             print(f"test accuracy (best.pt, epoch {self.best_epoch}): {acc:.2%}  loss {loss:.4f}")
+            if self.cfg.tta != "none":
+                logits, _ = tta_and_plain_logits(
+                    self.model, test.images, self.images_in, self.precision, mode=self.cfg.tta
+                )
+                tta_acc = float((logits.argmax(1) == test.labels).float().mean())
+                metrics.update(tta=self.cfg.tta, test_accuracy_tta=tta_acc)
+                print(
+                    f"test accuracy with TTA ({self.cfg.tta}): {tta_acc:.2%} "
+                    f"({(tta_acc - acc) * 100:+.2f} points)"
+                )
         run_folder.write_metrics(self.run_dir, metrics)
         return metrics
 
@@ -385,6 +442,10 @@ def _resume(run: str | Path, progress: bool, overrides: dict[str, Any]) -> RunRe
     ckpt = load_checkpoint(last)
     if "optimizer" not in ckpt:
         raise CnnkitError(f"{last} holds weights only and cannot be resumed")
+    if ckpt.get("stopped_early"):
+        raise CnnkitError(
+            f"run {last.parent} stopped early at epoch {ckpt['epoch']}; its best.pt is final"
+        )
     values = {**ckpt["config"], **{k: v for k, v in overrides.items() if v is not None}}
     trainer = Trainer(TrainConfig.from_dict(values), last.parent, progress)
     if list(trainer.data.classes) != list(ckpt["classes"]):

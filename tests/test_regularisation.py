@@ -1,0 +1,105 @@
+"""Training controls wired into the trainer: EMA, early stopping, gradient clipping, TTA."""
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import cnnkit
+from cnnkit.cli import main
+from cnnkit.data import ImageSet
+from cnnkit.data.preprocess import Preprocessing
+from cnnkit.errors import CnnkitError
+from cnnkit.train.device import Precision
+from cnnkit.train.loop import EpochProgress, StepContext, image_input, train_one_epoch
+
+SAMPLE = "cifar10-sample"
+
+
+def test_early_stopping_stops_keeps_best_and_refuses_resume(tmp_path):
+    # a learning rate far too high: validation accuracy stalls at once
+    run = cnnkit.train(
+        data=SAMPLE,
+        epochs=8,
+        batch_size=64,
+        optimizer="sgd",
+        lr=5.0,
+        momentum=0.0,
+        patience=2,
+        project=str(tmp_path),
+        name="es",
+        progress=False,
+    )
+    assert run.metrics["stopped_early"] is True
+    assert run.metrics["epochs_done"] < 8
+    assert run.metrics["epochs_done"] - run.metrics["best_epoch"] == 2
+    with pytest.raises(CnnkitError, match="stopped early"):
+        cnnkit.train(resume=run.run_dir, progress=False)
+
+
+def test_ema_weights_are_evaluated_and_saved_as_best(tmp_path):
+    run = cnnkit.train(
+        data=SAMPLE,
+        epochs=2,
+        batch_size=64,
+        ema=0.9,
+        project=str(tmp_path),
+        name="ema",
+        progress=False,
+    )
+    best = torch.load(run.best, weights_only=True)
+    last = torch.load(run.last, weights_only=True)
+    assert last["ema"]["updates"] == 2 * 29  # one update per step, 29 steps an epoch
+    averaged = last["ema"]["state_dict"]
+    if run.metrics["best_epoch"] == 2:
+        for key, value in best["state_dict"].items():
+            assert torch.equal(value, averaged[key]), key
+    raw, avg = last["state_dict"]["dense_2.weight"], averaged["dense_2.weight"]
+    assert not torch.equal(raw, avg)  # the average lags the raw weights
+
+
+def test_gradient_clipping_bounds_the_sgd_update():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 4))
+    images = ImageSet(
+        torch.randint(0, 256, (16, 3, 8, 8), dtype=torch.uint8),
+        torch.randint(0, 4, (16,)),
+        ["a", "b", "c", "d"],
+    )
+    before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    precision = Precision(torch.device("cpu"), "fp32")
+    ctx = StepContext(
+        image_input(Preprocessing(size=(8, 8))),
+        optimizer,
+        torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0),
+        precision.make_scaler(),
+        precision,
+        nn.CrossEntropyLoss(),
+        clip_grad=1e-3,
+    )
+    train_one_epoch(model, images, ctx, 16, torch.Generator().manual_seed(0), EpochProgress())
+    after = torch.cat([p.detach().flatten() for p in model.parameters()])
+    assert 0 < (after - before).norm() <= 1e-3 + 1e-7
+
+
+def test_evaluate_with_tta_reports_the_gain(tmp_path, capsys):
+    run = cnnkit.train(
+        data=SAMPLE, epochs=1, batch_size=64, project=str(tmp_path), name="t", progress=False
+    )
+    capsys.readouterr()  # drop the training output
+    assert (
+        main(["evaluate", str(run.run_dir), "--tta", "flip-translate", "--json", "--no-progress"])
+        == 0
+    )
+    report = json.loads(capsys.readouterr().out)
+    assert report["tta"] == "flip-translate"
+    plain = report["top1_accuracy_without_tta"]
+    assert plain == pytest.approx(run.metrics["test_accuracy"], abs=1e-6)
+    assert 0 < report["top1_accuracy"] <= 1
+
+
+def test_unknown_tta_mode_is_a_one_line_error(capsys):
+    assert main(["evaluate", "nowhere", "--tta", "flipp"]) == 2
+    assert "did you mean 'flip'" in capsys.readouterr().err
