@@ -103,3 +103,56 @@ def test_evaluate_with_tta_reports_the_gain(tmp_path, capsys):
 def test_unknown_tta_mode_is_a_one_line_error(capsys):
     assert main(["evaluate", "nowhere", "--tta", "flipp"]) == 2
     assert "did you mean 'flip'" in capsys.readouterr().err
+
+
+def test_augmented_run_resumes_bit_identical(tmp_path):
+    """Augmentation randomness is seeded per (seed, epoch, step): resuming replays it exactly."""
+    common = dict(
+        data=SAMPLE,
+        epochs=2,
+        batch_size=64,
+        augment="standard",
+        mixup=0.2,
+        precision="fp32",
+        project=str(tmp_path),
+        progress=False,
+    )
+    full = cnnkit.train(name="full", **common)
+    assert [r["epoch"] for r in full.history] == [1, 2]
+    first = cnnkit.train(name="cut", **{**common, "epochs": 1})
+    resumed = cnnkit.train(resume=first.run_dir, epochs=2, progress=False)
+    a = torch.load(full.last, weights_only=True)["state_dict"]
+    b = torch.load(resumed.last, weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_show_batch_writes_a_grid(tmp_path, capsys):
+    out = tmp_path / "batch.png"
+    assert (
+        main(
+            [
+                "show-batch",
+                "--data",
+                SAMPLE,
+                "--augment",
+                "basic",
+                "--rotation",
+                "20",
+                "--n",
+                "16",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    from PIL import Image
+
+    with Image.open(out) as grid:
+        assert grid.width >= 4 * 32 and grid.height >= 2 * 32
+    assert "written to" in capsys.readouterr().out
+
+
+def test_unknown_augment_preset_suggests_the_close_one(capsys):
+    assert main(["train", "--augment", "standart"]) == 2
+    assert "did you mean 'standard'" in capsys.readouterr().err

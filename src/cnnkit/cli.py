@@ -41,6 +41,17 @@ TRAIN_HELP = {
     " unfrozen (--unfreeze, default all) at lower per-block learning rates",
     "head_epochs": "head-only epochs before fine-tuning",
     "backbone_lr_ratio": "backbone learning rate relative to the head's when fine-tuning",
+    "augment": "augmentation preset: none | basic (flip, crop) | standard (+ rotation, zoom,"
+    " colour, erasing) | strong (+ TrivialAugment, mixup/cutmix)",
+    "flip": "random horizontal flips",
+    "crop_padding": "random crops after padding by this many pixels (translation)",
+    "rotation": "random rotation up to this many degrees",
+    "color_jitter": "brightness/contrast/saturation jitter strength",
+    "erasing": "probability of erasing a random rectangle (cutout)",
+    "trivialaugment": "TrivialAugmentWide",
+    "randaugment": "RandAugment",
+    "mixup": "mixup alpha (0: off)",
+    "cutmix": "cutmix alpha (0: off)",
     "ema": "average the weights with this decay (e.g. 0.999) and evaluate/save the average",
     "patience": "early stopping: stop after this many epochs without validation improvement"
     " (best.pt keeps the best weights)",
@@ -234,6 +245,24 @@ def _print_predictions(predictions: list) -> None:
     Console().print(table)
 
 
+def cmd_show_batch(args: argparse.Namespace) -> int:
+    from cnnkit.data.show import show_batch
+
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+    cfg = build_config(args.config, {k: v for k, v in given.items() if v is not None})
+    path = show_batch(
+        cfg.data,
+        cfg.augment,
+        n=args.n,
+        out=args.out,
+        seed=cfg.seed,
+        data_root=cfg.data_root,
+        **cfg.augment_overrides(),
+    )
+    print(f"{args.n} augmented training images ({cfg.augment}) written to {path}")
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from cnnkit.models import list_models
 
@@ -351,6 +380,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/lr-find", help="folder for lr_find.png and .csv")
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--no-progress", action="store_true")
+    _add_train_flags(p)
+
+    p = command("show-batch", cmd_show_batch, "write a PNG grid of augmented training images")
+    p.add_argument("--config", help="YAML file of options; flags override it")
+    p.add_argument("--n", type=int, default=32, help="how many images")
+    p.add_argument("--out", default="batch.png", help="the PNG to write")
     _add_train_flags(p)
 
     p = command("models", cmd_models, "list the built-in models")

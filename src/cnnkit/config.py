@@ -6,11 +6,14 @@ import dataclasses
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from cnnkit.errors import CnnkitError, did_you_mean
+
+if TYPE_CHECKING:
+    from cnnkit.data.augment import AugmentConfig
 
 
 @dataclass
@@ -39,6 +42,16 @@ class TrainConfig:
     finetune: bool = False  # head_epochs head-only, then `epochs` with blocks unfrozen
     head_epochs: int = 1
     backbone_lr_ratio: float = 0.1  # backbone LR / head LR when fine-tuning (per block, lower)
+    augment: str = "none"  # none | basic | standard | strong; the per-operation flags override it
+    flip: bool | None = None  # None: as the preset says
+    crop_padding: int | None = None
+    rotation: float | None = None
+    color_jitter: float | None = None
+    erasing: float | None = None
+    trivialaugment: bool | None = None
+    randaugment: bool | None = None
+    mixup: float | None = None
+    cutmix: float | None = None
     ema: float = 0.0  # decay of an exponential moving average of the weights (0: off)
     patience: int = 0  # early stopping: epochs without validation improvement (0: off)
     clip_grad: float = 0.0  # clip the gradient norm to this (0: off)
@@ -95,6 +108,7 @@ class TrainConfig:
         from cnnkit.evaluate.tta import check_mode
 
         check_mode(self.tta)
+        self.augmentation()  # rejects an unknown preset or a bad value now, not mid-run
         if self.pretrained not in (None, "imagenet"):
             raise did_you_mean("pretrained weights", str(self.pretrained), ["imagenet"])
         if self.unfreeze is not None:
@@ -111,6 +125,27 @@ class TrainConfig:
             )
         if not 0 < self.backbone_lr_ratio <= 1:
             raise CnnkitError(f"backbone_lr_ratio must be in (0, 1], got {self.backbone_lr_ratio}")
+
+    def augment_overrides(self) -> dict[str, Any]:
+        """The per-operation augmentation flags that were given (None means the preset's)."""
+        ops = (
+            "flip",
+            "crop_padding",
+            "rotation",
+            "color_jitter",
+            "erasing",
+            "trivialaugment",
+            "randaugment",
+            "mixup",
+            "cutmix",
+        )
+        return {k: getattr(self, k) for k in ops if getattr(self, k) is not None}
+
+    def augmentation(self) -> AugmentConfig:
+        """The augmentation preset with the per-operation flags applied."""
+        from cnnkit.data.augment import augment_config
+
+        return augment_config(self.augment, **self.augment_overrides())
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

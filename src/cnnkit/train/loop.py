@@ -56,6 +56,10 @@ class StepContext:
     precision: Precision
     loss_fn: nn.Module
     clip_grad: float = 0.0  # max gradient norm; 0: no clipping
+    # (images, labels, step) -> (augmented images, targets: labels or soft (B, C)); None: off
+    augment: (
+        Callable[[torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]] | None
+    ) = None
 
 
 def image_input(preprocessing: Preprocessing, channels_last: bool = False) -> Prepare:
@@ -107,10 +111,13 @@ def train_one_epoch(
         if should_stop():
             break
         start = time.perf_counter()
+        targets = labels
+        if ctx.augment is not None:
+            images, targets = ctx.augment(images, labels, progress.step)
         x = ctx.prepare(images)
         with ctx.precision.autocast():
             logits = model(x)
-            loss = ctx.loss_fn(logits, labels)
+            loss = ctx.loss_fn(logits, targets)  # cross-entropy takes soft targets as they are
         ctx.optimizer.zero_grad(set_to_none=True)
         ctx.scaler.scale(loss).backward()
         if ctx.clip_grad > 0:

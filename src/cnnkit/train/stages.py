@@ -85,9 +85,9 @@ def apply_stage(model: nn.Module, stage: Stage) -> list[dict]:
     return [{"params": [p for p in model.parameters() if p.requires_grad], "lr": stage.lr}]
 
 
-def can_cache_features(model: nn.Module, stage: Stage, n_images: int) -> bool:
+def can_cache_features(model: nn.Module, stage: Stage, n_images: int, augmented: bool) -> bool:
     """Features of a frozen backbone are the same every epoch when nothing augments the input."""
-    if not (isinstance(model, TransferModel) and stage.head_only):
+    if augmented or not (isinstance(model, TransferModel) and stage.head_only):
         return False
     per_image = 2 * int(torch.tensor(model.feature_shape).prod())  # stored as bf16
     return per_image * n_images <= FEATURE_CACHE_LIMIT_BYTES

@@ -13,6 +13,7 @@ from torch import nn
 
 from cnnkit.config import TrainConfig
 from cnnkit.data import DataSplits, ImageSet, channel_stats, load_data
+from cnnkit.data.augment import BatchAugment, augment_generator
 from cnnkit.data.preprocess import Preprocessing
 from cnnkit.errors import CnnkitError
 from cnnkit.evaluate.tta import tta_and_plain_logits
@@ -146,6 +147,12 @@ class Trainer:
         self.total_epochs = sum(stage.epochs for stage in self.stages)
         self.scaler = self.precision.make_scaler()
         self.ema = ModelEMA(self.model, cfg.ema) if cfg.ema else None
+        augmentation = cfg.augmentation()
+        self.augment = (
+            None
+            if augmentation.is_identity()
+            else BatchAugment(augmentation, len(self.data.classes))
+        )
         self.early: EarlyStopping | None = None  # set on entering the last stage
         self.stopped_early = False
         self.stage_index = -1
@@ -170,7 +177,7 @@ class Trainer:
             # counted in the last stage only: a plateau of the head must not skip fine-tuning
             self.early = EarlyStopping(self.cfg.patience)
         self.features = None
-        if can_cache_features(self.model, stage, len(self.data.train)):
+        if can_cache_features(self.model, stage, len(self.data.train), self.augment is not None):
             started = time.perf_counter()
             sets = {"train": self.data.train, "val": self.data.val}
             self.features = {
@@ -193,6 +200,14 @@ class Trainer:
         if self.features is not None:
             return model.head, self.features[split], feature_input
         return model, getattr(self.data, split), self.images_in
+
+    def _augment_step(
+        self, images: torch.Tensor, labels: torch.Tensor, step: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Augment one training batch with randomness seeded by (seed, epoch, step), so a
+        resumed epoch draws the same augmentations as an uninterrupted one."""
+        generator = augment_generator(self.cfg.seed, self.epoch, step)
+        return self.augment(images, labels, generator)
 
     def _after_step(self, bar: EpochBar | None) -> Callable[[EpochProgress], None]:
         def after_step(progress: EpochProgress) -> None:
@@ -281,6 +296,7 @@ class Trainer:
                     self.precision,
                     self.loss_fn,
                     self.cfg.clip_grad,
+                    self._augment_step if self.augment is not None else None,
                 )
                 train_one_epoch(
                     model,
