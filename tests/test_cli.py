@@ -220,3 +220,16 @@ def test_tensorboard_event_files_are_written(tmp_path):
     assert rc == 0
     events = list((tmp_path / "tb" / "tensorboard").glob("events.out.tfevents.*"))
     assert events and events[0].stat().st_size > 100
+
+
+def test_output_piped_into_a_reader_that_stops_early_is_not_a_traceback(run_dir):
+    # 500 predictions as JSON (~200 KB) overflow the pipe buffer after `head` has gone
+    folder = sample_images()[0].parent.parent
+    result = subprocess.run(
+        f"{sys.executable} -m cnnkit predict {run_dir} {folder} --json | head -n 1",
+        shell=True,
+        capture_output=True,
+        text=True,
+    )
+    assert result.stdout.strip() == "["
+    assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr

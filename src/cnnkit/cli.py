@@ -7,6 +7,7 @@ import csv
 import dataclasses
 import difflib
 import json
+import os
 import sys
 import types
 from collections.abc import Callable, Sequence
@@ -422,3 +423,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print("cnnkit: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (`cnnkit models | head`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
