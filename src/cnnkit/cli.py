@@ -58,6 +58,7 @@ TRAIN_HELP = {
     " (best.pt keeps the best weights)",
     "clip_grad": "clip the gradient norm to this value",
     "tta": "test-time augmentation for the final test accuracy: none | flip | flip-translate",
+    "preset": "a named recipe (see `cnnkit presets`); any other flag overrides its settings",
     "seed": "random seed (data split, initialisation, shuffling)",
     "device": "auto | cpu | cuda | cuda:N | mps",
     "precision": "auto | fp32 | bf16 | fp16 (auto: bf16 where the hardware runs it natively)",
@@ -264,6 +265,14 @@ def cmd_show_batch(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_presets(args: argparse.Namespace) -> int:
+    from cnnkit.presets import format_presets
+
+    print(format_presets())
+    print("use one with `cnnkit train --preset NAME`; any flag overrides its settings")
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from cnnkit.models import list_models
 
@@ -393,6 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("filter", nargs="?", help="show only names containing this")
 
     command("datasets", cmd_datasets, "list the named datasets")
+    command("presets", cmd_presets, "list the named training recipes and their measured results")
 
     p = command("summary", cmd_summary, "layers, output shapes and parameter counts of a model")
     p.add_argument("model")

@@ -67,6 +67,7 @@ class TrainConfig:
     name: str | None = None  # run folder name; default: <model>-<n>
     tensorboard: bool = False
     channels_last: bool = True
+    preset: str | None = None  # a named config (cnnkit.presets); any other key overrides it
 
     def __post_init__(self) -> None:
         self.validate()
@@ -125,6 +126,10 @@ class TrainConfig:
             )
         if not 0 < self.backbone_lr_ratio <= 1:
             raise CnnkitError(f"backbone_lr_ratio must be in (0, 1], got {self.backbone_lr_ratio}")
+        if self.preset is not None:
+            from cnnkit.presets import preset_config
+
+            preset_config(self.preset)  # an unknown name fails here, with the closest one
 
     def augment_overrides(self) -> dict[str, Any]:
         """The per-operation augmentation flags that were given (None means the preset's)."""
@@ -157,6 +162,10 @@ class TrainConfig:
             if key not in known:
                 err = did_you_mean(f"key in {source}", str(key), known)
                 raise CnnkitError(str(err))
+        if values.get("preset") is not None:  # layers: defaults < preset < YAML < flags
+            from cnnkit.presets import preset_config
+
+            values = {**preset_config(str(values["preset"])), **values}
         try:
             return cls(**values)
         except TypeError as exc:  # a wrong type reached a comparison in validate()
@@ -186,7 +195,8 @@ def read_yaml_config(path: str | os.PathLike) -> dict[str, Any]:
 def build_config(
     config_file: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None
 ) -> TrainConfig:
-    """Defaults, then the YAML file, then explicit overrides (flags that were given)."""
+    """Defaults, then a `preset` (named in the file or the flags), then the YAML file, then
+    explicit overrides (flags that were given); TrainConfig.from_dict applies the preset."""
     values: dict[str, Any] = {}
     source = "config"
     if config_file is not None:

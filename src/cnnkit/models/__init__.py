@@ -4,6 +4,7 @@ Keras-like layer specs, ModelSpec (stored in checkpoints), summaries, and transf
 
 # Importing the built-in model modules registers them (simple_cnn first, so it lists first).
 from cnnkit.models import simple_cnn  # noqa: F401, I001 (registration order: listed first)
+from cnnkit.models import fastnet  # noqa: F401, I001 (registers fastnet, fastnet_cpu)
 from cnnkit.models import efficientnet_lite, timm_models, torchvision_models  # noqa: F401
 from cnnkit.models.layers import LAYER_TYPES, build_layers, load_layers_file, parse_layers
 from cnnkit.models.pretrained import (

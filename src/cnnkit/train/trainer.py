@@ -112,10 +112,32 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+DATA_INIT_IMAGES = 5000  # training images a model's init_from_data hook sees
+
+
+def init_from_data(model: nn.Module, images: ImageSet, prepare: Prepare, seed: int) -> None:
+    """Call the model's optional `init_from_data(batch)` hook (e.g. fastnet's frozen whitening
+    layer) with a seeded random subset of the training images, preprocessed as in training."""
+    hook = getattr(model, "init_from_data", None)
+    if not callable(hook):
+        return
+    started = time.perf_counter()
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
+    device = next(model.parameters()).device
+    batch = images.images[order[:DATA_INIT_IMAGES]].to(device)
+    hook(prepare(batch))
+    print(
+        f"cnnkit: {type(model).__name__} initialised from {len(batch)} training images "
+        f"in {time.perf_counter() - started:.2f}s"
+    )
+
+
 class Trainer:
     """One training run. `train()` below is the usual entry point."""
 
-    def __init__(self, cfg: TrainConfig, run_dir: Path, progress: bool = True) -> None:
+    def __init__(
+        self, cfg: TrainConfig, run_dir: Path, progress: bool = True, resuming: bool = False
+    ) -> None:
         self.cfg = cfg
         self.run_dir = run_dir
         self.show_progress = progress
@@ -141,6 +163,8 @@ class Trainer:
         memory_format = torch.channels_last if self.channels_last else torch.preserve_format
         self.model = model.to(self.device, memory_format=memory_format)
         self.images_in: Prepare = image_input(self.preprocessing, self.channels_last)
+        if not resuming:  # a resumed run restores these weights from last.pt instead
+            init_from_data(self.model, self.data.train, self.images_in, cfg.seed)
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         self.steps = steps_per_epoch(len(self.data.train), cfg.batch_size)
         self.stages = plan_stages(cfg, self.model)
@@ -463,7 +487,7 @@ def _resume(run: str | Path, progress: bool, overrides: dict[str, Any]) -> RunRe
             f"run {last.parent} stopped early at epoch {ckpt['epoch']}; its best.pt is final"
         )
     values = {**ckpt["config"], **{k: v for k, v in overrides.items() if v is not None}}
-    trainer = Trainer(TrainConfig.from_dict(values), last.parent, progress)
+    trainer = Trainer(TrainConfig.from_dict(values), last.parent, progress, resuming=True)
     if list(trainer.data.classes) != list(ckpt["classes"]):
         raise CnnkitError("the data's classes differ from the checkpoint's; cannot resume")
     trainer.restore(ckpt)

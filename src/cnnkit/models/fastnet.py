@@ -1,0 +1,240 @@
+"""fastnet: a compact CIFAR network with the ingredients of fast CIFAR-10 training.
+
+The design follows the published airbench recipe (Keller Jordan, "94% on CIFAR-10 in 3.29
+seconds on a single GPU", arXiv:2404.00498); the code here is cnnkit's own:
+
+- a first 2x2 convolution whose weights are the whitening transform of 2x2 patches of the
+  training images (eigenvectors of their covariance, scaled by 1/sqrt(eigenvalue), and their
+  negatives), set once from data by ``init_from_data`` and frozen;
+- three blocks of (conv 3x3, max-pool 2, BatchNorm, GELU, conv 3x3, BatchNorm, GELU);
+- BatchNorm tuned for short runs: no scale (fixed at 1), a learned shift, momentum 0.4 (a short
+  memory, as the weights move fast), a tiny eps; the shift learns ``shift_lr_scale`` times
+  faster than the weights through a reparametrisation (see ``ShiftNorm``), so one optimiser
+  group with one learning rate serves the whole network;
+- global max-pooling, a bias-free linear layer, and logits scaled down (x 1/9).
+
+Everything lives in ordinary parameters and buffers, so ``state_dict`` round-trips and a model
+rebuilt by ``create_model(spec)`` takes its whitening weights from the checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cnnkit.errors import CnnkitError
+from cnnkit.models.registry import register_model
+
+WHITEN_KERNEL = 2
+DEFAULT_WIDTHS = (64, 256, 256)  # airbench94's widths
+CPU_WIDTHS = (32, 96, 96)  # the cifar10-cpu preset's: ~1/5 of the compute (see presets.py)
+
+
+class ShiftNorm(nn.BatchNorm2d):
+    """BatchNorm without a learned scale, with a learned shift that trains `lr_scale` times
+    faster than the other weights.
+
+    The stored parameter ``bias`` is multiplied by ``sqrt(lr_scale)`` in the forward pass: its
+    gradient grows by that factor and so does each update's effect on the output, so SGD moves
+    the effective shift ``lr_scale`` times faster, while plain (coupled) weight decay shrinks it
+    at the same rate as the other weights: what a separate optimiser group with ``lr_scale``
+    times the learning rate and ``1/lr_scale`` times the weight decay would do.
+    """
+
+    def __init__(
+        self, channels: int, momentum: float = 0.4, eps: float = 1e-12, lr_scale: float = 64.0
+    ) -> None:
+        super().__init__(channels, eps=eps, momentum=momentum, affine=False)
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.bias_multiplier = math.sqrt(lr_scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self.num_batches_tracked.add_(1)
+        return F.batch_norm(
+            x,
+            self.running_mean,
+            self.running_var,
+            None,
+            self.bias * self.bias_multiplier,
+            self.training,
+            self.momentum,
+            self.eps,
+        )
+
+
+def _conv(channels_in: int, channels_out: int) -> nn.Conv2d:
+    """3x3 'same' convolution without bias; the first channels_in filters start as identity
+    (a Dirac kernel), so each block initially passes its input through."""
+    conv = nn.Conv2d(channels_in, channels_out, 3, padding=1, bias=False)
+    with torch.no_grad():
+        nn.init.dirac_(conv.weight[: min(channels_in, channels_out)])
+    return conv
+
+
+class ConvBlock(nn.Module):
+    """conv -> max-pool 2 -> norm -> GELU, then (depth - 1) x (conv -> norm -> GELU)."""
+
+    def __init__(
+        self, channels_in: int, channels_out: int, depth: int, momentum: float, lr_scale: float
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for i in range(depth):
+            layers.append(_conv(channels_in if i == 0 else channels_out, channels_out))
+            if i == 0:
+                layers.append(nn.MaxPool2d(2))
+            layers += [ShiftNorm(channels_out, momentum, lr_scale=lr_scale), nn.GELU()]
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+class FastNet(nn.Module):
+    """Frozen whitening conv, GELU, conv blocks, global max-pool, scaled linear logits."""
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        widths: Sequence[int] = DEFAULT_WIDTHS,
+        depth: int = 2,
+        scale: float = 1 / 9,
+        bn_momentum: float = 0.4,
+        shift_lr_scale: float = 64.0,
+        whiten_eps: float = 5e-4,
+        in_channels: int = 3,
+    ) -> None:
+        super().__init__()
+        patch = in_channels * WHITEN_KERNEL**2
+        self.whiten = nn.Conv2d(in_channels, 2 * patch, WHITEN_KERNEL, padding=0, bias=False)
+        self.whiten.weight.requires_grad_(False)
+        self.whiten_eps = float(whiten_eps)
+        blocks, channels = [], 2 * patch
+        for width in widths:
+            blocks.append(ConvBlock(channels, int(width), depth, bn_momentum, shift_lr_scale))
+            channels = int(width)
+        self.blocks = nn.Sequential(*blocks)
+        self.head = nn.Linear(channels, num_classes, bias=False)
+        self.scale = float(scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.gelu(self.whiten(x))
+        x = self.blocks(x)
+        x = torch.amax(x, dim=(2, 3))  # global max-pool
+        return self.head(x) * self.scale
+
+    @torch.no_grad()
+    def init_from_data(self, images: torch.Tensor) -> None:
+        """Set the frozen whitening filters from normalised images (N, C, H, W).
+
+        The filters are the eigenvectors of the (uncentred) covariance of all 2x2 patches,
+        each divided by sqrt(eigenvalue + whiten_eps), followed by their negatives: the first
+        half of the outputs then has about identity covariance on these images.
+        """
+        weight = self.whiten.weight
+        c, k = weight.shape[1], weight.shape[-1]
+        if images.ndim != 4 or images.shape[1] != c or min(images.shape[-2:]) < k:
+            raise CnnkitError(
+                f"init_from_data needs images (N, {c}, H>={k}, W>={k}), got {tuple(images.shape)}"
+            )
+        d = c * k * k
+        # a convolution with identity filters lays each k x k patch out along the channels
+        identity = torch.eye(d, device=weight.device).reshape(d, c, k, k)
+        covariance = torch.zeros(d, d, dtype=torch.float64, device=weight.device)
+        count = 0
+        for chunk in images.detach().split(1000):  # bounded memory for any number of images
+            x = chunk.to(device=weight.device, dtype=torch.float32)
+            patches = F.conv2d(x, identity).transpose(0, 1).reshape(d, -1)  # (d, n*L)
+            covariance += (patches @ patches.T).double()
+            count += patches.shape[1]
+        covariance /= max(count, 1)
+        eigenvalues, eigenvectors = torch.linalg.eigh(covariance)  # ascending
+        eigenvalues, eigenvectors = eigenvalues.flip(0), eigenvectors.flip(1)
+        filters = eigenvectors.T / torch.sqrt(eigenvalues.clamp(min=0) + self.whiten_eps)[:, None]
+        filters = filters.reshape(-1, c, k, k)
+        weight.copy_(torch.cat([filters, -filters]).to(weight.dtype))
+
+
+def _widths(value: Sequence[int] | int | str) -> tuple[int, ...]:
+    """(w1, w2, ...) from a sequence or a "64,256,256" string."""
+    items = value.split(",") if isinstance(value, str) else value
+    try:
+        widths = tuple(int(w) for w in items)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise CnnkitError(f"fastnet widths must be whole numbers, got {value!r}") from None
+    if not widths or min(widths) < 1:
+        raise CnnkitError(f"fastnet widths must be positive, got {value!r}")
+    return widths
+
+
+def _build(num_classes: int, input_size: tuple[int, int, int], **options: object) -> FastNet:
+    widths = _widths(options.pop("widths"))  # type: ignore[arg-type]
+    depth = int(options.pop("depth"))  # type: ignore[call-overload]
+    if depth < 1:
+        raise CnnkitError(f"fastnet depth must be >= 1, got {depth}")
+    smallest = WHITEN_KERNEL + 2 ** len(widths) - 1
+    if min(input_size[1:]) < smallest:
+        raise CnnkitError(
+            f"fastnet with {len(widths)} blocks needs inputs of at least {smallest}x{smallest}"
+        )
+    return FastNet(
+        num_classes,
+        widths,
+        depth,
+        in_channels=input_size[0],
+        **options,  # type: ignore[arg-type]
+    )
+
+
+@register_model(
+    "fastnet",
+    "airbench-style fast CIFAR net: frozen patch-whitening conv, 3 conv blocks 64-256-256, "
+    "BatchNorm for short runs, scaled logits (the cifar10-94 preset's)",
+)
+def fastnet(
+    num_classes: int,
+    input_size: tuple[int, int, int] = (3, 32, 32),
+    widths: Sequence[int] | str = DEFAULT_WIDTHS,
+    depth: int = 2,
+    scale: float = 1 / 9,
+    bn_momentum: float = 0.4,
+    shift_lr_scale: float = 64.0,
+    whiten_eps: float = 5e-4,
+) -> FastNet:
+    """fastnet for ``input_size`` (C, H, W): ``widths`` of the blocks, ``depth`` convs each."""
+    return _build(
+        num_classes,
+        input_size,
+        widths=widths,
+        depth=depth,
+        scale=scale,
+        bn_momentum=bn_momentum,
+        shift_lr_scale=shift_lr_scale,
+        whiten_eps=whiten_eps,
+    )
+
+
+@register_model(
+    "fastnet_cpu",
+    f"fastnet with blocks {'-'.join(map(str, CPU_WIDTHS))}: about a fifth of the compute, "
+    "for CPUs (the cifar10-cpu preset's)",
+)
+def fastnet_cpu(
+    num_classes: int,
+    input_size: tuple[int, int, int] = (3, 32, 32),
+    widths: Sequence[int] | str = CPU_WIDTHS,
+    depth: int = 2,
+    scale: float = 1 / 9,
+    bn_momentum: float = 0.4,
+    shift_lr_scale: float = 64.0,
+    whiten_eps: float = 5e-4,
+) -> FastNet:
+    """fastnet with the CPU preset's narrower default widths."""
+    return fastnet(
+        num_classes, input_size, widths, depth, scale, bn_momentum, shift_lr_scale, whiten_eps
+    )

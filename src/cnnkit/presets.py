@@ -1,0 +1,126 @@
+"""Presets: named training configs for known recipes, each with the result it was measured at.
+
+A preset is an ordinary set of TrainConfig values; every one of them can be overridden (layers:
+defaults < preset < YAML file < flags), e.g. ``cnnkit train --preset cifar10-cpu --epochs 3``
+or ``cnnkit.train(preset="cifar10-cpu", data="path/to/cifar10")``.
+
+Both CIFAR-10 recipes follow airbench (Keller Jordan, arXiv:2404.00498): fastnet (a frozen
+patch-whitening first layer, BatchNorm with momentum 0.4 and a fast-learning shift), label
+smoothing 0.2, Nesterov SGD with a large learning rate and batch, flip + 2-pixel translation,
+and flip-translate test-time augmentation. They validate on the test split (``val_split: 0``),
+as airbench does: the whole training set trains, and the test accuracy is printed every epoch.
+The schedule decays to the end, so best.pt is in practice the last epoch; the test accuracy of a
+preset is therefore not a held-out figure in the strict sense (override with ``--val-split``).
+
+Learning rates are for the mean loss: airbench's 11.5 per 1,024 examples of summed loss with
+momentum 0.85 is 1.5 at batch 1,024 here (``lr = 1.5 * batch / 1024``), and its weight decay
+0.0153 (per 1,024 examples, decoupled) is ``weight_decay = 0.00133`` for torch's SGD.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from cnnkit.errors import did_you_mean
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named config: TrainConfig values, and the measured result line (never a guess)."""
+
+    name: str
+    description: str
+    config: dict[str, Any] = field(default_factory=dict)
+    measured: str = "not measured yet"
+
+
+_FAST_COMMON: dict[str, Any] = {
+    "data": "cifar10",
+    "optimizer": "sgd",
+    "momentum": 0.85,
+    "nesterov": True,
+    "weight_decay": 0.00133,
+    "label_smoothing": 0.2,
+    "schedule": "onecycle",
+    "augment": "none",
+    "flip": True,
+    "crop_padding": 2,
+    "tta": "flip-translate",
+    "val_split": 0.0,
+    "channels_last": True,
+}
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset(
+            "cifar10-94",
+            "airbench94's recipe for a GPU: fastnet 64-256-256, batch 1024, 10 epochs, SGD "
+            "nesterov lr 1.5, label smoothing 0.2, flip + translate 2, EMA, flip-translate TTA; "
+            "target: mean test accuracy >= 94.0% over 5 seeds",
+            {
+                "model": "fastnet",
+                "epochs": 10,
+                "batch_size": 1024,
+                "lr": 1.5,
+                "ema": 0.98,
+                "precision": "auto",
+                **_FAST_COMMON,
+            },
+            "GPU figures pending (no GPU measurement yet); runs on a CPU at small scale",
+        ),
+        Preset(
+            "cifar10-cpu",
+            "fastnet for 2 CPU cores: blocks 32-96-96 (fastnet_cpu), batch 512, 12 epochs, bf16, "
+            "the cifar10-94 recipe otherwise; target: >= 90% test accuracy within 10 minutes",
+            {
+                "model": "fastnet_cpu",
+                "epochs": 12,
+                "batch_size": 512,
+                "lr": 0.75,
+                "precision": "bf16",
+                **_FAST_COMMON,
+            },
+            "not measured yet",
+        ),
+    )
+}
+
+
+def list_presets() -> list[Preset]:
+    """Every preset, in definition order."""
+    return list(PRESETS.values())
+
+
+def get_preset(name: str) -> Preset:
+    """The preset called `name`; an unknown name raises a CnnkitError naming the closest."""
+    if name not in PRESETS:
+        raise did_you_mean("preset", str(name), PRESETS)
+    return PRESETS[name]
+
+
+def preset_config(name: str) -> dict[str, Any]:
+    """A copy of the preset's TrainConfig values (with ``preset`` itself set to `name`)."""
+    return {**get_preset(name).config, "preset": name}
+
+
+def _flag(key: str, value: Any) -> str:
+    """A config value as the `cnnkit train` flag that sets it."""
+    flag = key.replace("_", "-")
+    if isinstance(value, bool):
+        return f"--{flag}" if value else f"--no-{flag}"
+    return f"--{flag} {value}"
+
+
+def format_presets() -> str:
+    """The table `cnnkit presets` prints: name, description, measured result, settings."""
+    lines = []
+    for preset in list_presets():
+        settings = " ".join(_flag(k, v) for k, v in preset.config.items() if k != "data")
+        lines += [
+            f"{preset.name}: {preset.description}",
+            f"  measured: {preset.measured}",
+            f"  settings: {settings}",
+        ]
+    return "\n".join(lines)

@@ -1,0 +1,132 @@
+"""fastnet (the frozen whitening layer), presets and their config layering, a tiny preset run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import cnnkit
+from cnnkit.config import TrainConfig, build_config
+from cnnkit.errors import CnnkitError
+from cnnkit.models import ModelSpec, create_model
+from cnnkit.models.fastnet import FastNet
+from cnnkit.presets import format_presets, list_presets, preset_config
+from cnnkit.train.stages import Stage, apply_stage
+
+
+def _correlated_images(n: int = 400, seed: int = 0) -> torch.Tensor:
+    """Zero-mean images with correlated channels and neighbouring pixels."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, 17, 17, generator=g)
+    x = (x[..., 1:, :] + 0.5 * x[..., :-1, :])[..., 1:] + 0.5 * x[..., :-1, :-1]  # spatial
+    mix = torch.tensor([[1.0, 0.6, 0.3], [0.0, 1.0, 0.5], [0.0, 0.0, 1.0]])
+    return torch.einsum("ij,njhw->nihw", mix, x)
+
+
+def test_fastnet_builds_and_its_whitening_layer_is_frozen():
+    model = create_model("fastnet", 10, (3, 32, 32))
+    assert isinstance(model, FastNet)
+    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    assert not model.whiten.weight.requires_grad
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    assert id(model.whiten.weight) not in trainable
+    # the trainer's optimiser sees only trainable parameters: the whitening layer stays fixed
+    groups = apply_stage(model, Stage("train", 1, None, 0.1))
+    assert id(model.whiten.weight) not in {id(p) for g in groups for p in g["params"]}
+    small = create_model(ModelSpec("fastnet", options={"widths": "8,16", "depth": 1}), 5)
+    assert small(torch.zeros(3, 3, 32, 32)).shape == (3, 5)
+    assert create_model("fastnet_cpu", 10).blocks[-1].layers[0].out_channels == 96
+    with pytest.raises(CnnkitError, match="widths"):
+        create_model(ModelSpec("fastnet", options={"widths": "a,b"}), 10)
+
+
+def test_init_from_data_whitens_the_patches_it_saw():
+    images = _correlated_images()
+    model = FastNet(10, widths=(8, 8, 8))
+    model.init_from_data(images)
+    weight = model.whiten.weight
+    half = weight.shape[0] // 2
+    assert torch.equal(weight[half:], -weight[:half])
+    out = F.conv2d(images.double(), weight[:half].double())  # (N, 12, h, w)
+    flat = out.permute(0, 2, 3, 1).reshape(-1, half)
+    covariance = flat.T @ flat / len(flat)
+    assert torch.allclose(covariance, torch.eye(half, dtype=torch.float64), atol=2e-2)
+
+
+def test_fastnet_state_dict_round_trips_the_whitening_weights():
+    model = create_model("fastnet", 10, (3, 32, 32))
+    model.init_from_data(_correlated_images(50))
+    model.eval()
+    rebuilt = create_model(ModelSpec("fastnet"), 10, (3, 32, 32))
+    rebuilt.load_state_dict(model.state_dict())
+    rebuilt.eval()
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(rebuilt.whiten.weight, model.whiten.weight)
+    assert torch.allclose(rebuilt(x), model(x))
+
+
+def test_presets_are_listed_with_a_measured_line_and_valid_configs():
+    names = [p.name for p in list_presets()]
+    assert {"cifar10-94", "cifar10-cpu"} <= set(names)
+    for preset in list_presets():
+        assert preset.measured
+        cfg = TrainConfig.from_dict(preset_config(preset.name))
+        assert cfg.preset == preset.name
+        assert cfg.data == "cifar10"  # a named dataset; --data points it at a folder
+    text = format_presets()
+    assert "cifar10-cpu" in text and "measured:" in text and "--nesterov" in text
+
+
+def test_an_unknown_preset_suggests_the_closest():
+    with pytest.raises(CnnkitError, match="did you mean 'cifar10-cpu'"):
+        preset_config("cifar10-cp")
+    with pytest.raises(CnnkitError, match="did you mean 'cifar10-94'"):
+        build_config(overrides={"preset": "cifar10-49"})
+
+
+def test_flags_and_yaml_override_the_preset(tmp_path):
+    base = preset_config("cifar10-cpu")
+    cfg = build_config(overrides={"preset": "cifar10-cpu", "epochs": 2, "lr": 0.1})
+    assert (cfg.epochs, cfg.lr) == (2, 0.1)
+    assert (cfg.model, cfg.batch_size, cfg.tta) == (base["model"], base["batch_size"], base["tta"])
+    run_yaml = tmp_path / "run.yaml"
+    run_yaml.write_text("preset: cifar10-cpu\nepochs: 3\nbatch_size: 100\n")
+    cfg = build_config(run_yaml, {"batch_size": 50, "flip": False})
+    assert (cfg.epochs, cfg.batch_size, cfg.flip) == (3, 50, False)
+    assert cfg.crop_padding == base["crop_padding"] and cfg.preset == "cifar10-cpu"
+    # no preset: the dataclass defaults, untouched
+    assert build_config(overrides={"epochs": 1}).model == TrainConfig().model
+
+
+def test_tiny_preset_run_end_to_end(tmp_path):
+    """cifar10-cpu on the bundled sample for one epoch: whitening init, training, TTA test."""
+    result = cnnkit.train(
+        preset="cifar10-cpu",
+        data="cifar10-sample",
+        epochs=1,
+        batch_size=128,
+        project=str(tmp_path),
+        name="tiny",
+        progress=False,
+    )
+    metrics = json.loads((result.run_dir / "metrics.json").read_text())
+    assert metrics["epochs_done"] == 1 and metrics["tta"] == "flip-translate"
+    assert 0.0 <= metrics["test_accuracy_tta"] <= 1.0
+    assert (result.run_dir / "history.csv").is_file() and result.best.is_file()
+    ckpt = torch.load(result.best, weights_only=True)
+    assert ckpt["config"]["preset"] == "cifar10-cpu" and ckpt["model"]["name"] == "fastnet_cpu"
+    assert ckpt["state_dict"]["whiten.weight"].abs().sum() > 0  # set from data, then saved
+    clf = cnnkit.load(result.run_dir)
+    assert clf.predict(torch.zeros(32, 32, 3, dtype=torch.uint8).numpy()).label
+
+
+def test_presets_command_lists_every_preset(capsys):
+    from cnnkit.cli import main
+    from cnnkit.presets import PRESETS
+
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in PRESETS) and "measured:" in out
