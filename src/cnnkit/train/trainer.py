@@ -415,16 +415,16 @@ class Trainer:
         if not interrupted and test is not None and len(test) and self.epoch:
             best = load_checkpoint(self.run_dir / "best.pt")
             unwrap_model(self.model).load_state_dict(best["state_dict"])
-            loss, acc = evaluate_epoch(
-                self.model, test, self.images_in, self.precision, self.loss_fn
+            # one pass gives both: the plain logits are TTA's identity view
+            tta, plain = tta_and_plain_logits(
+                self.model, test.images, self.images_in, self.precision, mode=self.cfg.tta
             )
+            loss = float(self.loss_fn(plain, test.labels))
+            acc = float((plain.argmax(1) == test.labels).float().mean())
             metrics.update(test_loss=loss, test_accuracy=acc, test_images=len(test))
             print(f"test accuracy (best.pt, epoch {self.best_epoch}): {acc:.2%}  loss {loss:.4f}")
             if self.cfg.tta != "none":
-                logits, _ = tta_and_plain_logits(
-                    self.model, test.images, self.images_in, self.precision, mode=self.cfg.tta
-                )
-                tta_acc = float((logits.argmax(1) == test.labels).float().mean())
+                tta_acc = float((tta.argmax(1) == test.labels).float().mean())
                 metrics.update(tta=self.cfg.tta, test_accuracy_tta=tta_acc)
                 print(
                     f"test accuracy with TTA ({self.cfg.tta}): {tta_acc:.2%} "
