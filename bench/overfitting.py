@@ -1,6 +1,7 @@
 """Overfitting made visible: simple_cnn on the full CIFAR-10 as the tutorials train it, vs with
 `--augment standard` and dropout. Reports training accuracy (best.pt re-evaluated on the clean,
-un-augmented training images), test accuracy, and the gap between them.
+un-augmented training images), test accuracy, and the gap between them. best.pt is chosen on a
+seeded 10% validation split, so the test set stays unseen until the end.
 
     python bench/overfitting.py [--epochs 10,20]
 """
@@ -32,7 +33,8 @@ def main() -> None:
     parser.add_argument("--out", help="also write the results as JSON here")
     args = parser.parse_args()
     machine = print_machine()
-    train_images = cnnkit.load_data(args.data, val_split=0.0, progress=False).train
+    # the same seeded split the runs below make: 45,000 train, 5,000 validation
+    train_images = cnnkit.load_data(args.data, val_split=0.1, seed=0, progress=False).train
     rows = []
     with tempfile.TemporaryDirectory() as project:
         for epochs in (int(e) for e in args.epochs.split(",")):
@@ -40,7 +42,7 @@ def main() -> None:
                 run = cnnkit.train(
                     data=args.data,
                     epochs=epochs,
-                    val_split=0.0,
+                    val_split=0.1,
                     seed=0,
                     project=project,
                     name=f"{len(rows)}",
@@ -55,16 +57,17 @@ def main() -> None:
                     "train_accuracy": train_acc,
                     "test_accuracy": test_acc,
                     "gap": train_acc - test_acc,
+                    "best_epoch": run.metrics["best_epoch"],
                     "wall_seconds": run.metrics["wall_seconds"],
                 }
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-    print("\n| recipe | epochs | train accuracy | test accuracy | gap |")
-    print("|---|---|---|---|---|")
+    print("\n| recipe | epochs (best) | train accuracy | test accuracy | gap | wall (s) |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r['recipe']} | {r['epochs']} | {r['train_accuracy']:.2%} | "
-            f"{r['test_accuracy']:.2%} | {r['gap'] * 100:.1f} points |"
+            f"| {r['recipe']} | {r['epochs']} ({r['best_epoch']}) | {r['train_accuracy']:.2%} | "
+            f"{r['test_accuracy']:.2%} | {r['gap'] * 100:.1f} points | {r['wall_seconds']:.0f} |"
         )
     if args.out:
         Path(args.out).write_text(json.dumps({"machine": machine, "results": rows}, indent=2))

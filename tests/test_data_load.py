@@ -12,6 +12,7 @@ from PIL import Image
 
 from cnnkit.data import list_datasets, load_data
 from cnnkit.errors import CnnkitError
+from image_files import make_split, write_image
 
 CIFAR10_CLASSES = [
     "airplane",
@@ -25,22 +26,6 @@ CIFAR10_CLASSES = [
     "ship",
     "truck",
 ]
-
-
-def write_image(path: Path, value: int, size: tuple[int, int] = (8, 8)) -> Path:
-    """A solid PNG whose red channel is ``value``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    a = np.zeros((size[0], size[1], 3), np.uint8)
-    a[..., 0] = value
-    Image.fromarray(a).save(path)
-    return path
-
-
-def make_split(root: Path, counts: dict[str, int]) -> None:
-    """root/<class>/<i>.png with red = class index * 50 + i."""
-    for c, (name, n) in enumerate(sorted(counts.items())):
-        for i in range(n):
-            write_image(root / name / f"{i:03d}.png", c * 50 + i)
 
 
 def load(spec, tmp_path, **kw):

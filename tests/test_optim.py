@@ -50,3 +50,19 @@ def test_sgd_nesterov_and_adamw_by_name():
     assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["nesterov"]
     adamw = build_optimizer([w], TrainConfig(optimizer="adamw", weight_decay=0.05))
     assert isinstance(adamw, torch.optim.AdamW) and adamw.defaults["weight_decay"] == 0.05
+
+
+def test_parameter_groups_from_generators_keep_their_options_and_use_the_fused_update():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    groups = (
+        {"params": (p for p in m.parameters()), "lr": lr}
+        for m, lr in zip(model, (1, 2), strict=True)
+    )
+    opt = build_optimizer(groups, TrainConfig(optimizer="adam", lr=0.1))
+    assert [len(g["params"]) for g in opt.param_groups] == [2, 2]
+    assert [g["lr"] for g in opt.param_groups] == [1, 2]
+    assert opt.defaults["fused"]  # one kernel for the whole update, on the CPU too
+    model(torch.ones(1, 3)).sum().backward()
+    before = [p.detach().clone() for p in model.parameters()]
+    opt.step()
+    assert all(not torch.equal(a, p) for a, p in zip(before, model.parameters(), strict=True))

@@ -99,6 +99,16 @@ def test_flags_and_yaml_override_the_preset(tmp_path):
     assert cfg.crop_padding == base["crop_padding"] and cfg.preset == "cifar10-cpu"
     # no preset: the dataclass defaults, untouched
     assert build_config(overrides={"epochs": 1}).model == TrainConfig().model
+    # a flag equal to the dataclass default still wins over the preset
+    assert build_config(overrides={"preset": "cifar10-cpu", "val_split": 0.1}).val_split == 0.1
+
+
+def test_a_directly_built_config_takes_the_preset_for_fields_left_at_defaults():
+    base = preset_config("cifar10-cpu")
+    cfg = TrainConfig(preset="cifar10-cpu", epochs=3, data="cifar10-sample")
+    assert (cfg.epochs, cfg.data) == (3, "cifar10-sample")
+    assert (cfg.model, cfg.optimizer, cfg.tta) == (base["model"], base["optimizer"], base["tta"])
+    assert TrainConfig.from_dict(cfg.to_dict()).to_dict() == cfg.to_dict()
 
 
 def test_tiny_preset_run_end_to_end(tmp_path):

@@ -71,6 +71,7 @@ TRAIN_HELP = {
     "name": "run folder name (default: the model's name, numbered)",
     "tensorboard": "also write TensorBoard event files into the run folder",
     "channels_last": "channels-last memory format (faster convolutions on most hardware)",
+    "compile": "torch.compile the model for training (pays off on GPUs; slower on small CPUs)",
 }
 
 

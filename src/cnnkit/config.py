@@ -67,9 +67,23 @@ class TrainConfig:
     name: str | None = None  # run folder name; default: <model>-<n>
     tensorboard: bool = False
     channels_last: bool = True
+    compile: bool = False  # torch.compile the model for training (see bench/step_speed.py)
     preset: str | None = None  # a named config (cnnkit.presets); any other key overrides it
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> TrainConfig:
+        # Remember which fields the caller gave, so a preset fills only the others.
+        self = super().__new__(cls)
+        self._given = frozenset([f.name for f in fields(cls)][: len(args)]) | frozenset(kwargs)
+        return self
+
     def __post_init__(self) -> None:
+        if self.preset is not None:  # layers: defaults < preset < the values given
+            from cnnkit.presets import preset_config
+
+            given = getattr(self, "_given", frozenset())
+            for key, value in preset_config(str(self.preset)).items():
+                if key not in given:
+                    setattr(self, key, value)
         self.validate()
 
     def validate(self) -> None:
@@ -162,11 +176,7 @@ class TrainConfig:
             if key not in known:
                 err = did_you_mean(f"key in {source}", str(key), known)
                 raise CnnkitError(str(err))
-        if values.get("preset") is not None:  # layers: defaults < preset < YAML < flags
-            from cnnkit.presets import preset_config
-
-            values = {**preset_config(str(values["preset"])), **values}
-        try:
+        try:  # a `preset` among the values fills the keys not given (see __post_init__)
             return cls(**values)
         except TypeError as exc:  # a wrong type reached a comparison in validate()
             raise CnnkitError(f"invalid value in {source}: {exc}") from None

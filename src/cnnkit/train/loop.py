@@ -44,6 +44,8 @@ class EpochProgress:
 
 Prepare = Callable[[torch.Tensor], torch.Tensor]  # a stored batch -> the model's input
 
+GPU_SYNC_EVERY = 25  # training steps between read-backs of the running loss on a GPU
+
 
 @dataclass
 class StepContext:
@@ -90,8 +92,12 @@ def train_one_epoch(
     progress: EpochProgress,
     should_stop: Callable[[], bool] = lambda: False,
     on_step: Callable[[EpochProgress], None] | None = None,
+    sync_every: int | None = None,
 ) -> EpochProgress:
-    """Train over `data` once, continuing from `progress.step`; stops early if should_stop()."""
+    """Train over `data` once, continuing from `progress.step`; stops early if should_stop().
+
+    `progress` gets the running loss and accuracy every `sync_every` steps (default: every step
+    on the CPU, every GPU_SYNC_EVERY on other devices) and at the end."""
     device = next(model.parameters()).device
     model.train()
     if progress.generator_state is None:
@@ -107,10 +113,31 @@ def train_one_epoch(
         device=device,
         drop_last=len(data) % batch_size == 1,
     )
+    # Running totals stay on the device and reach `progress` every `sync_every` steps: on a GPU
+    # reading a number back each step (loss.item()) would stall the queue of launched kernels.
+    if sync_every is None:
+        sync_every = 1 if device.type == "cpu" else GPU_SYNC_EVERY
+    loss_sum = torch.zeros((), device=device)  # float32: MPS has no float64
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    seen = 0
+    since = time.perf_counter()
+
+    def flush() -> None:
+        nonlocal seen, since
+        if seen:
+            progress.loss_sum += float(loss_sum)
+            progress.correct += int(correct)
+            progress.seen += seen
+            loss_sum.zero_()
+            correct.zero_()
+            seen = 0
+        now = time.perf_counter()  # after the read-back above, so GPU work is in the time
+        progress.seconds += now - since
+        since = now
+
     for images, labels in itertools.islice(batches, progress.step, None):
         if should_stop():
             break
-        start = time.perf_counter()
         targets = labels
         if ctx.augment is not None:
             images, targets = ctx.augment(images, labels, progress.step)
@@ -128,13 +155,15 @@ def train_one_epoch(
         ctx.scaler.update()
         ctx.scheduler.step()
         n = labels.numel()
-        progress.loss_sum += loss.item() * n
-        progress.correct += int((logits.argmax(1) == labels).sum())
-        progress.seen += n
+        loss_sum += loss.detach().float() * n
+        correct += (logits.detach().argmax(1) == labels).sum()
+        seen += n
         progress.step += 1
-        progress.seconds += time.perf_counter() - start
+        if progress.step % sync_every == 0:
+            flush()
         if on_step is not None:
             on_step(progress)
+    flush()
     return progress
 
 

@@ -10,35 +10,52 @@ import torch
 from cnnkit.config import TrainConfig
 from cnnkit.errors import did_you_mean
 
-OptimizerBuilder = Callable[[Iterable, TrainConfig], torch.optim.Optimizer]
+OptimizerBuilder = Callable[[list, TrainConfig], torch.optim.Optimizer]
 
 
-def _adam(params: Iterable, cfg: TrainConfig) -> torch.optim.Optimizer:
+def _adam(params: list, cfg: TrainConfig) -> torch.optim.Optimizer:
     # Classic (coupled) L2 weight decay, as Keras's and torch's Adam apply it.
-    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **_fused(params))
 
 
-def _adamw(params: Iterable, cfg: TrainConfig) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+def _adamw(params: list, cfg: TrainConfig) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **_fused(params))
 
 
-def _sgd(params: Iterable, cfg: TrainConfig) -> torch.optim.Optimizer:
+def _sgd(params: list, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.SGD(
         params,
         lr=cfg.lr,
         momentum=cfg.momentum,
         nesterov=cfg.nesterov and cfg.momentum > 0,
         weight_decay=cfg.weight_decay,
+        **_fused(params),
     )
 
 
 OPTIMIZERS: dict[str, OptimizerBuilder] = {"adam": _adam, "adamw": _adamw, "sgd": _sgd}
 
 
+def _fused(params: list) -> dict[str, bool]:
+    """`fused=True` (the whole update in one kernel) where every parameter is a floating-point
+    CPU or CUDA tensor: on the 2-core CPU Adam's update for simple_cnn took 0.12 ms fused
+    against 0.49 ms in torch's default for-loop (bench/step_speed.py --optimizer-step)."""
+    tensors = [t for item in params for t in (item["params"] if isinstance(item, dict) else [item])]
+    kinds = {t.device.type for t in tensors}
+    if kinds in ({"cpu"}, {"cuda"}) and all(t.is_floating_point() for t in tensors):
+        return {"fused": True}
+    return {}
+
+
 def build_optimizer(params: Iterable, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The configured optimiser over parameters or parameter groups (dicts with "params")."""
     if cfg.optimizer not in OPTIMIZERS:
         raise did_you_mean("optimizer", cfg.optimizer, OPTIMIZERS)
-    return OPTIMIZERS[cfg.optimizer](params, cfg)
+    groups = [
+        {**item, "params": list(item["params"])} if isinstance(item, dict) else item
+        for item in params
+    ]
+    return OPTIMIZERS[cfg.optimizer](groups, cfg)
 
 
 def _constant(step: int, total: int) -> float:

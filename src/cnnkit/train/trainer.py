@@ -23,7 +23,7 @@ from cnnkit.models.transfer import TransferModel
 from cnnkit.train import run_folder
 from cnnkit.train.checkpoint import load_checkpoint, save_checkpoint, unwrap_model
 from cnnkit.train.console import EpochBar, StopFlag
-from cnnkit.train.device import Precision, resolve_device, resolve_precision
+from cnnkit.train.device import Precision, resolve_device, resolve_precision, tune_backend
 from cnnkit.train.early_stopping import EarlyStopping
 from cnnkit.train.ema import ModelEMA
 from cnnkit.train.loop import (
@@ -143,6 +143,7 @@ class Trainer:
         self.show_progress = progress
         self.device = resolve_device(cfg.device)
         self.precision = Precision(self.device, resolve_precision(cfg.precision, self.device))
+        tune_backend(self.device)
         torch.manual_seed(cfg.seed)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.data: DataSplits = load_data(
@@ -188,6 +189,7 @@ class Trainer:
         self.best_epoch = 0
         self.wall_seconds = 0.0
         self.stop = StopFlag()
+        self._compiled: dict[int, nn.Module] = {}  # --compile: module id -> compiled module
 
     # ---- stages --------------------------------------------------------------------------------
     def enter_stage(self, index: int) -> None:
@@ -222,8 +224,17 @@ class Trainer:
         on cached features, or the whole model on images."""
         model = self.ema.module if averaged and self.ema is not None else self.model
         if self.features is not None:
-            return model.head, self.features[split], feature_input
-        return model, getattr(self.data, split), self.images_in
+            return self._maybe_compiled(model.head), self.features[split], feature_input
+        return self._maybe_compiled(model), getattr(self.data, split), self.images_in
+
+    def _maybe_compiled(self, module: nn.Module) -> nn.Module:
+        """With --compile, the module's torch.compile wrapper (made once, sharing its weights;
+        checkpoints store the plain module's state)."""
+        if not self.cfg.compile:
+            return module
+        if id(module) not in self._compiled:
+            self._compiled[id(module)] = torch.compile(module)
+        return self._compiled[id(module)]
 
     def _augment_step(
         self, images: torch.Tensor, labels: torch.Tensor, step: int
@@ -322,16 +333,22 @@ class Trainer:
                     self.cfg.clip_grad,
                     self._augment_step if self.augment is not None else None,
                 )
-                train_one_epoch(
-                    model,
-                    data,
-                    ctx,
-                    self.cfg.batch_size,
-                    self.generator,
-                    self.progress,
-                    should_stop=self.stop,
-                    on_step=self._after_step(bar),
-                )
+                try:
+                    train_one_epoch(
+                        model,
+                        data,
+                        ctx,
+                        self.cfg.batch_size,
+                        self.generator,
+                        self.progress,
+                        should_stop=self.stop,
+                        on_step=self._after_step(bar),
+                    )
+                except Exception as exc:
+                    error = _compile_error(exc) if self.cfg.compile else None
+                    if error is None:
+                        raise
+                    raise error from exc
                 if bar:
                     bar.close()
                 self.wall_seconds += time.perf_counter() - started
@@ -472,6 +489,17 @@ class Trainer:
         except ImportError:
             raise CnnkitError("--tensorboard needs tensorboard: pip install tensorboard") from None
         return SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
+
+
+def _compile_error(exc: Exception) -> CnnkitError | None:
+    """A torch.compile failure (no C++ compiler, an unsupported op) as one line; None for any
+    other error."""
+    from torch._dynamo.exc import BackendCompilerFailed, TorchDynamoException
+
+    if isinstance(exc, (BackendCompilerFailed, TorchDynamoException)):
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return CnnkitError(f"--compile failed ({first[:200]}); train without --compile")
+    return None
 
 
 def _resume(run: str | Path, progress: bool, overrides: dict[str, Any]) -> RunResult:

@@ -1,0 +1,50 @@
+"""`--compile`: torch.compile wraps the training module; checkpoints hold the plain weights."""
+
+import numpy as np
+import pytest
+import torch
+
+import cnnkit
+from cnnkit.errors import CnnkitError
+
+TINY = "conv2d:8,relu,maxpool2d,conv2d:16,relu,global_avg_pool,dense"
+
+
+def tiny_run(tmp_path, name: str, **kw):
+    return cnnkit.train(
+        data="cifar10-sample",
+        model=TINY,
+        epochs=1,
+        batch_size=128,
+        precision="fp32",
+        project=str(tmp_path),
+        name=name,
+        progress=False,
+        **kw,
+    )
+
+
+def test_compiled_training_matches_eager_and_saves_plain_weights(tmp_path):
+    eager = tiny_run(tmp_path, "eager")
+    torch._dynamo.reset()
+    compiled = tiny_run(tmp_path, "compiled", compile=True)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1  # it did compile
+    # the same math: the epoch's mean training loss agrees to float rounding
+    assert compiled.history[0]["train_loss"] == pytest.approx(
+        eager.history[0]["train_loss"], rel=1e-3
+    )
+    state = torch.load(compiled.best, weights_only=True)["state_dict"]
+    assert not any("_orig_mod" in key for key in state)
+    classifier = cnnkit.load(compiled.best)
+    prediction = classifier.predict(np.zeros((32, 32, 3), dtype=np.uint8))
+    assert len(prediction.top_k) == 5 and prediction.label in classifier.classes
+
+
+def test_a_compiler_failure_is_one_clear_line(tmp_path, monkeypatch):
+    inductor = pytest.importorskip("torch._inductor.config")
+    # what a machine without a C++ compiler looks like to torch.compile on the CPU
+    monkeypatch.setattr(inductor.cpp, "cxx", (None, "no-such-c++-compiler"))
+    monkeypatch.setattr(inductor, "force_disable_caches", True)  # no kernels from earlier tests
+    torch._dynamo.reset()  # nor graphs compiled in memory
+    with pytest.raises(CnnkitError, match="--compile failed.*without --compile"):
+        tiny_run(tmp_path, "broken", compile=True)
