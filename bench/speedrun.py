@@ -2,7 +2,8 @@
 and print each run's test accuracy and wall time, then mean and standard deviation.
 
     python bench/speedrun.py --preset cifar10-cpu --seeds 3
-    python bench/speedrun.py --preset cifar10-94 --seeds 5 --data /path/to/cifar10 --device cuda
+    python bench/speedrun.py --preset cifar10-94 --seeds 5 --data /path/to/cifar10 --device cuda \
+        --warmup --set compile=true
     python bench/speedrun.py --preset cifar10-cpu --set epochs=4 --set lr=0.6
 
 Accuracy is the final test accuracy with the preset's test-time augmentation (plain when it has
@@ -96,6 +97,12 @@ def main() -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--project", default=None, help="run folders (default: a temp folder)")
     parser.add_argument("--out", default=None, help="also write the results as JSON here")
+    parser.add_argument(
+        "--warmup",
+        action="store_true",
+        help="first an untimed one-epoch run, so torch.compile's kernels and cuDNN's autotuning "
+        "are ready before the clock starts (as airbench times)",
+    )
     args = parser.parse_args()
 
     machine = print_machine()
@@ -116,6 +123,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         project = Path(args.project or tmp)
         overrides["project"] = str(project)
+        if args.warmup:
+            started = time.perf_counter()
+            cnnkit.train(config=build_config(overrides={**overrides, "epochs": 1}), progress=False)
+            print(f"warm-up run (not counted): {time.perf_counter() - started:.1f}s", flush=True)
         runs = []
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             run = run_once(overrides, seed, project, load_s)

@@ -9,7 +9,7 @@ with and without channels-last, and optionally under torch.compile: the measurem
 --peak times large matrix products (the machine's practical fp32 and bf16 peak); --profile
 splits a bf16 channels-last training step by operator with torch.profiler and divides the
 convolutions' FLOPs by their time; --optimizer-step times Adam's update alone, per
-implementation (for-loop, foreach, fused).
+implementation (for-loop, foreach, fused), and Nesterov SGD's.
 """
 
 from __future__ import annotations
@@ -155,15 +155,21 @@ def profile_step(model: nn.Module, batch: int, size: int, steps: int) -> None:
 
 
 def optimizer_step_ms(model: nn.Module, repeats: int) -> None:
-    """Adam's update alone, per implementation, with gradients in place."""
+    """Adam's and Nesterov SGD's update alone, per implementation, with gradients in place."""
     for p in model.parameters():
         p.grad = torch.randn_like(p)
-    for impl in ("for-loop", "foreach", "fused"):
-        kwargs = {"for-loop": {"foreach": False}, "foreach": {"foreach": True}}.get(
-            impl, {"fused": True}
-        )
-        optimizer = torch.optim.Adam(model.parameters(), 1e-3, **kwargs)
-        print(f"Adam step, {impl}: {timed(optimizer.step, repeats, warmup=10) * 1e3:.3f} ms")
+    builders = {
+        "Adam": lambda **kw: torch.optim.Adam(model.parameters(), 1e-3, **kw),
+        "SGD nesterov": lambda **kw: torch.optim.SGD(
+            model.parameters(), 0.1, momentum=0.9, nesterov=True, **kw
+        ),
+    }
+    impls = {"for-loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
+    for name, build in builders.items():
+        for impl, kwargs in impls.items():
+            optimizer = build(**kwargs)
+            ms = timed(optimizer.step, repeats, warmup=10) * 1e3
+            print(f"{name} step, {impl}: {ms:.3f} ms")
 
 
 def main() -> None:
@@ -176,7 +182,7 @@ def main() -> None:
     parser.add_argument("--inference", action="store_true", help="forward passes only")
     parser.add_argument("--peak", action="store_true", help="matrix-product GFLOP/s")
     parser.add_argument("--profile", action="store_true", help="the bf16 step by operator")
-    parser.add_argument("--optimizer-step", action="store_true", help="Adam update alone")
+    parser.add_argument("--optimizer-step", action="store_true", help="optimiser update alone")
     args = parser.parse_args()
     print_machine()
     size = (3, args.image_size, args.image_size)

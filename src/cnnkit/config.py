@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -180,6 +181,14 @@ class TrainConfig:
             return cls(**values)
         except TypeError as exc:  # a wrong type reached a comparison in validate()
             raise CnnkitError(f"invalid value in {source}: {exc}") from None
+
+
+# help() and inspect show the fields, not __new__'s (*args, **kwargs)
+TrainConfig.__signature__ = inspect.signature(
+    TrainConfig.__init__
+).replace(  # type: ignore[attr-defined]
+    parameters=list(inspect.signature(TrainConfig.__init__).parameters.values())[1:]
+)
 
 
 def config_keys() -> list[str]:

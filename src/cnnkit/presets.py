@@ -82,10 +82,9 @@ PRESETS: dict[str, Preset] = {
                 "precision": "bf16",
                 **_FAST_COMMON,
             },
-            "91.52% mean test accuracy with flip-translate TTA over 2 seeds (91.38%, 91.65%; "
-            "plain 90.43%, 90.18%); wall 373 s and 463 s per run (load average 2.0 and up to "
-            "3.8) on a 2-core AMD EPYC (Zen 4, AVX512-BF16), torch 2.14.1, "
-            "bench/speedrun.py, 2026-11-21",
+            "91.38% +- 0.17% mean test accuracy with flip-translate TTA over 5 seeds (91.21% to "
+            "91.65%; plain 90.0% to 90.4%); wall 343-463 s per run (mean 375 s) on a 2-core AMD "
+            "EPYC (Zen 4, AVX512-BF16), torch 2.14.1, bench/speedrun.py, 2026-11-21/22",
         ),
     )
 }

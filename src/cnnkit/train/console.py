@@ -68,7 +68,7 @@ class EpochBar:
         if self.bar.disable:
             return
         self.bar.update(p.step - self.bar.n)
-        if p.step % 10 == 0:
+        if p.step % 10 == 0 and p.seen:  # on a GPU the totals arrive every few steps
             self.bar.set_postfix(
                 loss=f"{p.loss:.3f}",
                 acc=f"{p.accuracy:.1%}",

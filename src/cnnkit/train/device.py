@@ -38,10 +38,9 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 def tune_backend(device: torch.device) -> None:
     """On CUDA: cuDNN autotuning (the fastest convolution algorithm for each input shape, found
-    once; training batches keep one shape) and TF32 matrix products for fp32 runs."""
+    once; training batches keep one shape). Matrix-product precision is left as torch sets it."""
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-        torch.set_float32_matmul_precision("high")
 
 
 def cpu_has_fast_bf16() -> bool:

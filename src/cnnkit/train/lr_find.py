@@ -77,6 +77,7 @@ def lr_find(
             EpochProgress(),
             should_stop=lambda: state["stop"],
             on_step=record,
+            sync_every=1,  # the range test needs every step's loss, on any device
         )
     suggestion = suggest_lr(lrs, losses)
     (out_dir / "lr_find.csv").write_text(

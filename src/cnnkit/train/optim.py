@@ -29,22 +29,30 @@ def _sgd(params: list, cfg: TrainConfig) -> torch.optim.Optimizer:
         momentum=cfg.momentum,
         nesterov=cfg.nesterov and cfg.momentum > 0,
         weight_decay=cfg.weight_decay,
-        **_fused(params),
+        # Not fused on CUDA: fused SGD under fp16's GradScaler leaves the momentum buffers it
+        # creates uninitialised when the first step overflows and is skipped.
+        **_fused(params, cuda=False),
     )
 
 
 OPTIMIZERS: dict[str, OptimizerBuilder] = {"adam": _adam, "adamw": _adamw, "sgd": _sgd}
 
 
-def _fused(params: list) -> dict[str, bool]:
+def _fused(params: list, cuda: bool = True) -> dict[str, bool]:
     """`fused=True` (the whole update in one kernel) where every parameter is a floating-point
-    CPU or CUDA tensor: on the 2-core CPU Adam's update for simple_cnn took 0.12 ms fused
-    against 0.49 ms in torch's default for-loop (bench/step_speed.py --optimizer-step)."""
+    CPU tensor, or CUDA tensor when `cuda`: on the 2-core CPU Adam's update for simple_cnn took
+    0.12 ms fused against 0.49 ms in torch's default for-loop (bench/step_speed.py
+    --optimizer-step)."""
     tensors = [t for item in params for t in (item["params"] if isinstance(item, dict) else [item])]
     kinds = {t.device.type for t in tensors}
-    if kinds in ({"cpu"}, {"cuda"}) and all(t.is_floating_point() for t in tensors):
+    allowed = ({"cpu"}, {"cuda"}) if cuda else ({"cpu"},)
+    if kinds in allowed and all(t.is_floating_point() for t in tensors):
         return {"fused": True}
     return {}
+
+
+def _as_list(params: torch.Tensor | Iterable) -> list:
+    return [params] if isinstance(params, torch.Tensor) else list(params)
 
 
 def build_optimizer(params: Iterable, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -52,7 +60,7 @@ def build_optimizer(params: Iterable, cfg: TrainConfig) -> torch.optim.Optimizer
     if cfg.optimizer not in OPTIMIZERS:
         raise did_you_mean("optimizer", cfg.optimizer, OPTIMIZERS)
     groups = [
-        {**item, "params": list(item["params"])} if isinstance(item, dict) else item
+        {**item, "params": _as_list(item["params"])} if isinstance(item, dict) else item
         for item in params
     ]
     return OPTIMIZERS[cfg.optimizer](groups, cfg)

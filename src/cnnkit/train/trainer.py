@@ -233,7 +233,9 @@ class Trainer:
         if not self.cfg.compile:
             return module
         if id(module) not in self._compiled:
-            self._compiled[id(module)] = torch.compile(module)
+            # static shapes: the short last batch gets its own graph instead of making every
+            # batch go through a dynamic-shape one
+            self._compiled[id(module)] = torch.compile(module, dynamic=False)
         return self._compiled[id(module)]
 
     def _augment_step(
@@ -292,6 +294,10 @@ class Trainer:
         unwrap_model(self.model).load_state_dict(ckpt["state_dict"])
         self.enter_stage(ckpt.get("stage", 0))
         self.optimizer.load_state_dict(ckpt["optimizer"])
+        for group in self.optimizer.param_groups:  # the implementation is this run's choice,
+            for key in ("fused", "foreach"):  # not the saved one (which may predate it)
+                if key in self.optimizer.defaults:
+                    group[key] = self.optimizer.defaults[key]
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
         _set_rng_state(ckpt["rng"])
@@ -314,55 +320,58 @@ class Trainer:
         run_folder.write_run_files(self.run_dir, self.cfg.to_dict(), list(self.data.classes))
         writer = self._tensorboard()
         self._announce()
-        interrupted = False
         with self.stop.installed():
-            while self.epoch < self.total_epochs:
-                started = time.perf_counter()
-                index, _, _ = stage_at(self.stages, self.epoch)
-                if index != self.stage_index:
-                    self.enter_stage(index)
-                model, data, prepare = self._trained_part("train")
-                bar = self._bar()
-                ctx = StepContext(
-                    prepare,
-                    self.optimizer,
-                    self.scheduler,
-                    self.scaler,
-                    self.precision,
-                    self.loss_fn,
-                    self.cfg.clip_grad,
-                    self._augment_step if self.augment is not None else None,
-                )
-                try:
-                    train_one_epoch(
-                        model,
-                        data,
-                        ctx,
-                        self.cfg.batch_size,
-                        self.generator,
-                        self.progress,
-                        should_stop=self.stop,
-                        on_step=self._after_step(bar),
-                    )
-                except Exception as exc:
-                    error = _compile_error(exc) if self.cfg.compile else None
-                    if error is None:
-                        raise
-                    raise error from exc
-                if bar:
-                    bar.close()
-                self.wall_seconds += time.perf_counter() - started
-                if self.stop.requested:
-                    interrupted = True
-                    self.save_last()
-                    break
-                self._end_epoch(writer)
-                if self.stopped_early:
-                    break
+            try:
+                interrupted = self._epochs(writer)
+            except Exception as exc:
+                error = _compile_error(exc) if self.cfg.compile else None
+                if error is None:
+                    raise
+                raise error from exc
         if writer is not None:
             writer.close()
         metrics = self._final_metrics(interrupted)
         return RunResult(self.run_dir, metrics, self.history, interrupted)
+
+    def _epochs(self, writer: Any) -> bool:
+        """Train the remaining epochs; True when Ctrl-C interrupted them (last.pt is saved)."""
+        while self.epoch < self.total_epochs:
+            started = time.perf_counter()
+            index, _, _ = stage_at(self.stages, self.epoch)
+            if index != self.stage_index:
+                self.enter_stage(index)
+            model, data, prepare = self._trained_part("train")
+            bar = self._bar()
+            ctx = StepContext(
+                prepare,
+                self.optimizer,
+                self.scheduler,
+                self.scaler,
+                self.precision,
+                self.loss_fn,
+                self.cfg.clip_grad,
+                self._augment_step if self.augment is not None else None,
+            )
+            train_one_epoch(
+                model,
+                data,
+                ctx,
+                self.cfg.batch_size,
+                self.generator,
+                self.progress,
+                should_stop=self.stop,
+                on_step=self._after_step(bar),
+            )
+            if bar:
+                bar.close()
+            self.wall_seconds += time.perf_counter() - started
+            if self.stop.requested:
+                self.save_last()
+                return True
+            self._end_epoch(writer)
+            if self.stopped_early:
+                break
+        return False
 
     def _end_epoch(self, writer: Any) -> None:
         started = time.perf_counter()
@@ -497,7 +506,9 @@ def _compile_error(exc: Exception) -> CnnkitError | None:
     from torch._dynamo.exc import BackendCompilerFailed, TorchDynamoException
 
     if isinstance(exc, (BackendCompilerFailed, TorchDynamoException)):
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        cause = getattr(exc, "inner_exception", None) or exc  # older torch wraps the cause
+        text = str(cause).strip()
+        first = text.splitlines()[0] if text else type(cause).__name__
         return CnnkitError(f"--compile failed ({first[:200]}); train without --compile")
     return None
 
