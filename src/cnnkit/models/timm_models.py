@@ -24,6 +24,7 @@ from cnnkit.models.transfer import (
     blocks_from_param_groups,
     group_children,
     is_spatial_head,
+    kept_classifier_head,
 )
 
 
@@ -88,14 +89,7 @@ def wrap_timm(
     keep = bool(options.get("keep_classifier"))
     classifier = model.get_classifier()
     if keep:
-        if not isinstance(classifier, nn.Linear):
-            raise CnnkitError("keep_classifier: this model's classifier is not a single Linear")
-        if classifier.out_features != num_classes:
-            raise CnnkitError(
-                f"keep_classifier needs num_classes={classifier.out_features} (the pretrained "
-                f"classifier's), got {num_classes}"
-            )
-        head = f"dropout:{keep_dropout},dense" if keep_dropout > 0 else "dense"
+        head = kept_classifier_head(classifier, num_classes, keep_dropout)
     model.reset_classifier(0)
     spatial = is_spatial_head(head)
     blocks = _timm_blocks(model)

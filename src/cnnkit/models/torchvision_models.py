@@ -45,6 +45,7 @@ from cnnkit.models.transfer import (
     blocks_from_groups,
     group_children,
     is_spatial_head,
+    kept_classifier_head,
 )
 from cnnkit.models.weights import load_state_dict_file
 
@@ -245,14 +246,7 @@ def _build_transfer(
         linear, p = _remove_classifier(model, name)
         backbone = model
         if keep:
-            if linear is None:
-                raise CnnkitError(f"keep_classifier: {name}'s classifier is not a Linear layer")
-            if linear.out_features != num_classes:
-                raise CnnkitError(
-                    f"keep_classifier needs num_classes={linear.out_features} (the pretrained "
-                    f"classifier's), got {num_classes}"
-                )
-            head = f"dropout:{p},dense" if p > 0 else "dense"
+            head = kept_classifier_head(linear, num_classes, p)
     blocks = blocks_from_groups(backbone, group_children(_flat_children(backbone)))
     tm = TransferModel(
         backbone,

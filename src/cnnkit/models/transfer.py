@@ -40,6 +40,19 @@ def is_spatial_head(head: str | Sequence | None) -> bool:
     return False
 
 
+def kept_classifier_head(classifier: nn.Module | None, num_classes: int, dropout: float) -> str:
+    """The head spec that holds a model's own pretrained classifier (``keep_classifier``):
+    ``[dropout:p,] dense``; the classifier must be one Linear with ``num_classes`` outputs."""
+    if not isinstance(classifier, nn.Linear):
+        raise CnnkitError("keep_classifier: this model's classifier is not a single Linear layer")
+    if classifier.out_features != num_classes:
+        raise CnnkitError(
+            f"keep_classifier needs num_classes={classifier.out_features} (the pretrained "
+            f"classifier's), got {num_classes}"
+        )
+    return f"dropout:{dropout},dense" if dropout > 0 else "dense"
+
+
 class Block(nn.Module):
     """A view grouping existing modules (and loose parameters) into one backbone stage.
 
