@@ -66,3 +66,18 @@ def test_parameter_groups_from_generators_keep_their_options_and_use_the_fused_u
     before = [p.detach().clone() for p in model.parameters()]
     opt.step()
     assert all(not torch.equal(a, p) for a, p in zip(before, model.parameters(), strict=True))
+
+
+def test_a_checkpoint_saved_without_fused_updates_resumes_with_them(tmp_path):
+    import cnnkit
+
+    common = dict(data="cifar10-sample", model="conv2d:8,relu,global_avg_pool,dense")
+    run = cnnkit.train(**common, epochs=1, project=str(tmp_path), name="old", progress=False)
+    ckpt = torch.load(run.last, weights_only=True)
+    for group in ckpt["optimizer"]["param_groups"]:  # as cnnkit saved them before fusing
+        group["fused"], group["foreach"] = None, None
+    torch.save(ckpt, run.last)
+    resumed = cnnkit.train(resume=run.run_dir, epochs=2, progress=False)
+    assert resumed.metrics["epochs_done"] == 2
+    groups = torch.load(resumed.last, weights_only=True)["optimizer"]["param_groups"]
+    assert all(group["fused"] for group in groups)

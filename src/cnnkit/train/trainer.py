@@ -293,11 +293,12 @@ class Trainer:
         """Continue exactly where last.pt stopped: weights, stage, optimiser, schedule, RNG."""
         unwrap_model(self.model).load_state_dict(ckpt["state_dict"])
         self.enter_stage(ckpt.get("stage", 0))
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        for group in self.optimizer.param_groups:  # the implementation is this run's choice,
-            for key in ("fused", "foreach"):  # not the saved one (which may predate it)
-                if key in self.optimizer.defaults:
+        saved = ckpt["optimizer"]
+        for group in saved["param_groups"]:  # the update implementation is this run's choice,
+            for key in ("fused", "foreach"):  # not the saved one (which may predate it); set
+                if key in self.optimizer.defaults:  # before loading, which places state by it
                     group[key] = self.optimizer.defaults[key]
+        self.optimizer.load_state_dict(saved)
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
         _set_rng_state(ckpt["rng"])
