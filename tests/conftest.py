@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from cnnkit.models.weights import hub_checkpoint_dir
+
 SHARED_CIFAR10 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10"
 
 
@@ -21,3 +23,12 @@ def shared_cifar10() -> Path:
             pytest.fail(f"CNNKIT_REQUIRE_SHARED_DATA=1 but {SHARED_CIFAR10} is missing")
         pytest.skip(f"shared CIFAR-10 not found at {SHARED_CIFAR10}")
     return SHARED_CIFAR10
+
+
+@pytest.fixture
+def empty_hub(tmp_path, monkeypatch):
+    """Offline, with a torch hub cache that holds nothing."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("CNNKIT_OFFLINE", "1")
+    assert str(hub_checkpoint_dir()).startswith(str(tmp_path))
+    return hub_checkpoint_dir()

@@ -5,9 +5,8 @@ import torch
 from torch import nn
 
 from cnnkit.data import ImageSet
-from cnnkit.data.preprocess import Preprocessing
-from cnnkit.train.device import Precision
-from cnnkit.train.loop import EpochProgress, StepContext, image_input, train_one_epoch
+from cnnkit.train.loop import EpochProgress, train_one_epoch
+from step_context import sgd_step_context
 
 
 def one_epoch(sync_every: int, stop_after: int | None = None) -> tuple[EpochProgress, list[int]]:
@@ -19,16 +18,7 @@ def one_epoch(sync_every: int, stop_after: int | None = None) -> tuple[EpochProg
         torch.randint(0, 4, (100,), generator=gen),
         ["a", "b", "c", "d"],
     )
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    precision = Precision(torch.device("cpu"), "fp32")
-    ctx = StepContext(
-        image_input(Preprocessing(size=(8, 8))),
-        optimizer,
-        torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0),
-        precision.make_scaler(),
-        precision,
-        nn.CrossEntropyLoss(),
-    )
+    ctx = sgd_step_context(model, lr=0.1)
     progress = EpochProgress()
     seen_at_step: list[int] = []
     train_one_epoch(

@@ -33,15 +33,6 @@ needs_weights = pytest.mark.skipif(
 )
 
 
-@pytest.fixture
-def empty_hub(tmp_path, monkeypatch):
-    """Offline, with a torch hub cache that holds nothing."""
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setenv("CNNKIT_OFFLINE", "1")
-    assert str(hub_checkpoint_dir()).startswith(str(tmp_path))
-    return hub_checkpoint_dir()
-
-
 @pytest.fixture(scope="module")
 def pretrained():
     torch.manual_seed(0)

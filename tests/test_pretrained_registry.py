@@ -19,16 +19,6 @@ from cnnkit.models import (
     weights_file_name,
 )
 from cnnkit.models.torchvision_models import GoogleInput
-from cnnkit.models.weights import hub_checkpoint_dir
-
-
-@pytest.fixture
-def empty_hub(tmp_path, monkeypatch):
-    """Offline, with a torch hub cache that holds nothing."""
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setenv("CNNKIT_OFFLINE", "1")
-    assert str(hub_checkpoint_dir()).startswith(str(tmp_path))
-    return hub_checkpoint_dir()
 
 
 def test_preprocessing_comes_from_the_weights():

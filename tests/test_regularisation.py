@@ -9,10 +9,9 @@ from torch import nn
 import cnnkit
 from cnnkit.cli import main
 from cnnkit.data import ImageSet
-from cnnkit.data.preprocess import Preprocessing
 from cnnkit.errors import CnnkitError
-from cnnkit.train.device import Precision
-from cnnkit.train.loop import EpochProgress, StepContext, image_input, train_one_epoch
+from cnnkit.train.loop import EpochProgress, train_one_epoch
+from step_context import sgd_step_context
 
 SAMPLE = "cifar10-sample"
 
@@ -68,17 +67,7 @@ def test_gradient_clipping_bounds_the_sgd_update():
         ["a", "b", "c", "d"],
     )
     before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
-    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
-    precision = Precision(torch.device("cpu"), "fp32")
-    ctx = StepContext(
-        image_input(Preprocessing(size=(8, 8))),
-        optimizer,
-        torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0),
-        precision.make_scaler(),
-        precision,
-        nn.CrossEntropyLoss(),
-        clip_grad=1e-3,
-    )
+    ctx = sgd_step_context(model, lr=1.0, clip_grad=1e-3)
     train_one_epoch(model, images, ctx, 16, torch.Generator().manual_seed(0), EpochProgress())
     after = torch.cat([p.detach().flatten() for p in model.parameters()])
     assert 0 < (after - before).norm() <= 1e-3 + 1e-7

@@ -18,7 +18,6 @@ from torch import nn
 from cnnkit.errors import CnnkitError, did_you_mean
 from cnnkit.models.registry import ModelFamily, register_family
 from cnnkit.models.transfer import (
-    DEFAULT_HEAD,
     TransferModel,
     blocks_from_groups,
     blocks_from_param_groups,
@@ -94,17 +93,15 @@ def wrap_timm(
     spatial = is_spatial_head(head)
     blocks = _timm_blocks(model)
     backbone = TimmFeatures(model) if spatial else model
-    tm = TransferModel(
+    return TransferModel(
         backbone,
-        head if head is not None else DEFAULT_HEAD,
+        head,
         num_classes,
         shape,
         blocks=blocks,
         pooled=not spatial,
+        kept_classifier=classifier if keep else None,
     )
-    if keep:
-        tm.head[-1].load_state_dict(classifier.state_dict())
-    return tm
 
 
 def _build_transfer(

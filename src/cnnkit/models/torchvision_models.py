@@ -40,7 +40,6 @@ from cnnkit.models.pretrained import (
 )
 from cnnkit.models.registry import register_model
 from cnnkit.models.transfer import (
-    DEFAULT_HEAD,
     TransferModel,
     blocks_from_groups,
     group_children,
@@ -248,17 +247,15 @@ def _build_transfer(
         if keep:
             head = kept_classifier_head(linear, num_classes, p)
     blocks = blocks_from_groups(backbone, group_children(_flat_children(backbone)))
-    tm = TransferModel(
+    return TransferModel(
         backbone,
-        head if head is not None else DEFAULT_HEAD,
+        head,
         num_classes,
         shape,
         blocks=blocks,
         pooled=not spatial,
+        kept_classifier=linear if keep else None,
     )
-    if keep and linear is not None:
-        tm.head[-1].load_state_dict(linear.state_dict())
-    return tm
 
 
 def _family(name: str) -> str:

@@ -139,13 +139,16 @@ class TransferModel(nn.Module):
     def __init__(
         self,
         backbone: nn.Module,
-        head: str | Sequence | nn.Sequential,
+        head: str | Sequence | nn.Sequential | None,
         num_classes: int,
         input_size: tuple[int, int, int],
         *,
         blocks: Sequence[nn.Module],
         pooled: bool,
+        kept_classifier: nn.Linear | None = None,
     ) -> None:
+        """`head` None: DEFAULT_HEAD. `kept_classifier`: a pretrained Linear whose weights go
+        into the head's last layer (``keep_classifier``; see kept_classifier_head)."""
         super().__init__()
         self.backbone = backbone
         self.backbone_pooled = bool(pooled)
@@ -157,6 +160,8 @@ class TransferModel(nn.Module):
             if isinstance(head, nn.Sequential)
             else build_head(head, self.feature_shape, num_classes)
         )
+        if kept_classifier is not None:
+            self.head[-1].load_state_dict(kept_classifier.state_dict())
         # Blocks are kept as module/parameter names and resolved on use, so they stay right
         # after deepcopy, load_state_dict(assign=True) or parameter swaps; never registered.
         modules = {id(m): n for n, m in self.named_modules()}
