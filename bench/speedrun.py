@@ -77,6 +77,8 @@ def run_once(overrides: dict[str, Any], seed: int, project: Path, load_s: float)
         "test_accuracy": accuracy,
         "test_accuracy_plain": m["test_accuracy"],
         "tta": cfg.tta,
+        "best_epoch": m["best_epoch"],  # the test accuracy is best.pt's: this epoch's weights
+        "epochs": m["epochs"],
         "wall_seconds": total - load_s,
         "train_call_seconds": total,
         "cpu_seconds": cpu,

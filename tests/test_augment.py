@@ -11,6 +11,7 @@ from cnnkit.data.augment import (
     PRESETS,
     AugmentConfig,
     BatchAugment,
+    alternating_flips,
     augment_config,
     augment_generator,
 )
@@ -80,6 +81,27 @@ def test_flip_only_gives_input_or_its_mirror_both_occur():
     mirrored = (out == images.flip(-1)).flatten(1).all(1)
     assert (same | mirrored).all()
     assert same.any() and mirrored.any()
+
+
+def test_alternating_flips_mirror_a_seeded_half_then_the_other_half():
+    first, second, third = (alternating_flips(1000, seed=3, epoch=e) for e in (0, 1, 2))
+    assert torch.equal(second, ~first) and torch.equal(third, first)
+    assert 400 < int(first.sum()) < 600
+    assert torch.equal(first, alternating_flips(1000, seed=3, epoch=0))
+    assert not torch.equal(first, alternating_flips(1000, seed=4, epoch=0))
+
+
+def test_a_given_flip_choice_mirrors_exactly_those_images():
+    images, labels = batch(b=8)
+    cfg = augment_config(alternating_flip=True, crop_padding=2)
+    assert cfg.flip  # implied
+    choice = torch.tensor([True, False] * 4)
+    g = torch.Generator().manual_seed(0)
+    out, _ = BatchAugment(augment_config(alternating_flip=True), 10)(images, labels, g, choice)
+    assert torch.equal(out[choice], images[choice].flip(-1))
+    assert torch.equal(out[~choice], images[~choice])
+    with pytest.raises(ValueError, match="flip must be bool"):
+        BatchAugment(cfg, 10)(images, labels, g, choice[:3])
 
 
 def test_crop_padding_only_is_an_exact_reflect_padded_shift():

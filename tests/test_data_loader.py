@@ -93,3 +93,22 @@ def test_subset():
     assert data.subset(slice(0, 3)).labels.tolist() == [0, 1, 2]
     with pytest.raises(ValueError):
         ImageSet(torch.zeros(2, 4, 4, 3, dtype=torch.uint8), torch.zeros(2), ["x"])
+
+
+def test_indices_name_the_images_of_each_batch():
+    data = indexed_set()
+    for shuffle in (True, False):
+        batches = list(
+            iterate_batches(
+                data,
+                5,
+                shuffle=shuffle,
+                generator=torch.Generator().manual_seed(1),
+                with_indices=True,
+            )
+        )
+        for images, labels, indices in batches:
+            assert indices.device.type == "cpu" and indices.dtype == torch.int64
+            assert torch.equal(images[:, 0, 0, 0].long(), indices)  # image i has pixels i
+            assert torch.equal(labels, indices)
+        assert sorted(torch.cat([b[2] for b in batches]).tolist()) == list(range(23))

@@ -81,3 +81,13 @@ def test_a_checkpoint_saved_without_fused_updates_resumes_with_them(tmp_path):
     assert resumed.metrics["epochs_done"] == 2
     groups = torch.load(resumed.last, weights_only=True)["optimizer"]["param_groups"]
     assert all(group["fused"] for group in groups)
+
+
+def test_triangle_is_airbench94s_piecewise_linear_shape():
+    seen = lrs("triangle", epochs=10, steps=10)  # 100 steps: peak at step 23
+    assert seen[0] == pytest.approx(0.02)  # 0.2 of the peak
+    assert seen[23] == pytest.approx(0.1) and max(seen) == pytest.approx(0.1)
+    assert seen[-1] == pytest.approx(0.1 * (1 - 0.93 * 76 / 77))  # towards 0.07 at step 100
+    rising, falling = seen[:24], seen[23:]
+    assert all(a < b for a, b in zip(rising, rising[1:], strict=False))
+    assert all(a > b for a, b in zip(falling, falling[1:], strict=False))

@@ -28,7 +28,7 @@ TRAIN_HELP = {
     "nesterov": "Nesterov momentum for SGD",
     "weight_decay": "L2 (adam, sgd) or decoupled (adamw) weight decay",
     "label_smoothing": "cross-entropy label smoothing",
-    "schedule": "learning-rate schedule: constant | cosine | onecycle",
+    "schedule": "learning-rate schedule: constant | cosine | onecycle | triangle",
     "warmup_epochs": "linear warm-up length in epochs",
     "dropout": "dropout rate for models that take one (simple_cnn: before the last dense layer)",
     "pretrained": "start from pretrained weights: imagenet",
@@ -45,6 +45,7 @@ TRAIN_HELP = {
     "augment": "augmentation preset: none | basic (flip, crop) | standard (+ rotation, zoom,"
     " colour, erasing) | strong (+ TrivialAugment, mixup/cutmix)",
     "flip": "random horizontal flips",
+    "alternating_flip": "mirror each image in every other epoch (a seeded half in the first)",
     "crop_padding": "random crops after padding by this many pixels (translation)",
     "rotation": "random rotation up to this many degrees",
     "color_jitter": "brightness/contrast/saturation jitter strength",
@@ -54,6 +55,8 @@ TRAIN_HELP = {
     "mixup": "mixup alpha (0: off)",
     "cutmix": "cutmix alpha (0: off)",
     "ema": "average the weights with this decay (e.g. 0.999) and evaluate/save the average",
+    "lookahead": "every 5 steps pull the weights back to their running average, with this"
+    " per-step decay (e.g. 0.95) raised to the 5th power and ramped up by (progress)^3",
     "patience": "early stopping: stop after this many epochs without validation improvement"
     " (best.pt keeps the best weights)",
     "clip_grad": "clip the gradient norm to this value",

@@ -31,7 +31,7 @@ class TrainConfig:
     nesterov: bool = False
     weight_decay: float = 0.0
     label_smoothing: float = 0.0
-    schedule: str = "constant"  # constant | cosine | onecycle
+    schedule: str = "constant"  # constant | cosine | onecycle | triangle
     warmup_epochs: float = 0.0
     dropout: float = 0.0  # passed to models that take it (simple_cnn: before the last dense)
     pretrained: str | None = None  # "imagenet": start from ImageNet weights
@@ -45,6 +45,7 @@ class TrainConfig:
     backbone_lr_ratio: float = 0.1  # backbone LR / head LR when fine-tuning (per block, lower)
     augment: str = "none"  # none | basic | standard | strong; the per-operation flags override it
     flip: bool | None = None  # None: as the preset says
+    alternating_flip: bool | None = None  # mirror each image in every other epoch
     crop_padding: int | None = None
     rotation: float | None = None
     color_jitter: float | None = None
@@ -54,6 +55,7 @@ class TrainConfig:
     mixup: float | None = None
     cutmix: float | None = None
     ema: float = 0.0  # decay of an exponential moving average of the weights (0: off)
+    lookahead: float = 0.0  # per-step decay of airbench's lookahead averaging (0: off)
     patience: int = 0  # early stopping: epochs without validation improvement (0: off)
     clip_grad: float = 0.0  # clip the gradient norm to this (0: off)
     tta: str = "none"  # test-time augmentation for the final test evaluation
@@ -105,7 +107,7 @@ class TrainConfig:
             raise CnnkitError("weight_decay, momentum and warmup_epochs must not be negative")
         choices = {
             "optimizer": ("adam", "adamw", "sgd"),
-            "schedule": ("constant", "cosine", "onecycle"),
+            "schedule": ("constant", "cosine", "onecycle", "triangle"),
             "precision": ("auto", "fp32", "bf16", "fp16"),
             "resize": ("stretch", "crop", "pad"),
         }
@@ -117,6 +119,10 @@ class TrainConfig:
                 raise CnnkitError(f"{key} must be positive, got {getattr(self, key)}")
         if not 0.0 <= self.ema < 1.0:
             raise CnnkitError(f"ema must be a decay in [0, 1), e.g. 0.999; got {self.ema}")
+        if not 0.0 <= self.lookahead < 1.0:
+            raise CnnkitError(
+                f"lookahead must be a decay in [0, 1), e.g. 0.95; got {self.lookahead}"
+            )
         if not isinstance(self.patience, int) or self.patience < 0:
             raise CnnkitError(f"patience must be a whole number >= 0, got {self.patience}")
         if self.clip_grad < 0:
@@ -150,6 +156,7 @@ class TrainConfig:
         """The per-operation augmentation flags that were given (None means the preset's)."""
         ops = (
             "flip",
+            "alternating_flip",
             "crop_padding",
             "rotation",
             "color_jitter",

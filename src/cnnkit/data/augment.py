@@ -34,6 +34,9 @@ class AugmentConfig:
     """Which augmentations to apply to each training batch, and how strongly."""
 
     flip: bool = False  # horizontal flip, p=0.5 per image
+    # airbench's alternating flip: each image is mirrored in every other epoch (a seeded coin
+    # picks which), so consecutive epochs see both orientations; implies `flip`
+    alternating_flip: bool = False
     crop_padding: int = 0  # random crop after reflect-padding by N px (translation up to N)
     rotation: float = 0.0  # max degrees, uniform in [-r, r] per image
     scale: tuple[float, float] | None = None  # zoom factor range per image (>1 zooms in)
@@ -45,7 +48,8 @@ class AugmentConfig:
     cutmix: float = 0.0  # Beta(alpha, alpha); 0 = off (both on: one of them per batch)
 
     def __post_init__(self) -> None:
-        self.flip = bool(self.flip)
+        self.alternating_flip = bool(self.alternating_flip)
+        self.flip = bool(self.flip) or self.alternating_flip
         self.trivialaugment = bool(self.trivialaugment)
         self.randaugment = bool(self.randaugment)
         if int(self.crop_padding) != self.crop_padding or self.crop_padding < 0:
@@ -120,6 +124,19 @@ def augment_config(preset: str = "none", **overrides) -> AugmentConfig:
         if key not in names:
             raise did_you_mean("augment option", key, names)
     return replace(PRESETS[preset], **overrides)
+
+
+def alternating_flips(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """Which of `n` images an alternating flip mirrors in `epoch` (bool (n,), CPU).
+
+    Epoch 0 mirrors a seeded random half; every later epoch mirrors exactly the images the
+    epoch before did not, so each image is seen in both orientations over any two consecutive
+    epochs (airbench, arXiv:2404.00498).
+    """
+    mixed = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, 0xF11B])
+    g = torch.Generator().manual_seed(int(mixed.generate_state(1, np.uint64)[0] >> 1))
+    first = torch.rand(n, generator=g) < 0.5
+    return first ^ bool(epoch % 2)
 
 
 def augment_generator(seed: int, epoch: int, step: int) -> torch.Generator:
@@ -311,8 +328,14 @@ class BatchAugment:
         return f"BatchAugment({self.cfg}, num_classes={self.num_classes})"
 
     def __call__(
-        self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        generator: torch.Generator,
+        flip: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`flip` (bool (B,), CPU) decides which images to mirror instead of a random draw,
+        when flipping is on (an alternating flip's choice for this epoch)."""
         if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(
                 f"images must be uint8 (B, 3, H, W), got {images.dtype} {tuple(images.shape)}"
@@ -327,7 +350,14 @@ class BatchAugment:
         x = images
         xf: torch.Tensor | None = None  # float 0..255 version, when an op needs one
 
-        flip = torch.rand(b, generator=g, device="cpu") < 0.5 if cfg.flip else None
+        if not cfg.flip:
+            flip = None
+        elif flip is None:
+            flip = torch.rand(b, generator=g, device="cpu") < 0.5
+        elif flip.shape != (b,) or flip.dtype != torch.bool:
+            raise ValueError(f"flip must be bool ({b},), got {flip.dtype} {tuple(flip.shape)}")
+        else:
+            flip = flip.cpu()
         shift = None
         if cfg.crop_padding:
             n = cfg.crop_padding

@@ -36,8 +36,10 @@ def iterate_batches(
     generator: torch.Generator | None = None,
     device: str | torch.device = "cpu",
     drop_last: bool = False,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield (uint8 images (B, 3, H, W), int64 labels (B,)) on ``device``.
+    with_indices: bool = False,
+) -> Iterator[tuple[torch.Tensor, ...]]:
+    """Yield (uint8 images (B, 3, H, W), int64 labels (B,)) on ``device``; ``with_indices``
+    adds each batch's positions in ``data`` (int64 (B,), on the CPU) as a third item.
 
     With ``shuffle``, the order is ``torch.randperm(len(data), generator=generator)`` (drawn on
     the CPU when the epoch starts); otherwise the stored order, as views of the device copy.
@@ -52,12 +54,19 @@ def iterate_batches(
     end = n - n % batch_size if drop_last else n
     if not shuffle:
         for start in range(0, end, batch_size):
-            yield images[start : start + batch_size], labels[start : start + batch_size]
+            batch = images[start : start + batch_size], labels[start : start + batch_size]
+            if with_indices:
+                batch += (torch.arange(start, min(start + batch_size, n)),)
+            yield batch
         return
-    order = torch.randperm(n, generator=generator).to(device)
+    order_cpu = torch.randperm(n, generator=generator)
+    order = order_cpu.to(device)
     for start in range(0, end, batch_size):
         idx = order[start : start + batch_size]
-        yield images.index_select(0, idx), labels.index_select(0, idx)
+        batch = images.index_select(0, idx), labels.index_select(0, idx)
+        if with_indices:
+            batch += (order_cpu[start : start + batch_size],)
+        yield batch
 
 
 def channel_stats(

@@ -70,12 +70,13 @@ class ModelEMA:
         return min(self.decay, (1.0 + updates) / (10.0 + updates))
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        """Fold the model's current weights into the average (call after each optimiser step)."""
+    def update(self, model: nn.Module, decay: float | None = None) -> None:
+        """Fold the model's current weights into the average (call after each optimiser step);
+        `decay` overrides this update's decay (a caller with its own schedule)."""
         source = unwrap_model(model)
-        weight = 1.0 - self.decay_at(self.updates)
-        ema_state = _tensors(self._module)
-        model_state = _tensors(source)
+        weight = 1.0 - (self.decay_at(self.updates) if decay is None else float(decay))
+        ema_state = weight_tensors(self._module)
+        model_state = weight_tensors(source)
         if len(ema_state) != len(model_state):
             raise ValueError(
                 f"EMA.update: the model has {len(model_state)} parameters and buffers, the "
@@ -111,6 +112,6 @@ class ModelEMA:
         self.updates = int(state["updates"])
 
 
-def _tensors(module: nn.Module) -> list[torch.Tensor]:
+def weight_tensors(module: nn.Module) -> list[torch.Tensor]:
     """Parameters then buffers, in registration order (identical for identical structures)."""
     return [*module.parameters(), *module.buffers()]

@@ -58,9 +58,11 @@ class StepContext:
     precision: Precision
     loss_fn: nn.Module
     clip_grad: float = 0.0  # max gradient norm; 0: no clipping
-    # (images, labels, step) -> (augmented images, targets: labels or soft (B, C)); None: off
+    # (images, labels, step, indices in the data) -> (augmented images, targets: labels or
+    # soft (B, C)); None: off
     augment: (
-        Callable[[torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]] | None
+        Callable[[torch.Tensor, torch.Tensor, int, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+        | None
     ) = None
 
 
@@ -112,6 +114,7 @@ def train_one_epoch(
         generator=generator,
         device=device,
         drop_last=len(data) % batch_size == 1,
+        with_indices=True,
     )
     # Running totals stay on the device and reach `progress` every `sync_every` steps: on a GPU
     # reading a number back each step (loss.item()) would stall the queue of launched kernels.
@@ -135,12 +138,12 @@ def train_one_epoch(
         progress.seconds += now - since
         since = now
 
-    for images, labels in itertools.islice(batches, progress.step, None):
+    for images, labels, indices in itertools.islice(batches, progress.step, None):
         if should_stop():
             break
         targets = labels
         if ctx.augment is not None:
-            images, targets = ctx.augment(images, labels, progress.step)
+            images, targets = ctx.augment(images, labels, progress.step, indices)
         x = ctx.prepare(images)
         with ctx.precision.autocast():
             logits = model(x)

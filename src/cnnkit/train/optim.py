@@ -83,10 +83,21 @@ def _onecycle(step: int, total: int) -> float:
     return 1e-3 + (1 - 1e-3) * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
+def _triangle(step: int, total: int) -> float:
+    """airbench94's: linear from 0.2 of the peak to the peak at 23% of the steps, then linear
+    down to 0.07 of it at the end."""
+    peak = max(1, int(0.23 * total))
+    if step < peak:
+        return 0.2 + 0.8 * step / peak
+    progress = min((step - peak) / max(total - peak, 1), 1.0)
+    return 1.0 - 0.93 * progress
+
+
 SCHEDULES: dict[str, Callable[[int, int], float]] = {
     "constant": _constant,
     "cosine": _cosine,
     "onecycle": _onecycle,
+    "triangle": _triangle,
 }
 
 

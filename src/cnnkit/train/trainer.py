@@ -13,7 +13,7 @@ from torch import nn
 
 from cnnkit.config import TrainConfig
 from cnnkit.data import DataSplits, ImageSet, channel_stats, load_data
-from cnnkit.data.augment import BatchAugment, augment_generator
+from cnnkit.data.augment import BatchAugment, alternating_flips, augment_generator
 from cnnkit.data.preprocess import Preprocessing
 from cnnkit.errors import CnnkitError
 from cnnkit.evaluate.tta import tta_and_plain_logits
@@ -26,6 +26,7 @@ from cnnkit.train.console import EpochBar, StopFlag
 from cnnkit.train.device import Precision, resolve_device, resolve_precision, tune_backend
 from cnnkit.train.early_stopping import EarlyStopping
 from cnnkit.train.ema import ModelEMA
+from cnnkit.train.lookahead import Lookahead
 from cnnkit.train.loop import (
     EpochProgress,
     Prepare,
@@ -172,12 +173,15 @@ class Trainer:
         self.total_epochs = sum(stage.epochs for stage in self.stages)
         self.scaler = self.precision.make_scaler()
         self.ema = ModelEMA(self.model, cfg.ema) if cfg.ema else None
+        self.lookahead = Lookahead(self.model, cfg.lookahead) if cfg.lookahead else None
         augmentation = cfg.augmentation()
         self.augment = (
             None
             if augmentation.is_identity()
             else BatchAugment(augmentation, len(self.data.classes))
         )
+        self.alternating_flip = augmentation.alternating_flip
+        self._flips: tuple[int, torch.Tensor] | None = None  # (epoch, alternating_flips)
         self.early: EarlyStopping | None = None  # set on entering the last stage
         self.stopped_early = False
         self.stage_index = -1
@@ -239,15 +243,27 @@ class Trainer:
         return self._compiled[id(module)]
 
     def _augment_step(
-        self, images: torch.Tensor, labels: torch.Tensor, step: int
+        self, images: torch.Tensor, labels: torch.Tensor, step: int, indices: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Augment one training batch with randomness seeded by (seed, epoch, step), so a
-        resumed epoch draws the same augmentations as an uninterrupted one."""
+        resumed epoch draws the same augmentations as an uninterrupted one; an alternating
+        flip mirrors the images this epoch's seeded choice names."""
         generator = augment_generator(self.cfg.seed, self.epoch, step)
-        return self.augment(images, labels, generator)
+        flip = None
+        if self.alternating_flip:
+            if self._flips is None or self._flips[0] != self.epoch:
+                self._flips = (
+                    self.epoch,
+                    alternating_flips(len(self.data.train), self.cfg.seed, self.epoch),
+                )
+            flip = self._flips[1][indices]
+        return self.augment(images, labels, generator, flip)
 
     def _after_step(self, bar: EpochBar | None) -> Callable[[EpochProgress], None]:
         def after_step(progress: EpochProgress) -> None:
+            if self.lookahead is not None:
+                step = self.epoch * self.steps + progress.step
+                self.lookahead.step(self.model, step, self.total_epochs * self.steps)
             if self.ema is not None:
                 self.ema.update(self.model)
             if bar is not None:
@@ -285,6 +301,7 @@ class Trainer:
             best=[self.best_accuracy, self.best_epoch],
             wall_seconds=self.wall_seconds,
             ema=self.ema.state_dict() if self.ema is not None else None,
+            lookahead=self.lookahead.state_dict() if self.lookahead is not None else None,
             early_stopping=self.early.state_dict() if self.early is not None else None,
             stopped_early=self.stopped_early,
         )
@@ -313,6 +330,11 @@ class Trainer:
                 self.ema.load_state_dict(ckpt["ema"])
             else:  # EMA switched on at resume: start averaging from the restored weights
                 self.ema = ModelEMA(self.model, self.cfg.ema)
+        if self.lookahead is not None:
+            if ckpt.get("lookahead"):
+                self.lookahead.load_state_dict(ckpt["lookahead"])
+            else:
+                self.lookahead = Lookahead(self.model, self.cfg.lookahead)
         if self.early is not None and ckpt.get("early_stopping"):
             self.early.load_state_dict(ckpt["early_stopping"])
 
@@ -376,6 +398,8 @@ class Trainer:
 
     def _end_epoch(self, writer: Any) -> None:
         started = time.perf_counter()
+        if self.lookahead is not None:  # evaluate and save the slow weights
+            self.lookahead.sync(self.model)
         p = self.progress
         self.epoch += 1
         row: dict[str, Any] = {
@@ -427,6 +451,7 @@ class Trainer:
             "interrupted": interrupted,
             "stopped_early": self.stopped_early,
             "ema": self.cfg.ema or None,
+            "lookahead": self.cfg.lookahead or None,
             "best_epoch": self.best_epoch,
             "best_val_accuracy": self.best_accuracy if self.data.val is not None else None,
             "validation": self.data.val_source,

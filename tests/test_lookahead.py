@@ -1,0 +1,132 @@
+"""Lookahead (airbench's): the pull-back formula worked out by hand, and the trainer's use of it."""
+
+import pytest
+import torch
+
+import cnnkit
+from cnnkit.config import TrainConfig
+from cnnkit.train.console import StopFlag
+from cnnkit.train.lookahead import Lookahead
+from cnnkit.train.trainer import Trainer
+from test_ema import small_net, train_step, weights
+
+
+def test_rho_grows_with_the_cube_of_progress_to_decay_to_the_every():
+    la = Lookahead(small_net(), decay=0.95, every=5, power=3.0)
+    assert la.rho(0.0) == 0.0
+    assert la.rho(0.5) == pytest.approx(0.95**5 * 0.125)
+    assert la.rho(1.0) == pytest.approx(0.95**5)
+    assert la.rho(2.0) == pytest.approx(0.95**5)  # progress is clamped to the run
+
+
+def test_a_pull_is_the_lerp_toward_the_model_and_resets_the_model_to_it():
+    torch.manual_seed(0)
+    model = small_net()
+    la = Lookahead(model, decay=0.9, every=3)
+    slow = weights(model)
+    for step in (1, 2):  # not a multiple of `every`: nothing happens
+        train_step(model, seed=step)
+        la.step(model, step, total_steps=6)
+    fast = weights(model)
+    assert not all(torch.equal(a, b) for a, b in zip(slow, fast, strict=True))
+    train_step(model, seed=3)
+    fast = weights(model)
+    la.step(model, 3, total_steps=6)  # progress 0.5: rho = 0.9**3 * 0.125
+    rho = 0.9**3 * 0.125
+    for now, s, f in zip(model.parameters(), slow, fast, strict=True):
+        torch.testing.assert_close(now, rho * s + (1 - rho) * f)
+    bn = model[1]
+    assert la.state_dict()["state_dict"]["1.running_mean"].equal(bn.running_mean)
+
+
+def test_sync_gives_the_model_the_slow_weights_and_state_round_trips():
+    torch.manual_seed(0)
+    model = small_net()
+    la = Lookahead(model, decay=0.9, every=1)
+    train_step(model, seed=1)
+    la.step(model, 1, total_steps=1)
+    slow = weights(model)
+    train_step(model, seed=2)
+    other = Lookahead(small_net(), decay=0.9, every=1)
+    other.load_state_dict(la.state_dict())
+    other.sync(model)
+    for now, s in zip(model.parameters(), slow, strict=True):
+        assert torch.equal(now, s)
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="decay"):
+        Lookahead(small_net(), decay=1.5)
+    with pytest.raises(ValueError, match="every"):
+        Lookahead(small_net(), every=0)
+
+
+class StopAfter(StopFlag):
+    """Asks the loop to stop once it has asked `calls` times (as a Ctrl-C there would)."""
+
+    def __init__(self, calls: int) -> None:
+        super().__init__()
+        self.calls = calls
+
+    def __call__(self) -> bool:
+        self.calls -= 1
+        self.requested = self.requested or self.calls < 0
+        return self.requested
+
+
+def test_trainer_evaluates_the_slow_weights_and_resumes_mid_epoch_bit_identical(tmp_path):
+    common = dict(
+        data="cifar10-sample",
+        epochs=2,
+        batch_size=64,
+        optimizer="sgd",
+        lr=0.05,
+        lookahead=0.9,
+        precision="fp32",
+        project=str(tmp_path),
+    )
+    full = cnnkit.train(name="full", progress=False, **common)
+    assert full.metrics["lookahead"] == 0.9
+    last = torch.load(full.last, weights_only=True)
+    slow = last["lookahead"]["state_dict"]
+    for key, value in last["state_dict"].items():  # synced at the end of the epoch
+        assert torch.equal(value, slow[key]), key
+
+    # stop at step 12 of epoch 2 (29 steps an epoch): the weights have moved since the pull
+    # at step 10, so last.pt must carry the slow weights apart from the model's
+    (tmp_path / "cut").mkdir()
+    trainer = Trainer(TrainConfig(name="cut", **common), tmp_path / "cut", progress=False)
+    trainer.stop = StopAfter(29 + 12)
+    assert trainer.fit().interrupted
+    cut = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)
+    assert cut["progress"]["step"] == 12
+    key = "dense_2.weight"
+    assert not torch.equal(cut["state_dict"][key], cut["lookahead"]["state_dict"][key])
+    resumed = cnnkit.train(resume=tmp_path / "cut", progress=False)
+    a = torch.load(resumed.last, weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], last["state_dict"][k]) for k in a)
+
+
+def test_lookahead_changes_the_trained_weights(tmp_path):
+    common = dict(
+        data="cifar10-sample",
+        epochs=1,
+        batch_size=64,
+        optimizer="sgd",
+        lr=0.05,
+        precision="fp32",
+        project=str(tmp_path),
+        progress=False,
+    )
+    plain = torch.load(cnnkit.train(name="plain", **common).last, weights_only=True)
+    pulled = torch.load(cnnkit.train(name="la", lookahead=0.9, **common).last, weights_only=True)
+    assert pulled["lookahead"] is not None and plain["lookahead"] is None
+    key = "dense_2.weight"
+    assert not torch.equal(plain["state_dict"][key], pulled["state_dict"][key])
+
+
+def test_lookahead_out_of_range_is_one_line(capsys):
+    from cnnkit.cli import main
+
+    assert main(["train", "--lookahead", "1.5"]) == 2
+    assert "lookahead must be a decay" in capsys.readouterr().err
