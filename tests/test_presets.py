@@ -111,13 +111,17 @@ def test_a_directly_built_config_takes_the_preset_for_fields_left_at_defaults():
     assert TrainConfig.from_dict(cfg.to_dict()).to_dict() == cfg.to_dict()
 
 
-def test_tiny_preset_run_end_to_end(tmp_path):
-    """cifar10-cpu on the bundled sample for one epoch: whitening init, training, TTA test."""
+@pytest.mark.parametrize(
+    ("preset", "model"), [("cifar10-cpu", "fastnet_cpu"), ("cifar10-94", "fastnet")]
+)
+def test_tiny_preset_run_end_to_end(tmp_path, preset, model):
+    """Each preset on the bundled sample for one epoch: whitening init, training, TTA test,
+    and the run's time split as airbench's clock counts it."""
     result = cnnkit.train(
-        preset="cifar10-cpu",
+        preset=preset,
         data="cifar10-sample",
         epochs=1,
-        batch_size=128,
+        batch_size=256,
         project=str(tmp_path),
         name="tiny",
         progress=False,
@@ -126,8 +130,13 @@ def test_tiny_preset_run_end_to_end(tmp_path):
     assert metrics["epochs_done"] == 1 and metrics["tta"] == "flip-translate"
     assert 0.0 <= metrics["test_accuracy_tta"] <= 1.0
     assert (result.run_dir / "history.csv").is_file() and result.best.is_file()
+    timing = metrics["timing"]
+    assert timing["init"] > 0 and timing["training"] > 0 and timing["test_evaluation"] > 0
+    parts = timing["init"] + timing["training"] + timing["test_evaluation"]
+    assert timing["timed"] == pytest.approx(parts, abs=2e-3)
+    assert timing["training"] == pytest.approx(metrics["final"]["seconds"], abs=1e-3)
     ckpt = torch.load(result.best, weights_only=True)
-    assert ckpt["config"]["preset"] == "cifar10-cpu" and ckpt["model"]["name"] == "fastnet_cpu"
+    assert ckpt["config"]["preset"] == preset and ckpt["model"]["name"] == model
     assert ckpt["state_dict"]["whiten.weight"].abs().sum() > 0  # set from data, then saved
     clf = cnnkit.load(result.run_dir)
     assert clf.predict(torch.zeros(32, 32, 3, dtype=torch.uint8).numpy()).label
