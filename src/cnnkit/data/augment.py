@@ -150,6 +150,13 @@ def augment_generator(seed: int, epoch: int, step: int) -> torch.Generator:
 
 
 # ---------------------------------------------------------------- ops
+def _send(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A small CPU tensor (a batch's random draws) on `device`. To CUDA it goes through pinned
+    memory without blocking: a plain copy from pageable memory synchronises the stream, so the
+    host would wait for the GPU to drain at every step instead of queueing the next one."""
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
@@ -170,15 +177,16 @@ def _flip_crop(
     in x when b is flipped: the same pixels as torchvision RandomCrop(padding, "reflect") + flip.
     """
     b, c, h, w = x.shape
-    dev = x.device
-    rows = torch.arange(h, device="cpu").expand(b, h)
-    cols = torch.arange(w, device="cpu").expand(b, w)
+    dev = x.device  # the indices are built there: only the draws (b and 2b numbers) travel
+    rows = torch.arange(h, device=dev).expand(b, h)
+    cols = torch.arange(w, device=dev).expand(b, w)
     if shift is not None:
+        shift = _send(shift, dev)
         rows = _reflect(rows - shift[:, :1], h)
         cols = _reflect(cols - shift[:, 1:], w)
     if flip is not None:
-        cols = torch.where(flip[:, None], w - 1 - cols, cols)
-    flat = (rows[:, :, None] * w + cols[:, None, :]).to(dev).view(b, 1, h * w)
+        cols = torch.where(_send(flip, dev)[:, None], w - 1 - cols, cols)
+    flat = (rows[:, :, None] * w + cols[:, None, :]).view(b, 1, h * w)
     return x.reshape(b, c, h * w).gather(2, flat.expand(b, c, h * w)).view(b, c, h, w)
 
 
@@ -207,7 +215,7 @@ def _affine(
     bx, by = -(a00 * tx + a01 * ty), -(a10 * tx + a11 * ty)
     # Grid in normalised coordinates (align_corners=False: u = x_n * w / 2, v = y_n * h / 2),
     t = torch.stack([a00, a01 * h / w, bx * 2 / w, a10 * w / h, a11, by * 2 / h], 1)
-    t = t.to(x.device).view(b, 6, 1, 1)
+    t = _send(t, x.device).view(b, 6, 1, 1)
     xs = ((torch.arange(w, device=x.device, dtype=torch.float32) * 2 + 1) / w - 1).view(1, w)
     ys = ((torch.arange(h, device=x.device, dtype=torch.float32) * 2 + 1) / h - 1).view(h, 1)
     grid = torch.empty(b, h, w, 2, device=x.device)  # by broadcasting: cheaper than F.affine_grid
@@ -229,7 +237,7 @@ def _color_jitter(x: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
     the last clamp is left to the uint8 conversion.
     """
     b = x.shape[0]
-    bright, contrast, sat = (factors[:, i].view(b, 1, 1, 1).to(x.device) for i in range(3))
+    bright, contrast, sat = _send(factors, x.device).view(b, 3, 1, 1, 1).unbind(1)
     x.mul_(bright).clamp_(0, 255)
     mean = _gray(x).mean((2, 3), keepdim=True)
     x.mul_(contrast).add_(mean * (1 - contrast)).clamp_(0, 255)
@@ -269,9 +277,9 @@ def _erase(x: torch.Tensor, p: float, g: torch.Generator) -> torch.Tensor:
     noise = torch.randint(
         0, 256, (idx.numel(), c, h, w), generator=g, device="cpu", dtype=torch.uint8
     )
-    dev_idx = idx.to(x.device)
+    dev_idx = _send(idx, x.device)
     out = x.clone()
-    out[dev_idx] = torch.where(mask.to(x.device), noise.to(x.device), x[dev_idx])
+    out[dev_idx] = torch.where(_send(mask, x.device), _send(noise, x.device), x[dev_idx])
     return out
 
 
@@ -407,7 +415,7 @@ class BatchAugment:
         use_cutmix = cfg.cutmix > 0
         if cfg.mixup > 0 and cfg.cutmix > 0:
             use_cutmix = bool(torch.rand(1, generator=g, device="cpu") < 0.5)
-        perm = torch.randperm(b, generator=g, device="cpu").to(x.device)
+        perm = _send(torch.randperm(b, generator=g, device="cpu"), x.device)
         if use_cutmix:
             lam = _beta(cfg.cutmix, g)
             cy = int(torch.randint(0, h, (1,), generator=g, device="cpu"))
