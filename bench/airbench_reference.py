@@ -38,10 +38,13 @@ def write_airbench_data(data: str, folder: Path) -> None:
     for name, part in (("train", splits.train), ("test", splits.test)):
         if part is None:
             raise SystemExit(f"{data} has no {name} split")
+        # Folders load class by class; airbench whitens from the first 5,000 training images,
+        # which must be a mix of classes as in the original files, so shuffle (seeded) first.
+        order = torch.randperm(len(part), generator=torch.Generator().manual_seed(0))
         torch.save(
             {
-                "images": part.images.permute(0, 2, 3, 1).contiguous(),  # NCHW -> NHWC
-                "labels": part.labels.clone(),
+                "images": part.images[order].permute(0, 2, 3, 1).contiguous(),  # NCHW -> NHWC
+                "labels": part.labels[order].clone(),
                 "classes": list(splits.classes),
             },
             folder / f"{name}.pt",
@@ -82,7 +85,7 @@ def main() -> int:
         write_airbench_data(data, Path(tmp) / "cifar10")
         try:
             done = subprocess.run(
-                [sys.executable, str(script)],
+                [sys.executable, "-u", str(script)],  # unbuffered: a stopped run keeps its rows
                 cwd=tmp,
                 capture_output=True,
                 text=True,

@@ -48,3 +48,12 @@ def test_config_file_that_is_not_a_mapping_is_rejected(tmp_path):
 def test_missing_config_file(tmp_path):
     with pytest.raises(CnnkitError, match="not found"):
         build_config(tmp_path / "nope.yaml")
+
+
+def test_no_flip_turns_a_presets_alternating_flip_off_too():
+    from cnnkit.config import TrainConfig
+
+    on = TrainConfig(preset="cifar10-94").augmentation()
+    assert on.flip and on.alternating_flip
+    off = TrainConfig(preset="cifar10-94", flip=False).augmentation()
+    assert not off.flip and not off.alternating_flip

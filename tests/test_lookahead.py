@@ -12,27 +12,31 @@ from test_ema import small_net, train_step, weights
 
 
 def test_rho_grows_with_the_cube_of_progress_to_decay_to_the_every():
-    la = Lookahead(small_net(), decay=0.95, every=5, power=3.0)
+    la = Lookahead(decay=0.95, every=5, power=3.0)
     assert la.rho(0.0) == 0.0
     assert la.rho(0.5) == pytest.approx(0.95**5 * 0.125)
     assert la.rho(1.0) == pytest.approx(0.95**5)
     assert la.rho(2.0) == pytest.approx(0.95**5)  # progress is clamped to the run
 
 
-def test_a_pull_is_the_lerp_toward_the_model_and_resets_the_model_to_it():
+def test_nothing_happens_before_start_then_a_snapshot_then_pulls():
     torch.manual_seed(0)
     model = small_net()
-    la = Lookahead(model, decay=0.9, every=3)
-    slow = weights(model)
-    for step in (1, 2):  # not a multiple of `every`: nothing happens
+    la = Lookahead(decay=0.9, every=3, start=0.5)
+    for step in range(1, 6):  # steps 1-5 of 12: before start (step 3) or off the beat
         train_step(model, seed=step)
-        la.step(model, step, total_steps=6)
-    fast = weights(model)
-    assert not all(torch.equal(a, b) for a, b in zip(slow, fast, strict=True))
-    train_step(model, seed=3)
-    fast = weights(model)
-    la.step(model, 3, total_steps=6)  # progress 0.5: rho = 0.9**3 * 0.125
-    rho = 0.9**3 * 0.125
+        la.step(model, step, total_steps=12)
+        assert not la.started
+    la.sync(model)  # before the snapshot: leaves the model alone
+    train_step(model, seed=6)
+    la.step(model, 6, total_steps=12)  # progress 0.5, a multiple of 3: the snapshot
+    assert la.started
+    slow = weights(model)
+    for step in (7, 8, 9):
+        train_step(model, seed=step)
+        fast = weights(model)
+        la.step(model, step, total_steps=12)
+    rho = 0.9**3 * 0.75**3  # the pull at step 9: progress 0.75
     for now, s, f in zip(model.parameters(), slow, fast, strict=True):
         torch.testing.assert_close(now, rho * s + (1 - rho) * f)
     bn = model[1]
@@ -42,23 +46,29 @@ def test_a_pull_is_the_lerp_toward_the_model_and_resets_the_model_to_it():
 def test_sync_gives_the_model_the_slow_weights_and_state_round_trips():
     torch.manual_seed(0)
     model = small_net()
-    la = Lookahead(model, decay=0.9, every=1)
+    la = Lookahead(decay=0.9, every=1, start=0.0)
+    la.step(model, 1, total_steps=2)  # snapshot
     train_step(model, seed=1)
-    la.step(model, 1, total_steps=1)
+    la.step(model, 2, total_steps=2)  # pull
     slow = weights(model)
     train_step(model, seed=2)
-    other = Lookahead(small_net(), decay=0.9, every=1)
-    other.load_state_dict(la.state_dict())
+    other = Lookahead(decay=0.9, every=1)
+    other.load_state_dict(la.state_dict(), model)
     other.sync(model)
     for now, s in zip(model.parameters(), slow, strict=True):
         assert torch.equal(now, s)
+    fresh = Lookahead()
+    fresh.load_state_dict({}, model)  # saved before its snapshot
+    assert not fresh.started and fresh.state_dict() == {}
 
 
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="decay"):
-        Lookahead(small_net(), decay=1.5)
+        Lookahead(decay=1.5)
     with pytest.raises(ValueError, match="every"):
-        Lookahead(small_net(), every=0)
+        Lookahead(every=0)
+    with pytest.raises(ValueError, match="start"):
+        Lookahead(start=2.0)
 
 
 class StopAfter(StopFlag):
@@ -92,8 +102,9 @@ def test_trainer_evaluates_the_slow_weights_and_resumes_mid_epoch_bit_identical(
     for key, value in last["state_dict"].items():  # synced at the end of the epoch
         assert torch.equal(value, slow[key]), key
 
-    # stop at step 12 of epoch 2 (29 steps an epoch): the weights have moved since the pull
-    # at step 10, so last.pt must carry the slow weights apart from the model's
+    # 29 steps an epoch, 58 in all: the snapshot at step 20 (the first multiple of 5 from 30%
+    # of the run), pulls at 25, 30, ..., 40. Stop at step 12 of epoch 2 (step 41): the weights
+    # have moved since the pull, so last.pt must carry the slow weights apart from the model's
     (tmp_path / "cut").mkdir()
     trainer = Trainer(TrainConfig(name="cut", **common), tmp_path / "cut", progress=False)
     trainer.stop = StopAfter(29 + 12)
@@ -130,3 +141,25 @@ def test_lookahead_out_of_range_is_one_line(capsys):
 
     assert main(["train", "--lookahead", "1.5"]) == 2
     assert "lookahead must be a decay" in capsys.readouterr().err
+
+
+def test_epochs_shorter_than_five_steps_pull_on_each_epochs_last_step(tmp_path):
+    run = cnnkit.train(
+        data="cifar10-sample",
+        epochs=4,
+        batch_size=1024,  # 1,800 training images: 2 steps an epoch
+        optimizer="sgd",
+        lr=0.05,
+        lookahead=0.9,
+        precision="fp32",
+        project=str(tmp_path),
+        name="short",
+        progress=False,
+    )
+    last = torch.load(run.last, weights_only=True)
+    # 8 steps: the snapshot at step 4 (the first even step from 30% of the run), pulls at the
+    # last steps of epochs 3 and 4 -- with pulls every 5 steps, epochs would end on a snapshot
+    # that the steps since then never reach
+    assert last["lookahead"]["updates"] == 2
+    slow = last["lookahead"]["state_dict"]
+    assert all(torch.equal(v, slow[k]) for k, v in last["state_dict"].items())

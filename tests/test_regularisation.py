@@ -145,3 +145,36 @@ def test_show_batch_writes_a_grid(tmp_path, capsys):
 def test_unknown_augment_preset_suggests_the_close_one(capsys):
     assert main(["train", "--augment", "standart"]) == 2
     assert "did you mean 'standard'" in capsys.readouterr().err
+
+
+def test_alternating_flip_mirrors_each_image_in_every_other_epoch(tmp_path):
+    from collections import defaultdict
+
+    from cnnkit.config import TrainConfig
+    from cnnkit.train.trainer import Trainer
+
+    cfg = TrainConfig(
+        data=SAMPLE, epochs=3, batch_size=256, alternating_flip=True, project=str(tmp_path)
+    )
+    (tmp_path / "alt").mkdir()
+    trainer = Trainer(cfg, tmp_path / "alt", progress=False)
+    train = trainer.data.train
+    position = {img.numpy().tobytes(): i for i, img in enumerate(train.images)}
+    assert len(position) == len(train)  # every image is distinct, so a batch names its images
+    mirrored: dict[int, set[int]] = defaultdict(set)  # epoch -> positions mirrored
+    augment = trainer.augment
+
+    def recording(images, labels, generator, flip=None):
+        out, targets = augment(images, labels, generator, flip)
+        for image, seen in zip(images, out, strict=True):
+            if not torch.equal(image, seen):
+                assert torch.equal(seen, image.flip(-1))
+                mirrored[trainer.epoch].add(position[image.numpy().tobytes()])
+        return out, targets
+
+    trainer.augment = recording
+    trainer.fit()
+    everything = set(range(len(train)))
+    assert 0.4 * len(train) < len(mirrored[0]) < 0.6 * len(train)
+    assert mirrored[0] | mirrored[1] == everything and not mirrored[0] & mirrored[1]
+    assert mirrored[2] == mirrored[0]

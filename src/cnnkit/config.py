@@ -166,7 +166,10 @@ class TrainConfig:
             "mixup",
             "cutmix",
         )
-        return {k: getattr(self, k) for k in ops if getattr(self, k) is not None}
+        given = {k: getattr(self, k) for k in ops if getattr(self, k) is not None}
+        if given.get("flip") is False:  # --no-flip: no flips at all, alternating ones included
+            given["alternating_flip"] = False
+        return given
 
     def augmentation(self) -> AugmentConfig:
         """The augmentation preset with the per-operation flags applied."""

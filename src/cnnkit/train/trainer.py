@@ -181,7 +181,10 @@ class Trainer:
         self.total_epochs = sum(stage.epochs for stage in self.stages)
         self.scaler = self.precision.make_scaler()
         self.ema = ModelEMA(self.model, cfg.ema) if cfg.ema else None
-        self.lookahead = Lookahead(self.model, cfg.lookahead) if cfg.lookahead else None
+        # pulls every 5 steps, or every epoch's last step when epochs are shorter
+        self.lookahead = (
+            Lookahead(cfg.lookahead, every=min(5, self.steps)) if cfg.lookahead else None
+        )
         augmentation = cfg.augmentation()
         self.augment = (
             None
@@ -340,11 +343,8 @@ class Trainer:
                 self.ema.load_state_dict(ckpt["ema"])
             else:  # EMA switched on at resume: start averaging from the restored weights
                 self.ema = ModelEMA(self.model, self.cfg.ema)
-        if self.lookahead is not None:
-            if ckpt.get("lookahead"):
-                self.lookahead.load_state_dict(ckpt["lookahead"])
-            else:
-                self.lookahead = Lookahead(self.model, self.cfg.lookahead)
+        if self.lookahead is not None:  # not started yet (or switched on at resume): None/{}
+            self.lookahead.load_state_dict(ckpt.get("lookahead") or {}, self.model)
         if self.early is not None and ckpt.get("early_stopping"):
             self.early.load_state_dict(ckpt["early_stopping"])
 
