@@ -55,7 +55,7 @@ TRAIN_HELP = {
     "mixup": "mixup alpha (0: off)",
     "cutmix": "cutmix alpha (0: off)",
     "ema": "average the weights with this decay (e.g. 0.999) and evaluate/save the average",
-    "lookahead": "from 30% of the run, every 5 steps pull the weights back to their average,"
+    "lookahead": "from 30%% of the run, every 5 steps pull the weights back to their average,"
     " with this per-step decay (e.g. 0.95) raised to the 5th power and ramped by (progress)^3",
     "patience": "early stopping: stop after this many epochs without validation improvement"
     " (best.pt keeps the best weights)",
