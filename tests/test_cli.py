@@ -233,3 +233,11 @@ def test_output_piped_into_a_reader_that_stops_early_is_not_a_traceback(run_dir)
     )
     assert result.stdout.strip() == "["
     assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr
+
+
+def test_train_help_renders_every_option(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["train", "--help"])
+    assert stopped.value.code == 0
+    out = capsys.readouterr().out
+    assert "--lookahead" in out and "--alternating-flip" in out and "30% of the run" in out
