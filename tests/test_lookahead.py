@@ -71,6 +71,10 @@ def test_bad_settings_are_refused():
         Lookahead(start=2.0)
 
 
+# a short SGD run on the bundled sample: 1,800 training images, 29 steps an epoch at batch 64
+SAMPLE_SGD = dict(data="cifar10-sample", optimizer="sgd", lr=0.05, precision="fp32")
+
+
 class StopAfter(StopFlag):
     """Asks the loop to stop once it has asked `calls` times (as a Ctrl-C there would)."""
 
@@ -85,16 +89,7 @@ class StopAfter(StopFlag):
 
 
 def test_trainer_evaluates_the_slow_weights_and_resumes_mid_epoch_bit_identical(tmp_path):
-    common = dict(
-        data="cifar10-sample",
-        epochs=2,
-        batch_size=64,
-        optimizer="sgd",
-        lr=0.05,
-        lookahead=0.9,
-        precision="fp32",
-        project=str(tmp_path),
-    )
+    common = dict(SAMPLE_SGD, epochs=2, batch_size=64, lookahead=0.9, project=str(tmp_path))
     full = cnnkit.train(name="full", progress=False, **common)
     assert full.metrics["lookahead"] == 0.9
     last = torch.load(full.last, weights_only=True)
@@ -119,16 +114,7 @@ def test_trainer_evaluates_the_slow_weights_and_resumes_mid_epoch_bit_identical(
 
 
 def test_lookahead_changes_the_trained_weights(tmp_path):
-    common = dict(
-        data="cifar10-sample",
-        epochs=1,
-        batch_size=64,
-        optimizer="sgd",
-        lr=0.05,
-        precision="fp32",
-        project=str(tmp_path),
-        progress=False,
-    )
+    common = dict(SAMPLE_SGD, epochs=1, batch_size=64, project=str(tmp_path), progress=False)
     plain = torch.load(cnnkit.train(name="plain", **common).last, weights_only=True)
     pulled = torch.load(cnnkit.train(name="la", lookahead=0.9, **common).last, weights_only=True)
     assert pulled["lookahead"] is not None and plain["lookahead"] is None
@@ -145,13 +131,10 @@ def test_lookahead_out_of_range_is_one_line(capsys):
 
 def test_epochs_shorter_than_five_steps_pull_on_each_epochs_last_step(tmp_path):
     run = cnnkit.train(
-        data="cifar10-sample",
+        **SAMPLE_SGD,
         epochs=4,
-        batch_size=1024,  # 1,800 training images: 2 steps an epoch
-        optimizer="sgd",
-        lr=0.05,
+        batch_size=1024,  # 2 steps an epoch
         lookahead=0.9,
-        precision="fp32",
         project=str(tmp_path),
         name="short",
         progress=False,
