@@ -138,6 +138,14 @@ def init_from_data(model: nn.Module, images: ImageSet, prepare: Prepare, seed: i
     return seconds
 
 
+def start_epoch(model: nn.Module, epoch: int) -> None:
+    """Call the model's optional `start_epoch(epoch)` hook before training epoch `epoch`
+    (0-based, over the run; e.g. fastnet freezes its whitening bias after a few epochs)."""
+    hook = getattr(unwrap_model(model), "start_epoch", None)
+    if callable(hook):
+        hook(epoch)
+
+
 class Trainer:
     """One training run. `train()` below is the usual entry point."""
 
@@ -373,6 +381,8 @@ class Trainer:
             index, _, _ = stage_at(self.stages, self.epoch)
             if index != self.stage_index:
                 self.enter_stage(index)
+            # after enter_stage, whose optimiser takes what trains at the stage's start
+            start_epoch(self.model, self.epoch)
             model, data, prepare = self._trained_part("train")
             bar = self._bar()
             ctx = StepContext(
