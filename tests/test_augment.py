@@ -15,7 +15,7 @@ from cnnkit.data.augment import (
     augment_config,
     augment_generator,
 )
-from cnnkit.data.show import save_batch_grid, show_batch, target_labels
+from cnnkit.data.show import augmented_sample, save_batch_grid, show_batch, target_labels
 from cnnkit.errors import CnnkitError
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -102,6 +102,18 @@ def test_a_given_flip_choice_mirrors_exactly_those_images():
     assert torch.equal(out[~choice], images[~choice])
     with pytest.raises(ValueError, match="flip must be bool"):
         BatchAugment(cfg, 10)(images, labels, g, choice[:3])
+
+
+def test_show_batch_mirrors_what_the_first_epoch_of_an_alternating_flip_run_mirrors():
+    images, labels = batch(b=40)
+    sample, targets = augmented_sample(
+        images, labels, augment_config(alternating_flip=True), n=12, seed=7, num_classes=10
+    )
+    idx = torch.randperm(40, generator=torch.Generator().manual_seed(7))[:12]
+    mirrored = alternating_flips(40, seed=7, epoch=0)[idx]  # the trainer's epoch-0 choice
+    assert 0 < int(mirrored.sum()) < 12
+    expected = torch.where(mirrored[:, None, None, None], images[idx].flip(-1), images[idx])
+    assert torch.equal(sample, expected) and torch.equal(targets, labels[idx])
 
 
 def test_crop_padding_only_is_an_exact_reflect_padded_shift():

@@ -5,9 +5,9 @@ import torch
 
 import cnnkit
 from cnnkit.config import TrainConfig
-from cnnkit.train.console import StopFlag
 from cnnkit.train.lookahead import Lookahead
 from cnnkit.train.trainer import Trainer
+from stop_after import StopAfter
 from test_ema import small_net, train_step, weights
 
 
@@ -73,19 +73,6 @@ def test_bad_settings_are_refused():
 
 # a short SGD run on the bundled sample: 1,800 training images, 29 steps an epoch at batch 64
 SAMPLE_SGD = dict(data="cifar10-sample", optimizer="sgd", lr=0.05, precision="fp32")
-
-
-class StopAfter(StopFlag):
-    """Asks the loop to stop once it has asked `calls` times (as a Ctrl-C there would)."""
-
-    def __init__(self, calls: int) -> None:
-        super().__init__()
-        self.calls = calls
-
-    def __call__(self) -> bool:
-        self.calls -= 1
-        self.requested = self.requested or self.calls < 0
-        return self.requested
 
 
 def test_trainer_evaluates_the_slow_weights_and_resumes_mid_epoch_bit_identical(tmp_path):

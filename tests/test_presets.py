@@ -15,6 +15,8 @@ from cnnkit.models import ModelSpec, create_model
 from cnnkit.models.fastnet import FastNet
 from cnnkit.presets import format_presets, list_presets, preset_config
 from cnnkit.train.stages import Stage, apply_stage
+from cnnkit.train.trainer import Trainer
+from stop_after import StopAfter
 
 
 def _correlated_images(n: int = 400, seed: int = 0) -> torch.Tensor:
@@ -39,6 +41,9 @@ def test_fastnet_builds_and_its_whitening_layer_is_frozen():
     small = create_model(ModelSpec("fastnet", options={"widths": "8,16", "depth": 1}), 5)
     assert small(torch.zeros(3, 3, 32, 32)).shape == (3, 5)
     assert create_model("fastnet_cpu", 10).blocks[-1].layers[0].out_channels == 96
+    wide = create_model("fastnet_wide", 10)
+    assert [b.layers[0].out_channels for b in wide.blocks] == [128, 384, 384]
+    assert wide.whiten_bias_epochs == 3 and create_model("fastnet_cpu", 10).whiten_bias_epochs == 0
     with pytest.raises(CnnkitError, match="widths"):
         create_model(ModelSpec("fastnet", options={"widths": "a,b"}), 10)
 
@@ -66,6 +71,80 @@ def test_fastnet_state_dict_round_trips_the_whitening_weights():
     x = torch.randn(2, 3, 32, 32)
     assert torch.equal(rebuilt.whiten.weight, model.whiten.weight)
     assert torch.allclose(rebuilt(x), model(x))
+
+
+def _sgd_step(model: FastNet, optimizer: torch.optim.Optimizer, seed: int = 0) -> None:
+    g = torch.Generator().manual_seed(seed)
+    images, labels = torch.randn(8, 3, 32, 32, generator=g), torch.randint(0, 10, (8,), generator=g)
+    optimizer.zero_grad(set_to_none=True)
+    F.cross_entropy(model(images), labels).backward()
+    optimizer.step()
+
+
+def test_the_whitening_bias_trains_for_its_epochs_then_stays_put():
+    torch.manual_seed(0)
+    model = create_model(ModelSpec("fastnet", options={"whiten_bias_epochs": 2}), 10)
+    model.init_from_data(_correlated_images(50, seed=1).repeat(1, 1, 2, 2))
+    groups = apply_stage(model, Stage("train", 1, None, 0.1))  # as the trainer builds them
+    assert id(model.whiten.bias) in {id(p) for g in groups for p in g["params"]}
+    optimizer = torch.optim.SGD(groups, lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01)
+    for epoch in (0, 1):
+        model.start_epoch(epoch)
+        before = model.whiten.bias.clone()
+        _sgd_step(model, optimizer, seed=epoch)
+        assert not torch.equal(model.whiten.bias, before), epoch
+    model.start_epoch(2)  # frozen: neither gradient, momentum nor weight decay moves it
+    bias, head, whiten = (
+        t.detach().clone() for t in (model.whiten.bias, model.head.weight, model.whiten.weight)
+    )
+    _sgd_step(model, optimizer, seed=2)
+    assert torch.equal(model.whiten.bias, bias) and torch.equal(model.whiten.weight, whiten)
+    assert not torch.equal(model.head.weight, head)
+    # the CPU preset's model keeps a zero bias out of the optimiser altogether
+    cpu = create_model("fastnet_cpu", 10)
+    assert not cpu.whiten.bias.requires_grad and not cpu.whiten.bias.any()
+    with pytest.raises(CnnkitError, match="whiten_bias_epochs"):
+        create_model(ModelSpec("fastnet", options={"whiten_bias_epochs": -1}), 10)
+
+
+def test_a_checkpoint_saved_without_the_whitening_bias_loads_as_a_zero_bias():
+    model = create_model("fastnet", 10)
+    model.init_from_data(_correlated_images(50).repeat(1, 1, 2, 2))
+    model.eval()
+    old = {k: v for k, v in model.state_dict().items() if k != "whiten.bias"}
+    rebuilt = create_model("fastnet", 10)
+    rebuilt.whiten.bias.data.fill_(1.0)
+    rebuilt.load_state_dict(old)
+    rebuilt.eval()
+    assert not rebuilt.whiten.bias.any()
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.allclose(rebuilt(x), model(x))
+
+
+def test_the_trainer_freezes_the_whitening_bias_after_three_epochs_and_on_resume(tmp_path):
+    """cifar10-94 on the sample, stopped after epoch 3 and resumed: the bias learned in epochs
+    1-3 is kept through epoch 4 (the resumed optimiser loads with the bias in its group)."""
+    cfg = build_config(
+        overrides=dict(
+            preset="cifar10-94",
+            data="cifar10-sample",
+            epochs=4,
+            batch_size=256,
+            lookahead=0.0,
+            project=str(tmp_path),
+            name="cut",
+        )
+    )
+    (tmp_path / "cut").mkdir()
+    trainer = Trainer(cfg, tmp_path / "cut", progress=False)
+    trainer.stop = StopAfter(3 * trainer.steps)
+    assert trainer.fit().interrupted
+    cut = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)
+    assert cut["epoch"] == 3 and cut["state_dict"]["whiten.bias"].abs().sum() > 0
+    done = torch.load(cnnkit.train(resume=tmp_path / "cut", progress=False).last, weights_only=True)
+    assert done["epoch"] == 4
+    assert torch.equal(done["state_dict"]["whiten.bias"], cut["state_dict"]["whiten.bias"])
+    assert not torch.equal(done["state_dict"]["head.weight"], cut["state_dict"]["head.weight"])
 
 
 def test_presets_are_listed_with_a_measured_line_and_valid_configs():
@@ -112,7 +191,8 @@ def test_a_directly_built_config_takes_the_preset_for_fields_left_at_defaults():
 
 
 @pytest.mark.parametrize(
-    ("preset", "model"), [("cifar10-cpu", "fastnet_cpu"), ("cifar10-94", "fastnet")]
+    ("preset", "model"),
+    [("cifar10-cpu", "fastnet_cpu"), ("cifar10-94", "fastnet"), ("cifar10-95", "fastnet_wide")],
 )
 def test_tiny_preset_run_end_to_end(tmp_path, preset, model):
     """Each preset on the bundled sample for two epochs: whitening init, training, TTA test,

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from cnnkit.data.augment import BatchAugment, augment_config
+from cnnkit.data.augment import AugmentConfig, BatchAugment, alternating_flips, augment_config
 
 _PAD = 4  # pixels between cells
 _BACKGROUND = (255, 255, 255)
@@ -122,8 +122,21 @@ def show_batch(
     train = data.train
     if train is None or len(train) == 0:
         raise ValueError(f"{data_spec} has no training images")
-    g = torch.Generator().manual_seed(int(seed))
-    idx = torch.randperm(len(train), generator=g)[: max(1, int(n))]
-    images, labels = train.images[idx], train.labels[idx]
-    images, targets = BatchAugment(cfg, len(data.classes))(images, labels, g)
+    images, targets = augmented_sample(train.images, train.labels, cfg, n, seed, len(data.classes))
     return save_batch_grid(images, target_labels(targets, data.classes), out)
+
+
+def augmented_sample(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    cfg: AugmentConfig,
+    n: int,
+    seed: int,
+    num_classes: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` seeded-random images of a training set as the first epoch augments them (an
+    alternating flip mirrors the images that a run with this seed mirrors in epoch 0)."""
+    g = torch.Generator().manual_seed(int(seed))
+    idx = torch.randperm(len(images), generator=g)[: max(1, int(n))]
+    flip = alternating_flips(len(images), seed, 0)[idx] if cfg.alternating_flip else None
+    return BatchAugment(cfg, num_classes)(images[idx], labels[idx], g, flip)

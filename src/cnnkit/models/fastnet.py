@@ -21,6 +21,7 @@ rebuilt by ``create_model(spec)`` takes its whitening weights from the checkpoin
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -34,6 +35,7 @@ from cnnkit.models.registry import register_model
 WHITEN_KERNEL = 2
 DEFAULT_WIDTHS = (64, 256, 256)  # airbench94's widths
 CPU_WIDTHS = (32, 96, 96)  # the cifar10-cpu preset's: ~1/5 of the compute (see presets.py)
+WIDE_WIDTHS = (128, 384, 384)  # airbench95's, the cifar10-95 preset's
 
 
 class ShiftNorm(nn.BatchNorm2d):
@@ -193,25 +195,6 @@ def _widths(value: Sequence[int] | int | str) -> tuple[int, ...]:
     return widths
 
 
-def _build(num_classes: int, input_size: tuple[int, int, int], **options: object) -> FastNet:
-    widths = _widths(options.pop("widths"))  # type: ignore[arg-type]
-    depth = int(options.pop("depth"))  # type: ignore[call-overload]
-    if depth < 1:
-        raise CnnkitError(f"fastnet depth must be >= 1, got {depth}")
-    smallest = WHITEN_KERNEL + 2 ** len(widths) - 1
-    if min(input_size[1:]) < smallest:
-        raise CnnkitError(
-            f"fastnet with {len(widths)} blocks needs inputs of at least {smallest}x{smallest}"
-        )
-    return FastNet(
-        num_classes,
-        widths,
-        depth,
-        in_channels=input_size[0],
-        **options,  # type: ignore[arg-type]
-    )
-
-
 @register_model(
     "fastnet",
     "airbench-style fast CIFAR net: frozen patch-whitening conv, 3 conv blocks 64-256-256, "
@@ -230,45 +213,36 @@ def fastnet(
 ) -> FastNet:
     """fastnet for ``input_size`` (C, H, W): ``widths`` of the blocks, ``depth`` convs each;
     the whitening bias trains for the first ``whiten_bias_epochs`` epochs."""
-    return _build(
+    blocks = _widths(widths)
+    if int(depth) < 1:
+        raise CnnkitError(f"fastnet depth must be >= 1, got {depth}")
+    smallest = WHITEN_KERNEL + 2 ** len(blocks) - 1
+    if min(input_size[1:]) < smallest:
+        raise CnnkitError(
+            f"fastnet with {len(blocks)} blocks needs inputs of at least {smallest}x{smallest}"
+        )
+    return FastNet(
         num_classes,
-        input_size,
-        widths=widths,
-        depth=depth,
+        blocks,
+        int(depth),
         scale=scale,
         bn_momentum=bn_momentum,
         shift_lr_scale=shift_lr_scale,
         whiten_eps=whiten_eps,
-        whiten_bias_epochs=whiten_bias_epochs,
+        whiten_bias_epochs=int(whiten_bias_epochs),
+        in_channels=input_size[0],
     )
 
 
-@register_model(
+# the CPU preset's narrower widths and, as cifar10-cpu was measured, a whitening bias kept at zero
+fastnet_cpu = register_model(
     "fastnet_cpu",
     f"fastnet with blocks {'-'.join(map(str, CPU_WIDTHS))}: about a fifth of the compute, "
     "for CPUs (the cifar10-cpu preset's)",
-)
-def fastnet_cpu(
-    num_classes: int,
-    input_size: tuple[int, int, int] = (3, 32, 32),
-    widths: Sequence[int] | str = CPU_WIDTHS,
-    depth: int = 2,
-    scale: float = 1 / 9,
-    bn_momentum: float = 0.4,
-    shift_lr_scale: float = 64.0,
-    whiten_eps: float = 5e-4,
-    whiten_bias_epochs: int = 0,
-) -> FastNet:
-    """fastnet with the CPU preset's narrower default widths (and, as cifar10-cpu was measured,
-    a whitening bias that stays zero)."""
-    return fastnet(
-        num_classes,
-        input_size,
-        widths,
-        depth,
-        scale,
-        bn_momentum,
-        shift_lr_scale,
-        whiten_eps,
-        whiten_bias_epochs,
-    )
+)(functools.partial(fastnet, widths=CPU_WIDTHS, whiten_bias_epochs=0))
+
+fastnet_wide = register_model(
+    "fastnet_wide",
+    f"fastnet with blocks {'-'.join(map(str, WIDE_WIDTHS))}: about 2.6x the compute of fastnet "
+    "(airbench95's widths, the cifar10-95 preset's)",
+)(functools.partial(fastnet, widths=WIDE_WIDTHS))
