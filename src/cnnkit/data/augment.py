@@ -159,7 +159,7 @@ def _send(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     return t.to(device)
 
 
-def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
+def reflect_index(index: torch.Tensor, size: int) -> torch.Tensor:
     """Indices outside [0, size) mirrored like F.pad(mode="reflect") (edge not repeated)."""
     if size == 1:
         return torch.zeros_like(index)
@@ -182,8 +182,8 @@ def _flip_crop(
     cols = torch.arange(w, device=dev).expand(b, w)
     if shift is not None:
         shift = _send(shift, dev)
-        rows = _reflect(rows - shift[:, :1], h)
-        cols = _reflect(cols - shift[:, 1:], w)
+        rows = reflect_index(rows - shift[:, :1], h)
+        cols = reflect_index(cols - shift[:, 1:], w)
     if flip is not None:
         cols = torch.where(_send(flip, dev)[:, None], w - 1 - cols, cols)
     flat = (rows[:, :, None] * w + cols[:, None, :]).view(b, 1, h * w)

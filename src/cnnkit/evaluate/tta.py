@@ -23,6 +23,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from cnnkit.data.augment import reflect_index
 from cnnkit.errors import CnnkitError, did_you_mean
 from cnnkit.train.device import Precision
 from cnnkit.train.loop import Prepare, predict_logits
@@ -63,15 +64,9 @@ def shift(images: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     height, width = images.shape[-2:]
     if abs(dy) >= height or abs(dx) >= width:
         raise CnnkitError(f"cannot shift {height}x{width} images by ({dy}, {dx}) pixels")
-    rows = _reflect(torch.arange(height, device=images.device) - dy, height)
-    cols = _reflect(torch.arange(width, device=images.device) - dx, width)
+    rows = reflect_index(torch.arange(height, device=images.device) - dy, height)
+    cols = reflect_index(torch.arange(width, device=images.device) - dx, width)
     return images.index_select(-2, rows).index_select(-1, cols)
-
-
-def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
-    """Reflect out-of-range indices about the edges, the edge itself not repeated."""
-    index = index.abs()  # -k -> k
-    return torch.where(index >= size, 2 * (size - 1) - index, index)
 
 
 def _iter_views(images: torch.Tensor, mode: str, translate: int) -> Iterator[torch.Tensor]:
