@@ -163,7 +163,7 @@ def test_an_unknown_preset_suggests_the_closest():
     with pytest.raises(CnnkitError, match="did you mean 'cifar10-cpu'"):
         preset_config("cifar10-cp")
     with pytest.raises(CnnkitError, match="did you mean 'cifar10-94'"):
-        build_config(overrides={"preset": "cifar10-49"})
+        build_config(overrides={"preset": "cifar10_94"})
 
 
 def test_flags_and_yaml_override_the_preset(tmp_path):

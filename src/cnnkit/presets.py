@@ -82,10 +82,9 @@ PRESETS: dict[str, Preset] = {
                 "precision": "auto",
                 **_FAST_COMMON,
             },
-            "93.95% +- 0.09% mean test accuracy with flip-translate TTA over 5 seeds (93.80% to "
-            "94.03%; plain 93.17%), 0.05 points short of the 94.0% target; measured on the "
-            "2-core CPU in bf16, about 19 minutes a run; GPU time pending (no GPU lent yet); "
-            "bench/speedrun.py, 2026-11-22",
+            "94.03% +- 0.17% mean test accuracy with flip-translate TTA over 5 seeds (93.73% to "
+            "94.13%; plain 93.25%); measured on the 2-core CPU in bf16, 18-24 minutes a run; "
+            "GPU time pending (no GPU lent yet); bench/speedrun.py, 2026-11-22",
         ),
         Preset(
             "cifar10-95",
