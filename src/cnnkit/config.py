@@ -25,13 +25,15 @@ class TrainConfig:
     model: str = "simple_cnn"  # registry name, timm:NAME, a layer string, or a YAML layer file
     epochs: int = 10
     batch_size: int = 64
-    optimizer: str = "adam"  # adam | adamw | sgd
+    optimizer: str = "adam"  # adam | adamw | sgd | muon
     lr: float = 1e-3
     momentum: float = 0.9  # sgd momentum (adam's beta1 stays 0.9)
     nesterov: bool = False
+    muon_lr: float = 0.24  # muon: the filters' rate (a step's size relative to their norm)
+    muon_momentum: float = 0.6  # muon: the filters' momentum
     weight_decay: float = 0.0
     label_smoothing: float = 0.0
-    schedule: str = "constant"  # constant | cosine | onecycle | triangle
+    schedule: str = "constant"  # constant | linear | cosine | onecycle | triangle
     warmup_epochs: float = 0.0
     dropout: float = 0.0  # passed to models that take it (simple_cnn: before the last dense)
     pretrained: str | None = None  # "imagenet": start from ImageNet weights
@@ -103,11 +105,16 @@ class TrainConfig:
             raise CnnkitError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if not 0.0 <= self.dropout < 1.0:
             raise CnnkitError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not self.muon_lr > 0 or not 0 <= self.muon_momentum < 1:
+            raise CnnkitError(
+                f"muon_lr must be positive and muon_momentum in [0, 1), got {self.muon_lr}"
+                f" and {self.muon_momentum}"
+            )
         if self.weight_decay < 0 or self.momentum < 0 or self.warmup_epochs < 0:
             raise CnnkitError("weight_decay, momentum and warmup_epochs must not be negative")
         choices = {
-            "optimizer": ("adam", "adamw", "sgd"),
-            "schedule": ("constant", "cosine", "onecycle", "triangle"),
+            "optimizer": ("adam", "adamw", "sgd", "muon"),
+            "schedule": ("constant", "linear", "cosine", "onecycle", "triangle"),
             "precision": ("auto", "fp32", "bf16", "fp16"),
             "resize": ("stretch", "crop", "pad"),
         }

@@ -9,6 +9,7 @@ import torch
 
 from cnnkit.config import TrainConfig
 from cnnkit.errors import did_you_mean
+from cnnkit.train.muon import Muon
 
 OptimizerBuilder = Callable[[list, TrainConfig], torch.optim.Optimizer]
 
@@ -35,7 +36,53 @@ def _sgd(params: list, cfg: TrainConfig) -> torch.optim.Optimizer:
     )
 
 
-OPTIMIZERS: dict[str, OptimizerBuilder] = {"adam": _adam, "adamw": _adamw, "sgd": _sgd}
+# airbench94_muon's: 3 Newton-Schulz steps are enough for CNN filters, and cheaper than 5
+MUON_NS_STEPS = 3
+
+
+def _muon(params: list, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Muon for convolution filters (3 or more dimensions), held at norm sqrt(out_channels), at
+    ``muon_lr`` and ``muon_momentum``; SGD with ``lr``, ``momentum`` and ``weight_decay`` for
+    everything else. A group's learning rate relative to ``lr`` (discriminative fine-tuning)
+    scales its Muon rate alike."""
+    muon_groups, sgd_groups = [], []
+    for group in params:
+        group = group if isinstance(group, dict) else {"params": [group]}
+        scale = group.get("lr", cfg.lr) / cfg.lr
+        filters = [p for p in group["params"] if p.ndim >= 3]
+        others = [p for p in group["params"] if p.ndim < 3]
+        rest = {k: v for k, v in group.items() if k not in ("params", "lr")}
+        if filters:
+            muon_groups.append(
+                {
+                    **rest,
+                    "params": filters,
+                    "lr": cfg.muon_lr * scale,
+                    "momentum": cfg.muon_momentum,
+                    "weight_decay": 0.0,  # the norm is held fixed instead
+                    "normalize": True,
+                    "muon": True,
+                }
+            )
+        if others:
+            sgd_groups.append({**rest, "params": others, "lr": cfg.lr * scale, "muon": False})
+    # the SGD groups last: the trainer logs the last group's rate, which follows --lr
+    return Muon(
+        muon_groups + sgd_groups,
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        nesterov=cfg.nesterov,
+        weight_decay=cfg.weight_decay,
+        ns_steps=MUON_NS_STEPS,
+    )
+
+
+OPTIMIZERS: dict[str, OptimizerBuilder] = {
+    "adam": _adam,
+    "adamw": _adamw,
+    "sgd": _sgd,
+    "muon": _muon,
+}
 
 
 def _fused(params: list, cuda: bool = True) -> dict[str, bool]:
@@ -93,8 +140,14 @@ def _triangle(step: int, total: int) -> float:
     return 1.0 - 0.93 * progress
 
 
+def _linear(step: int, total: int) -> float:
+    """airbench94_muon's: straight down from the peak to zero at the end."""
+    return max(0.0, 1.0 - step / max(total, 1))
+
+
 SCHEDULES: dict[str, Callable[[int, int], float]] = {
     "constant": _constant,
+    "linear": _linear,
     "cosine": _cosine,
     "onecycle": _onecycle,
     "triangle": _triangle,
