@@ -192,7 +192,12 @@ def test_a_directly_built_config_takes_the_preset_for_fields_left_at_defaults():
 
 @pytest.mark.parametrize(
     ("preset", "model"),
-    [("cifar10-cpu", "fastnet_cpu"), ("cifar10-94", "fastnet"), ("cifar10-95", "fastnet_wide")],
+    [
+        ("cifar10-cpu", "fastnet_cpu"),
+        ("cifar10-94", "fastnet"),
+        ("cifar10-94-muon", "fastnet_muon"),
+        ("cifar10-95", "fastnet_wide"),
+    ],
 )
 def test_tiny_preset_run_end_to_end(tmp_path, preset, model):
     """Each preset on the bundled sample for two epochs: whitening init, training, TTA test,

@@ -1,0 +1,179 @@
+"""Muon: Newton-Schulz orthogonalisation, its update, the SGD groups beside it, the builder,
+the linear schedule, fastnet_muon's whitening bias, and a Muon run stopped and resumed."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import cnnkit
+from cnnkit.config import TrainConfig, build_config
+from cnnkit.errors import CnnkitError
+from cnnkit.models import create_model, resolve_spec
+from cnnkit.train.muon import Muon, orthogonalize
+from cnnkit.train.optim import build_optimizer, build_scheduler
+from cnnkit.train.trainer import Trainer
+from stop_after import StopAfter
+
+
+@pytest.mark.parametrize("shape", [(64, 576), (576, 64), (32, 32)])
+def test_orthogonalize_brings_every_singular_value_near_one(shape):
+    g = torch.Generator().manual_seed(0)
+    # a badly conditioned matrix: singular values from 0.1 to 10
+    u, _ = torch.linalg.qr(torch.randn(shape[0], min(shape), generator=g))
+    v, _ = torch.linalg.qr(torch.randn(shape[1], min(shape), generator=g))
+    s = torch.logspace(-1, 1, min(shape))
+    m = u @ torch.diag(s) @ v.T
+    out = orthogonalize(m, steps=5).float()
+    assert out.shape == m.shape
+    singular = torch.linalg.svdvals(out)
+    assert singular.min() > 0.5 and singular.max() < 1.5, singular
+    # same singular vectors: U^T out V is close to diagonal
+    core = u.T @ out @ v
+    off_diagonal = core - torch.diag(torch.diagonal(core))
+    assert off_diagonal.abs().max() < 0.05
+    with pytest.raises(ValueError, match="matrix"):
+        orthogonalize(torch.ones(2, 2, 2))
+
+
+def test_a_muon_step_is_orthogonal_and_keeps_the_filter_norm():
+    torch.manual_seed(0)
+    w = nn.Parameter(torch.randn(16, 8, 3, 3) * 3)
+    opt = Muon([w], lr=0.1, momentum=0.0, normalize=True)
+    w.grad = torch.randn_like(w)
+    opt.step()
+    after = w.detach().clone()
+    w.grad = torch.randn_like(w)
+    before = after
+    opt.step()
+    # the previous step left the filter at norm sqrt(16) plus one step; this one rescales it
+    # to sqrt(16) again, then steps by lr times an orthogonal matrix
+    step = (w.detach() - before * 4 / before.norm()).reshape(16, -1)
+    singular = torch.linalg.svdvals(step.float()) / 0.1
+    assert singular.min() > 0.5 and singular.max() < 1.5
+    assert after.norm() == pytest.approx(4.0, rel=0.05)  # sqrt(16), then one small step
+
+
+@pytest.mark.parametrize("nesterov", [True, False])
+def test_the_sgd_groups_update_exactly_as_torch_sgd(nesterov):
+    torch.manual_seed(1)
+    a = nn.Parameter(torch.randn(5, 3))
+    b = nn.Parameter(a.detach().clone())
+    ours = Muon([a], lr=0.3, momentum=0.85, nesterov=nesterov, weight_decay=0.01, muon=False)
+    ref = torch.optim.SGD([b], lr=0.3, momentum=0.85, nesterov=nesterov, weight_decay=0.01)
+    for _ in range(4):
+        grad = torch.randn(5, 3)
+        a.grad, b.grad = grad.clone(), grad.clone()
+        ours.step()
+        ref.step()
+    assert torch.allclose(a, b, atol=1e-6)
+    state = ours.state_dict()  # round-trips like any torch optimiser
+    again = Muon([nn.Parameter(a.detach().clone())], muon=False)
+    again.load_state_dict(state)
+    assert torch.equal(
+        again.state[again.param_groups[0]["params"][0]]["momentum_buffer"],
+        ours.state[a]["momentum_buffer"],
+    )
+
+
+def test_muon_groups_refuse_vectors():
+    with pytest.raises(ValueError, match="2 or more"):
+        Muon([nn.Parameter(torch.ones(3))])
+
+
+def test_the_builder_gives_filters_to_muon_and_the_rest_to_sgd():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Flatten(), nn.LazyLinear(4))
+    model(torch.zeros(1, 3, 8, 8))
+    cfg = TrainConfig(
+        optimizer="muon",
+        lr=0.5,
+        muon_lr=0.2,
+        muon_momentum=0.6,
+        momentum=0.9,
+        nesterov=True,
+        weight_decay=0.01,
+    )
+    params = list(model.parameters())
+    groups = [{"params": params[:3], "lr": 0.05}, {"params": params[3:], "lr": 0.5}]
+    opt = build_optimizer(groups, cfg)
+    assert isinstance(opt, Muon)
+    muon = [g for g in opt.param_groups if g["muon"]]
+    sgd = [g for g in opt.param_groups if not g["muon"]]
+    assert [p.ndim for g in muon for p in g["params"]] == [4]
+    assert muon[0]["lr"] == pytest.approx(0.02)  # the group's 1/10 of lr carries over
+    assert (muon[0]["momentum"], muon[0]["weight_decay"], muon[0]["normalize"]) == (0.6, 0, True)
+    assert sum(len(g["params"]) for g in sgd) == len(params) - 1
+    assert {g["momentum"] for g in sgd} == {0.9} and {g["weight_decay"] for g in sgd} == {0.01}
+    assert opt.param_groups[-1]["muon"] is False  # the logged rate is the SGD one
+    model(torch.randn(2, 3, 8, 8)).sum().backward()
+    before = [p.detach().clone() for p in params]
+    opt.step()
+    assert all(not torch.equal(x, p) for x, p in zip(before, params, strict=True))
+
+
+def test_the_linear_schedule_falls_straight_to_zero():
+    cfg = TrainConfig(schedule="linear", epochs=2, lr=0.1)
+    w = nn.Parameter(torch.zeros(1))
+    opt = build_optimizer([w], cfg)
+    sched = build_scheduler(opt, cfg, 5)
+    seen = []
+    for _ in range(10):
+        seen.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert seen == pytest.approx([0.1 * (1 - i / 10) for i in range(10)])
+
+
+def test_bad_muon_settings_are_one_line_errors():
+    with pytest.raises(CnnkitError, match="muon_lr"):
+        TrainConfig(optimizer="muon", muon_lr=0)
+    with pytest.raises(CnnkitError, match="muon_momentum"):
+        build_config(overrides={"muon_momentum": 1.0})
+    with pytest.raises(CnnkitError, match="did you mean 'muon'"):
+        TrainConfig(optimizer="muom")
+
+
+def test_fastnet_muon_bias_is_the_same_function_learning_64x_faster():
+    plain = create_model("fastnet", num_classes=10, input_size=(3, 32, 32))
+    fast = create_model("fastnet_muon", num_classes=10, input_size=(3, 32, 32))
+    fast.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        plain.whiten.bias.copy_(torch.linspace(-1, 1, 24))
+        fast.whiten.bias.copy_(plain.whiten.bias / 8)  # stored / sqrt(64)
+    plain.eval(), fast.eval()
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.allclose(plain(x), fast(x), atol=1e-5)
+    plain(x).sum().backward()
+    fast(x).sum().backward()
+    # the stored bias gets 8x the gradient, and an SGD step on it moves the output's bias 64x
+    assert torch.allclose(fast.whiten.bias.grad, 8 * plain.whiten.bias.grad, rtol=1e-4)
+    with pytest.raises(CnnkitError, match="whiten_bias_lr_scale"):
+        spec = resolve_spec("fastnet", whiten_bias_lr_scale=0)
+        create_model(spec, num_classes=10, input_size=(3, 32, 32))
+
+
+def test_a_muon_run_stopped_and_resumed_ends_where_an_unbroken_one_does(tmp_path):
+    """cifar10-94-muon on the sample: a run cut after epoch 1 and resumed matches one run
+    straight through (Muon's momentum buffers and groups come back from last.pt)."""
+    common = dict(
+        preset="cifar10-94-muon",
+        data="cifar10-sample",
+        epochs=2,
+        batch_size=250,
+        precision="fp32",
+        project=str(tmp_path),
+    )
+    straight = cnnkit.train(**common, name="straight", progress=False)
+    cfg = build_config(overrides={**common, "name": "cut"})
+    (tmp_path / "cut").mkdir()
+    trainer = Trainer(cfg, tmp_path / "cut", progress=False)
+    trainer.stop = StopAfter(trainer.steps)
+    assert trainer.fit().interrupted
+    assert isinstance(trainer.optimizer, Muon)
+    resumed = cnnkit.train(resume=tmp_path / "cut", progress=False)
+    a = torch.load(straight.last, weights_only=True)["state_dict"]
+    b = torch.load(resumed.last, weights_only=True)["state_dict"]
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.allclose(a[key].float(), b[key].float(), atol=1e-4), key
