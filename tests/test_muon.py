@@ -11,6 +11,7 @@ import cnnkit
 from cnnkit.config import TrainConfig, build_config
 from cnnkit.errors import CnnkitError
 from cnnkit.models import create_model, resolve_spec
+from cnnkit.models.summary import summarize
 from cnnkit.train.muon import Muon, orthogonalize
 from cnnkit.train.optim import build_optimizer, build_scheduler
 from cnnkit.train.trainer import Trainer
@@ -53,6 +54,39 @@ def test_a_muon_step_is_orthogonal_and_keeps_the_filter_norm():
     singular = torch.linalg.svdvals(step.float()) / 0.1
     assert singular.min() > 0.5 and singular.max() < 1.5
     assert after.norm() == pytest.approx(4.0, rel=0.05)  # sqrt(16), then one small step
+
+
+def _reference_muon(w: torch.Tensor, grads: list[torch.Tensor], lr: float, momentum: float):
+    """Muon as published (fp32 here): Nesterov momentum, the filter rescaled to norm
+    sqrt(out) before each step, then a step along the quintic Newton-Schulz iterate."""
+    w, buf = w.clone(), torch.zeros_like(w)
+    for g in grads:
+        buf = momentum * buf + g
+        d = (g + momentum * buf).reshape(len(g), -1)
+        w = w * len(w) ** 0.5 / w.norm()
+        x = d / d.norm()  # (out, in*k*k) is wide here: no transpose needed
+        for _ in range(3):
+            a = x @ x.T
+            x = 3.4445 * x + (-4.7750 * a + 2.0315 * a @ a) @ x
+        w = w - lr * x.reshape(w.shape)
+    return w
+
+
+def test_muon_with_momentum_follows_the_published_update():
+    torch.manual_seed(2)
+    w = nn.Parameter(torch.randn(16, 8, 3, 3))
+    grads = [torch.randn(16, 8, 3, 3) for _ in range(5)]
+    expected = _reference_muon(w.detach(), grads, lr=0.5, momentum=0.6)
+    opt = Muon([w], lr=0.5, momentum=0.6, nesterov=True, ns_steps=3, normalize=True)
+    last = None
+    for g in grads:
+        last = w.detach().clone()
+        w.grad = g.clone()
+        opt.step()
+    step = (w.detach() - last).norm()
+    # bf16 Newton-Schulz against fp32: about 4% of a step; normalising after the step instead
+    # of before it, or plain momentum instead of Nesterov's, is 60-70%
+    assert (w.detach() - expected).norm() < 0.15 * step
 
 
 @pytest.mark.parametrize("nesterov", [True, False])
@@ -103,6 +137,7 @@ def test_the_builder_gives_filters_to_muon_and_the_rest_to_sgd():
     assert [p.ndim for g in muon for p in g["params"]] == [4]
     assert muon[0]["lr"] == pytest.approx(0.02)  # the group's 1/10 of lr carries over
     assert (muon[0]["momentum"], muon[0]["weight_decay"], muon[0]["normalize"]) == (0.6, 0, True)
+    assert muon[0]["ns_steps"] == 3  # airbench94_muon's
     assert sum(len(g["params"]) for g in sgd) == len(params) - 1
     assert {g["momentum"] for g in sgd} == {0.9} and {g["weight_decay"] for g in sgd} == {0.01}
     assert opt.param_groups[-1]["muon"] is False  # the logged rate is the SGD one
@@ -110,6 +145,15 @@ def test_the_builder_gives_filters_to_muon_and_the_rest_to_sgd():
     before = [p.detach().clone() for p in params]
     opt.step()
     assert all(not torch.equal(x, p) for x, p in zip(before, params, strict=True))
+
+
+def test_only_conv2d_filters_go_to_muon_and_pretrained_weights_are_refused():
+    token = nn.Parameter(torch.zeros(1, 5, 8))  # a 3-D position embedding, say
+    conv1d = nn.Parameter(torch.randn(4, 2, 3))
+    opt = build_optimizer([token, conv1d], TrainConfig(optimizer="muon", lr=0.1))
+    assert all(not g["muon"] for g in opt.param_groups)
+    with pytest.raises(CnnkitError, match="muon trains from scratch"):
+        TrainConfig(optimizer="muon", model="resnet18", pretrained="imagenet")
 
 
 def test_the_linear_schedule_falls_straight_to_zero():
@@ -148,6 +192,8 @@ def test_fastnet_muon_bias_is_the_same_function_learning_64x_faster():
     fast(x).sum().backward()
     # the stored bias gets 8x the gradient, and an SGD step on it moves the output's bias 64x
     assert torch.allclose(fast.whiten.bias.grad, 8 * plain.whiten.bias.grad, rtol=1e-4)
+    rows = [row.name for row in summarize(fast, (3, 32, 32)).rows]
+    assert rows[0] == "whiten"  # the whitening conv is a module the summary sees
     with pytest.raises(CnnkitError, match="whiten_bias_lr_scale"):
         spec = resolve_spec("fastnet", whiten_bias_lr_scale=0)
         create_model(spec, num_classes=10, input_size=(3, 32, 32))

@@ -110,6 +110,11 @@ class TrainConfig:
                 f"muon_lr must be positive and muon_momentum in [0, 1), got {self.muon_lr}"
                 f" and {self.muon_momentum}"
             )
+        if self.optimizer == "muon" and (self.pretrained or self.weights):
+            raise CnnkitError(
+                "--optimizer muon trains from scratch: it resets each filter's norm, which"
+                " would spoil pretrained weights; use sgd, adam or adamw with --pretrained"
+            )
         if self.weight_decay < 0 or self.momentum < 0 or self.warmup_epochs < 0:
             raise CnnkitError("weight_decay, momentum and warmup_epochs must not be negative")
         choices = {

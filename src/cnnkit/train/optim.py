@@ -41,7 +41,7 @@ MUON_NS_STEPS = 3
 
 
 def _muon(params: list, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """Muon for convolution filters (3 or more dimensions), held at norm sqrt(out_channels), at
+    """Muon for 2-D convolution filters (4 dimensions), held at norm sqrt(out_channels), at
     ``muon_lr`` and ``muon_momentum``; SGD with ``lr``, ``momentum`` and ``weight_decay`` for
     everything else. A group's learning rate relative to ``lr`` (discriminative fine-tuning)
     scales its Muon rate alike."""
@@ -49,8 +49,9 @@ def _muon(params: list, cfg: TrainConfig) -> torch.optim.Optimizer:
     for group in params:
         group = group if isinstance(group, dict) else {"params": [group]}
         scale = group.get("lr", cfg.lr) / cfg.lr
-        filters = [p for p in group["params"] if p.ndim >= 3]
-        others = [p for p in group["params"] if p.ndim < 3]
+        # (out, in, kh, kw) tensors only: not 3-D tokens or position embeddings, say
+        filters = [p for p in group["params"] if p.ndim == 4]
+        others = [p for p in group["params"] if p.ndim != 4]
         rest = {k: v for k, v in group.items() if k not in ("params", "lr")}
         if filters:
             muon_groups.append(
@@ -66,7 +67,8 @@ def _muon(params: list, cfg: TrainConfig) -> torch.optim.Optimizer:
             )
         if others:
             sgd_groups.append({**rest, "params": others, "lr": cfg.lr * scale, "muon": False})
-    # the SGD groups last: the trainer logs the last group's rate, which follows --lr
+    # the SGD groups last: for a model trained from scratch the trainer logs the last group's
+    # rate, which is then --lr's
     return Muon(
         muon_groups + sgd_groups,
         lr=cfg.lr,
