@@ -11,6 +11,7 @@ import cnnkit
 from cnnkit.config import TrainConfig, build_config
 from cnnkit.errors import CnnkitError
 from cnnkit.models import create_model, resolve_spec
+from cnnkit.models.fastnet import ShiftNorm
 from cnnkit.models.summary import summarize
 from cnnkit.train.muon import Muon, orthogonalize
 from cnnkit.train.optim import build_optimizer, build_scheduler
@@ -154,6 +155,38 @@ def test_only_conv2d_filters_go_to_muon_and_pretrained_weights_are_refused():
     assert all(not g["muon"] for g in opt.param_groups)
     with pytest.raises(CnnkitError, match="muon trains from scratch"):
         TrainConfig(optimizer="muon", model="resnet18", pretrained="imagenet")
+
+
+def test_the_lr_range_test_sweeps_lr_and_holds_muon_at_its_rate():
+    from cnnkit.train.lr_find import range_test_schedule
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4, 2))
+    opt = build_optimizer(
+        [p for p in model.parameters()], TrainConfig(optimizer="muon", lr=0.1, muon_lr=0.2)
+    )
+    sched = range_test_schedule(opt, lambda step: 10.0**step)
+    for _ in range(3):
+        opt.step()
+        sched.step()
+    assert len(opt.param_groups) == 2  # plain tensors: one Muon group, one SGD group
+    rates = {g["muon"]: g["lr"] for g in opt.param_groups}
+    assert rates[True] == pytest.approx(0.2) and rates[False] == pytest.approx(100.0)
+
+
+def test_the_preset_rates_are_airbench94_muons_in_fastnets_parametrisation():
+    """airbench94_muon (summed loss, batch 2,000): biases 0.053, head 0.67, decay 0.004 a step.
+    fastnet's shifts (and fastnet_muon's whitening bias) learn 64x their rate; its head's
+    logits are x 1/9 where airbench's are / 256, so a head rate maps by (9/256)^2."""
+    cfg = TrainConfig(preset="cifar10-94-muon")
+    batch = cfg.batch_size
+    assert 64 * cfg.lr == pytest.approx(0.053 * batch, rel=0.01)
+    assert cfg.lr == pytest.approx(0.67 * batch * (9 / 256) ** 2, rel=0.01)
+    assert cfg.lr * cfg.weight_decay == pytest.approx(2e-6 * batch, rel=0.01)
+    model = create_model("fastnet_muon", num_classes=10, input_size=(3, 32, 32))
+    assert model.whiten.bias_multiplier**2 == pytest.approx(64)
+    assert model.scale == pytest.approx(1 / 9)
+    shifts = [m for m in model.modules() if isinstance(m, ShiftNorm)]
+    assert shifts and all(m.bias_multiplier**2 == pytest.approx(64) for m in shifts)
 
 
 def test_the_linear_schedule_falls_straight_to_zero():

@@ -4,6 +4,7 @@ over a short run, record the loss, and suggest a rate a little below where it is
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,17 @@ def suggest_lr(lrs: list[float], losses: list[float]) -> float:
     return lrs[best] / 10
 
 
+def range_test_schedule(
+    optimizer: torch.optim.Optimizer, factor: Callable[[int], float]
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Every group's rate times factor(step), except Muon's filter groups (``--optimizer
+    muon``), which stay at ``--muon-lr``: the test sweeps ``--lr`` alone."""
+    factors = [
+        (lambda step: 1.0) if group.get("muon") else factor for group in optimizer.param_groups
+    ]
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factors)
+
+
 def lr_find(
     cfg: TrainConfig,
     out_dir: str | Path = "runs/lr-find",
@@ -48,7 +60,7 @@ def lr_find(
     def factor(step: int) -> float:
         return scale * (end_lr / start_lr) ** (min(step, steps) / steps)
 
-    scheduler = torch.optim.lr_scheduler.LambdaLR(trainer.optimizer, factor)
+    scheduler = range_test_schedule(trainer.optimizer, factor)
     ctx = StepContext(
         prepare, trainer.optimizer, scheduler, trainer.scaler, trainer.precision, trainer.loss_fn
     )

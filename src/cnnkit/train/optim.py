@@ -46,8 +46,9 @@ def _muon(params: list, cfg: TrainConfig) -> torch.optim.Optimizer:
     everything else. A group's learning rate relative to ``lr`` (discriminative fine-tuning)
     scales its Muon rate alike."""
     muon_groups, sgd_groups = [], []
-    for group in params:
-        group = group if isinstance(group, dict) else {"params": [group]}
+    bare = [p for p in params if not isinstance(p, dict)]  # plain tensors: one group
+    groups = [g for g in params if isinstance(g, dict)] + ([{"params": bare}] if bare else [])
+    for group in groups:
         scale = group.get("lr", cfg.lr) / cfg.lr
         # (out, in, kh, kw) tensors only: not 3-D tokens or position embeddings, say
         filters = [p for p in group["params"] if p.ndim == 4]
