@@ -4,11 +4,12 @@ A preset is an ordinary set of TrainConfig values; every one of them can be over
 defaults < preset < YAML file < flags), e.g. ``cnnkit train --preset cifar10-cpu --epochs 3``
 or ``cnnkit.train(preset="cifar10-cpu", data="path/to/cifar10")``.
 
-Both CIFAR-10 recipes follow airbench (Keller Jordan, arXiv:2404.00498): fastnet (a frozen
+The CIFAR-10 recipes follow airbench (Keller Jordan, arXiv:2404.00498): fastnet (a frozen
 patch-whitening first layer, BatchNorm with momentum 0.4 and a fast-learning shift), label
-smoothing 0.2, Nesterov SGD with a large learning rate and batch, flip + 2-pixel translation,
-and flip-translate test-time augmentation. They validate on the test split (``val_split: 0``),
-as airbench does: the whole training set trains, and the test accuracy is printed every epoch.
+smoothing 0.2, Nesterov SGD (with Muon for the filters in cifar10-94-muon) at a large learning
+rate and batch, flip + 2-pixel translation, and flip-translate test-time augmentation. They
+validate on the test split (``val_split: 0``), as airbench does: the whole training set trains,
+and the test accuracy is printed every epoch.
 The schedule decays to the end, so best.pt is in practice the last epoch; the test accuracy of a
 preset is therefore not a held-out figure in the strict sense (override with ``--val-split``).
 
