@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
+import cnnkit.data
 from cnnkit.data.augment import (
     PRESETS,
     AugmentConfig,
     BatchAugment,
+    _color_jitter,
     alternating_flips,
     augment_config,
     augment_generator,
@@ -72,6 +76,38 @@ def test_all_off_and_zero_jitter_are_identity():
     assert not augment_config(color_jitter=0.1).is_identity()
     jittered, _ = run(augment_config(color_jitter=0.1), images, labels)
     assert not jittered.equal(images)
+
+
+def sample_images(n: int = 16) -> torch.Tensor:
+    """Real CIFAR-10 photos from the sample the package ships, (n, 3, 32, 32) uint8."""
+    import numpy as np
+
+    root = Path(cnnkit.data.__file__).parent / "samples" / "cifar10-sample" / "train"
+    files = sorted(root.glob("*/*.png"))[:: max(1, len(list(root.glob("*/*.png"))) // n)][:n]
+    arrays = [np.asarray(Image.open(f).convert("RGB")) for f in files]
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
+@pytest.mark.parametrize(
+    "factors", [(1.0, 1.0, 0.5), (1.0, 1.0, 2.0), (1.3, 0.7, 1.6), (0.6, 1.4, 0.2)]
+)
+def test_color_jitter_matches_torchvision_on_real_photos(factors):
+    from torchvision.transforms.v2 import functional as TF
+
+    images = sample_images()
+    bright, contrast, sat = factors
+    expected = TF.adjust_saturation(
+        TF.adjust_contrast(TF.adjust_brightness(images.float() / 255, bright), contrast), sat
+    )
+    got = _color_jitter(images.float(), torch.tensor([factors] * len(images)))
+    assert torch.allclose(got.clamp(0, 255) / 255, expected, atol=1e-4)
+
+
+def test_saturation_leaves_grey_images_grey_and_keeps_their_brightness():
+    grey = torch.full((4, 3, 8, 8), 100.0)
+    factors = torch.tensor([[1.0, 1.0, s] for s in (0.5, 0.8, 1.2, 2.0)])
+    # (within rounding: torchvision's grey weights sum to 0.9999)
+    assert torch.allclose(_color_jitter(grey.clone(), factors), grey, atol=0.05)
 
 
 def test_flip_only_gives_input_or_its_mirror_both_occur():

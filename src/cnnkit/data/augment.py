@@ -241,7 +241,8 @@ def _color_jitter(x: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
     x.mul_(bright).clamp_(0, 255)
     mean = _gray(x).mean((2, 3), keepdim=True)
     x.mul_(contrast).add_(mean * (1 - contrast)).clamp_(0, 255)
-    return x.mul_(sat).add_(_gray(x).mul_(1 - sat))
+    gray = _gray(x).mul_(1 - sat)  # of the image before this blend, not after
+    return x.mul_(sat).add_(gray)
 
 
 def _to_uint8(x: torch.Tensor) -> torch.Tensor:
