@@ -198,6 +198,17 @@ def test_checkpoint_classes_that_differ_from_the_data_are_refused(run_dir, tmp_p
     assert "classes differ" in capsys.readouterr().err
 
 
+def test_a_folder_with_one_class_is_refused_before_training(tmp_path, capsys):
+    (tmp_path / "only" / "cat").mkdir(parents=True)
+    for i in range(4):
+        Image.new("RGB", (32, 32), (i, 2, 3)).save(tmp_path / "only" / "cat" / f"{i}.png")
+    args = ["train", "--data", str(tmp_path / "only"), "--project", str(tmp_path / "runs")]
+    assert main([*args, "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "at least 2 class" in err and "(cat)" in err
+    assert not list((tmp_path / "runs").glob("*/last.pt"))
+
+
 def test_corrupt_checkpoint_is_refused(tmp_path, capsys):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(os.urandom(500))

@@ -171,6 +171,12 @@ class Trainer:
         )
         if self.data.train is None or len(self.data.train) == 0:
             raise CnnkitError(f"no training images in {cfg.data}")
+        if len(self.data.classes) < 2:
+            found = ", ".join(self.data.classes) or "none"
+            raise CnnkitError(
+                f"{cfg.data} has {len(self.data.classes)} class ({found}); a classifier needs "
+                "at least 2 class folders"
+            )
         model, self.spec, self.preprocessing = build_model_for(
             cfg, self.data.train, len(self.data.classes)
         )
