@@ -21,6 +21,7 @@ from cnnkit.data.augment import (
 )
 from cnnkit.data.show import augmented_sample, save_batch_grid, show_batch, target_labels
 from cnnkit.errors import CnnkitError
+from image_files import make_split
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -306,10 +307,20 @@ def test_save_batch_grid_and_soft_labels(tmp_path):
 
 def test_show_batch_on_the_bundled_sample(tmp_path, monkeypatch):
     monkeypatch.setenv("CNNKIT_CACHE", str(tmp_path / "cache"))
-    path = show_batch("cifar10-sample", "standard", n=32, out=tmp_path / "batch.png")
-    assert path.stat().st_size > 10_000
-    with Image.open(path) as im:
+    shown = show_batch("cifar10-sample", "standard", n=32, out=tmp_path / "batch.png")
+    assert shown.count == 32 and shown.path.stat().st_size > 10_000
+    assert shown.augmentation.describe().startswith("flip, crop 4, rotation 10")
+    with Image.open(shown.path) as im:
         w, h = im.size
-        assert 8 * 96 <= w <= 8 * 110 and 4 * 96 <= h <= 4 * 130
-    soft = show_batch("cifar10-sample", "strong", n=16, out=tmp_path / "strong.png", seed=1)
-    assert soft.stat().st_size > 5_000
+        assert im.format == "PNG" and 8 * 96 <= w <= 8 * 110 and 4 * 96 <= h <= 4 * 130
+    soft = show_batch("cifar10-sample", "strong", n=16, out=tmp_path / "strong.jpg", seed=1)
+    with Image.open(soft.path) as im:
+        assert im.format == "JPEG" and soft.path.stat().st_size > 5_000
+    make_split(tmp_path / "tiny", {"cat": 3, "dog": 2})
+    everything = show_batch(str(tmp_path / "tiny"), "none", n=100, out=tmp_path / "all")
+    assert everything.path.name == "all.png" and everything.count == 5  # all there are
+    for n in (0, -3):
+        with pytest.raises(CnnkitError, match="at least 1"):
+            show_batch("cifar10-sample", n=n, out=tmp_path / "x.png")
+    with pytest.raises(CnnkitError, match=r"\.png or \.jpg"):
+        show_batch("cifar10-sample", n=4, out=tmp_path / "x.notanimage")

@@ -159,6 +159,24 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
         assert torch.equal(value, resumed["state_dict"][key]), key
 
 
+def test_sigterm_mid_epoch_saves_last_pt_to_resume_from(tmp_path):
+    """kill, timeout and job schedulers send SIGTERM: the run stops as on Ctrl-C."""
+    project = tmp_path / "runs"
+    args = train_args(project, "t", "--epochs", "3", "--batch-size", "8", "--precision", "fp32")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "cnnkit", *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    for line in proc.stdout:
+        if line.startswith("epoch 1/3"):
+            proc.send_signal(signal.SIGTERM)
+            break
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "terminated: stopping after this batch" in err and "--resume" in out
+    cut = torch.load(project / "t" / "last.pt", weights_only=True)
+    assert cut["epoch"] == 1  # stopped in epoch 2 (by default SIGTERM kills: exit -15)
+
+
 def run_cli(*args):
     return subprocess.run([sys.executable, "-m", "cnnkit", *args], capture_output=True, text=True)
 

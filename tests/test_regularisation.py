@@ -8,6 +8,7 @@ from torch import nn
 
 import cnnkit
 from cnnkit.cli import main
+from cnnkit.config import TrainConfig, build_config
 from cnnkit.data import ImageSet
 from cnnkit.errors import CnnkitError
 from cnnkit.train.loop import EpochProgress, train_one_epoch
@@ -139,7 +140,20 @@ def test_show_batch_writes_a_grid(tmp_path, capsys):
 
     with Image.open(out) as grid:
         assert grid.width >= 4 * 32 and grid.height >= 2 * 32
-    assert "written to" in capsys.readouterr().out
+    assert "16 training images, augmented (flip, crop 4, rotation 20)" in capsys.readouterr().out
+
+
+def test_an_augment_given_replaces_the_presets_augmentation_whole(tmp_path, capsys):
+    assert TrainConfig(preset="cifar10-94").augmentation().describe() == "alternating flip, crop 2"
+    assert TrainConfig(preset="cifar10-94", augment="none").augmentation().is_identity()
+    only_flip = TrainConfig(preset="cifar10-94", augment="none", flip=True).augmentation()
+    assert only_flip.describe() == "flip"
+    (tmp_path / "run.yaml").write_text("augment: basic\n")
+    from_file = build_config(tmp_path / "run.yaml", {"preset": "cifar10-94"})
+    assert from_file.augmentation().describe() == "flip, crop 4" and from_file.lr == 1.5
+    args = ["show-batch", "--data", SAMPLE, "--preset", "cifar10-94", "--augment", "none"]
+    assert main([*args, "--n", "8", "--out", str(tmp_path / "b.png")]) == 0
+    assert "8 training images, augmented (none)" in capsys.readouterr().out
 
 
 def test_unknown_augment_preset_suggests_the_close_one(capsys):

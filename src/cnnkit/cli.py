@@ -260,7 +260,7 @@ def cmd_show_batch(args: argparse.Namespace) -> int:
 
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
     cfg = build_config(args.config, {k: v for k, v in given.items() if v is not None})
-    path = show_batch(
+    shown = show_batch(
         cfg.data,
         cfg.augment,
         n=args.n,
@@ -269,7 +269,8 @@ def cmd_show_batch(args: argparse.Namespace) -> int:
         data_root=cfg.data_root,
         **cfg.augment_overrides(),
     )
-    print(f"{args.n} augmented training images ({cfg.augment}) written to {path}")
+    what = shown.augmentation.describe()
+    print(f"{shown.count} training images, augmented ({what}), written to {shown.path}")
     return 0
 
 
@@ -403,7 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("show-batch", cmd_show_batch, "write a PNG grid of augmented training images")
     p.add_argument("--config", help="YAML file of options; flags override it")
     p.add_argument("--n", type=int, default=32, help="how many images")
-    p.add_argument("--out", default="batch.png", help="the PNG to write")
+    p.add_argument("--out", default="batch.png", help="the image to write (.png or .jpg)")
     _add_train_flags(p)
 
     p = command("models", cmd_models, "list the built-in models")

@@ -17,6 +17,21 @@ if TYPE_CHECKING:
     from cnnkit.data.augment import AugmentConfig
 
 
+# the per-operation augmentation fields, which override the `augment` preset's values
+AUGMENT_OPS = (
+    "flip",
+    "alternating_flip",
+    "crop_padding",
+    "rotation",
+    "color_jitter",
+    "erasing",
+    "trivialaugment",
+    "randaugment",
+    "mixup",
+    "cutmix",
+)
+
+
 @dataclass
 class TrainConfig:
     """Everything a training run needs; stored resolved in the run folder and the checkpoint."""
@@ -86,8 +101,11 @@ class TrainConfig:
             from cnnkit.presets import preset_config
 
             given = getattr(self, "_given", frozenset())
+            # an `augment` given replaces the preset's augmentation whole, so `--augment none`
+            # means none: the preset's per-operation settings go with its own `augment`
+            skip = given | (set(AUGMENT_OPS) if "augment" in given else set())
             for key, value in preset_config(str(self.preset)).items():
-                if key not in given:
+                if key not in skip:
                     setattr(self, key, value)
         self.validate()
 
@@ -166,19 +184,7 @@ class TrainConfig:
 
     def augment_overrides(self) -> dict[str, Any]:
         """The per-operation augmentation flags that were given (None means the preset's)."""
-        ops = (
-            "flip",
-            "alternating_flip",
-            "crop_padding",
-            "rotation",
-            "color_jitter",
-            "erasing",
-            "trivialaugment",
-            "randaugment",
-            "mixup",
-            "cutmix",
-        )
-        given = {k: getattr(self, k) for k in ops if getattr(self, k) is not None}
+        given = {k: getattr(self, k) for k in AUGMENT_OPS if getattr(self, k) is not None}
         if given.get("flip") is False:  # --no-flip: no flips at all, alternating ones included
             given["alternating_flip"] = False
         return given

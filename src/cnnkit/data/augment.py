@@ -86,6 +86,23 @@ class AugmentConfig:
         """True when no augmentation is on (the batch passes through unchanged)."""
         return self == AugmentConfig()
 
+    def describe(self) -> str:
+        """What is on, in a few words: "flip, crop 4, rotation 10, ..." or "none"."""
+        scale = f"{self.scale[0]:g}-{self.scale[1]:g}" if self.scale is not None else None
+        parts = [
+            ("alternating flip" if self.alternating_flip else "flip") if self.flip else None,
+            f"crop {self.crop_padding}" if self.crop_padding else None,
+            f"rotation {self.rotation:g}" if self.rotation else None,
+            f"zoom {scale}" if scale else None,
+            f"colour jitter {self.color_jitter:g}" if self.color_jitter else None,
+            f"erasing {self.erasing:g}" if self.erasing else None,
+            "trivialaugment" if self.trivialaugment else None,
+            "randaugment" if self.randaugment else None,
+            f"mixup {self.mixup:g}" if self.mixup else None,
+            f"cutmix {self.cutmix:g}" if self.cutmix else None,
+        ]
+        return ", ".join(p for p in parts if p) or "none"
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["scale"] = list(self.scale) if self.scale is not None else None

@@ -1,15 +1,17 @@
-"""Look at what the network sees: a PNG grid of (augmented) training images with their labels."""
+"""Look at what the network sees: an image grid of (augmented) training images with their labels."""
 
 from __future__ import annotations
 
 import functools
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from cnnkit.data.augment import AugmentConfig, BatchAugment, alternating_flips, augment_config
+from cnnkit.errors import CnnkitError
 
 _PAD = 4  # pixels between cells
 _BACKGROUND = (255, 255, 255)
@@ -42,7 +44,8 @@ def save_batch_grid(
     ncols: int = 8,
     upscale_to: int = 96,
 ) -> Path:
-    """Write uint8 images (B, 3, H, W) as a PNG grid, each with its label under it.
+    """Write uint8 images (B, 3, H, W) as an image grid, each with its label under it: PNG,
+    or the format the file's extension names (a name without one gets ``.png``).
 
     Images are enlarged with nearest-neighbour sampling so the longer side is about
     ``upscale_to`` pixels (never shrunk): 32x32 CIFAR pixels stay crisp and readable.
@@ -79,8 +82,13 @@ def save_batch_grid(
         tx = x0 + (cw - draw.textlength(text, font=font)) / 2
         draw.text((tx, y0 + ch + 2), text, fill=_TEXT, font=font)
     path = Path(path)
+    if not path.suffix:
+        path = path.with_name(path.name + ".png")
+    image_format = Image.registered_extensions().get(path.suffix.lower())
+    if image_format is None:
+        raise CnnkitError(f"cannot write an image named {path.name}: name it .png or .jpg")
     path.parent.mkdir(parents=True, exist_ok=True)
-    grid.save(path, format="PNG")
+    grid.save(path, format=image_format)
     return path
 
 
@@ -100,6 +108,14 @@ def target_labels(targets: torch.Tensor, classes: list[str]) -> list[str]:
     return out
 
 
+class ShownBatch(NamedTuple):
+    """What `show_batch` wrote: the grid's path, how many images it holds, the augmentation."""
+
+    path: Path
+    count: int
+    augmentation: AugmentConfig
+
+
 def show_batch(
     data_spec: str,
     augment: str = "standard",
@@ -108,22 +124,26 @@ def show_batch(
     seed: int = 0,
     data_root: str | os.PathLike | None = None,
     **overrides,
-) -> Path:
-    """Write a grid of ``n`` seeded-random training images after the ``augment`` preset.
+) -> ShownBatch:
+    """Write a grid of ``n`` seeded-random training images after the ``augment`` preset (all
+    of them when there are fewer).
 
     ``overrides`` change single fields of the preset (``rotation=30``, ``mixup=0.4``, ...).
     """
     from cnnkit.data.datasets import load_data
 
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise CnnkitError(f"the number of images to show must be at least 1, got {n!r}")
     cfg = augment_config(augment, **overrides)
     data = load_data(
         data_spec, data_root=data_root, val_split=0.0, splits=("train",), progress=False
     )
     train = data.train
     if train is None or len(train) == 0:
-        raise ValueError(f"{data_spec} has no training images")
+        raise CnnkitError(f"{data_spec} has no training images")
     images, targets = augmented_sample(train.images, train.labels, cfg, n, seed, len(data.classes))
-    return save_batch_grid(images, target_labels(targets, data.classes), out)
+    path = save_batch_grid(images, target_labels(targets, data.classes), out)
+    return ShownBatch(path, images.shape[0], cfg)
 
 
 def augmented_sample(

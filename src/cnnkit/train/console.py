@@ -15,7 +15,8 @@ from cnnkit.train.loop import EpochProgress
 
 
 class StopFlag:
-    """First Ctrl-C asks the loop to stop after the current batch; a second one aborts."""
+    """First Ctrl-C (SIGINT) or SIGTERM (``kill``, ``timeout``, a job scheduler) asks the loop
+    to stop after the current batch and save last.pt; a second one aborts."""
 
     def __init__(self) -> None:
         self.requested = False
@@ -33,16 +34,20 @@ class StopFlag:
             if self.requested:
                 raise KeyboardInterrupt
             self.requested = True
+            what = "terminated" if signum == signal.SIGTERM else "interrupted"
             print(
-                "\ncnnkit: stopping after this batch and saving last.pt (Ctrl-C again to abort)",
+                f"\ncnnkit: {what}: stopping after this batch and saving last.pt "
+                "(Ctrl-C again to abort)",
                 file=sys.stderr,
             )
 
-        previous = signal.signal(signal.SIGINT, handler)
+        signals = (signal.SIGINT, signal.SIGTERM)
+        previous = {s: signal.signal(s, handler) for s in signals}
         try:
             yield self
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for s, old in previous.items():
+                signal.signal(s, old)
 
 
 class EpochBar:

@@ -532,6 +532,27 @@ class Trainer:
             f"{val}{test}, {len(d.classes)} classes; {self.device} {self.precision.name}; "
             f"{stages}; run folder {self.run_dir}"
         )
+        print(f"cnnkit: {self._recipe()}")
+
+    def _recipe(self) -> str:
+        """The optimiser, augmentation and regularisation in effect, in one line."""
+        c = self.cfg
+        rate = f"lr {c.lr:g}" + (f", filters {c.muon_lr:g}" if c.optimizer == "muon" else "")
+        extras = {
+            "weight decay": c.weight_decay,
+            "label smoothing": c.label_smoothing,
+            "dropout": c.dropout,
+            "ema": c.ema,
+            "lookahead": c.lookahead,
+            "clip grad": c.clip_grad,
+            "patience": c.patience,
+        }
+        regular = ", ".join(f"{k} {v:g}" for k, v in extras.items() if v) or "none"
+        tta = f"; tta {c.tta}" if c.tta != "none" else ""
+        return (
+            f"{c.optimizer} {rate} ({c.schedule}), batch {c.batch_size}; augment: "
+            f"{c.augmentation().describe()}; regularisation: {regular}{tta}"
+        )
 
     def _print_epoch(self, row: dict[str, Any]) -> None:
         val = ""
