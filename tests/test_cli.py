@@ -131,6 +131,13 @@ def test_config_file_with_flag_override(tmp_path):
     saved = (project / "c" / "config.yaml").read_text()
     assert "epochs: 1" in saved and "optimizer: sgd" in saved and "batch_size: 128" in saved
 
+    # resuming reads a --config too, under the flags: epochs from the flag, smoothing from it
+    config.write_text("epochs: 9\nlabel_smoothing: 0.1\n")
+    resume = ["train", "--resume", str(project / "c"), "--config", str(config), "--no-progress"]
+    assert main([*resume, "--epochs", "2"]) == 0
+    saved = (project / "c" / "config.yaml").read_text()
+    assert "epochs: 2" in saved and "label_smoothing: 0.1" in saved and "batch_size: 128" in saved
+
 
 def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
     """Ctrl-C mid-epoch writes last.pt; --resume ends bit-identical to an uninterrupted run."""

@@ -13,7 +13,7 @@ import types
 from collections.abc import Callable, Sequence
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
-from cnnkit.config import TrainConfig, build_config
+from cnnkit.config import TrainConfig, build_config, read_yaml_config
 from cnnkit.errors import CnnkitError
 from cnnkit.evaluate.tta import check_mode as check_tta
 
@@ -135,7 +135,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
     given = {k: v for k, v in overrides.items() if v is not None}
-    if args.resume:
+    if args.resume:  # the saved config, then the file's values, then the flags
+        from_file = read_yaml_config(args.config) if args.config else {}
+        given = {**from_file, **given}
         result = train(resume=args.resume, progress=not args.no_progress, **given)
     else:
         result = train(build_config(args.config, given), progress=not args.no_progress)
