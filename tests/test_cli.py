@@ -223,6 +223,46 @@ def test_checkpoint_classes_that_differ_from_the_data_are_refused(run_dir, tmp_p
     assert "classes differ" in capsys.readouterr().err
 
 
+def copy_sample_classes(root, classes=("cat", "ship"), per_class=10):
+    """root/<class>/*.png: real CIFAR-10 photos from the bundled sample, train-only."""
+    for name in classes:
+        (root / name).mkdir(parents=True)
+        for f in [p for p in sample_images(per_class) if p.parent.name == name]:
+            (root / name / f.name).write_bytes(f.read_bytes())
+    return str(root)
+
+
+def evaluated(capsys, *args):
+    assert main(["evaluate", *args, "--json", "--no-progress"]) == 0
+    out = capsys.readouterr()
+    return json.loads(out.out)["images"], out.err
+
+
+def test_evaluate_on_a_train_only_folder_uses_the_runs_held_out_images(tmp_path, capsys):
+    data = copy_sample_classes(tmp_path / "pets")
+    project = tmp_path / "runs"
+    for name, split in (("held", "0.2"), ("all", "0")):
+        args = ["train", "--data", data, "--epochs", "1", "--val-split", split]
+        assert main([*args, "--project", str(project), "--name", name, "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "no test split in" in out and "training took" in out
+    held = str(project / "held")
+    # the default (test) split falls back to the 4 held-out images, never the training ones
+    count, err = evaluated(capsys, held)
+    assert count == 4 and "held out for validation" in err
+    assert (project / "held" / "eval-pets-val").is_dir()
+    assert evaluated(capsys, held, "--split", "val")[0] == 4
+    assert evaluated(capsys, held, "--split", "train")[0] == 16
+    # a run that trained on all of it has nothing unseen to evaluate there
+    assert main(["evaluate", str(project / "all"), "--no-progress"]) == 2
+    assert "trained on all of it" in capsys.readouterr().err
+    # other data without a test split is all evaluation data, and has no validation split
+    other = copy_sample_classes(tmp_path / "more", per_class=3)
+    assert evaluated(capsys, str(project / "all"), "--data", other)[0] == 6
+    assert main(["evaluate", str(project / "all"), "--data", other, "--split", "val"]) == 2
+    assert "no 'val' images" in capsys.readouterr().err
+
+
 def test_a_folder_with_one_class_is_refused_before_training(tmp_path, capsys):
     (tmp_path / "only" / "cat").mkdir(parents=True)
     for i in range(4):

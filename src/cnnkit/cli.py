@@ -366,7 +366,12 @@ def build_parser() -> argparse.ArgumentParser:
     inference_flags(p)
     p.add_argument("--data", help="data to evaluate on (default: the data the model trained on)")
     p.add_argument("--data-root", help="folder for named datasets")
-    p.add_argument("--split", default="test", help="train | val | test (default: test)")
+    p.add_argument(
+        "--split",
+        default="test",
+        help="train | val | test (default: test; on the run's own data without a test split, "
+        "the images it held out for validation)",
+    )
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--out", help="folder for the reports (default: beside the checkpoint)")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from torch import nn
 
 from cnnkit.data import IMAGE_EXTENSIONS, ImageSet, decode_image, load_data
 from cnnkit.data.preprocess import Preprocessing
-from cnnkit.errors import CnnkitError
+from cnnkit.errors import CnnkitError, did_you_mean
 from cnnkit.evaluate import ClassificationReport, classification_report, write_report
 from cnnkit.evaluate.tta import tta_and_plain_logits
 from cnnkit.models import ModelSpec, create_model, resolve_spec
@@ -207,7 +208,7 @@ class Classifier:
         if isinstance(data, ImageSet):
             images = data
         else:
-            images = self._load_split(data, split, data_root, progress)
+            images, split = self._load_split(data, split, data_root, progress)
         labels = self._labels_in_our_order(images)
         logits, plain = self.logits(images.images, batch_size, tta)
         report = classification_report(logits, labels, self.classes)
@@ -222,25 +223,56 @@ class Classifier:
             report.out_dir = Path(out_dir)
         return report
 
+    def _trained_on(self, data: str | os.PathLike) -> bool:
+        """True when `data` names the data this model was trained on."""
+        trained = self.config.get("data")
+        if trained is None:
+            return False
+        if str(trained) == str(data):
+            return True
+        a, b = Path(str(trained)).expanduser(), Path(str(data)).expanduser()
+        return a.exists() and b.exists() and a.resolve() == b.resolve()
+
     def _load_split(
         self, data: str | os.PathLike, split: str, data_root: str | None, progress: bool
-    ) -> ImageSet:
+    ) -> tuple[ImageSet, str]:
+        """The images of `split` and the split they are. On the model's own training data the
+        splits are the run's: its seeded validation split held out of train, and, when the data
+        has no test split, that validation split in its place. Other data without a test split
+        is all evaluation data."""
+        if split not in ("train", "val", "test"):
+            raise did_you_mean("split", split, ("train", "val", "test"))
+        own = self._trained_on(data)
         splits = load_data(
             data,
             data_root=data_root or self.config.get("data_root"),
-            val_split=0.0,
+            val_split=float(self.config.get("val_split") or 0.0) if own else 0.0,
+            seed=int(self.config.get("seed") or 0) if own else 0,
             image_size=self.config.get("image_size"),
             resize=self.preprocessing.resize,
             progress=progress,
         )
-        chosen = getattr(splits, split, None) if split in ("train", "val", "test") else None
-        if split not in ("train", "val", "test"):
-            raise CnnkitError(f"unknown split '{split}' (valid: train, val, test)")
-        if chosen is None and split == "test" and splits.val is None:
-            chosen = splits.train  # a plain folder of class folders: evaluate all of it
+        chosen = getattr(splits, split)
+        if split == "val" and splits.val_source == "test" and not own:
+            chosen = None  # the test split stands in for validation only in the run's own data
+        if chosen is None and split == "test":
+            if own and splits.val_source == "split":
+                chosen, split = splits.val, "val"
+                print(
+                    f"cnnkit: {data} has no test split: evaluating the {len(chosen)} images "
+                    "the run held out for validation",
+                    file=sys.stderr,
+                )
+            elif own:
+                raise CnnkitError(
+                    f"{data} has no test split and the run trained on all of it: pass --data "
+                    "with images it has not seen"
+                )
+            else:
+                chosen = splits.train  # a plain folder of class folders: evaluate all of it
         if chosen is None or len(chosen) == 0:
             raise CnnkitError(f"{data} has no '{split}' images")
-        return chosen
+        return chosen, split
 
     def _labels_in_our_order(self, images: ImageSet) -> torch.Tensor:
         """Map the data's label indices onto the checkpoint's class order."""

@@ -516,8 +516,16 @@ class Trainer:
                     f"test accuracy with TTA ({self.cfg.tta}): {tta_acc:.2%} "
                     f"({(tta_acc - acc) * 100:+.2f} points)"
                 )
+        elif not interrupted and self.epoch:
+            held_out = " on the validation images" if self.data.val_source == "split" else ""
+            print(
+                f"no test split in {self.cfg.data}: no final test evaluation; "
+                f"`cnnkit evaluate {self.run_dir}` evaluates best.pt{held_out}"
+            )
         metrics["timing"] = {**timing, "timed": round(sum(timing.values()), 3)}
         run_folder.write_metrics(self.run_dir, metrics)
+        if not interrupted:
+            print(f"training took {self.wall_seconds:.1f}s over {self.epoch} epochs")
         return metrics
 
     # ---- output --------------------------------------------------------------------------------
