@@ -87,6 +87,10 @@ def test_predict_json_and_csv_skip_unreadable_files(run_dir, tmp_path, capsys):
     assert main(["predict", str(run_dir), images[0], "--csv", "--top-k", "2"]) == 0
     rows = list(csv.reader(io.StringIO(capsys.readouterr().out)))
     assert rows[0] == ["source", "rank", "label", "probability"] and len(rows) == 3
+    assert main(["predict", str(run_dir), images[0], "--json", "--tta", "flip"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["tta"] == "flip"
+    assert main(["predict", str(run_dir), images[0], "--top-k", "0"]) == 2
+    assert "top_k must be a whole number >= 1" in capsys.readouterr().err
 
 
 def test_predict_exits_non_zero_only_when_nothing_could_be_read(run_dir, tmp_path, capsys):

@@ -243,18 +243,21 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
 
 
 def _print_predictions(predictions: list) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    table = Table(show_lines=False)
-    table.add_column("image")
+    from cnnkit.evaluate.report import output_console
+
+    tta = predictions[0].tta if predictions else "none"
+    caption = f"with test-time augmentation ({tta})" if tta != "none" else None
+    table = Table(show_lines=False, caption=caption)
+    table.add_column("image", overflow="fold")  # a long path wraps, never loses its end
     table.add_column("prediction")
     table.add_column("probability", justify="right")
     table.add_column("next best")
     for p in predictions:
         rest = ", ".join(f"{c} {q:.1%}" for c, q in p.top_k[1:])
         table.add_row(p.source, p.label, f"{p.probability:.1%}", rest)
-    Console().print(table)
+    output_console().print(table)
 
 
 def cmd_show_batch(args: argparse.Namespace) -> int:

@@ -38,6 +38,7 @@ class Prediction:
 
     source: str
     top_k: list[tuple[str, float]]
+    tta: str = "none"  # the test-time augmentation the probabilities average over
 
     @property
     def label(self) -> str:
@@ -53,6 +54,7 @@ class Prediction:
             "label": self.label,
             "probability": self.probability,
             "top_k": [{"label": c, "probability": p} for c, p in self.top_k],
+            "tta": self.tta,
         }
 
 
@@ -162,6 +164,7 @@ class Classifier:
         self, patterns: list[str], top_k: int = 5, batch_size: int = 256, tta: str = "none"
     ) -> tuple[list[Prediction], list[tuple[str, str]]]:
         """Predict files, folders and globs; unreadable files come back as (path, reason)."""
+        _check_top_k(top_k)
         arrays, names, errors = [], [], []
         for path in expand_paths(patterns):
             try:
@@ -178,14 +181,15 @@ class Classifier:
     def _predict_arrays(
         self, arrays: list[np.ndarray], names: list[str], top_k: int, tta: str = "none"
     ) -> list[Prediction]:
+        _check_top_k(top_k)
         if not arrays:
             return []
         images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
         probs = self.predict_images(images, tta=tta)
-        k = max(1, min(top_k, len(self.classes)))
+        k = min(top_k, len(self.classes))
         values, indices = probs.topk(k, dim=1)
         return [
-            Prediction(name, [(self.classes[j], p) for p, j in zip(vals, idx, strict=True)])
+            Prediction(name, [(self.classes[j], p) for p, j in zip(vals, idx, strict=True)], tta)
             for name, vals, idx in zip(names, values.tolist(), indices.tolist(), strict=True)
         ]
 
@@ -288,6 +292,11 @@ class Classifier:
             )
         mapping = torch.tensor([ours[name] for name in images.classes])
         return mapping[images.labels]
+
+
+def _check_top_k(top_k: int) -> None:
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise CnnkitError(f"top_k must be a whole number >= 1, got {top_k!r}")
 
 
 def expand_paths(patterns: list[str]) -> list[Path]:

@@ -12,8 +12,15 @@ from rich.table import Table
 from cnnkit.evaluate.metrics import ClassificationReport
 
 
+def output_console() -> Console:
+    """A rich console for tables and lines: the terminal's width on a terminal; piped or in a
+    log, wide enough that nothing is cut or wrapped (rich assumes 80 columns there)."""
+    console = Console()
+    return console if console.is_terminal else Console(width=1_000, soft_wrap=True)
+
+
 def print_report(report: ClassificationReport, console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or output_console()
     table = Table(title="per-class metrics", show_lines=False)
     for column in ("class", "precision", "recall", "f1", "support"):
         table.add_column(column, justify="left" if column == "class" else "right")
