@@ -284,6 +284,8 @@ def test_config_names_and_round_trip():
     assert PRESETS["strong"].rotation == 10.0  # presets are not mutated by overrides
     with pytest.raises(CnnkitError, match="did you mean 'mixup'"):
         AugmentConfig.from_dict({"mixupp": 0.2})
+    with pytest.raises(CnnkitError, match="mixup takes a number"):  # `mixup: true` in YAML
+        augment_config(mixup=True)
 
 
 def test_augment_generator_is_seeded_per_step():

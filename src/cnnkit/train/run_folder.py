@@ -81,24 +81,37 @@ def _fmt(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def plot_history(run_dir: Path, history: list[dict[str, Any]]) -> Path | None:
-    """curves.png: training vs validation loss and accuracy per epoch (overfitting made visible)."""
+def plot_history(
+    run_dir: Path,
+    history: list[dict[str, Any]],
+    best_epoch: int | None = None,
+    val_label: str = "validation",
+) -> Path | None:
+    """curves.png: training vs validation loss and accuracy per epoch (overfitting made visible),
+    with the epoch best.pt holds marked."""
     if not history:
         return None
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
-    epochs = [row["epoch"] for row in history]
+    epochs = [int(row["epoch"]) for row in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, key, title in ((ax_loss, "loss", "loss"), (ax_acc, "accuracy", "accuracy")):
-        ax.plot(epochs, [row[f"train_{key}"] for row in history], "o-", label="training")
+    for ax, key in ((ax_loss, "loss"), (ax_acc, "accuracy")):
+        ax.plot(epochs, [float(row[f"train_{key}"]) for row in history], "o-", label="training")
         val = [row.get(f"val_{key}") for row in history]
         if any(v is not None and v != "" for v in val):
-            ax.plot(epochs, val, "o-", label="validation")
+            shown = [float(v) if v not in (None, "") else float("nan") for v in val]
+            ax.plot(epochs, shown, "o-", label=val_label)
+        if best_epoch:
+            ax.axvline(
+                best_epoch, color="gray", linestyle="--", label=f"best.pt (epoch {best_epoch})"
+            )
         ax.set_xlabel("epoch")
-        ax.set_title(title)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(key)
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()

@@ -456,7 +456,9 @@ class Trainer:
         self.wall_seconds += time.perf_counter() - started
         self.save_last()
         run_folder.write_history(self.run_dir, self.history)
-        run_folder.plot_history(self.run_dir, self.history)
+        labels = {"test": "validation (the test split)", "split": "validation (held out)"}
+        val_label = labels.get(self.data.val_source, "validation")
+        run_folder.plot_history(self.run_dir, self.history, self.best_epoch, val_label)
         if writer is not None:
             for key, value in row.items():
                 if isinstance(value, float):
