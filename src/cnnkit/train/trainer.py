@@ -510,7 +510,13 @@ class Trainer:
             loss = float(self.loss_fn(plain, test.labels))
             acc = float((plain.argmax(1) == test.labels).float().mean())
             metrics.update(test_loss=loss, test_accuracy=acc, test_images=len(test))
-            print(f"test accuracy (best.pt, epoch {self.best_epoch}): {acc:.2%}  loss {loss:.4f}")
+            # validated on the test split itself (val_split 0, as airbench): best.pt was chosen
+            # on these images, so say so rather than pass the figure off as unseen data's
+            chosen = ", chosen on this split" if self.data.val_source == "test" else ""
+            print(
+                f"test accuracy (best.pt, epoch {self.best_epoch}{chosen}): {acc:.2%}  "
+                f"loss {loss:.4f}"
+            )
             if self.cfg.tta != "none":
                 tta_acc = float((tta.argmax(1) == test.labels).float().mean())
                 metrics.update(tta=self.cfg.tta, test_accuracy_tta=tta_acc)
