@@ -324,5 +324,7 @@ def test_show_batch_on_the_bundled_sample(tmp_path, monkeypatch):
     for n in (0, -3):
         with pytest.raises(CnnkitError, match="at least 1"):
             show_batch("cifar10-sample", n=n, out=tmp_path / "x.png")
-    with pytest.raises(CnnkitError, match=r"\.png or \.jpg"):
-        show_batch("cifar10-sample", n=4, out=tmp_path / "x.notanimage")
+    for name in ("x.notanimage", "x.psd"):  # unknown, and known but read-only in Pillow
+        with pytest.raises(CnnkitError, match=r"\.png or \.jpg"):
+            show_batch("cifar10-sample", n=4, out=tmp_path / name)
+    assert show_batch("cifar10-sample", n=2, out=tmp_path / "UPPER.PNG").path.is_file()

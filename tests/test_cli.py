@@ -242,19 +242,27 @@ def evaluated(capsys, *args):
     return json.loads(out.out)["images"], out.err
 
 
-def test_evaluate_on_a_train_only_folder_uses_the_runs_held_out_images(tmp_path, capsys):
-    data = copy_sample_classes(tmp_path / "pets")
+def test_evaluate_on_a_train_only_folder_uses_the_runs_held_out_images(
+    tmp_path, capsys, monkeypatch
+):
+    copy_sample_classes(tmp_path / "pets")
+    monkeypatch.chdir(tmp_path)  # trained on the relative path "pets"
     project = tmp_path / "runs"
     for name, split in (("held", "0.2"), ("all", "0")):
-        args = ["train", "--data", data, "--epochs", "1", "--val-split", split]
+        args = ["train", "--data", "pets", "--epochs", "1", "--val-split", split]
         assert main([*args, "--project", str(project), "--name", name, "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "no test split in" in out and "training took" in out
+    assert "evaluates best.pt on its validation images" in out and "training took" in out
+    assert "it trained on all of it" in out
     held = str(project / "held")
-    # the default (test) split falls back to the 4 held-out images, never the training ones
-    count, err = evaluated(capsys, held)
-    assert count == 4 and "held out for validation" in err
+    # the default (test) split falls back to the 4 held-out images, never the training ones,
+    # also from another working directory, naming the data by its absolute path
+    monkeypatch.chdir(project)
+    data = str(tmp_path / "pets")
+    count, err = evaluated(capsys, held, "--data", data)
+    assert count == 4 and "validation images the run did not train on" in err
     assert (project / "held" / "eval-pets-val").is_dir()
+    monkeypatch.chdir(tmp_path)
     assert evaluated(capsys, held, "--split", "val")[0] == 4
     assert evaluated(capsys, held, "--split", "train")[0] == 16
     # a run that trained on all of it has nothing unseen to evaluate there
@@ -265,6 +273,17 @@ def test_evaluate_on_a_train_only_folder_uses_the_runs_held_out_images(tmp_path,
     assert evaluated(capsys, str(project / "all"), "--data", other)[0] == 6
     assert main(["evaluate", str(project / "all"), "--data", other, "--split", "val"]) == 2
     assert "no 'val' images" in capsys.readouterr().err
+
+
+def test_evaluate_on_a_folder_with_val_but_no_test_uses_the_val_folder(tmp_path, capsys):
+    copy_sample_classes(tmp_path / "d" / "train", per_class=6)
+    copy_sample_classes(tmp_path / "d" / "val", per_class=2)
+    args = train_args(tmp_path / "runs", "v", "--epochs", "1")
+    args[args.index(SAMPLE)] = str(tmp_path / "d")
+    assert main(args) == 0
+    assert "evaluates best.pt on its validation images" in capsys.readouterr().out
+    count, err = evaluated(capsys, str(tmp_path / "runs" / "v"))
+    assert count == 4 and "did not train on" in err
 
 
 def test_a_folder_with_one_class_is_refused_before_training(tmp_path, capsys):

@@ -1,5 +1,6 @@
 """Training controls wired into the trainer: EMA, early stopping, gradient clipping, TTA."""
 
+import dataclasses
 import json
 
 import pytest
@@ -8,8 +9,9 @@ from torch import nn
 
 import cnnkit
 from cnnkit.cli import main
-from cnnkit.config import TrainConfig, build_config
+from cnnkit.config import AUGMENT_OPS, TrainConfig, build_config, with_overrides
 from cnnkit.data import ImageSet
+from cnnkit.data.augment import AugmentConfig
 from cnnkit.errors import CnnkitError
 from cnnkit.train.loop import EpochProgress, train_one_epoch
 from step_context import sgd_step_context
@@ -151,6 +153,15 @@ def test_an_augment_given_replaces_the_presets_augmentation_whole(tmp_path, caps
     (tmp_path / "run.yaml").write_text("augment: basic\n")
     from_file = build_config(tmp_path / "run.yaml", {"preset": "cifar10-94"})
     assert from_file.augmentation().describe() == "flip, crop 4" and from_file.lr == 1.5
+    # the Python API and --resume start from a config with every field set: the same holds
+    resolved = TrainConfig(preset="cifar10-94").to_dict()
+    assert TrainConfig.from_dict(with_overrides(resolved, {"augment": "none"})).augmentation() == (
+        AugmentConfig()
+    )
+    kept = TrainConfig.from_dict(with_overrides(resolved, {"lr": 0.5, "flip": None}))
+    assert kept.augmentation().describe() == "alternating flip, crop 2" and kept.lr == 0.5
+    ops = {f.name for f in dataclasses.fields(AugmentConfig)} - {"scale"}
+    assert set(AUGMENT_OPS) == ops  # every per-operation field is a flag that overrides
     args = ["show-batch", "--data", SAMPLE, "--preset", "cifar10-94", "--augment", "none"]
     assert main([*args, "--n", "8", "--out", str(tmp_path / "b.png")]) == 0
     assert "8 training images, augmented (none)" in capsys.readouterr().out

@@ -137,6 +137,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     given = {k: v for k, v in overrides.items() if v is not None}
     if args.resume:  # the saved config, then the file's values, then the flags
         from_file = read_yaml_config(args.config) if args.config else {}
+        if args.config:
+            TrainConfig.from_dict(from_file, args.config)  # its unknown keys, named as its own
         given = {**from_file, **given}
         result = train(resume=args.resume, progress=not args.no_progress, **given)
     else:
@@ -411,7 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     _add_train_flags(p)
 
-    p = command("show-batch", cmd_show_batch, "write a PNG grid of augmented training images")
+    p = command("show-batch", cmd_show_batch, "write an image grid of augmented training images")
     p.add_argument("--config", help="YAML file of options; flags override it")
     p.add_argument("--n", type=int, default=32, help="how many images")
     p.add_argument("--out", default="batch.png", help="the image to write (.png or .jpg)")

@@ -239,6 +239,17 @@ def read_yaml_config(path: str | os.PathLike) -> dict[str, Any]:
     return {str(k).replace("-", "_"): v for k, v in values.items()}
 
 
+def with_overrides(values: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """`values` updated by the `overrides` that were given (not None). An `augment` among them
+    replaces the augmentation whole: per-operation settings in `values` go unless given again,
+    so `--augment none` on a preset's (or a resumed run's) config means no augmentation."""
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    base = dict(values)
+    if "augment" in given:
+        base.update(dict.fromkeys(AUGMENT_OPS))
+    return {**base, **given}
+
+
 def build_config(
     config_file: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None
 ) -> TrainConfig:
@@ -250,5 +261,4 @@ def build_config(
         values.update(read_yaml_config(config_file))
         source = str(config_file)
     TrainConfig.from_dict(values, source)  # reject unknown keys of the file itself first
-    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    return TrainConfig.from_dict(values, source)
+    return TrainConfig.from_dict(with_overrides(values, overrides), source)

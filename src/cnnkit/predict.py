@@ -14,7 +14,9 @@ import torch
 from PIL import Image
 from torch import nn
 
+from cnnkit.config import TrainConfig
 from cnnkit.data import IMAGE_EXTENSIONS, ImageSet, decode_image, load_data
+from cnnkit.data.datasets import data_location
 from cnnkit.data.preprocess import Preprocessing
 from cnnkit.errors import CnnkitError, did_you_mean
 from cnnkit.evaluate import ClassificationReport, classification_report, write_report
@@ -71,6 +73,7 @@ class Classifier:
         spec: ModelSpec | None = None,
         config: dict[str, Any] | None = None,
         path: Path | None = None,
+        data_location: str | None = None,
     ) -> None:
         self.device = resolve_device(device)
         self.precision = Precision(self.device, resolve_precision(precision, self.device))
@@ -83,6 +86,7 @@ class Classifier:
         self.spec = spec
         self.config = config or {}
         self.path = path
+        self.data_location = data_location  # where the training data was (absolute), if known
 
     @classmethod
     def load(
@@ -98,7 +102,8 @@ class Classifier:
             model.load_state_dict(ckpt["state_dict"])
         except RuntimeError:
             raise CnnkitError(f"{path}: weights do not fit model '{spec.name}'") from None
-        return cls(model, ckpt["classes"], prep, device, precision, spec, ckpt["config"], path)
+        config, where = ckpt["config"], ckpt.get("data_location")
+        return cls(model, ckpt["classes"], prep, device, precision, spec, config, path, where)
 
     @classmethod
     def from_pretrained(
@@ -154,6 +159,7 @@ class Classifier:
 
         A file that cannot be read raises CnnkitError; use predict_paths to skip such files.
         """
+        _check_top_k(top_k)
         single = not isinstance(inputs, list)
         items = [inputs] if single else inputs
         arrays = [self._decode(item) for item in items]
@@ -181,7 +187,6 @@ class Classifier:
     def _predict_arrays(
         self, arrays: list[np.ndarray], names: list[str], top_k: int, tta: str = "none"
     ) -> list[Prediction]:
-        _check_top_k(top_k)
         if not arrays:
             return []
         images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
@@ -228,14 +233,10 @@ class Classifier:
         return report
 
     def _trained_on(self, data: str | os.PathLike) -> bool:
-        """True when `data` names the data this model was trained on."""
-        trained = self.config.get("data")
-        if trained is None:
-            return False
-        if str(trained) == str(data):
-            return True
-        a, b = Path(str(trained)).expanduser(), Path(str(data)).expanduser()
-        return a.exists() and b.exists() and a.resolve() == b.resolve()
+        """True when `data` names the data this model was trained on (as an absolute path where
+        the checkpoint recorded one, so the working directory does not matter)."""
+        trained = self.data_location or self.config.get("data")
+        return trained is not None and data_location(data) == str(trained)
 
     def _load_split(
         self, data: str | os.PathLike, split: str, data_root: str | None, progress: bool
@@ -250,8 +251,8 @@ class Classifier:
         splits = load_data(
             data,
             data_root=data_root or self.config.get("data_root"),
-            val_split=float(self.config.get("val_split") or 0.0) if own else 0.0,
-            seed=int(self.config.get("seed") or 0) if own else 0,
+            val_split=float(self.config.get("val_split", TrainConfig.val_split)) if own else 0.0,
+            seed=int(self.config.get("seed", 0)) if own else 0,
             image_size=self.config.get("image_size"),
             resize=self.preprocessing.resize,
             progress=progress,
@@ -260,11 +261,11 @@ class Classifier:
         if split == "val" and splits.val_source == "test" and not own:
             chosen = None  # the test split stands in for validation only in the run's own data
         if chosen is None and split == "test":
-            if own and splits.val_source == "split":
+            if own and splits.val_source in ("split", "folder"):
                 chosen, split = splits.val, "val"
                 print(
-                    f"cnnkit: {data} has no test split: evaluating the {len(chosen)} images "
-                    "the run held out for validation",
+                    f"cnnkit: {data} has no test split: evaluating the {len(chosen)} "
+                    "validation images the run did not train on",
                     file=sys.stderr,
                 )
             elif own:

@@ -57,7 +57,7 @@ class AugmentConfig:
                 f"crop_padding must be a non-negative integer, got {self.crop_padding}"
             )
         self.crop_padding = int(self.crop_padding)
-        for name in ("rotation", "color_jitter", "mixup", "cutmix", "erasing"):
+        for name in ("crop_padding", "rotation", "color_jitter", "mixup", "cutmix", "erasing"):
             if isinstance(getattr(self, name), bool):  # `mixup: true` in YAML: say how much
                 raise CnnkitError(f"augment {name} takes a number, got {getattr(self, name)}")
         for name in ("rotation", "color_jitter", "mixup", "cutmix"):

@@ -285,6 +285,13 @@ def _warn_skipped(skipped: list[tuple[str, str]]) -> None:
     )
 
 
+def data_location(spec: str | os.PathLike) -> str:
+    """Where data lives, comparable across working directories: a folder or file's absolute
+    path, or a named dataset's name."""
+    path = Path(spec).expanduser()
+    return str(path.resolve()) if path.exists() else str(spec)
+
+
 def load_data(
     spec: str | os.PathLike,
     *,

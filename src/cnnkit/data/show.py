@@ -81,15 +81,23 @@ def save_batch_grid(
         text, font = _fit(draw, str(label), font_size, cw - 2)
         tx = x0 + (cw - draw.textlength(text, font=font)) / 2
         draw.text((tx, y0 + ch + 2), text, fill=_TEXT, font=font)
-    path = Path(path)
-    if not path.suffix:
-        path = path.with_name(path.name + ".png")
-    image_format = Image.registered_extensions().get(path.suffix.lower())
-    if image_format is None:
-        raise CnnkitError(f"cannot write an image named {path.name}: name it .png or .jpg")
+    path, image_format = image_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     grid.save(path, format=image_format)
     return path
+
+
+def image_path(path: str | os.PathLike) -> tuple[Path, str]:
+    """(path, Pillow format) for an image to write: its extension's format (.png, .jpg, .webp,
+    ...), and .png added to a name without one; a name Pillow cannot write is refused."""
+    path = Path(path)
+    if not path.suffix:
+        path = path.with_name(path.name + ".png")
+    Image.init()  # registers every plugin, so SAVE lists all writable formats
+    image_format = Image.registered_extensions().get(path.suffix.lower())
+    if image_format not in Image.SAVE:
+        raise CnnkitError(f"cannot write an image named {path.name}: name it .png or .jpg")
+    return path, image_format
 
 
 def _weight(w: float) -> str:
@@ -134,6 +142,7 @@ def show_batch(
 
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise CnnkitError(f"the number of images to show must be at least 1, got {n!r}")
+    image_path(out)  # a name it cannot write is refused before the data is decoded
     cfg = augment_config(augment, **overrides)
     data = load_data(
         data_spec, data_root=data_root, val_split=0.0, splits=("train",), progress=False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 from rich.console import Console
@@ -13,10 +14,12 @@ from cnnkit.evaluate.metrics import ClassificationReport
 
 
 def output_console() -> Console:
-    """A rich console for tables and lines: the terminal's width on a terminal; piped or in a
-    log, wide enough that nothing is cut or wrapped (rich assumes 80 columns there)."""
+    """A rich console for tables and lines: the terminal's (or notebook's, or $COLUMNS') width;
+    piped or in a log, wide enough that nothing is cut or wrapped (rich assumes 80 there)."""
     console = Console()
-    return console if console.is_terminal else Console(width=1_000, soft_wrap=True)
+    if console.is_terminal or console.is_jupyter or os.environ.get("COLUMNS"):
+        return console
+    return Console(width=1_000, soft_wrap=True)
 
 
 def print_report(report: ClassificationReport, console: Console | None = None) -> None:

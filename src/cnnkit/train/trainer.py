@@ -11,9 +11,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnkit.config import TrainConfig
+from cnnkit.config import TrainConfig, with_overrides
 from cnnkit.data import DataSplits, ImageSet, channel_stats, load_data
 from cnnkit.data.augment import BatchAugment, alternating_flips, augment_generator
+from cnnkit.data.datasets import data_location
 from cnnkit.data.preprocess import Preprocessing
 from cnnkit.errors import CnnkitError
 from cnnkit.evaluate.tta import tta_and_plain_logits
@@ -307,6 +308,7 @@ class Trainer:
             "classes": list(self.data.classes),
             "preprocessing": self.preprocessing.to_dict(),
             "config": self.cfg.to_dict(),
+            "data_location": data_location(self.cfg.data),
             "epoch": self.epoch,
             "metrics": {"best_val_accuracy": self.best_accuracy, "best_epoch": self.best_epoch},
         }
@@ -525,15 +527,18 @@ class Trainer:
                     f"({(tta_acc - acc) * 100:+.2f} points)"
                 )
         elif not interrupted and self.epoch:
-            held_out = " on the validation images" if self.data.val_source == "split" else ""
-            print(
-                f"no test split in {self.cfg.data}: no final test evaluation; "
-                f"`cnnkit evaluate {self.run_dir}` evaluates best.pt{held_out}"
-            )
+            if self.data.val_source in ("split", "folder"):
+                then = (
+                    f"`cnnkit evaluate {self.run_dir}` evaluates best.pt on its validation images"
+                )
+            else:
+                then = "it trained on all of it: evaluate with --data on images it has not seen"
+            print(f"no test split in {self.cfg.data}: no final test evaluation; {then}")
         metrics["timing"] = {**timing, "timed": round(sum(timing.values()), 3)}
         run_folder.write_metrics(self.run_dir, metrics)
         if not interrupted:
-            print(f"training took {self.wall_seconds:.1f}s over {self.epoch} epochs")
+            epochs = f"{self.epoch} epoch{'s' if self.epoch != 1 else ''}"
+            print(f"training took {self.wall_seconds:.1f}s over {epochs}")
         return metrics
 
     # ---- output --------------------------------------------------------------------------------
@@ -623,7 +628,7 @@ def _resume(run: str | Path, progress: bool, overrides: dict[str, Any]) -> RunRe
         raise CnnkitError(
             f"run {last.parent} stopped early at epoch {ckpt['epoch']}; its best.pt is final"
         )
-    values = {**ckpt["config"], **{k: v for k, v in overrides.items() if v is not None}}
+    values = with_overrides(ckpt["config"], overrides)
     trainer = Trainer(TrainConfig.from_dict(values), last.parent, progress, resuming=True)
     if list(trainer.data.classes) != list(ckpt["classes"]):
         raise CnnkitError("the data's classes differ from the checkpoint's; cannot resume")
@@ -657,7 +662,7 @@ def train(
     if config is None:
         config = TrainConfig.from_dict(overrides)
     elif overrides:
-        config = TrainConfig.from_dict({**config.to_dict(), **overrides})
+        config = TrainConfig.from_dict(with_overrides(config.to_dict(), overrides))
     short = config.model if len(config.model) < 40 and "," not in config.model else "custom"
     run_dir = run_folder.new_run_dir(config.project, config.name, Path(short).stem)
     try:
