@@ -143,21 +143,27 @@ def test_config_file_with_flag_override(tmp_path):
     assert "epochs: 2" in saved and "label_smoothing: 0.1" in saved and "batch_size: 128" in saved
 
 
+def signalled_after_epoch_1(args: list[str], signum: int) -> tuple[int, str, str]:
+    """Run `cnnkit ARGS` (3 epochs) and send it `signum` once epoch 1's line is out."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "cnnkit", *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    for line in proc.stdout:
+        if line.startswith("epoch 1/3"):
+            proc.send_signal(signum)
+            break
+    out, err = proc.communicate(timeout=120)
+    return proc.returncode, out, err
+
+
 def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
     """Ctrl-C mid-epoch writes last.pt; --resume ends bit-identical to an uninterrupted run."""
     project = tmp_path / "runs"
     common = ["--epochs", "3", "--batch-size", "16", "--seed", "3", "--precision", "fp32"]
     assert main(train_args(project, "full", *common)) == 0
 
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "cnnkit", *train_args(project, "cut", *common)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
-    for line in proc.stdout:
-        if line.startswith("epoch 1/3"):
-            proc.send_signal(signal.SIGINT)
-            break
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    rc, out, err = signalled_after_epoch_1(train_args(project, "cut", *common), signal.SIGINT)
+    assert rc == 130, err
     assert "--resume" in out
     cut = torch.load(project / "cut" / "last.pt", weights_only=True)
     assert cut["epoch"] < 3
@@ -174,15 +180,8 @@ def test_sigterm_mid_epoch_saves_last_pt_to_resume_from(tmp_path):
     """kill, timeout and job schedulers send SIGTERM: the run stops as on Ctrl-C."""
     project = tmp_path / "runs"
     args = train_args(project, "t", "--epochs", "3", "--batch-size", "8", "--precision", "fp32")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "cnnkit", *args]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
-    for line in proc.stdout:
-        if line.startswith("epoch 1/3"):
-            proc.send_signal(signal.SIGTERM)
-            break
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    rc, out, err = signalled_after_epoch_1(args, signal.SIGTERM)
+    assert rc == 130, err
     assert "terminated: stopping after this batch" in err and "--resume" in out
     cut = torch.load(project / "t" / "last.pt", weights_only=True)
     assert cut["epoch"] == 1  # stopped in epoch 2 (by default SIGTERM kills: exit -15)
