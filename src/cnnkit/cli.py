@@ -8,6 +8,7 @@ import dataclasses
 import difflib
 import json
 import os
+import signal
 import sys
 import types
 from collections.abc import Callable, Sequence
@@ -145,7 +146,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         result = train(build_config(args.config, given), progress=not args.no_progress)
     if result.interrupted:
         print(f"interrupted: resume with `cnnkit train --resume {result.run_dir}`")
-        return 130
+        return 128 + (result.stopped_by or signal.SIGINT)  # 130 for Ctrl-C, 143 for SIGTERM
     print(f"run folder: {result.run_dir}")
     return 0
 

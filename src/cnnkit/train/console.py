@@ -20,6 +20,7 @@ class StopFlag:
 
     def __init__(self) -> None:
         self.requested = False
+        self.signum: int | None = None  # the signal that asked, if one did
 
     def __call__(self) -> bool:
         return self.requested
@@ -33,7 +34,7 @@ class StopFlag:
         def handler(signum: int, frame: Any) -> None:
             if self.requested:
                 raise KeyboardInterrupt
-            self.requested = True
+            self.requested, self.signum = True, signum
             what = "terminated" if signum == signal.SIGTERM else "interrupted"
             print(
                 f"\ncnnkit: {what}: stopping after this batch and saving last.pt "

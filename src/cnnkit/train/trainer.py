@@ -56,6 +56,7 @@ class RunResult:
     metrics: dict[str, Any]
     history: list[dict[str, Any]] = field(default_factory=list)
     interrupted: bool = False
+    stopped_by: int | None = None  # the signal that interrupted it (SIGINT, SIGTERM)
 
     @property
     def best(self) -> Path:
@@ -380,7 +381,7 @@ class Trainer:
         if writer is not None:
             writer.close()
         metrics = self._final_metrics(interrupted)
-        return RunResult(self.run_dir, metrics, self.history, interrupted)
+        return RunResult(self.run_dir, metrics, self.history, interrupted, self.stop.signum)
 
     def _epochs(self, writer: Any) -> bool:
         """Train the remaining epochs; True when Ctrl-C interrupted them (last.pt is saved)."""
