@@ -261,6 +261,10 @@ def test_evaluate_on_a_train_only_folder_uses_the_runs_held_out_images(
     count, err = evaluated(capsys, held, "--data", data)
     assert count == 4 and "validation images the run did not train on" in err
     assert (project / "held" / "eval-pets-val").is_dir()
+    # embed splits the same way: the run's 16 training images, not all 20
+    assert main(["embed", held, "--data", data, "--out", str(tmp_path / "f.npz")]) == 0
+    assert np.load(tmp_path / "f.npz")["labels"].shape == (16,)
+    assert "features of" in capsys.readouterr().out
     monkeypatch.chdir(tmp_path)
     assert evaluated(capsys, held, "--split", "val")[0] == 4
     assert evaluated(capsys, held, "--split", "train")[0] == 16

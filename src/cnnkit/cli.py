@@ -214,22 +214,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_embed(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from cnnkit.data import load_data
     from cnnkit.embed import embed_images, save_embeddings
 
     if args.pretrained and not Path(args.source).exists():
         args.model = args.model or args.source  # `cnnkit embed efficientnet_lite0 --pretrained`
     clf, _ = _classifier_for(args, [args.source])
-    splits = load_data(
-        args.data, data_root=args.data_root, val_split=0.0, resize=clf.preprocessing.resize
-    )
-    images = getattr(splits, args.split)
-    if images is None:
-        raise CnnkitError(f"{args.data} has no '{args.split}' split")
+    # the splits evaluate uses: a run's own data split as the run split it
+    images, split = clf.split_images(args.data, args.split, args.data_root)
     features = embed_images(clf, images)
     path = save_embeddings(args.out, features, images)
     print(
-        f"{features.shape[0]} x {features.shape[1]} features of {args.data} ({args.split}) "
+        f"{features.shape[0]} x {features.shape[1]} features of {args.data} ({split}) "
         f"written to {path}"
     )
     return 0

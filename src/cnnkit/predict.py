@@ -217,7 +217,7 @@ class Classifier:
         if isinstance(data, ImageSet):
             images = data
         else:
-            images, split = self._load_split(data, split, data_root, progress)
+            images, split = self.split_images(data, split, data_root, progress)
         labels = self._labels_in_our_order(images)
         logits, plain = self.logits(images.images, batch_size, tta)
         report = classification_report(logits, labels, self.classes)
@@ -238,8 +238,12 @@ class Classifier:
         trained = self.data_location or self.config.get("data")
         return trained is not None and data_location(data) == str(trained)
 
-    def _load_split(
-        self, data: str | os.PathLike, split: str, data_root: str | None, progress: bool
+    def split_images(
+        self,
+        data: str | os.PathLike,
+        split: str = "test",
+        data_root: str | None = None,
+        progress: bool = True,
     ) -> tuple[ImageSet, str]:
         """The images of `split` and the split they are. On the model's own training data the
         splits are the run's: its seeded validation split held out of train, and, when the data
@@ -257,17 +261,12 @@ class Classifier:
             resize=self.preprocessing.resize,
             progress=progress,
         )
-        chosen = getattr(splits, split)
+        chosen, asked = getattr(splits, split), split
         if split == "val" and splits.val_source == "test" and not own:
             chosen = None  # the test split stands in for validation only in the run's own data
         if chosen is None and split == "test":
             if own and splits.val_source in ("split", "folder"):
                 chosen, split = splits.val, "val"
-                print(
-                    f"cnnkit: {data} has no test split: evaluating the {len(chosen)} "
-                    "validation images the run did not train on",
-                    file=sys.stderr,
-                )
             elif own:
                 raise CnnkitError(
                     f"{data} has no test split and the run trained on all of it: pass --data "
@@ -277,6 +276,12 @@ class Classifier:
                 chosen = splits.train  # a plain folder of class folders: evaluate all of it
         if chosen is None or len(chosen) == 0:
             raise CnnkitError(f"{data} has no '{split}' images")
+        if split != asked:
+            print(
+                f"cnnkit: {data} has no test split: using the {len(chosen)} validation images "
+                "the run did not train on",
+                file=sys.stderr,
+            )
         return chosen, split
 
     def _labels_in_our_order(self, images: ImageSet) -> torch.Tensor:
