@@ -5,6 +5,8 @@ with and without channels-last, and optionally under torch.compile: the measurem
     python bench/step_speed.py [--model simple_cnn] [--batch-size 64] [--compile]
     python bench/step_speed.py --model efficientnet_lite0 --image-size 224 --inference --steps 3
     python bench/step_speed.py --peak --profile --optimizer-step   # where a step's time goes
+    python bench/step_speed.py --model fastnet_muon --batch-size 2000 --optimizer muon \
+        --precision bf16 --layout channels-last --steps 20
 
 --peak times large matrix products (the machine's practical fp32 and bf16 peak); --profile
 splits a bf16 channels-last training step by operator with torch.profiler and divides the
@@ -39,6 +41,7 @@ def images_per_second(
     steps: int,
     compile_model: bool,
     inference: bool = False,
+    optimizer_name: str = "adam",
 ) -> float:
     torch.manual_seed(0)
     layout = torch.channels_last if channels_last else torch.contiguous_format
@@ -46,7 +49,9 @@ def images_per_second(
     net = torch.compile(model) if compile_model else model
     x = torch.randn(batch, 3, size, size).contiguous(memory_format=layout)
     y = torch.randint(0, 10, (batch,))
-    optimizer = build_optimizer(model.parameters(), TrainConfig(optimizer="adam", lr=1e-3))
+    # momentum and Nesterov as the speed presets use them (Adam ignores both)
+    cfg = TrainConfig(optimizer=optimizer_name, lr=1e-3, momentum=0.85, nesterov=True)
+    optimizer = build_optimizer(model.parameters(), cfg)
     loss_fn = nn.CrossEntropyLoss()
     autocast = Precision(torch.device("cpu"), precision).autocast
 
@@ -183,6 +188,9 @@ def main() -> None:
     parser.add_argument("--peak", action="store_true", help="matrix-product GFLOP/s")
     parser.add_argument("--profile", action="store_true", help="the bf16 step by operator")
     parser.add_argument("--optimizer-step", action="store_true", help="optimiser update alone")
+    parser.add_argument("--optimizer", default="adam", help="the training step's optimiser")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "both"), default="both")
+    parser.add_argument("--layout", choices=("channels-last", "contiguous", "both"), default="both")
     args = parser.parse_args()
     print_machine()
     size = (3, args.image_size, args.image_size)
@@ -195,12 +203,17 @@ def main() -> None:
             optimizer_step_ms(create_model(args.model, 10, size), args.steps)
         return
     kind = "inference" if args.inference else "train"
-    print(f"{args.model}, {args.image_size}px, batch {args.batch_size}, {args.steps} steps")
+    print(
+        f"{args.model}, {args.image_size}px, batch {args.batch_size}, {args.steps} steps, "
+        f"{args.optimizer}"
+    )
+    precisions = ("fp32", "bf16") if args.precision == "both" else (args.precision,)
+    layouts = {"both": (False, True), "channels-last": (True,), "contiguous": (False,)}
     print(f"| precision | channels-last | compiled | {kind} images/s |")
     print("|---|---|---|---|")
     for compiled in (False, True) if args.compile else (False,):
-        for precision in ("fp32", "bf16"):
-            for channels_last in (False, True):
+        for precision in precisions:
+            for channels_last in layouts[args.layout]:
                 model = create_model(args.model, 10, (3, args.image_size, args.image_size))
                 ips = images_per_second(
                     model,
@@ -211,6 +224,7 @@ def main() -> None:
                     args.steps,
                     compiled,
                     args.inference,
+                    args.optimizer,
                 )
                 print(f"| {precision} | {channels_last} | {compiled} | {ips:,.0f} |", flush=True)
 
