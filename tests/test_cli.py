@@ -260,6 +260,7 @@ def test_evaluate_on_a_train_only_folder_uses_the_runs_held_out_images(
     data = str(tmp_path / "pets")
     count, err = evaluated(capsys, held, "--data", data)
     assert count == 4 and "validation images the run did not train on" in err
+    assert evaluated(capsys, held)[0] == 4  # without --data: the run's data, found from here
     assert (project / "held" / "eval-pets-val").is_dir()
     # embed splits the same way: the run's 16 training images, not all 20
     assert main(["embed", held, "--data", data, "--out", str(tmp_path / "f.npz")]) == 0

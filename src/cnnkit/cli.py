@@ -156,7 +156,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from cnnkit.predict import Classifier
 
     clf = Classifier.load(args.checkpoint, device=args.device, precision=args.precision)
-    data = args.data or clf.config.get("data")
+    data = args.data or clf.data_location or clf.config.get("data")  # absolute: any directory
     if not data:
         raise CnnkitError("say which data to evaluate on with --data")
     report = clf.evaluate(

@@ -235,8 +235,10 @@ class Classifier:
     def _trained_on(self, data: str | os.PathLike) -> bool:
         """True when `data` names the data this model was trained on (as an absolute path where
         the checkpoint recorded one, so the working directory does not matter)."""
-        trained = self.data_location or self.config.get("data")
-        return trained is not None and data_location(data) == str(trained)
+        if self.data_location is not None:
+            return data_location(data) == self.data_location
+        trained = self.config.get("data")  # a checkpoint from before data_location
+        return trained is not None and data_location(data) == data_location(trained)
 
     def split_images(
         self,
