@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-import cnnkit.data
 from cnnkit.data.augment import (
     PRESETS,
     AugmentConfig,
@@ -20,6 +17,7 @@ from cnnkit.data.augment import (
     augment_generator,
 )
 from cnnkit.data.show import augmented_sample, save_batch_grid, show_batch, target_labels
+from cnnkit.demo import sample_images
 from cnnkit.errors import CnnkitError
 from image_files import make_split
 
@@ -79,13 +77,11 @@ def test_all_off_and_zero_jitter_are_identity():
     assert not jittered.equal(images)
 
 
-def sample_images(n: int = 16) -> torch.Tensor:
-    """Real CIFAR-10 photos from the sample the package ships, (n, 3, 32, 32) uint8."""
+def sample_photos() -> torch.Tensor:
+    """Real CIFAR-10 photos from the sample the package ships: 2 per class, (20, 3, 32, 32)."""
     import numpy as np
 
-    root = Path(cnnkit.data.__file__).parent / "samples" / "cifar10-sample" / "train"
-    files = sorted(root.glob("*/*.png"))[:: max(1, len(list(root.glob("*/*.png"))) // n)][:n]
-    arrays = [np.asarray(Image.open(f).convert("RGB")) for f in files]
+    arrays = [np.asarray(Image.open(f).convert("RGB")) for f in sample_images(per_class=2)]
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
@@ -95,7 +91,7 @@ def sample_images(n: int = 16) -> torch.Tensor:
 def test_color_jitter_matches_torchvision_on_real_photos(factors):
     from torchvision.transforms.v2 import functional as TF
 
-    images = sample_images()
+    images = sample_photos()
     bright, contrast, sat = factors
     expected = TF.adjust_saturation(
         TF.adjust_contrast(TF.adjust_brightness(images.float() / 255, bright), contrast), sat
@@ -284,8 +280,9 @@ def test_config_names_and_round_trip():
     assert PRESETS["strong"].rotation == 10.0  # presets are not mutated by overrides
     with pytest.raises(CnnkitError, match="did you mean 'mixup'"):
         AugmentConfig.from_dict({"mixupp": 0.2})
-    with pytest.raises(CnnkitError, match="mixup takes a number"):  # `mixup: true` in YAML
-        augment_config(mixup=True)
+    for name in ("mixup", "crop_padding"):  # `mixup: true` in YAML
+        with pytest.raises(CnnkitError, match=f"{name} takes a number"):
+            augment_config(**{name: True})
 
 
 def test_augment_generator_is_seeded_per_step():

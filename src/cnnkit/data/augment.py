@@ -52,14 +52,14 @@ class AugmentConfig:
         self.flip = bool(self.flip) or self.alternating_flip
         self.trivialaugment = bool(self.trivialaugment)
         self.randaugment = bool(self.randaugment)
+        for name in ("crop_padding", "rotation", "color_jitter", "mixup", "cutmix", "erasing"):
+            if isinstance(getattr(self, name), bool):  # `mixup: true` in YAML: say how much
+                raise CnnkitError(f"augment {name} takes a number, got {getattr(self, name)}")
         if int(self.crop_padding) != self.crop_padding or self.crop_padding < 0:
             raise CnnkitError(
                 f"crop_padding must be a non-negative integer, got {self.crop_padding}"
             )
         self.crop_padding = int(self.crop_padding)
-        for name in ("crop_padding", "rotation", "color_jitter", "mixup", "cutmix", "erasing"):
-            if isinstance(getattr(self, name), bool):  # `mixup: true` in YAML: say how much
-                raise CnnkitError(f"augment {name} takes a number, got {getattr(self, name)}")
         for name in ("rotation", "color_jitter", "mixup", "cutmix"):
             value = float(getattr(self, name))
             if not math.isfinite(value) or value < 0:

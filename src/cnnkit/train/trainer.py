@@ -173,6 +173,7 @@ class Trainer:
         )
         if self.data.train is None or len(self.data.train) == 0:
             raise CnnkitError(f"no training images in {cfg.data}")
+        self.data_location = data_location(cfg.data)  # recorded in every checkpoint
         if len(self.data.classes) < 2:
             found = ", ".join(self.data.classes) or "none"
             raise CnnkitError(
@@ -309,7 +310,7 @@ class Trainer:
             "classes": list(self.data.classes),
             "preprocessing": self.preprocessing.to_dict(),
             "config": self.cfg.to_dict(),
-            "data_location": data_location(self.cfg.data),
+            "data_location": self.data_location,
             "epoch": self.epoch,
             "metrics": {"best_val_accuracy": self.best_accuracy, "best_epoch": self.best_epoch},
         }
