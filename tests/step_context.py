@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from cnnkit.data.preprocess import Preprocessing
-from cnnkit.train.device import Precision
-from cnnkit.train.loop import StepContext, image_input
+from cnnkit.engine.device import Precision
+from cnnkit.engine.loop import StepContext, image_input
 
 
 def sgd_step_context(

@@ -3,7 +3,7 @@ would (imported by test modules)."""
 
 from __future__ import annotations
 
-from cnnkit.train.console import StopFlag
+from cnnkit.engine.console import StopFlag
 
 
 class StopAfter(StopFlag):

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from cnnkit.errors import CnnkitError
-from cnnkit.train.checkpoint import atomic_torch_save, load_checkpoint, save_checkpoint
+from cnnkit.engine.checkpoint import atomic_torch_save, load_checkpoint, save_checkpoint
 
 
 def test_round_trip_loads_with_weights_only(tmp_path):
@@ -44,7 +44,7 @@ def test_kill_during_write_leaves_previous_checkpoint_intact(tmp_path):
     script = textwrap.dedent(
         f"""
         import torch
-        from cnnkit.train.checkpoint import save_checkpoint
+        from cnnkit.engine.checkpoint import save_checkpoint
         print("ready", flush=True)
         for epoch in range(1, 10_000):
             save_checkpoint({str(path)!r}, state_dict={{"w": torch.randn(8_000_000)}}, epoch=epoch)

@@ -9,7 +9,7 @@ import torch
 import cnnkit
 from cnnkit.config import TrainConfig
 from cnnkit.errors import CnnkitError
-from cnnkit.train.trainer import Trainer
+from cnnkit.engine.trainer import Trainer
 
 TINY = "conv2d:8,relu,maxpool2d,conv2d:16,relu,global_avg_pool,dense"
 

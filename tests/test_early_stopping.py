@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cnnkit.errors import CnnkitError
-from cnnkit.train.early_stopping import EarlyStopping
+from cnnkit.engine.early_stopping import EarlyStopping
 
 
 def run(stopper: EarlyStopping, values: list[float]) -> list[bool]:

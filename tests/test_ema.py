@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from cnnkit.train.ema import ModelEMA
+from cnnkit.engine.ema import ModelEMA
 
 
 def small_net() -> nn.Module:

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from cnnkit.data import ImageSet
-from cnnkit.train.loop import EpochProgress, train_one_epoch
+from cnnkit.engine.loop import EpochProgress, train_one_epoch
 from step_context import sgd_step_context
 
 

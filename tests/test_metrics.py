@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from cnnkit.evaluate import classification_report, topk_accuracy, write_report
+from cnnkit.tasks.classify import classification_report, topk_accuracy, write_report
 
 
 def test_confusion_matrix_precision_recall_f1_by_hand(tmp_path):

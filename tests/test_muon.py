@@ -13,9 +13,9 @@ from cnnkit.errors import CnnkitError
 from cnnkit.models import create_model, resolve_spec
 from cnnkit.models.fastnet import ShiftNorm
 from cnnkit.models.summary import summarize
-from cnnkit.train.muon import Muon, orthogonalize
-from cnnkit.train.optim import build_optimizer, build_scheduler
-from cnnkit.train.trainer import Trainer
+from cnnkit.engine.muon import Muon, orthogonalize
+from cnnkit.engine.optim import build_optimizer, build_scheduler
+from cnnkit.engine.trainer import Trainer
 from stop_after import StopAfter
 
 
@@ -158,7 +158,7 @@ def test_only_conv2d_filters_go_to_muon_and_pretrained_weights_are_refused():
 
 
 def test_the_lr_range_test_sweeps_lr_and_holds_muon_at_its_rate():
-    from cnnkit.train.lr_find import range_test_schedule
+    from cnnkit.engine.lr_find import range_test_schedule
 
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4, 2))
     opt = build_optimizer(

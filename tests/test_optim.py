@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from cnnkit.config import TrainConfig
-from cnnkit.train.optim import build_optimizer, build_scheduler
+from cnnkit.engine.optim import build_optimizer, build_scheduler
 
 
 def lrs(schedule: str, epochs: int = 4, steps: int = 10, **kw) -> list[float]:

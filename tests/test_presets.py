@@ -14,8 +14,8 @@ from cnnkit.errors import CnnkitError
 from cnnkit.models import ModelSpec, create_model
 from cnnkit.models.fastnet import FastNet
 from cnnkit.presets import format_presets, list_presets, preset_config
-from cnnkit.train.stages import Stage, apply_stage
-from cnnkit.train.trainer import Trainer
+from cnnkit.engine.stages import Stage, apply_stage
+from cnnkit.engine.trainer import Trainer
 from stop_after import StopAfter
 
 

@@ -13,7 +13,7 @@ from cnnkit.config import AUGMENT_OPS, TrainConfig, build_config, with_overrides
 from cnnkit.data import ImageSet
 from cnnkit.data.augment import AugmentConfig
 from cnnkit.errors import CnnkitError
-from cnnkit.train.loop import EpochProgress, train_one_epoch
+from cnnkit.engine.loop import EpochProgress, train_one_epoch
 from step_context import sgd_step_context
 
 SAMPLE = "cifar10-sample"
@@ -176,7 +176,7 @@ def test_alternating_flip_mirrors_each_image_in_every_other_epoch(tmp_path):
     from collections import defaultdict
 
     from cnnkit.config import TrainConfig
-    from cnnkit.train.trainer import Trainer
+    from cnnkit.engine.trainer import Trainer
 
     cfg = TrainConfig(
         data=SAMPLE, epochs=3, batch_size=256, alternating_flip=True, project=str(tmp_path)

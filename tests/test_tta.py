@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnkit.errors import CnnkitError
-from cnnkit.evaluate.tta import (
+from cnnkit.tasks.classify.tta import (
     TTA_MODES,
     shift,
     tta_and_plain_logits,
@@ -14,8 +14,8 @@ from cnnkit.evaluate.tta import (
     tta_views,
     tta_weights,
 )
-from cnnkit.train.device import Precision
-from cnnkit.train.loop import predict_logits
+from cnnkit.engine.device import Precision
+from cnnkit.engine.loop import predict_logits
 
 CPU_FP32 = Precision(torch.device("cpu"), "fp32")
 

@@ -16,7 +16,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from cnnkit.config import TrainConfig, build_config, read_yaml_config
 from cnnkit.errors import CnnkitError
-from cnnkit.evaluate.tta import check_mode as check_tta
+from cnnkit.tasks.classify.tta import check_mode as check_tta
 
 TRAIN_HELP = {
     "data": "named dataset (cifar10, cifar10-sample, ...), a folder of class folders, or a CSV",
@@ -132,7 +132,7 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
 
 # ---- commands --------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
-    from cnnkit.train import train
+    from cnnkit.engine import train
 
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
     given = {k: v for k, v in overrides.items() if v is not None}
@@ -152,8 +152,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from cnnkit.evaluate import print_report
-    from cnnkit.predict import Classifier
+    from cnnkit.tasks.classify import print_report
+    from cnnkit.tasks.classify.predictor import Classifier
 
     clf = Classifier.load(args.checkpoint, device=args.device, precision=args.precision)
     data = args.data or clf.data_location or clf.config.get("data")  # absolute: any directory
@@ -179,7 +179,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _classifier_for(args: argparse.Namespace, paths: list[str]) -> tuple[Any, list[str]]:
     """A checkpoint's classifier (first positional), or a pretrained model given by --model."""
-    from cnnkit.predict import Classifier
+    from cnnkit.tasks.classify.predictor import Classifier
 
     if args.model:
         if args.pretrained != "imagenet":
@@ -231,7 +231,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_lr_find(args: argparse.Namespace) -> int:
-    from cnnkit.train.lr_find import lr_find
+    from cnnkit.engine.lr_find import lr_find
 
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
     cfg = build_config(args.config, {k: v for k, v in given.items() if v is not None})
@@ -243,7 +243,7 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
 def _print_predictions(predictions: list) -> None:
     from rich.table import Table
 
-    from cnnkit.evaluate.report import output_console
+    from cnnkit.tasks.classify.report import output_console
 
     tta = predictions[0].tta if predictions else "none"
     caption = f"with test-time augmentation ({tta})" if tta != "none" else None

@@ -157,7 +157,7 @@ class TrainConfig:
             raise CnnkitError(f"patience must be a whole number >= 0, got {self.patience}")
         if self.clip_grad < 0:
             raise CnnkitError(f"clip_grad must not be negative, got {self.clip_grad}")
-        from cnnkit.evaluate.tta import check_mode
+        from cnnkit.tasks.classify.tta import check_mode
 
         check_mode(self.tta)
         self.augmentation()  # rejects an unknown preset or a bad value now, not mid-run

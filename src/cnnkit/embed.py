@@ -11,8 +11,8 @@ from torch import nn
 
 from cnnkit.data import ImageSet
 from cnnkit.models.transfer import TransferModel
-from cnnkit.predict import Classifier
-from cnnkit.train.loop import image_input, predict_logits
+from cnnkit.tasks.classify.predictor import Classifier
+from cnnkit.engine.loop import image_input, predict_logits
 
 
 def feature_extractor(model: nn.Module) -> nn.Module:

@@ -14,13 +14,13 @@ The schedule decays to the end, so best.pt is in practice the last epoch; the te
 preset is therefore not a held-out figure in the strict sense (override with ``--val-split``).
 
 cifar10-94 also takes airbench94's triangle learning-rate schedule, alternating flip,
-lookahead (see cnnkit.train.lookahead) and whitening bias trained for the first 3 epochs; it
+lookahead (see cnnkit.engine.lookahead) and whitening bias trained for the first 3 epochs; it
 trains 10 epochs instead of 9.9, keeping the last partial batch, and on the CPU runs bf16
 autocast over fp32 weights where airbench keeps fp16 weights.
 cifar10-cpu keeps the one-cycle schedule and random flips it was measured with.
 
 cifar10-94-muon is airbench94_muon's recipe (2.59 s on an A100, against airbench94's 3.83 s):
-Muon (see cnnkit.train.muon) for the convolution filters at airbench's rate 0.24 and momentum
+Muon (see cnnkit.engine.muon) for the convolution filters at airbench's rate 0.24 and momentum
 0.6, 8 epochs at batch 2,000 on a linear decay to zero, no lookahead. Its SGD rates map onto
 fastnet's parametrisation: airbench's summed-loss rates 0.053 (biases) and 0.67 (head) at batch
 2,000 both become 1.66 for the mean loss here, because fastnet's shifts learn 64x faster by

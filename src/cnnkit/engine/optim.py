@@ -9,7 +9,7 @@ import torch
 
 from cnnkit.config import TrainConfig
 from cnnkit.errors import did_you_mean
-from cnnkit.train.muon import Muon
+from cnnkit.engine.muon import Muon
 
 OptimizerBuilder = Callable[[list, TrainConfig], torch.optim.Optimizer]
 

@@ -16,8 +16,8 @@ from torch import nn
 from cnnkit.config import TrainConfig
 from cnnkit.data import FeatureSet, ImageSet
 from cnnkit.models.transfer import TransferModel
-from cnnkit.train.device import Precision
-from cnnkit.train.loop import Prepare, predict_logits
+from cnnkit.engine.device import Precision
+from cnnkit.engine.loop import Prepare, predict_logits
 
 FEATURE_CACHE_LIMIT_BYTES = 4 << 30  # cache frozen-backbone features only below this size
 

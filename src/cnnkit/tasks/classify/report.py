@@ -10,7 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from cnnkit.evaluate.metrics import ClassificationReport
+from cnnkit.tasks.classify.metrics import ClassificationReport
 
 
 def output_console() -> Console:

@@ -11,8 +11,8 @@ from pathlib import Path
 import torch
 
 from cnnkit.config import TrainConfig
-from cnnkit.train.loop import EpochProgress, StepContext, train_one_epoch
-from cnnkit.train.trainer import Trainer
+from cnnkit.engine.loop import EpochProgress, StepContext, train_one_epoch
+from cnnkit.engine.trainer import Trainer
 
 
 @dataclass

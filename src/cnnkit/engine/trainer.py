@@ -17,18 +17,18 @@ from cnnkit.data.augment import BatchAugment, alternating_flips, augment_generat
 from cnnkit.data.datasets import data_location
 from cnnkit.data.preprocess import Preprocessing
 from cnnkit.errors import CnnkitError
-from cnnkit.evaluate.tta import tta_and_plain_logits
+from cnnkit.tasks.classify.tta import tta_and_plain_logits
 from cnnkit.models import ModelSpec, create_model, model_input_size, resolve_spec
 from cnnkit.models.pretrained import pretrained_preprocessing
 from cnnkit.models.transfer import TransferModel
-from cnnkit.train import run_folder
-from cnnkit.train.checkpoint import load_checkpoint, save_checkpoint, unwrap_model
-from cnnkit.train.console import EpochBar, StopFlag
-from cnnkit.train.device import Precision, resolve_device, resolve_precision, tune_backend
-from cnnkit.train.early_stopping import EarlyStopping
-from cnnkit.train.ema import ModelEMA
-from cnnkit.train.lookahead import Lookahead
-from cnnkit.train.loop import (
+from cnnkit.engine import run_folder
+from cnnkit.engine.checkpoint import load_checkpoint, save_checkpoint, unwrap_model
+from cnnkit.engine.console import EpochBar, StopFlag
+from cnnkit.engine.device import Precision, resolve_device, resolve_precision, tune_backend
+from cnnkit.engine.early_stopping import EarlyStopping
+from cnnkit.engine.ema import ModelEMA
+from cnnkit.engine.lookahead import Lookahead
+from cnnkit.engine.loop import (
     EpochProgress,
     Prepare,
     StepContext,
@@ -38,8 +38,8 @@ from cnnkit.train.loop import (
     steps_per_epoch,
     train_one_epoch,
 )
-from cnnkit.train.optim import build_optimizer, build_scheduler
-from cnnkit.train.stages import (
+from cnnkit.engine.optim import build_optimizer, build_scheduler
+from cnnkit.engine.stages import (
     apply_stage,
     backbone_features,
     can_cache_features,

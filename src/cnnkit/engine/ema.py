@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnkit.train.checkpoint import unwrap_model
+from cnnkit.engine.checkpoint import unwrap_model
 
 
 class ModelEMA:

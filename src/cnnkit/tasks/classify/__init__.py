@@ -1,7 +1,7 @@
 """Metrics and reports for a trained classifier."""
 
-from cnnkit.evaluate.metrics import ClassificationReport, classification_report, topk_accuracy
-from cnnkit.evaluate.report import print_report, write_report
+from cnnkit.tasks.classify.metrics import ClassificationReport, classification_report, topk_accuracy
+from cnnkit.tasks.classify.report import print_report, write_report
 
 __all__ = [
     "ClassificationReport",

@@ -12,7 +12,7 @@ from torch import nn
 
 from cnnkit.data import ImageSet, iterate_batches
 from cnnkit.data.preprocess import Preprocessing
-from cnnkit.train.device import Precision
+from cnnkit.engine.device import Precision
 
 
 @dataclass

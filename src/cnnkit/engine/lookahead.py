@@ -20,8 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnkit.train.checkpoint import unwrap_model
-from cnnkit.train.ema import ModelEMA, weight_tensors
+from cnnkit.engine.checkpoint import unwrap_model
+from cnnkit.engine.ema import ModelEMA, weight_tensors
 
 
 class Lookahead:

@@ -11,7 +11,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from cnnkit.train.loop import EpochProgress
+from cnnkit.engine.loop import EpochProgress
 
 
 class StopFlag:

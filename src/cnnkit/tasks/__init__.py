@@ -1,0 +1,1 @@
+"""Tasks: what differs between classification, detection, ...; the engine runs them all."""
