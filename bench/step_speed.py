@@ -26,9 +26,9 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cnnkit.config import TrainConfig  # noqa: E402
-from cnnkit.models import create_model  # noqa: E402
 from cnnkit.engine.device import Precision  # noqa: E402
 from cnnkit.engine.optim import build_optimizer  # noqa: E402
+from cnnkit.models import create_model  # noqa: E402
 from common import print_machine  # noqa: E402
 
 

@@ -11,8 +11,8 @@ import time
 import pytest
 import torch
 
-from cnnkit.errors import CnnkitError
 from cnnkit.engine.checkpoint import atomic_torch_save, load_checkpoint, save_checkpoint
+from cnnkit.errors import CnnkitError
 
 
 def test_round_trip_loads_with_weights_only(tmp_path):

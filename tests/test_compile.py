@@ -8,8 +8,8 @@ import torch
 
 import cnnkit
 from cnnkit.config import TrainConfig
-from cnnkit.errors import CnnkitError
 from cnnkit.engine.trainer import Trainer
+from cnnkit.errors import CnnkitError
 
 TINY = "conv2d:8,relu,maxpool2d,conv2d:16,relu,global_avg_pool,dense"
 

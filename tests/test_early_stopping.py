@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from cnnkit.errors import CnnkitError
 from cnnkit.engine.early_stopping import EarlyStopping
+from cnnkit.errors import CnnkitError
 
 
 def run(stopper: EarlyStopping, values: list[float]) -> list[bool]:

@@ -9,13 +9,13 @@ from torch import nn
 
 import cnnkit
 from cnnkit.config import TrainConfig, build_config
+from cnnkit.engine.muon import Muon, orthogonalize
+from cnnkit.engine.optim import build_optimizer, build_scheduler
+from cnnkit.engine.trainer import Trainer
 from cnnkit.errors import CnnkitError
 from cnnkit.models import create_model, resolve_spec
 from cnnkit.models.fastnet import ShiftNorm
 from cnnkit.models.summary import summarize
-from cnnkit.engine.muon import Muon, orthogonalize
-from cnnkit.engine.optim import build_optimizer, build_scheduler
-from cnnkit.engine.trainer import Trainer
 from stop_after import StopAfter
 
 

@@ -10,12 +10,12 @@ import torch.nn.functional as F
 
 import cnnkit
 from cnnkit.config import TrainConfig, build_config
+from cnnkit.engine.stages import Stage, apply_stage
+from cnnkit.engine.trainer import Trainer
 from cnnkit.errors import CnnkitError
 from cnnkit.models import ModelSpec, create_model
 from cnnkit.models.fastnet import FastNet
 from cnnkit.presets import format_presets, list_presets, preset_config
-from cnnkit.engine.stages import Stage, apply_stage
-from cnnkit.engine.trainer import Trainer
 from stop_after import StopAfter
 
 

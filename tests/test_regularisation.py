@@ -12,8 +12,8 @@ from cnnkit.cli import main
 from cnnkit.config import AUGMENT_OPS, TrainConfig, build_config, with_overrides
 from cnnkit.data import ImageSet
 from cnnkit.data.augment import AugmentConfig
-from cnnkit.errors import CnnkitError
 from cnnkit.engine.loop import EpochProgress, train_one_epoch
+from cnnkit.errors import CnnkitError
 from step_context import sgd_step_context
 
 SAMPLE = "cifar10-sample"

@@ -5,6 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cnnkit.engine.device import Precision
+from cnnkit.engine.loop import predict_logits
 from cnnkit.errors import CnnkitError
 from cnnkit.tasks.classify.tta import (
     TTA_MODES,
@@ -14,8 +16,6 @@ from cnnkit.tasks.classify.tta import (
     tta_views,
     tta_weights,
 )
-from cnnkit.engine.device import Precision
-from cnnkit.engine.loop import predict_logits
 
 CPU_FP32 = Precision(torch.device("cpu"), "fp32")
 

@@ -9,10 +9,10 @@ clf.evaluate("cifar10-sample")
 
 from cnnkit.config import TrainConfig
 from cnnkit.data import load_data
+from cnnkit.engine import RunResult, train
 from cnnkit.errors import CnnkitError
 from cnnkit.models import create_model, list_models, summarize
 from cnnkit.tasks.classify.predictor import Classifier, Prediction, load
-from cnnkit.engine import RunResult, train
 
 __version__ = "0.1.0"
 

@@ -11,8 +11,8 @@ from importlib.resources import files
 from pathlib import Path
 
 from cnnkit.config import TrainConfig
-from cnnkit.tasks.classify.predictor import Classifier
 from cnnkit.engine import train
+from cnnkit.tasks.classify.predictor import Classifier
 
 SAMPLE = "cifar10-sample"
 SCRATCH_EPOCHS = 15

@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from cnnkit.data import ImageSet
+from cnnkit.engine.loop import image_input, predict_logits
 from cnnkit.models.transfer import TransferModel
 from cnnkit.tasks.classify.predictor import Classifier
-from cnnkit.engine.loop import image_input, predict_logits
 
 
 def feature_extractor(model: nn.Module) -> nn.Module:

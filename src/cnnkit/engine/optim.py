@@ -8,8 +8,8 @@ from collections.abc import Callable, Iterable
 import torch
 
 from cnnkit.config import TrainConfig
-from cnnkit.errors import did_you_mean
 from cnnkit.engine.muon import Muon
+from cnnkit.errors import did_you_mean
 
 OptimizerBuilder = Callable[[list, TrainConfig], torch.optim.Optimizer]
 

@@ -15,9 +15,9 @@ from torch import nn
 
 from cnnkit.config import TrainConfig
 from cnnkit.data import FeatureSet, ImageSet
-from cnnkit.models.transfer import TransferModel
 from cnnkit.engine.device import Precision
 from cnnkit.engine.loop import Prepare, predict_logits
+from cnnkit.models.transfer import TransferModel
 
 FEATURE_CACHE_LIMIT_BYTES = 4 << 30  # cache frozen-backbone features only below this size
 

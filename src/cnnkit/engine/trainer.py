@@ -16,11 +16,6 @@ from cnnkit.data import DataSplits, ImageSet, channel_stats, load_data
 from cnnkit.data.augment import BatchAugment, alternating_flips, augment_generator
 from cnnkit.data.datasets import data_location
 from cnnkit.data.preprocess import Preprocessing
-from cnnkit.errors import CnnkitError
-from cnnkit.tasks.classify.tta import tta_and_plain_logits
-from cnnkit.models import ModelSpec, create_model, model_input_size, resolve_spec
-from cnnkit.models.pretrained import pretrained_preprocessing
-from cnnkit.models.transfer import TransferModel
 from cnnkit.engine import run_folder
 from cnnkit.engine.checkpoint import load_checkpoint, save_checkpoint, unwrap_model
 from cnnkit.engine.console import EpochBar, StopFlag
@@ -46,6 +41,11 @@ from cnnkit.engine.stages import (
     plan_stages,
     stage_at,
 )
+from cnnkit.errors import CnnkitError
+from cnnkit.models import ModelSpec, create_model, model_input_size, resolve_spec
+from cnnkit.models.pretrained import pretrained_preprocessing
+from cnnkit.models.transfer import TransferModel
+from cnnkit.tasks.classify.tta import tta_and_plain_logits
 
 
 @dataclass

@@ -18,18 +18,18 @@ from cnnkit.config import TrainConfig
 from cnnkit.data import IMAGE_EXTENSIONS, ImageSet, decode_image, load_data
 from cnnkit.data.datasets import data_location
 from cnnkit.data.preprocess import Preprocessing
+from cnnkit.engine.checkpoint import load_checkpoint, resolve_checkpoint_path
+from cnnkit.engine.device import Precision, resolve_device, resolve_precision
+from cnnkit.engine.loop import image_input, predict_logits
 from cnnkit.errors import CnnkitError, did_you_mean
-from cnnkit.tasks.classify import ClassificationReport, classification_report, write_report
-from cnnkit.tasks.classify.tta import tta_and_plain_logits
 from cnnkit.models import ModelSpec, create_model, resolve_spec
 from cnnkit.models.pretrained import (
     pretrained_classes,
     pretrained_preprocessing,
     spec_for_rebuild,
 )
-from cnnkit.engine.checkpoint import load_checkpoint, resolve_checkpoint_path
-from cnnkit.engine.device import Precision, resolve_device, resolve_precision
-from cnnkit.engine.loop import image_input, predict_logits
+from cnnkit.tasks.classify import ClassificationReport, classification_report, write_report
+from cnnkit.tasks.classify.tta import tta_and_plain_logits
 
 ImageInput = str | os.PathLike | Image.Image | np.ndarray
 
