@@ -1,0 +1,1 @@
+"""Object detection: data formats, detectors on cnnkit backbones, NMS, mAP, the predictor."""
