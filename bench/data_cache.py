@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cnnkit.config import TrainConfig  # noqa: E402
 from cnnkit.data import load_data  # noqa: E402
-from cnnkit.engine.trainer import Trainer  # noqa: E402
+from cnnkit.engine.fit import Trainer  # noqa: E402
 from common import SHARED_CIFAR10, print_machine  # noqa: E402
 
 

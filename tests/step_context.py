@@ -7,7 +7,7 @@ from torch import nn
 
 from cnnkit.data.preprocess import Preprocessing
 from cnnkit.engine.device import Precision
-from cnnkit.engine.loop import StepContext, image_input
+from cnnkit.tasks.classify.loop import StepContext, image_input
 
 
 def sgd_step_context(

@@ -8,7 +8,7 @@ import torch
 
 import cnnkit
 from cnnkit.config import TrainConfig
-from cnnkit.engine.trainer import Trainer
+from cnnkit.engine.fit import Trainer
 from cnnkit.errors import CnnkitError
 
 TINY = "conv2d:8,relu,maxpool2d,conv2d:16,relu,global_avg_pool,dense"

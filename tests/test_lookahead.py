@@ -5,8 +5,8 @@ import torch
 
 import cnnkit
 from cnnkit.config import TrainConfig
+from cnnkit.engine.fit import Trainer
 from cnnkit.engine.lookahead import Lookahead
-from cnnkit.engine.trainer import Trainer
 from stop_after import StopAfter
 from test_ema import small_net, train_step, weights
 

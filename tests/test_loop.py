@@ -5,7 +5,8 @@ import torch
 from torch import nn
 
 from cnnkit.data import ImageSet
-from cnnkit.engine.loop import EpochProgress, train_one_epoch
+from cnnkit.engine.loop import EpochProgress
+from cnnkit.tasks.classify.loop import train_one_epoch
 from step_context import sgd_step_context
 
 

@@ -9,9 +9,9 @@ from torch import nn
 
 import cnnkit
 from cnnkit.config import TrainConfig, build_config
+from cnnkit.engine.fit import Trainer
 from cnnkit.engine.muon import Muon, orthogonalize
 from cnnkit.engine.optim import build_optimizer, build_scheduler
-from cnnkit.engine.trainer import Trainer
 from cnnkit.errors import CnnkitError
 from cnnkit.models import create_model, resolve_spec
 from cnnkit.models.fastnet import ShiftNorm

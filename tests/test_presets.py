@@ -10,8 +10,8 @@ import torch.nn.functional as F
 
 import cnnkit
 from cnnkit.config import TrainConfig, build_config
+from cnnkit.engine.fit import Trainer
 from cnnkit.engine.stages import Stage, apply_stage
-from cnnkit.engine.trainer import Trainer
 from cnnkit.errors import CnnkitError
 from cnnkit.models import ModelSpec, create_model
 from cnnkit.models.fastnet import FastNet

@@ -12,8 +12,9 @@ from cnnkit.cli import main
 from cnnkit.config import AUGMENT_OPS, TrainConfig, build_config, with_overrides
 from cnnkit.data import ImageSet
 from cnnkit.data.augment import AugmentConfig
-from cnnkit.engine.loop import EpochProgress, train_one_epoch
+from cnnkit.engine.loop import EpochProgress
 from cnnkit.errors import CnnkitError
+from cnnkit.tasks.classify.loop import train_one_epoch
 from step_context import sgd_step_context
 
 SAMPLE = "cifar10-sample"
@@ -176,7 +177,7 @@ def test_alternating_flip_mirrors_each_image_in_every_other_epoch(tmp_path):
     from collections import defaultdict
 
     from cnnkit.config import TrainConfig
-    from cnnkit.engine.trainer import Trainer
+    from cnnkit.engine.fit import Trainer
 
     cfg = TrainConfig(
         data=SAMPLE, epochs=3, batch_size=256, alternating_flip=True, project=str(tmp_path)
@@ -187,7 +188,7 @@ def test_alternating_flip_mirrors_each_image_in_every_other_epoch(tmp_path):
     position = {img.numpy().tobytes(): i for i, img in enumerate(train.images)}
     assert len(position) == len(train)  # every image is distinct, so a batch names its images
     mirrored: dict[int, set[int]] = defaultdict(set)  # epoch -> positions mirrored
-    augment = trainer.augment
+    augment = trainer.task.augment
 
     def recording(images, labels, generator, flip=None):
         out, targets = augment(images, labels, generator, flip)
@@ -197,7 +198,7 @@ def test_alternating_flip_mirrors_each_image_in_every_other_epoch(tmp_path):
                 mirrored[trainer.epoch].add(position[image.numpy().tobytes()])
         return out, targets
 
-    trainer.augment = recording
+    trainer.task.augment = recording
     trainer.fit()
     everything = set(range(len(train)))
     assert 0.4 * len(train) < len(mirrored[0]) < 0.6 * len(train)

@@ -6,8 +6,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnkit.engine.device import Precision
-from cnnkit.engine.loop import predict_logits
 from cnnkit.errors import CnnkitError
+from cnnkit.tasks.classify.loop import predict_logits
 from cnnkit.tasks.classify.tta import (
     TTA_MODES,
     shift,

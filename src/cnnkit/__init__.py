@@ -12,7 +12,8 @@ from cnnkit.data import load_data
 from cnnkit.engine import RunResult, train
 from cnnkit.errors import CnnkitError
 from cnnkit.models import create_model, list_models, summarize
-from cnnkit.tasks.classify.predictor import Classifier, Prediction, load
+from cnnkit.predict import load
+from cnnkit.tasks.classify.predictor import Classifier, Prediction
 
 __version__ = "0.1.0"
 

@@ -3,23 +3,34 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import difflib
-import json
 import os
-import signal
 import sys
 import types
 from collections.abc import Callable, Sequence
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
-from cnnkit.config import TrainConfig, build_config, read_yaml_config
+from cnnkit.commands import (
+    cmd_datasets,
+    cmd_demo,
+    cmd_embed,
+    cmd_evaluate,
+    cmd_lr_find,
+    cmd_models,
+    cmd_predict,
+    cmd_presets,
+    cmd_show_batch,
+    cmd_summary,
+    cmd_train,
+)
+from cnnkit.config import TrainConfig
 from cnnkit.errors import CnnkitError
 from cnnkit.tasks.classify.tta import check_mode as check_tta
 
 TRAIN_HELP = {
     "data": "named dataset (cifar10, cifar10-sample, ...), a folder of class folders, or a CSV",
+    "task": "classify | detect (default: the model's task: a detector such as fcos means detect)",
     "model": "model name (see `cnnkit models`), timm:NAME, a layer string, or a YAML layer file",
     "epochs": "passes over the training data",
     "batch_size": "images per optimisation step",
@@ -130,197 +141,6 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
             )
 
 
-# ---- commands --------------------------------------------------------------------------------
-def cmd_train(args: argparse.Namespace) -> int:
-    from cnnkit.engine import train
-
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
-    given = {k: v for k, v in overrides.items() if v is not None}
-    if args.resume:  # the saved config, then the file's values, then the flags
-        from_file = read_yaml_config(args.config) if args.config else {}
-        if args.config:
-            TrainConfig.from_dict(from_file, args.config)  # its unknown keys, named as its own
-        given = {**from_file, **given}
-        result = train(resume=args.resume, progress=not args.no_progress, **given)
-    else:
-        result = train(build_config(args.config, given), progress=not args.no_progress)
-    if result.interrupted:
-        print(f"interrupted: resume with `cnnkit train --resume {result.run_dir}`")
-        return 128 + (result.stopped_by or signal.SIGINT)  # 130 for Ctrl-C, 143 for SIGTERM
-    print(f"run folder: {result.run_dir}")
-    return 0
-
-
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    from cnnkit.tasks.classify import print_report
-    from cnnkit.tasks.classify.predictor import Classifier
-
-    clf = Classifier.load(args.checkpoint, device=args.device, precision=args.precision)
-    data = args.data or clf.data_location or clf.config.get("data")  # absolute: any directory
-    if not data:
-        raise CnnkitError("say which data to evaluate on with --data")
-    report = clf.evaluate(
-        data,
-        tta=args.tta,
-        split=args.split,
-        data_root=args.data_root,
-        out_dir=args.out,
-        batch_size=args.batch_size,
-        progress=not args.no_progress,
-    )
-    if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
-    else:
-        print_report(report)
-        if report.out_dir is not None:
-            print(f"reports written to {report.out_dir}")
-    return 0
-
-
-def _classifier_for(args: argparse.Namespace, paths: list[str]) -> tuple[Any, list[str]]:
-    """A checkpoint's classifier (first positional), or a pretrained model given by --model."""
-    from cnnkit.tasks.classify.predictor import Classifier
-
-    if args.model:
-        if args.pretrained != "imagenet":
-            raise CnnkitError("--model needs --pretrained imagenet (or give a checkpoint instead)")
-        clf = Classifier.from_pretrained(args.model, args.weights, args.device, args.precision)
-        return clf, paths
-    if len(paths) < 2 and args.command == "predict":
-        raise CnnkitError("give a checkpoint (or run folder) and at least one image")
-    return Classifier.load(paths[0], device=args.device, precision=args.precision), paths[1:]
-
-
-def cmd_predict(args: argparse.Namespace) -> int:
-    clf, paths = _classifier_for(args, args.inputs)
-    predictions, errors = clf.predict_paths(paths, top_k=args.top_k, tta=args.tta)
-    for path, reason in errors:
-        print(f"cnnkit: skipped {path}: {reason}", file=sys.stderr)
-    if args.json:
-        print(json.dumps([p.to_dict() for p in predictions], indent=2))
-    elif args.csv:
-        writer = csv.writer(sys.stdout)
-        writer.writerow(["source", "rank", "label", "probability"])
-        for p in predictions:
-            for rank, (label, prob) in enumerate(p.top_k, 1):
-                writer.writerow([p.source, rank, label, f"{prob:.6f}"])
-    else:
-        _print_predictions(predictions)
-    if not predictions:
-        raise CnnkitError("no image could be read")
-    return 0
-
-
-def cmd_embed(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from cnnkit.embed import embed_images, save_embeddings
-
-    if args.pretrained and not Path(args.source).exists():
-        args.model = args.model or args.source  # `cnnkit embed efficientnet_lite0 --pretrained`
-    clf, _ = _classifier_for(args, [args.source])
-    # the splits evaluate uses: a run's own data split as the run split it
-    images, split = clf.split_images(args.data, args.split, args.data_root)
-    features = embed_images(clf, images)
-    path = save_embeddings(args.out, features, images)
-    print(
-        f"{features.shape[0]} x {features.shape[1]} features of {args.data} ({split}) "
-        f"written to {path}"
-    )
-    return 0
-
-
-def cmd_lr_find(args: argparse.Namespace) -> int:
-    from cnnkit.engine.lr_find import lr_find
-
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
-    cfg = build_config(args.config, {k: v for k, v in given.items() if v is not None})
-    result = lr_find(cfg, out_dir=args.out, steps=args.steps, progress=not args.no_progress)
-    print(f"suggested learning rate: {result.suggestion:.3g}  (plot: {result.plot})")
-    return 0
-
-
-def _print_predictions(predictions: list) -> None:
-    from rich.table import Table
-
-    from cnnkit.tasks.classify.report import output_console
-
-    tta = predictions[0].tta if predictions else "none"
-    caption = f"with test-time augmentation ({tta})" if tta != "none" else None
-    table = Table(show_lines=False, caption=caption)
-    table.add_column("image", overflow="fold")  # a long path wraps, never loses its end
-    table.add_column("prediction")
-    table.add_column("probability", justify="right")
-    table.add_column("next best")
-    for p in predictions:
-        rest = ", ".join(f"{c} {q:.1%}" for c, q in p.top_k[1:])
-        table.add_row(p.source, p.label, f"{p.probability:.1%}", rest)
-    output_console().print(table)
-
-
-def cmd_show_batch(args: argparse.Namespace) -> int:
-    from cnnkit.data.show import show_batch
-
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
-    cfg = build_config(args.config, {k: v for k, v in given.items() if v is not None})
-    shown = show_batch(
-        cfg.data,
-        cfg.augment,
-        n=args.n,
-        out=args.out,
-        seed=cfg.seed,
-        data_root=cfg.data_root,
-        **cfg.augment_overrides(),
-    )
-    what = shown.augmentation.describe()
-    print(f"{shown.count} training images, augmented ({what}), written to {shown.path}")
-    return 0
-
-
-def cmd_presets(args: argparse.Namespace) -> int:
-    from cnnkit.presets import format_presets
-
-    print(format_presets())
-    print("use one with `cnnkit train --preset NAME`; any flag overrides its settings")
-    return 0
-
-
-def cmd_models(args: argparse.Namespace) -> int:
-    from cnnkit.models import list_models
-
-    rows = [(n, d) for n, d in list_models() if not args.filter or args.filter in n]
-    width = max((len(n) for n, _ in rows), default=10)
-    for name, description in rows:
-        print(f"{name:<{width}}  {description}")
-    return 0
-
-
-def cmd_datasets(args: argparse.Namespace) -> int:
-    from cnnkit.data import list_datasets
-
-    for name, description in list_datasets():
-        print(f"{name:<15}  {description}")
-    print("or a folder of class folders (train/ val/ test/), or a CSV file of path,label rows")
-    return 0
-
-
-def cmd_summary(args: argparse.Namespace) -> int:
-    from cnnkit.models import create_model, model_input_size, resolve_spec, summarize
-
-    spec = resolve_spec(args.model)
-    size = model_input_size(spec, (args.image_size, args.image_size))
-    model = create_model(spec, num_classes=args.classes, input_size=(3, *size))
-    print(summarize(model, (3, *size)))
-    return 0
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from cnnkit.demo import run_demo
-
-    run_demo(project=args.project, epochs=args.epochs)
-    return 0
-
-
 # ---- parser ----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
@@ -363,7 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--pretrained", choices=("imagenet",), help="with --model: its weights")
         p.add_argument("--weights", help="with --model: a local weights file")
 
-    p = command("evaluate", cmd_evaluate, "loss, accuracy, per-class metrics, confusion matrix")
+    p = command(
+        "evaluate",
+        cmd_evaluate,
+        "a classifier's loss, accuracy, per-class metrics and confusion matrix; a detector's"
+        " mAP, per-class AP, precision-recall curves and a gallery",
+    )
     inference_flags(p)
     p.add_argument("--data", help="data to evaluate on (default: the data the model trained on)")
     p.add_argument("--data-root", help="folder for named datasets")
@@ -379,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     tta_flag(p)
     p.add_argument("--no-progress", action="store_true")
 
-    p = command("predict", cmd_predict, "classify image files, folders or globs")
+    p = command("predict", cmd_predict, "classify image files, folders or globs, or detect objects")
     p.add_argument(
         "inputs",
         nargs="+",
@@ -390,6 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
     pretrained_flags(p)
     p.add_argument("--top-k", type=int, default=3)
     tta_flag(p)
+    p.add_argument("--conf", type=float, help="detectors: the score threshold (default: the run's)")
+    p.add_argument(
+        "--iou", type=float, help="detectors: the IoU threshold of NMS (default: the run's)"
+    )
+    p.add_argument("--save-images", metavar="DIR", help="detectors: draw the boxes into DIR")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="JSON output")
     fmt.add_argument("--csv", action="store_true", help="CSV output")
@@ -417,13 +247,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("models", cmd_models, "list the built-in models")
     p.add_argument("filter", nargs="?", help="show only names containing this")
+    p.add_argument("--task", choices=("classify", "detect"), default="classify")
 
-    command("datasets", cmd_datasets, "list the named datasets")
+    p = command("datasets", cmd_datasets, "list the named datasets, or inspect a dataset's files")
+    p.add_argument("--inspect", metavar="PATH", help="say what a detection dataset holds")
+    p.add_argument("--json", action="store_true", help="with --inspect: JSON output")
     command("presets", cmd_presets, "list the named training recipes and their measured results")
 
     p = command("summary", cmd_summary, "layers, output shapes and parameter counts of a model")
     p.add_argument("model")
-    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument(
+        "--image-size", type=int, default=None, help="input size (default: 32, a detector's own)"
+    )
     p.add_argument("--classes", type=int, default=10)
 
     p = command("demo", cmd_demo, "train, evaluate and predict on the bundled CIFAR-10 sample")

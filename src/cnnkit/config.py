@@ -37,6 +37,7 @@ class TrainConfig:
     """Everything a training run needs; stored resolved in the run folder and the checkpoint."""
 
     data: str = "cifar10-sample"  # named dataset, folder of class folders, or CSV list
+    task: str | None = None  # classify | detect; None: the model's (a detector means detect)
     model: str = "simple_cnn"  # registry name, timm:NAME, a layer string, or a YAML layer file
     epochs: int = 10
     batch_size: int = 64
@@ -157,6 +158,10 @@ class TrainConfig:
             raise CnnkitError(f"patience must be a whole number >= 0, got {self.patience}")
         if self.clip_grad < 0:
             raise CnnkitError(f"clip_grad must not be negative, got {self.clip_grad}")
+        if self.task is not None:
+            from cnnkit.tasks.base import check_task
+
+            check_task(self.task)
         from cnnkit.tasks.classify.tta import check_mode
 
         check_mode(self.tta)

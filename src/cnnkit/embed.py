@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from cnnkit.data import ImageSet
-from cnnkit.engine.loop import image_input, predict_logits
 from cnnkit.models.transfer import TransferModel
+from cnnkit.tasks.classify.loop import image_input, predict_logits
 from cnnkit.tasks.classify.predictor import Classifier
 
 

@@ -10,9 +10,9 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "RunResult": "cnnkit.engine.trainer",
-    "Trainer": "cnnkit.engine.trainer",
-    "train": "cnnkit.engine.trainer",
+    "RunResult": "cnnkit.engine.fit",
+    "Trainer": "cnnkit.engine.fit",
+    "train": "cnnkit.engine.fit",
     "load_checkpoint": "cnnkit.engine.checkpoint",
     "save_checkpoint": "cnnkit.engine.checkpoint",
 }

@@ -13,7 +13,8 @@ from torch import nn
 from cnnkit.errors import CnnkitError
 
 FORMAT = "cnnkit-checkpoint"
-VERSION = 1
+# 2: records the `task` (and its post-processing settings); a version-1 file is a classifier's
+VERSION = 2
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -77,4 +78,5 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> dict[
         )
     if ckpt.get("version", 0) > VERSION:
         raise CnnkitError(f"{path} was written by a newer cnnkit (format {ckpt['version']})")
+    ckpt.setdefault("task", "classify")  # format 1 knew classification only
     return ckpt

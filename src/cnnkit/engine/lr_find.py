@@ -11,8 +11,8 @@ from pathlib import Path
 import torch
 
 from cnnkit.config import TrainConfig
-from cnnkit.engine.loop import EpochProgress, StepContext, train_one_epoch
-from cnnkit.engine.trainer import Trainer
+from cnnkit.engine.fit import Trainer
+from cnnkit.engine.loop import EpochProgress, Optimization, run_epoch
 
 
 @dataclass
@@ -53,7 +53,7 @@ def lr_find(
     out_dir.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(cfg, out_dir, progress)
     trainer.enter_stage(0)
-    model, data, prepare = trainer._trained_part("train")
+    module = trainer.trained_module()
     steps = max(10, min(steps, 10 * trainer.steps))
     scale = start_lr / cfg.lr  # every parameter group keeps its ratio to the head's rate
 
@@ -61,9 +61,7 @@ def lr_find(
         return scale * (end_lr / start_lr) ** (min(step, steps) / steps)
 
     scheduler = range_test_schedule(trainer.optimizer, factor)
-    ctx = StepContext(
-        prepare, trainer.optimizer, scheduler, trainer.scaler, trainer.precision, trainer.loss_fn
-    )
+    opt = Optimization(trainer.optimizer, scheduler, trainer.scaler, trainer.precision)
     lrs: list[float] = []
     losses: list[float] = []
     state = {"avg": 0.0, "last_sum": 0.0, "last_seen": 0, "stop": False}
@@ -80,13 +78,15 @@ def lr_find(
 
     while not state["stop"]:
         state["last_sum"], state["last_seen"] = 0.0, 0
-        train_one_epoch(
-            model,
-            data,
-            ctx,
-            cfg.batch_size,
+        progress = EpochProgress()
+        step, make_batches = trainer.task.epoch(module, 0, progress)
+        run_epoch(
+            step,
+            make_batches,
+            opt,
             trainer.generator,
-            EpochProgress(),
+            progress,
+            trainer.device,
             should_stop=lambda: state["stop"],
             on_step=record,
             sync_every=1,  # the range test needs every step's loss, on any device

@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+# a classifier's columns; other tasks add their own loss items and metrics (history_fields)
 HISTORY_FIELDS = [
     "epoch",
     "stage",
@@ -22,6 +23,14 @@ HISTORY_FIELDS = [
     "seconds",
     "images_per_second",
 ]
+
+
+def history_fields(history: list[dict[str, Any]]) -> list[str]:
+    """The columns of history.csv: every key of the rows, in the order they first appear."""
+    fields: dict[str, None] = {}
+    for row in history:
+        fields.update(dict.fromkeys(row))
+    return list(fields) or list(HISTORY_FIELDS)
 
 
 def new_run_dir(project: str | os.PathLike, name: str | None, model_name: str) -> Path:
@@ -60,9 +69,10 @@ def write_run_files(run_dir: Path, config: dict[str, Any], classes: list[str]) -
 
 
 def write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
-    lines = [",".join(HISTORY_FIELDS)]
+    fields = history_fields(history)
+    lines = [",".join(fields)]
     for row in history:
-        lines.append(",".join(_fmt(row.get(k, "")) for k in HISTORY_FIELDS))
+        lines.append(",".join(_fmt(row.get(k, "")) for k in fields))
     write_text_atomic(run_dir / "history.csv", "\n".join(lines) + "\n")
 
 
@@ -86,9 +96,11 @@ def plot_history(
     history: list[dict[str, Any]],
     best_epoch: int | None = None,
     val_label: str = "validation",
+    score_name: str = "accuracy",
 ) -> Path | None:
-    """curves.png: training vs validation loss and accuracy per epoch (overfitting made visible),
-    with the epoch best.pt holds marked."""
+    """curves.png: training vs validation loss and score (accuracy, mAP) per epoch (overfitting
+    made visible), with the epoch best.pt holds marked; a curve a task does not record (a
+    detector's validation loss, its training mAP) is left out."""
     if not history:
         return None
     import matplotlib
@@ -99,12 +111,12 @@ def plot_history(
 
     epochs = [int(row["epoch"]) for row in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, key in ((ax_loss, "loss"), (ax_acc, "accuracy")):
-        ax.plot(epochs, [float(row[f"train_{key}"]) for row in history], "o-", label="training")
-        val = [row.get(f"val_{key}") for row in history]
-        if any(v is not None and v != "" for v in val):
-            shown = [float(v) if v not in (None, "") else float("nan") for v in val]
-            ax.plot(epochs, shown, "o-", label=val_label)
+    for ax, key in ((ax_loss, "loss"), (ax_acc, score_name)):
+        for prefix, label in (("train", "training"), ("val", val_label)):
+            values = [row.get(f"{prefix}_{key}") for row in history]
+            if any(v is not None and v != "" for v in values):
+                shown = [float(v) if v not in (None, "") else float("nan") for v in values]
+                ax.plot(epochs, shown, "o-", label=label)
         if best_epoch:
             ax.axvline(
                 best_epoch, color="gray", linestyle="--", label=f"best.pt (epoch {best_epoch})"

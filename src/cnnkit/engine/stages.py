@@ -1,4 +1,4 @@
-"""Transfer-learning stages (head only, then fine-tuning) and the frozen-backbone feature cache.
+"""Transfer-learning stages (head only, then fine-tuning), for any task's model.
 
 A run is a list of stages; each sets which backbone blocks train and builds its own optimiser
 and schedule. Like fastai's fine_tune: `--finetune` trains the new head for `head_epochs` with
@@ -9,17 +9,11 @@ rates for `epochs` more.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-import torch
 from torch import nn
 
 from cnnkit.config import TrainConfig
-from cnnkit.data import FeatureSet, ImageSet
-from cnnkit.engine.device import Precision
-from cnnkit.engine.loop import Prepare, predict_logits
-from cnnkit.models.transfer import TransferModel
-
-FEATURE_CACHE_LIMIT_BYTES = 4 << 30  # cache frozen-backbone features only below this size
 
 
 @dataclass(frozen=True)
@@ -44,9 +38,17 @@ def parse_unfreeze(value: str | int | None) -> int | str | None:
     return "all" if text == "all" else int(text)
 
 
+def is_staged(model: nn.Module) -> bool:
+    """A model with a backbone in blocks that can be frozen and given their own rates
+    (TransferModel, the detectors): it has `freeze(blocks)` and `param_groups(lr, ratio)`."""
+    return callable(getattr(model, "freeze", None)) and callable(
+        getattr(model, "param_groups", None)
+    )
+
+
 def plan_stages(cfg: TrainConfig, model: nn.Module) -> list[Stage]:
     """The stages a config asks for; a pretrained backbone is frozen unless told otherwise."""
-    if not isinstance(model, TransferModel):
+    if not is_staged(model):
         return [Stage("train", cfg.epochs, None, cfg.lr)]
     unfreeze = parse_unfreeze(cfg.unfreeze)
     if cfg.finetune:
@@ -77,26 +79,9 @@ def stage_at(stages: list[Stage], epoch: int) -> tuple[int, Stage, int]:
     return len(stages) - 1, stages[-1], start - stages[-1].epochs
 
 
-def apply_stage(model: nn.Module, stage: Stage) -> list[dict]:
+def apply_stage(model: nn.Module, stage: Stage) -> list[dict[str, Any]]:
     """Freeze/unfreeze for the stage; the optimiser's parameter groups (discriminative LRs)."""
-    if isinstance(model, TransferModel):
+    if is_staged(model):
         model.freeze(stage.trainable_blocks if stage.trainable_blocks is not None else "all")
         return model.param_groups(stage.lr, stage.backbone_lr_ratio)
     return [{"params": [p for p in model.parameters() if p.requires_grad], "lr": stage.lr}]
-
-
-def can_cache_features(model: nn.Module, stage: Stage, n_images: int, augmented: bool) -> bool:
-    """Features of a frozen backbone are the same every epoch when nothing augments the input."""
-    if augmented or not (isinstance(model, TransferModel) and stage.head_only):
-        return False
-    per_image = 2 * int(torch.tensor(model.feature_shape).prod())  # stored as bf16
-    return per_image * n_images <= FEATURE_CACHE_LIMIT_BYTES
-
-
-@torch.no_grad()
-def backbone_features(
-    model: TransferModel, data: ImageSet, prepare: Prepare, precision: Precision
-) -> ImageSet:
-    """The frozen backbone's output for every image, as an ImageSet of bf16 features."""
-    features = predict_logits(model.backbone, data.images, prepare, precision, batch_size=128)
-    return FeatureSet(features.to(torch.bfloat16), data.labels, data.classes, data.paths)

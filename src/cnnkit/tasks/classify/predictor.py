@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import glob
 import os
 import sys
 from dataclasses import dataclass
@@ -11,17 +10,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
 from cnnkit.config import TrainConfig
-from cnnkit.data import IMAGE_EXTENSIONS, ImageSet, decode_image, load_data
+from cnnkit.data import ImageSet, decode_image, load_data
 from cnnkit.data.datasets import data_location
 from cnnkit.data.preprocess import Preprocessing
 from cnnkit.engine.checkpoint import load_checkpoint, resolve_checkpoint_path
 from cnnkit.engine.device import Precision, resolve_device, resolve_precision
-from cnnkit.engine.loop import image_input, predict_logits
 from cnnkit.errors import CnnkitError, did_you_mean
+from cnnkit.inputs import ImageInput, describe_input, expand_paths
 from cnnkit.models import ModelSpec, create_model, resolve_spec
 from cnnkit.models.pretrained import (
     pretrained_classes,
@@ -29,9 +27,8 @@ from cnnkit.models.pretrained import (
     spec_for_rebuild,
 )
 from cnnkit.tasks.classify import ClassificationReport, classification_report, write_report
+from cnnkit.tasks.classify.loop import image_input, predict_logits
 from cnnkit.tasks.classify.tta import tta_and_plain_logits
-
-ImageInput = str | os.PathLike | Image.Image | np.ndarray
 
 
 @dataclass
@@ -88,13 +85,24 @@ class Classifier:
         self.path = path
         self.data_location = data_location  # where the training data was (absolute), if known
 
+    task = "classify"
+
     @classmethod
     def load(
         cls, path: str | os.PathLike, device: str = "auto", precision: str = "auto"
     ) -> Classifier:
-        """Load a checkpoint file or a run folder (its best.pt)."""
+        """Load a classifier's checkpoint file or run folder (its best.pt)."""
         path = resolve_checkpoint_path(path)
         ckpt = load_checkpoint(path)
+        if ckpt["task"] != "classify":
+            raise CnnkitError(f"{path} holds a {ckpt['task']} model, not a classifier")
+        return cls.from_checkpoint(ckpt, path, device, precision)
+
+    @classmethod
+    def from_checkpoint(
+        cls, ckpt: dict[str, Any], path: Path, device: str = "auto", precision: str = "auto"
+    ) -> Classifier:
+        """A classifier from a loaded checkpoint dict (load_checkpoint's)."""
         spec = spec_for_rebuild(ModelSpec.from_dict(ckpt["model"]))  # weights come from ckpt
         prep = Preprocessing.from_dict(ckpt["preprocessing"])
         model = create_model(spec, num_classes=ckpt["num_classes"], input_size=(3, *prep.size))
@@ -163,7 +171,7 @@ class Classifier:
         single = not isinstance(inputs, list)
         items = [inputs] if single else inputs
         arrays = [self._decode(item) for item in items]
-        predictions = self._predict_arrays(arrays, [_describe(i) for i in items], top_k, tta)
+        predictions = self._predict_arrays(arrays, [describe_input(i) for i in items], top_k, tta)
         return predictions[0] if single else predictions
 
     def predict_paths(
@@ -305,37 +313,3 @@ class Classifier:
 def _check_top_k(top_k: int) -> None:
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise CnnkitError(f"top_k must be a whole number >= 1, got {top_k!r}")
-
-
-def expand_paths(patterns: list[str]) -> list[Path]:
-    """Files as given, folders searched recursively for images, globs expanded; sorted, unique."""
-    found: list[Path] = []
-    for pattern in patterns:
-        path = Path(pattern)
-        if path.is_dir():
-            found += sorted(
-                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-            )
-        elif path.exists():
-            found.append(path)
-        elif glob.has_magic(pattern):
-            matches = sorted(Path(p) for p in glob.glob(pattern, recursive=True))
-            if not matches:
-                raise CnnkitError(f"no files match {pattern}")
-            found += [p for p in matches if p.is_file()]
-        else:
-            raise CnnkitError(f"file not found: {pattern}")
-    return list(dict.fromkeys(found))
-
-
-def _describe(item: ImageInput) -> str:
-    if isinstance(item, (str, os.PathLike)):
-        return str(item)
-    if isinstance(item, Image.Image):
-        return f"<PIL {item.mode} {item.width}x{item.height}>"
-    return f"<array {'x'.join(map(str, np.shape(item)))}>"
-
-
-def load(path: str | os.PathLike, device: str = "auto", precision: str = "auto") -> Classifier:
-    """`cnnkit.load("runs/x/best.pt").predict("cat.png")`."""
-    return Classifier.load(path, device=device, precision=precision)

@@ -25,8 +25,8 @@ from torch import nn
 
 from cnnkit.data.augment import reflect_index
 from cnnkit.engine.device import Precision
-from cnnkit.engine.loop import Prepare, predict_logits
 from cnnkit.errors import CnnkitError, did_you_mean
+from cnnkit.tasks.classify.loop import Prepare, predict_logits
 
 TTA_MODES = ("none", "flip", "flip-translate")
 DEFAULT_TRANSLATE = 1  # pixels; airbench's test-time shift

@@ -1,4 +1,10 @@
-"""train(config) -> a run folder: the whole training run, resumable after Ctrl-C or a kill."""
+"""train(config) -> a run folder: the whole training run of any task, resumable after Ctrl-C.
+
+The Trainer knows no task. It owns the device and precision, the stages and their optimisers
+and schedules, the epoch loop, EMA and lookahead, early stopping, checkpoints and exact resume,
+Ctrl-C / SIGTERM, the run folder and the console; the task (cnnkit.tasks) brings the data, the
+model, one step's losses, the metrics whose `score` picks best.pt, and the final test.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +18,7 @@ import torch
 from torch import nn
 
 from cnnkit.config import TrainConfig, with_overrides
-from cnnkit.data import DataSplits, ImageSet, channel_stats, load_data
-from cnnkit.data.augment import BatchAugment, alternating_flips, augment_generator
 from cnnkit.data.datasets import data_location
-from cnnkit.data.preprocess import Preprocessing
 from cnnkit.engine import run_folder
 from cnnkit.engine.checkpoint import load_checkpoint, save_checkpoint, unwrap_model
 from cnnkit.engine.console import EpochBar, StopFlag
@@ -23,29 +26,11 @@ from cnnkit.engine.device import Precision, resolve_device, resolve_precision, t
 from cnnkit.engine.early_stopping import EarlyStopping
 from cnnkit.engine.ema import ModelEMA
 from cnnkit.engine.lookahead import Lookahead
-from cnnkit.engine.loop import (
-    EpochProgress,
-    Prepare,
-    StepContext,
-    evaluate_epoch,
-    feature_input,
-    image_input,
-    steps_per_epoch,
-    train_one_epoch,
-)
+from cnnkit.engine.loop import EpochProgress, Optimization, run_epoch
 from cnnkit.engine.optim import build_optimizer, build_scheduler
-from cnnkit.engine.stages import (
-    apply_stage,
-    backbone_features,
-    can_cache_features,
-    plan_stages,
-    stage_at,
-)
+from cnnkit.engine.stages import apply_stage, plan_stages, stage_at
 from cnnkit.errors import CnnkitError
-from cnnkit.models import ModelSpec, create_model, model_input_size, resolve_spec
-from cnnkit.models.pretrained import pretrained_preprocessing
-from cnnkit.models.transfer import TransferModel
-from cnnkit.tasks.classify.tta import tta_and_plain_logits
+from cnnkit.tasks.base import Metrics, Task, make_task
 
 
 @dataclass
@@ -67,41 +52,6 @@ class RunResult:
         return self.run_dir / "last.pt"
 
 
-def model_options(cfg: TrainConfig) -> dict[str, Any]:
-    """Builder options the config implies (only those set, so plain models take none)."""
-    options = {
-        "dropout": cfg.dropout,
-        "pretrained": cfg.pretrained,
-        "weights": cfg.weights,
-        "head": cfg.head,
-    }
-    return {k: v for k, v in options.items() if v}
-
-
-def build_model_for(
-    cfg: TrainConfig, train_images: ImageSet, num_classes: int
-) -> tuple[nn.Module, ModelSpec, Preprocessing]:
-    """The model for this data and its preprocessing: pretrained weights bring their own mean
-    and std; a model trained from scratch uses the training images' statistics."""
-    spec = resolve_spec(cfg.model, **model_options(cfg))
-    if cfg.input_size:
-        size = (cfg.input_size, cfg.input_size)
-    else:
-        size = model_input_size(spec, tuple(train_images.images.shape[-2:]))
-    model = create_model(spec, num_classes=num_classes, input_size=(3, *size))
-    if isinstance(model, TransferModel):
-        model.backbone_bn_eval = bool(cfg.pretrained or cfg.weights)
-    weights_prep = pretrained_preprocessing(spec)
-    if weights_prep is not None:
-        mean, std, interpolation = weights_prep.mean, weights_prep.std, weights_prep.interpolation
-    else:
-        (mean, std), interpolation = channel_stats(train_images), "bilinear"
-    prep = Preprocessing(
-        size=size, resize=cfg.resize, mean=mean, std=std, interpolation=interpolation
-    )
-    return model, spec, prep
-
-
 def _rng_state() -> dict[str, Any]:
     state: dict[str, Any] = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -115,31 +65,6 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-DATA_INIT_IMAGES = 5000  # training images a model's init_from_data hook sees
-
-
-def init_from_data(model: nn.Module, images: ImageSet, prepare: Prepare, seed: int) -> float:
-    """Call the model's optional `init_from_data(batch)` hook (e.g. fastnet's frozen whitening
-    layer) with a seeded random subset of the training images, preprocessed as in training;
-    returns the seconds it took (0 without a hook)."""
-    hook = getattr(model, "init_from_data", None)
-    if not callable(hook):
-        return 0.0
-    started = time.perf_counter()
-    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
-    device = next(model.parameters()).device
-    batch = images.images[order[:DATA_INIT_IMAGES]].to(device)
-    hook(prepare(batch))
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - started
-    print(
-        f"cnnkit: {type(model).__name__} initialised from {len(batch)} training images "
-        f"in {seconds:.2f}s"
-    )
-    return seconds
-
-
 def start_epoch(model: nn.Module, epoch: int) -> None:
     """Call the model's optional `start_epoch(epoch)` hook before training epoch `epoch`
     (0-based, over the run; e.g. fastnet freezes its whitening bias after a few epochs)."""
@@ -149,7 +74,7 @@ def start_epoch(model: nn.Module, epoch: int) -> None:
 
 
 class Trainer:
-    """One training run. `train()` below is the usual entry point."""
+    """One training run of any task. `train()` below is the usual entry point."""
 
     def __init__(
         self, cfg: TrainConfig, run_dir: Path, progress: bool = True, resuming: bool = False
@@ -162,38 +87,13 @@ class Trainer:
         tune_backend(self.device)
         torch.manual_seed(cfg.seed)
         self.generator = torch.Generator().manual_seed(cfg.seed)
-        self.data: DataSplits = load_data(
-            cfg.data,
-            data_root=cfg.data_root,
-            val_split=cfg.val_split,
-            seed=cfg.seed,
-            image_size=cfg.image_size,
-            resize=cfg.resize,
-            progress=progress,
-        )
-        if self.data.train is None or len(self.data.train) == 0:
-            raise CnnkitError(f"no training images in {cfg.data}")
-        self.data_location = data_location(cfg.data)  # recorded in every checkpoint
-        if len(self.data.classes) < 2:
-            found = ", ".join(self.data.classes) or "none"
-            raise CnnkitError(
-                f"{cfg.data} has {len(self.data.classes)} class ({found}); a classifier needs "
-                "at least 2 class folders"
-            )
-        model, self.spec, self.preprocessing = build_model_for(
-            cfg, self.data.train, len(self.data.classes)
-        )
         self.channels_last = cfg.channels_last and self.device.type != "mps"
-        memory_format = torch.channels_last if self.channels_last else torch.preserve_format
-        self.model = model.to(self.device, memory_format=memory_format)
-        self.images_in: Prepare = image_input(self.preprocessing, self.channels_last)
-        self.init_seconds = 0.0
-        if not resuming:  # a resumed run restores these weights from last.pt instead
-            self.init_seconds = init_from_data(
-                self.model, self.data.train, self.images_in, cfg.seed
-            )
-        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-        self.steps = steps_per_epoch(len(self.data.train), cfg.batch_size)
+        self.task: Task = make_task(cfg, self.device, self.precision, self.channels_last)
+        self.task.load_data(progress)
+        self.data = self.task.data
+        self.data_location = data_location(cfg.data)  # recorded in every checkpoint
+        self.model = self.task.build(resuming)
+        self.steps = self.task.steps_per_epoch()
         self.stages = plan_stages(cfg, self.model)
         self.total_epochs = sum(stage.epochs for stage in self.stages)
         self.scaler = self.precision.make_scaler()
@@ -202,26 +102,21 @@ class Trainer:
         self.lookahead = (
             Lookahead(cfg.lookahead, every=min(5, self.steps)) if cfg.lookahead else None
         )
-        augmentation = cfg.augmentation()
-        self.augment = (
-            None
-            if augmentation.is_identity()
-            else BatchAugment(augmentation, len(self.data.classes))
-        )
-        self.alternating_flip = augmentation.alternating_flip
-        self._flips: tuple[int, torch.Tensor] | None = None  # (epoch, alternating_flips)
         self.early: EarlyStopping | None = None  # set on entering the last stage
         self.stopped_early = False
         self.stage_index = -1
-        self.features: dict[str, ImageSet | None] | None = None  # cached backbone outputs
         self.epoch = 0  # epochs fully done, over all stages
         self.progress = EpochProgress()
         self.history: list[dict[str, Any]] = []
-        self.best_accuracy = -1.0
+        self.best_score: float | None = None  # best.pt's validation score (None: no validation)
         self.best_epoch = 0
         self.wall_seconds = 0.0
         self.stop = StopFlag()
         self._compiled: dict[int, nn.Module] = {}  # --compile: module id -> compiled module
+
+    @property
+    def init_seconds(self) -> float:
+        return self.task.init_seconds
 
     # ---- stages --------------------------------------------------------------------------------
     def enter_stage(self, index: int) -> None:
@@ -234,30 +129,12 @@ class Trainer:
         if self.cfg.patience and index == len(self.stages) - 1:
             # counted in the last stage only: a plateau of the head must not skip fine-tuning
             self.early = EarlyStopping(self.cfg.patience)
-        self.features = None
-        if can_cache_features(self.model, stage, len(self.data.train), self.augment is not None):
-            started = time.perf_counter()
-            sets = {"train": self.data.train, "val": self.data.val}
-            self.features = {
-                name: backbone_features(self.model, s, self.images_in, self.precision)
-                if s is not None
-                else None
-                for name, s in sets.items()
-            }
-            print(
-                f"cnnkit: backbone frozen; features of {len(self.data.train)} training images "
-                f"cached in {time.perf_counter() - started:.1f}s"
-            )
+        self.task.enter_stage(self.model, stage)
 
-    def _trained_part(
-        self, split: str, averaged: bool = False
-    ) -> tuple[nn.Module, ImageSet | None, Prepare]:
-        """What trains (or, averaged, what is evaluated: the EMA when on) and on what: the head
-        on cached features, or the whole model on images."""
+    def trained_module(self, averaged: bool = False) -> nn.Module:
+        """What trains (or, averaged, what is evaluated: the EMA when on), compiled if asked."""
         model = self.ema.module if averaged and self.ema is not None else self.model
-        if self.features is not None:
-            return self._maybe_compiled(model.head), self.features[split], feature_input
-        return self._maybe_compiled(model), getattr(self.data, split), self.images_in
+        return self._maybe_compiled(self.task.trained_module(model))
 
     def _maybe_compiled(self, module: nn.Module) -> nn.Module:
         """With --compile, the module's torch.compile wrapper (made once, sharing its weights;
@@ -269,23 +146,6 @@ class Trainer:
             # batch go through a dynamic-shape one
             self._compiled[id(module)] = torch.compile(module, dynamic=False)
         return self._compiled[id(module)]
-
-    def _augment_step(
-        self, images: torch.Tensor, labels: torch.Tensor, step: int, indices: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Augment one training batch with randomness seeded by (seed, epoch, step), so a
-        resumed epoch draws the same augmentations as an uninterrupted one; an alternating
-        flip mirrors the images this epoch's seeded choice names."""
-        generator = augment_generator(self.cfg.seed, self.epoch, step)
-        flip = None
-        if self.alternating_flip:
-            if self._flips is None or self._flips[0] != self.epoch:
-                self._flips = (
-                    self.epoch,
-                    alternating_flips(len(self.data.train), self.cfg.seed, self.epoch),
-                )
-            flip = self._flips[1][indices]
-        return self.augment(images, labels, generator, flip)
 
     def _after_step(self, bar: EpochBar | None) -> Callable[[EpochProgress], None]:
         def after_step(progress: EpochProgress) -> None:
@@ -300,19 +160,27 @@ class Trainer:
         return after_step
 
     # ---- checkpoints -------------------------------------------------------------------------
+    def best_metrics(self) -> dict[str, Any]:
+        """How best.pt was chosen: by the validation score, or (no validation images) as the
+        latest epoch; `best_val_<score>` is None then, never a training figure."""
+        name = self.task.score_name
+        return {
+            f"best_val_{name}": self.best_score,
+            "best_epoch": self.best_epoch,
+            "best_by": f"val_{name}" if self.best_score is not None else "last epoch",
+        }
+
     def checkpoint_fields(self, averaged: bool = False) -> dict[str, Any]:
         """The checkpoint's contract fields; `averaged`: the EMA weights (what best.pt holds)."""
         source = self.ema.module if averaged and self.ema is not None else self.model
         return {
-            "model": self.spec.to_dict(),
-            "num_classes": len(self.data.classes),
+            "task": self.task.name,
+            **self.task.checkpoint_fields(),
             "state_dict": unwrap_model(source).state_dict(),
-            "classes": list(self.data.classes),
-            "preprocessing": self.preprocessing.to_dict(),
             "config": self.cfg.to_dict(),
             "data_location": self.data_location,
             "epoch": self.epoch,
-            "metrics": {"best_val_accuracy": self.best_accuracy, "best_epoch": self.best_epoch},
+            "metrics": self.best_metrics(),
         }
 
     def save_last(self) -> None:
@@ -327,7 +195,7 @@ class Trainer:
             generator=self.generator.get_state(),
             progress=self.progress.to_dict(),
             history=self.history,
-            best=[self.best_accuracy, self.best_epoch],
+            best=[self.best_score, self.best_epoch],
             wall_seconds=self.wall_seconds,
             init_seconds=self.init_seconds,
             ema=self.ema.state_dict() if self.ema is not None else None,
@@ -350,12 +218,14 @@ class Trainer:
         self.scaler.load_state_dict(ckpt["scaler"])
         _set_rng_state(ckpt["rng"])
         self.generator.set_state(ckpt["generator"])
-        self.progress = EpochProgress(**ckpt["progress"])
+        self.progress = EpochProgress.from_dict(ckpt["progress"])
         self.history = list(ckpt["history"])
-        self.best_accuracy, self.best_epoch = ckpt["best"]
+        self.best_score, self.best_epoch = ckpt["best"]
+        if self.best_score is not None and self.best_score < 0:  # format 1: -1 meant none yet
+            self.best_score = None
         self.epoch = ckpt["epoch"]
         self.wall_seconds = ckpt.get("wall_seconds", 0.0)
-        self.init_seconds = ckpt.get("init_seconds", 0.0)
+        self.task.init_seconds = ckpt.get("init_seconds", 0.0)
         if self.ema is not None:
             if ckpt.get("ema"):
                 self.ema.load_state_dict(ckpt["ema"])
@@ -393,25 +263,19 @@ class Trainer:
                 self.enter_stage(index)
             # after enter_stage, whose optimiser takes what trains at the stage's start
             start_epoch(self.model, self.epoch)
-            model, data, prepare = self._trained_part("train")
+            module = self.trained_module()
+            step, make_batches = self.task.epoch(module, self.epoch, self.progress)
             bar = self._bar()
-            ctx = StepContext(
-                prepare,
-                self.optimizer,
-                self.scheduler,
-                self.scaler,
-                self.precision,
-                self.loss_fn,
-                self.cfg.clip_grad,
-                self._augment_step if self.augment is not None else None,
+            opt = Optimization(
+                self.optimizer, self.scheduler, self.scaler, self.precision, self.cfg.clip_grad
             )
-            train_one_epoch(
-                model,
-                data,
-                ctx,
-                self.cfg.batch_size,
+            run_epoch(
+                step,
+                make_batches,
+                opt,
                 self.generator,
                 self.progress,
+                self.device,
                 should_stop=self.stop,
                 on_step=self._after_step(bar),
             )
@@ -426,43 +290,45 @@ class Trainer:
                 break
         return False
 
+    def _history_row(self, val: Metrics | None) -> dict[str, Any]:
+        p = self.progress
+        row: dict[str, Any] = {"epoch": self.epoch, "stage": self.stages[self.stage_index].name}
+        row.update({f"train_{name}": value for name, value in p.means().items()})
+        for name in self.task.metric_names:
+            row[f"val_{name}"] = val.values.get(name) if val is not None else None
+        row.update(
+            lr=self.optimizer.param_groups[-1]["lr"],
+            seconds=p.seconds,
+            images_per_second=p.images_per_second,
+        )
+        return row
+
     def _end_epoch(self, writer: Any) -> None:
         started = time.perf_counter()
         if self.lookahead is not None:  # evaluate and save the slow weights
             self.lookahead.sync(self.model)
-        p = self.progress
         self.epoch += 1
-        row: dict[str, Any] = {
-            "epoch": self.epoch,
-            "stage": self.stages[self.stage_index].name,
-            "train_loss": p.loss,
-            "train_accuracy": p.accuracy,
-            "val_loss": None,
-            "val_accuracy": None,
-            "lr": self.optimizer.param_groups[-1]["lr"],
-            "seconds": p.seconds,
-            "images_per_second": p.images_per_second,
-        }
-        score = p.accuracy
-        model, val, prepare = self._trained_part("val", averaged=True)
-        if val is not None and len(val):
-            row["val_loss"], row["val_accuracy"] = evaluate_epoch(
-                model, val, prepare, self.precision, self.loss_fn
-            )
-            score = row["val_accuracy"]
+        val = self.task.evaluate(self.trained_module(averaged=True), "val")
+        row = self._history_row(val)
         self.history.append(row)
-        self.progress = EpochProgress()
-        if score > self.best_accuracy:
-            self.best_accuracy, self.best_epoch = score, self.epoch
+        # with validation images, best.pt is the best score's epoch; without, the latest
+        score = val.score if val is not None else None
+        if score is None or self.best_score is None or score > self.best_score:
+            self.best_score, self.best_epoch = score, self.epoch
             save_checkpoint(self.run_dir / "best.pt", **self.checkpoint_fields(averaged=True))
-        if self.early is not None and self.early.step(score):
+        # early stopping watches the validation score, or the training one without validation
+        watched = score if score is not None else self.progress.mean(self.task.score_name)
+        if self.early is not None and self.early.step(watched):
             self.stopped_early = True
+        self.progress = EpochProgress()
         self.wall_seconds += time.perf_counter() - started
         self.save_last()
         run_folder.write_history(self.run_dir, self.history)
         labels = {"test": "validation (the test split)", "split": "validation (held out)"}
         val_label = labels.get(self.data.val_source, "validation")
-        run_folder.plot_history(self.run_dir, self.history, self.best_epoch, val_label)
+        run_folder.plot_history(
+            self.run_dir, self.history, self.best_epoch, val_label, self.task.score_name
+        )
         if writer is not None:
             for key, value in row.items():
                 if isinstance(value, float):
@@ -477,6 +343,7 @@ class Trainer:
 
     def _final_metrics(self, interrupted: bool) -> dict[str, Any]:
         metrics: dict[str, Any] = {
+            "task": self.task.name,
             "epochs_done": self.epoch,
             "epochs": self.total_epochs,
             "stages": [stage.name for stage in self.stages],
@@ -484,8 +351,7 @@ class Trainer:
             "stopped_early": self.stopped_early,
             "ema": self.cfg.ema or None,
             "lookahead": self.cfg.lookahead or None,
-            "best_epoch": self.best_epoch,
-            "best_val_accuracy": self.best_accuracy if self.data.val is not None else None,
+            **self.best_metrics(),
             "validation": self.data.val_source,
             "wall_seconds": round(self.wall_seconds, 2),
             "device": str(self.device),
@@ -506,28 +372,8 @@ class Trainer:
             best = load_checkpoint(self.run_dir / "best.pt")
             unwrap_model(self.model).load_state_dict(best["state_dict"])
             started = time.perf_counter()
-            # one pass gives both: the plain logits are TTA's identity view
-            tta, plain = tta_and_plain_logits(
-                self.model, test.images, self.images_in, self.precision, mode=self.cfg.tta
-            )
+            metrics.update(self.task.test(self.model, self.best_epoch))
             timing["test_evaluation"] = round(time.perf_counter() - started, 3)
-            loss = float(self.loss_fn(plain, test.labels))
-            acc = float((plain.argmax(1) == test.labels).float().mean())
-            metrics.update(test_loss=loss, test_accuracy=acc, test_images=len(test))
-            # validated on the test split itself (val_split 0, as airbench): best.pt was chosen
-            # on these images, so say so rather than pass the figure off as unseen data's
-            chosen = ", chosen on this split" if self.data.val_source == "test" else ""
-            print(
-                f"test accuracy (best.pt, epoch {self.best_epoch}{chosen}): {acc:.2%}  "
-                f"loss {loss:.4f}"
-            )
-            if self.cfg.tta != "none":
-                tta_acc = float((tta.argmax(1) == test.labels).float().mean())
-                metrics.update(tta=self.cfg.tta, test_accuracy_tta=tta_acc)
-                print(
-                    f"test accuracy with TTA ({self.cfg.tta}): {tta_acc:.2%} "
-                    f"({(tta_acc - acc) * 100:+.2f} points)"
-                )
         elif not interrupted and self.epoch:
             if self.data.val_source in ("split", "folder"):
                 then = (
@@ -551,9 +397,9 @@ class Trainer:
         test = f", {len(d.test)} test" if d.test is not None else ""
         stages = " then ".join(f"{s.name} {s.epochs} epochs" for s in self.stages)
         print(
-            f"cnnkit: {self.spec.name} ({n_params:,} params) on {d.name}: {len(d.train)} train, "
-            f"{val}{test}, {len(d.classes)} classes; {self.device} {self.precision.name}; "
-            f"{stages}; run folder {self.run_dir}"
+            f"cnnkit: {self.task.model_name()} ({n_params:,} params) on {d.name}: "
+            f"{len(d.train)} train, {val}{test}, {len(d.classes)} classes; {self.device} "
+            f"{self.precision.name}; {stages}; run folder {self.run_dir}"
         )
         print(f"cnnkit: {self._recipe()}")
 
@@ -571,21 +417,24 @@ class Trainer:
             "patience": c.patience,
         }
         regular = ", ".join(f"{k} {v:g}" for k, v in extras.items() if v) or "none"
-        tta = f"; tta {c.tta}" if c.tta != "none" else ""
         return (
-            f"{c.optimizer} {rate} ({c.schedule}), batch {c.batch_size}; augment: "
-            f"{c.augmentation().describe()}; regularisation: {regular}{tta}"
+            f"{c.optimizer} {rate} ({c.schedule}), batch {c.batch_size}; "
+            f"{self.task.describe_recipe()}; regularisation: {regular}"
         )
 
     def _print_epoch(self, row: dict[str, Any]) -> None:
-        val = ""
-        if row["val_accuracy"] is not None:
-            val = f"  val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.2%}"
+        names = [key.removeprefix("train_") for key in row if key.startswith("train_")]
+        train = " ".join(_figure(name, row[f"train_{name}"]) for name in names)
+        val = " ".join(
+            _figure(name, row[f"val_{name}"])
+            for name in self.task.metric_names
+            if row.get(f"val_{name}") is not None
+        )
+        val = f"  val {val}" if val else ""
         stage = f" [{row['stage']}]" if len(self.stages) > 1 else ""
         print(
-            f"epoch {row['epoch']}/{self.total_epochs}{stage}  train loss {row['train_loss']:.4f} "
-            f"acc {row['train_accuracy']:.2%}{val}  {row['images_per_second']:,.0f} img/s  "
-            f"{row['seconds']:.1f}s",
+            f"epoch {row['epoch']}/{self.total_epochs}{stage}  train {train}{val}  "
+            f"{row['images_per_second']:,.0f} img/s  {row['seconds']:.1f}s",
             flush=True,
         )
 
@@ -603,6 +452,13 @@ class Trainer:
         except ImportError:
             raise CnnkitError("--tensorboard needs tensorboard: pip install tensorboard") from None
         return SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
+
+
+def _figure(name: str, value: float) -> str:
+    """A history figure for the console: "acc 91.20%", "loss 0.3120", "map 0.5120"."""
+    if name == "accuracy":
+        return f"acc {value:.2%}"
+    return f"{name} {value:.4f}"
 
 
 def _compile_error(exc: Exception) -> CnnkitError | None:

@@ -1,0 +1,310 @@
+"""What each `cnnkit` command does: a few lines over the Python API each (cli.py parses)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from cnnkit.config import TrainConfig, build_config, read_yaml_config
+from cnnkit.errors import CnnkitError
+
+
+def given_train_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The TrainConfig flags given on the command line (None: not given)."""
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from cnnkit.engine import train
+
+    given = given_train_flags(args)
+    if args.resume:  # the saved config, then the file's values, then the flags
+        from_file = read_yaml_config(args.config) if args.config else {}
+        if args.config:
+            TrainConfig.from_dict(from_file, args.config)  # its unknown keys, named as its own
+        given = {**from_file, **given}
+        result = train(resume=args.resume, progress=not args.no_progress, **given)
+    else:
+        result = train(build_config(args.config, given), progress=not args.no_progress)
+    if result.interrupted:
+        print(f"interrupted: resume with `cnnkit train --resume {result.run_dir}`")
+        return 128 + (result.stopped_by or signal.SIGINT)  # 130 for Ctrl-C, 143 for SIGTERM
+    print(f"run folder: {result.run_dir}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from cnnkit.predict import load
+
+    predictor = load(args.checkpoint, device=args.device, precision=args.precision)
+    data = args.data or predictor.data_location or predictor.config.get("data")
+    if not data:
+        raise CnnkitError("say which data to evaluate on with --data")
+    if predictor.task == "detect":
+        if args.tta != "none":
+            raise CnnkitError("--tta is for classifiers; a detector is evaluated as it predicts")
+        report = predictor.evaluate(
+            data, split=args.split, out_dir=args.out, progress=not args.no_progress
+        )
+    else:
+        report = predictor.evaluate(
+            data,
+            tta=args.tta,
+            split=args.split,
+            data_root=args.data_root,
+            out_dir=args.out,
+            batch_size=args.batch_size,
+            progress=not args.no_progress,
+        )
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        if predictor.task == "detect":
+            report.show()
+        else:
+            from cnnkit.tasks.classify import print_report
+
+            print_report(report)
+        if report.out_dir is not None:
+            print(f"reports written to {report.out_dir}")
+    return 0
+
+
+def predictor_for(args: argparse.Namespace, paths: list[str]) -> tuple[Any, list[str]]:
+    """A checkpoint's predictor (first positional), or a pretrained classifier given by
+    --model."""
+    from cnnkit.predict import load
+    from cnnkit.tasks.classify.predictor import Classifier
+
+    if args.model:
+        if args.pretrained != "imagenet":
+            raise CnnkitError("--model needs --pretrained imagenet (or give a checkpoint instead)")
+        clf = Classifier.from_pretrained(args.model, args.weights, args.device, args.precision)
+        return clf, paths
+    if len(paths) < 2 and args.command == "predict":
+        raise CnnkitError("give a checkpoint (or run folder) and at least one image")
+    return load(paths[0], device=args.device, precision=args.precision), paths[1:]
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    predictor, paths = predictor_for(args, args.inputs)
+    if predictor.task == "detect":
+        return _predict_boxes(predictor, paths, args)
+    if args.conf is not None or args.iou is not None or args.save_images:
+        raise CnnkitError("--conf, --iou and --save-images are for detectors")
+    predictions, errors = predictor.predict_paths(paths, top_k=args.top_k, tta=args.tta)
+    _print_skipped(errors)
+    if args.json:
+        print(json.dumps([p.to_dict() for p in predictions], indent=2))
+    elif args.csv:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["source", "rank", "label", "probability"])
+        for p in predictions:
+            for rank, (label, prob) in enumerate(p.top_k, 1):
+                writer.writerow([p.source, rank, label, f"{prob:.6f}"])
+    else:
+        _print_predictions(predictions)
+    if not predictions:
+        raise CnnkitError("no image could be read")
+    return 0
+
+
+def _predict_boxes(detector: Any, paths: list[str], args: argparse.Namespace) -> int:
+    if args.tta != "none":
+        raise CnnkitError("--tta is for classifiers")
+    results, errors = detector.predict_paths(paths, conf=args.conf, iou=args.iou)
+    _print_skipped(errors)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results], indent=2))
+    elif args.csv:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["source", "label", "score", "x1", "y1", "x2", "y2"])
+        for r in results:
+            for d in r.detections:
+                writer.writerow([r.source, d.label, f"{d.score:.6f}", *d.box])
+    else:
+        _print_detections(results)
+    if args.save_images:
+        written = detector.save_images(results, args.save_images)
+        print(f"{len(written)} images with their boxes written to {args.save_images}")
+    if not results:
+        raise CnnkitError("no image could be read")
+    return 0
+
+
+def _print_skipped(errors: list[tuple[str, str]]) -> None:
+    for path, reason in errors:
+        print(f"cnnkit: skipped {path}: {reason}", file=sys.stderr)
+
+
+def _print_predictions(predictions: list) -> None:
+    from rich.table import Table
+
+    from cnnkit.tasks.classify.report import output_console
+
+    tta = predictions[0].tta if predictions else "none"
+    caption = f"with test-time augmentation ({tta})" if tta != "none" else None
+    table = Table(show_lines=False, caption=caption)
+    table.add_column("image", overflow="fold")  # a long path wraps, never loses its end
+    table.add_column("prediction")
+    table.add_column("probability", justify="right")
+    table.add_column("next best")
+    for p in predictions:
+        rest = ", ".join(f"{c} {q:.1%}" for c, q in p.top_k[1:])
+        table.add_row(p.source, p.label, f"{p.probability:.1%}", rest)
+    output_console().print(table)
+
+
+def _print_detections(results: list) -> None:
+    from rich.table import Table
+
+    from cnnkit.tasks.classify.report import output_console
+
+    table = Table(show_lines=False)
+    table.add_column("image", overflow="fold")
+    table.add_column("objects", justify="right")
+    table.add_column("detections (label score [x1, y1, x2, y2])", overflow="fold")
+    for r in results:
+        found = "; ".join(
+            f"{d.label} {d.score:.2f} [{', '.join(f'{v:.0f}' for v in d.box)}]"
+            for d in r.detections
+        )
+        table.add_row(r.source, str(len(r.detections)), found or "-")
+    output_console().print(table)
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from cnnkit.embed import embed_images, save_embeddings
+
+    if args.pretrained and not Path(args.source).exists():
+        args.model = args.model or args.source  # `cnnkit embed efficientnet_lite0 --pretrained`
+    clf, _ = predictor_for(args, [args.source])
+    if clf.task != "classify":
+        raise CnnkitError("embed takes a classifier's checkpoint or a pretrained model")
+    # the splits evaluate uses: a run's own data split as the run split it
+    images, split = clf.split_images(args.data, args.split, args.data_root)
+    features = embed_images(clf, images)
+    path = save_embeddings(args.out, features, images)
+    print(
+        f"{features.shape[0]} x {features.shape[1]} features of {args.data} ({split}) "
+        f"written to {path}"
+    )
+    return 0
+
+
+def cmd_lr_find(args: argparse.Namespace) -> int:
+    from cnnkit.engine.lr_find import lr_find
+
+    cfg = build_config(args.config, given_train_flags(args))
+    result = lr_find(cfg, out_dir=args.out, steps=args.steps, progress=not args.no_progress)
+    print(f"suggested learning rate: {result.suggestion:.3g}  (plot: {result.plot})")
+    return 0
+
+
+def cmd_show_batch(args: argparse.Namespace) -> int:
+    from cnnkit.tasks.base import task_name
+
+    cfg = build_config(args.config, given_train_flags(args))
+    if task_name(cfg) == "detect":
+        from cnnkit.tasks.detect.show import show_detection_batch
+
+        shown = show_detection_batch(cfg, n=args.n, out=args.out)
+        what = shown.augmentation
+    else:
+        from cnnkit.data.show import show_batch
+
+        shown = show_batch(
+            cfg.data,
+            cfg.augment,
+            n=args.n,
+            out=args.out,
+            seed=cfg.seed,
+            data_root=cfg.data_root,
+            **cfg.augment_overrides(),
+        )
+        what = shown.augmentation.describe()
+    print(f"{shown.count} training images, augmented ({what}), written to {shown.path}")
+    return 0
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    from cnnkit.presets import format_presets
+
+    print(format_presets())
+    print("use one with `cnnkit train --preset NAME`; any flag overrides its settings")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    if args.task == "detect":
+        from cnnkit.tasks.detect.models import list_detectors
+
+        listed = list_detectors()
+    else:
+        from cnnkit.models import list_models
+
+        listed = list_models()
+    rows = [(n, d) for n, d in listed if not args.filter or args.filter in n]
+    width = max((len(n) for n, _ in rows), default=10)
+    for name, description in rows:
+        print(f"{name:<{width}}  {description}")
+    if args.task != "detect":
+        print("detectors: `cnnkit models --task detect`")
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    if args.inspect:
+        from cnnkit.tasks.detect.inspect import inspect_detection
+
+        found = inspect_detection(args.inspect)
+        if args.json:
+            print(json.dumps(found.to_dict(), indent=2))
+        else:
+            print("\n".join(found.lines()))
+        return 0
+    from cnnkit.data import list_datasets
+
+    for name, description in list_datasets():
+        print(f"{name:<15}  {description}")
+    print("or a folder of class folders (train/ val/ test/), or a CSV file of path,label rows")
+    print(
+        "detection: COCO JSON, YOLO (data.yaml), Pascal VOC, or images + instance masks "
+        "(`cnnkit datasets --inspect PATH` says what it finds)"
+    )
+    return 0
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from cnnkit.models import summarize
+    from cnnkit.tasks.detect.names import is_detector
+
+    if is_detector(args.model):
+        from cnnkit.tasks.detect.models import build_detector, detector_spec
+
+        spec = detector_spec(args.model)
+        model = build_detector(spec, num_classes=args.classes, image_size=args.image_size)
+        size = (model.image_size, model.image_size)
+    else:
+        from cnnkit.models import create_model, model_input_size, resolve_spec
+
+        spec = resolve_spec(args.model)
+        side = args.image_size or 32
+        size = model_input_size(spec, (side, side))
+        model = create_model(spec, num_classes=args.classes, input_size=(3, *size))
+    print(summarize(model, (3, *size)))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from cnnkit.demo import run_demo
+
+    run_demo(project=args.project, epochs=args.epochs)
+    return 0

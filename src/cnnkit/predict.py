@@ -1,0 +1,20 @@
+"""`cnnkit.load(run)`: the one loader every consumer uses; it returns the task's predictor."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from cnnkit.engine.checkpoint import load_checkpoint, resolve_checkpoint_path
+from cnnkit.inputs import expand_paths
+from cnnkit.tasks.base import load_predictor
+
+__all__ = ["expand_paths", "load"]
+
+
+def load(path: str | os.PathLike, device: str = "auto", precision: str = "auto") -> Any:
+    """A checkpoint file or run folder (its best.pt) as its task's predictor: a Classifier
+    (`.predict("cat.png")` -> top-k classes) or a Detector (-> boxes).
+    `cnnkit.load("runs/x/best.pt").predict("cat.png")`."""
+    resolved = resolve_checkpoint_path(path)
+    return load_predictor(load_checkpoint(resolved), resolved, device, precision)

@@ -1,0 +1,143 @@
+"""The small protocol every task fills in, and the flat task registry.
+
+The engine (cnnkit.engine.fit) runs any task: it owns the stages, the loop, precision, compile,
+EMA, lookahead, checkpoints, exact resume, signals, the run folder and progress, and asks the
+task only for what differs: its data, its model, one step's losses, its metrics (one `score`
+picks best.pt), the final test, and the checkpoint's task fields. `load(checkpoint)` gives the
+task's predictor (a Classifier, a Detector).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import torch
+from torch import nn
+
+from cnnkit.errors import CnnkitError, did_you_mean
+
+if TYPE_CHECKING:
+    from cnnkit.config import TrainConfig
+    from cnnkit.engine.device import Precision
+    from cnnkit.engine.loop import EpochProgress, StepOutput
+    from cnnkit.engine.stages import Stage
+
+
+@dataclass
+class Metrics:
+    """A task's evaluation: named figures (history.csv's val_<name> columns) and the name of
+    the one that picks best.pt (higher is better)."""
+
+    values: dict[str, float]
+    score_name: str
+
+    @property
+    def score(self) -> float:
+        return float(self.values[self.score_name])
+
+
+class Task(Protocol):
+    """One training run's task-specific half. Made by `make_task(cfg, device, precision)`."""
+
+    name: str  # "classify" | "detect"
+    score_name: str  # the metric that picks best.pt: "accuracy", "map"
+    metric_names: tuple[str, ...]  # what evaluate() reports, in history.csv's order
+    data: Any  # the splits: .train .val .test .classes .name .val_source .skipped
+    init_seconds: float  # data-dependent initialisation time (airbench's clock counts it)
+
+    def load_data(self, progress: bool) -> None: ...
+
+    def build(self, resuming: bool) -> nn.Module:
+        """The model on the device; a fresh run also runs its data-dependent init."""
+
+    def steps_per_epoch(self) -> int: ...
+
+    def enter_stage(self, model: nn.Module, stage: Stage) -> None:
+        """Called when a stage starts (e.g. cache a frozen backbone's features)."""
+
+    def trained_module(self, model: nn.Module) -> nn.Module:
+        """The module that runs in a step (the model, or its head on cached features)."""
+
+    def epoch(
+        self, module: nn.Module, epoch: int, progress: EpochProgress
+    ) -> tuple[Callable[[Any], StepOutput], Callable[[torch.Generator], Iterable[Any]]]:
+        """(step, make_batches) for one training epoch: the step computes a batch's losses."""
+
+    def evaluate(self, module: nn.Module, split: str) -> Metrics | None:
+        """Metrics on "val" or "test" (None when the data has no such split)."""
+
+    def test(self, model: nn.Module, best_epoch: int) -> dict[str, Any]:
+        """The final test of best.pt's weights (already loaded): metrics.json's test fields."""
+
+    def checkpoint_fields(self) -> dict[str, Any]:
+        """What a predictor needs besides the weights: spec, classes, preprocessing, ..."""
+
+    def describe_recipe(self) -> str:
+        """The task's part of the recipe line (augmentation, test-time options)."""
+
+    def model_name(self) -> str:
+        """The model's name for the console (the spec's)."""
+
+
+# name -> "module:Class"; imported on first use, so importing cnnkit pulls in no task's code
+TASKS: dict[str, str] = {
+    "classify": "cnnkit.tasks.classify.task:ClassifyTask",
+    "detect": "cnnkit.tasks.detect.task:DetectTask",
+}
+# name -> "module:function(checkpoint dict, path, device, precision) -> predictor"
+PREDICTORS: dict[str, str] = {
+    "classify": "cnnkit.tasks.classify.predictor:Classifier.from_checkpoint",
+    "detect": "cnnkit.tasks.detect.predictor:Detector.from_checkpoint",
+}
+
+
+def _resolve(target: str) -> Any:
+    module, _, attr = target.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def check_task(name: str) -> str:
+    if name not in TASKS:
+        raise did_you_mean("task", str(name), list(TASKS))
+    return name
+
+
+def task_of_model(model: str) -> str:
+    """The task a model name implies: a detection architecture means "detect"."""
+    from cnnkit.tasks.detect.names import is_detector
+
+    return "detect" if is_detector(model) else "classify"
+
+
+def task_name(cfg: TrainConfig) -> str:
+    """The config's task: `task` when given, else the model's."""
+    implied = task_of_model(cfg.model)
+    if cfg.task is None:
+        return implied
+    check_task(cfg.task)
+    if cfg.task != implied:
+        hint = "; `cnnkit models --task detect` lists the detectors" if cfg.task == "detect" else ""
+        raise CnnkitError(f"model '{cfg.model}' is a {implied} model, not a {cfg.task} one{hint}")
+    return cfg.task
+
+
+def make_task(
+    cfg: TrainConfig, device: torch.device, precision: Precision, channels_last: bool
+) -> Task:
+    return _resolve(TASKS[task_name(cfg)])(cfg, device, precision, channels_last)
+
+
+def load_predictor(
+    ckpt: dict[str, Any], path: Any, device: str = "auto", precision: str = "auto"
+) -> Any:
+    """The predictor of a loaded checkpoint's task (format 1 checkpoints are classifiers)."""
+    name = ckpt.get("task", "classify")
+    if name not in PREDICTORS:
+        raise CnnkitError(f"{path} holds a '{name}' model, which this cnnkit cannot load")
+    return _resolve(PREDICTORS[name])(ckpt, path, device, precision)

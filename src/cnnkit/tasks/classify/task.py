@@ -1,0 +1,265 @@
+"""Classification as a task: class folders in, logits out, cross-entropy, accuracy picks best.pt."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+from torch import nn
+
+from cnnkit.config import TrainConfig
+from cnnkit.data import DataSplits, ImageSet, channel_stats, load_data
+from cnnkit.data.augment import BatchAugment, alternating_flips, augment_generator
+from cnnkit.data.preprocess import Preprocessing
+from cnnkit.engine.device import Precision
+from cnnkit.engine.loop import EpochProgress
+from cnnkit.engine.stages import Stage
+from cnnkit.errors import CnnkitError
+from cnnkit.models import ModelSpec, create_model, model_input_size, resolve_spec
+from cnnkit.models.pretrained import pretrained_preprocessing
+from cnnkit.models.transfer import TransferModel
+from cnnkit.tasks.base import Metrics
+from cnnkit.tasks.classify.features import backbone_features, can_cache_features
+from cnnkit.tasks.classify.loop import (
+    Prepare,
+    classification_step,
+    evaluate_epoch,
+    feature_input,
+    image_input,
+    shuffled_batches,
+    steps_per_epoch,
+)
+from cnnkit.tasks.classify.tta import tta_and_plain_logits
+
+
+def model_options(cfg: TrainConfig) -> dict[str, Any]:
+    """Builder options the config implies (only those set, so plain models take none)."""
+    options = {
+        "dropout": cfg.dropout,
+        "pretrained": cfg.pretrained,
+        "weights": cfg.weights,
+        "head": cfg.head,
+    }
+    return {k: v for k, v in options.items() if v}
+
+
+def build_model_for(
+    cfg: TrainConfig, train_images: ImageSet, num_classes: int
+) -> tuple[nn.Module, ModelSpec, Preprocessing]:
+    """The model for this data and its preprocessing: pretrained weights bring their own mean
+    and std; a model trained from scratch uses the training images' statistics."""
+    spec = resolve_spec(cfg.model, **model_options(cfg))
+    if cfg.input_size:
+        size = (cfg.input_size, cfg.input_size)
+    else:
+        size = model_input_size(spec, tuple(train_images.images.shape[-2:]))
+    model = create_model(spec, num_classes=num_classes, input_size=(3, *size))
+    if isinstance(model, TransferModel):
+        model.backbone_bn_eval = bool(cfg.pretrained or cfg.weights)
+    weights_prep = pretrained_preprocessing(spec)
+    if weights_prep is not None:
+        mean, std, interpolation = weights_prep.mean, weights_prep.std, weights_prep.interpolation
+    else:
+        (mean, std), interpolation = channel_stats(train_images), "bilinear"
+    prep = Preprocessing(
+        size=size, resize=cfg.resize, mean=mean, std=std, interpolation=interpolation
+    )
+    return model, spec, prep
+
+
+DATA_INIT_IMAGES = 5000  # training images a model's init_from_data hook sees
+
+
+def init_from_data(model: nn.Module, images: ImageSet, prepare: Prepare, seed: int) -> float:
+    """Call the model's optional `init_from_data(batch)` hook (e.g. fastnet's frozen whitening
+    layer) with a seeded random subset of the training images, preprocessed as in training;
+    returns the seconds it took (0 without a hook)."""
+    hook = getattr(model, "init_from_data", None)
+    if not callable(hook):
+        return 0.0
+    started = time.perf_counter()
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
+    device = next(model.parameters()).device
+    batch = images.images[order[:DATA_INIT_IMAGES]].to(device)
+    hook(prepare(batch))
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - started
+    print(
+        f"cnnkit: {type(model).__name__} initialised from {len(batch)} training images "
+        f"in {seconds:.2f}s"
+    )
+    return seconds
+
+
+class ClassifyTask:
+    """Image classification: the tutorials' task, and the default."""
+
+    name = "classify"
+    score_name = "accuracy"
+    metric_names = ("loss", "accuracy")
+
+    def __init__(
+        self, cfg: TrainConfig, device: torch.device, precision: Precision, channels_last: bool
+    ) -> None:
+        self.cfg = cfg
+        self.device = device
+        self.precision = precision
+        self.channels_last = channels_last
+        self.init_seconds = 0.0
+        self.data: DataSplits
+        self.features: dict[str, ImageSet | None] | None = None  # cached backbone outputs
+        augmentation = cfg.augmentation()
+        self.augmentation = augmentation
+        self.augment: BatchAugment | None = None
+        self._flips: tuple[int, torch.Tensor] | None = None  # (epoch, alternating_flips)
+        # training loss: cross-entropy with the run's label smoothing; reported losses are plain
+        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+
+    # ---- data and model ------------------------------------------------------------------------
+    def load_data(self, progress: bool) -> None:
+        cfg = self.cfg
+        self.data = load_data(
+            cfg.data,
+            data_root=cfg.data_root,
+            val_split=cfg.val_split,
+            seed=cfg.seed,
+            image_size=cfg.image_size,
+            resize=cfg.resize,
+            progress=progress,
+        )
+        if self.data.train is None or len(self.data.train) == 0:
+            raise CnnkitError(f"no training images in {cfg.data}")
+        if len(self.data.classes) < 2:
+            found = ", ".join(self.data.classes) or "none"
+            raise CnnkitError(
+                f"{cfg.data} has {len(self.data.classes)} class ({found}); a classifier needs "
+                "at least 2 class folders"
+            )
+        if not self.augmentation.is_identity():
+            self.augment = BatchAugment(self.augmentation, len(self.data.classes))
+
+    def build(self, resuming: bool) -> nn.Module:
+        model, self.spec, self.preprocessing = build_model_for(
+            self.cfg, self.data.train, len(self.data.classes)
+        )
+        memory_format = torch.channels_last if self.channels_last else torch.preserve_format
+        model = model.to(self.device, memory_format=memory_format)
+        self.images_in: Prepare = image_input(self.preprocessing, self.channels_last)
+        if not resuming:  # a resumed run restores these weights from last.pt instead
+            self.init_seconds = init_from_data(
+                model, self.data.train, self.images_in, self.cfg.seed
+            )
+        return model
+
+    def steps_per_epoch(self) -> int:
+        return steps_per_epoch(len(self.data.train), self.cfg.batch_size)
+
+    # ---- stages and steps ----------------------------------------------------------------------
+    def enter_stage(self, model: nn.Module, stage: Stage) -> None:
+        """With a frozen backbone and no augmentation, cache its features once: the head then
+        trains on them, epoch after epoch, through the same step."""
+        self.features = None
+        if not can_cache_features(model, stage, len(self.data.train), self.augment is not None):
+            return
+        started = time.perf_counter()
+        sets = {"train": self.data.train, "val": self.data.val}
+        self.features = {
+            name: backbone_features(model, s, self.images_in, self.precision)
+            if s is not None
+            else None
+            for name, s in sets.items()
+        }
+        print(
+            f"cnnkit: backbone frozen; features of {len(self.data.train)} training images "
+            f"cached in {time.perf_counter() - started:.1f}s"
+        )
+
+    def trained_module(self, model: nn.Module) -> nn.Module:
+        return model.head if self.features is not None else model
+
+    def _split(self, name: str) -> tuple[ImageSet | None, Prepare]:
+        if self.features is not None and name in self.features:
+            return self.features[name], feature_input
+        return getattr(self.data, name), self.images_in
+
+    def _augment_step(
+        self, epoch: int
+    ) -> Any:  # (images, labels, step, indices) -> (images, targets)
+        """Augmentation seeded by (seed, epoch, step), so a resumed epoch draws the same
+        augmentations as an uninterrupted one; an alternating flip mirrors the images this
+        epoch's seeded choice names."""
+        if self.augment is None:
+            return None
+        cfg = self.cfg
+        flips = None
+        if self.augmentation.alternating_flip:
+            if self._flips is None or self._flips[0] != epoch:
+                self._flips = (epoch, alternating_flips(len(self.data.train), cfg.seed, epoch))
+            flips = self._flips[1]
+
+        def augment(
+            images: torch.Tensor, labels: torch.Tensor, step: int, indices: torch.Tensor
+        ) -> tuple[torch.Tensor, torch.Tensor]:
+            generator = augment_generator(cfg.seed, epoch, step)
+            flip = flips[indices] if flips is not None else None
+            return self.augment(images, labels, generator, flip)
+
+        return augment
+
+    def epoch(self, module: nn.Module, epoch: int, progress: EpochProgress):
+        data, prepare = self._split("train")
+        augment = self._augment_step(epoch)
+        module.train()
+        return (
+            classification_step(module, prepare, self.precision, self.loss_fn, augment, progress),
+            shuffled_batches(data, self.cfg.batch_size, self.device),
+        )
+
+    # ---- evaluation ----------------------------------------------------------------------------
+    def evaluate(self, module: nn.Module, split: str) -> Metrics | None:
+        data, prepare = self._split(split)
+        if data is None or not len(data):
+            return None
+        loss, accuracy = evaluate_epoch(module, data, prepare, self.precision)
+        return Metrics({"loss": loss, "accuracy": accuracy}, self.score_name)
+
+    def test(self, model: nn.Module, best_epoch: int) -> dict[str, Any]:
+        """best.pt on the test split, with TTA when asked (one pass gives both: the plain
+        logits are TTA's identity view)."""
+        test, cfg = self.data.test, self.cfg
+        tta, plain = tta_and_plain_logits(
+            model, test.images, self.images_in, self.precision, mode=cfg.tta
+        )
+        loss = float(nn.functional.cross_entropy(plain, test.labels))
+        acc = float((plain.argmax(1) == test.labels).float().mean())
+        fields: dict[str, Any] = {"test_loss": loss, "test_accuracy": acc, "test_images": len(test)}
+        # validated on the test split itself (val_split 0, as airbench): best.pt was chosen
+        # on these images, so say so rather than pass the figure off as unseen data's
+        chosen = ", chosen on this split" if self.data.val_source == "test" else ""
+        print(f"test accuracy (best.pt, epoch {best_epoch}{chosen}): {acc:.2%}  loss {loss:.4f}")
+        if cfg.tta != "none":
+            tta_acc = float((tta.argmax(1) == test.labels).float().mean())
+            fields.update(tta=cfg.tta, test_accuracy_tta=tta_acc)
+            print(
+                f"test accuracy with TTA ({cfg.tta}): {tta_acc:.2%} "
+                f"({(tta_acc - acc) * 100:+.2f} points)"
+            )
+        return fields
+
+    # ---- checkpoint and console ----------------------------------------------------------------
+    def checkpoint_fields(self) -> dict[str, Any]:
+        return {
+            "model": self.spec.to_dict(),
+            "num_classes": len(self.data.classes),
+            "classes": list(self.data.classes),
+            "preprocessing": self.preprocessing.to_dict(),
+        }
+
+    def model_name(self) -> str:
+        return self.spec.name
+
+    def describe_recipe(self) -> str:
+        tta = f"; tta {self.cfg.tta}" if self.cfg.tta != "none" else ""
+        return f"augment: {self.augmentation.describe()}{tta}"

@@ -1,0 +1,84 @@
+"""Detections for stored images: letterbox a batch, run the detector, map boxes back.
+
+Shared by validation, the final test, `cnnkit evaluate` and `cnnkit predict`, so every figure
+and every drawn box comes from the same pass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from cnnkit.engine.device import Precision
+from cnnkit.tasks.detect.batch import resize_batch
+from cnnkit.tasks.detect.dataset import DetectionSet
+from cnnkit.tasks.detect.postprocess import PostProcess, apply_postprocess
+
+# mAP ranks every detection by score, so evaluation keeps nearly all of them (as COCO's and
+# Ultralytics' validation do); --conf is for what a prediction shows
+EVAL_SCORE_THRESHOLD = 0.001
+
+
+@contextmanager
+def evaluation_thresholds(model: nn.Module, postprocess: PostProcess) -> Iterator[None]:
+    """Within: `postprocess` with the evaluation score threshold; after: `postprocess`."""
+    low = min(postprocess.score_threshold, EVAL_SCORE_THRESHOLD)
+    apply_postprocess(model, dataclasses.replace(postprocess, score_threshold=low))
+    try:
+        yield
+    finally:
+        apply_postprocess(model, postprocess)
+
+
+@torch.no_grad()
+def predict_stored(
+    model: nn.Module,
+    images: list[torch.Tensor],
+    size: int,
+    mode: str,
+    precision: Precision,
+    batch_size: int = 8,
+) -> list[dict[str, torch.Tensor]]:
+    """Per stored uint8 image (3, h, w): boxes (x1 y1 x2 y2 in that image's pixels, on the
+    CPU), scores and 0-based labels, in eval mode."""
+    device = next(model.parameters()).device
+    model.eval()
+    out: list[dict[str, torch.Tensor]] = []
+    for start in range(0, len(images), batch_size):
+        chunk = images[start : start + batch_size]
+        batch = resize_batch(chunk, None, size, mode)
+        inputs = batch.model_input(device)
+        with precision.autocast():
+            found = model(inputs)
+        for i, det in enumerate(found):
+            boxes = batch.to_stored(det["boxes"].float().cpu(), i)
+            out.append(
+                {
+                    "boxes": boxes,
+                    "scores": det["scores"].float().cpu(),
+                    "labels": det["labels"].cpu(),
+                }
+            )
+    return out
+
+
+def to_original(detections: list[dict[str, torch.Tensor]], data: DetectionSet) -> list[dict]:
+    """Detections in stored pixels -> the original files' pixels (clipped to the image)."""
+    result = []
+    for i, det in enumerate(detections):
+        sx, sy = data.stored_scale(i)
+        height, width = data.original_sizes[i]
+        boxes = det["boxes"] * torch.tensor([sx, sy, sx, sy])
+        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
+        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
+        result.append({**det, "boxes": boxes})
+    return result
+
+
+def original_targets(data: DetectionSet) -> list:
+    """The data's boxes in the original files' pixels (what mAP compares against)."""
+    return [t.scaled(*data.stored_scale(i)) for i, t in enumerate(data.targets)]

@@ -1,0 +1,295 @@
+"""Detector: a trained detector from its checkpoint: boxes for files, PIL images and arrays,
+in the original image's pixels, and evaluation (mAP, per class, PR curves, a gallery)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cnnkit.data import decode_image
+from cnnkit.data.datasets import data_location
+from cnnkit.data.preprocess import Preprocessing
+from cnnkit.engine.device import Precision, resolve_device, resolve_precision
+from cnnkit.errors import CnnkitError, did_you_mean
+from cnnkit.inputs import ImageInput, describe_input, expand_paths
+from cnnkit.tasks.detect.dataset import DetectionSet
+from cnnkit.tasks.detect.formats import read_detection
+from cnnkit.tasks.detect.inference import (
+    evaluation_thresholds,
+    original_targets,
+    predict_stored,
+    to_original,
+)
+from cnnkit.tasks.detect.models import detector_from_record, detector_spec
+from cnnkit.tasks.detect.postprocess import PostProcess, apply_postprocess
+from cnnkit.tasks.detect.report import DetectionReport, detection_report
+
+
+@dataclass
+class Box:
+    """One detected object: class name, score, and x1 y1 x2 y2 in the original image's pixels."""
+
+    label: str
+    score: float
+    box: list[float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "score": self.score, "box": self.box}
+
+
+@dataclass
+class Detections:
+    """The objects found in one image, best first, and the image's size (width, height)."""
+
+    source: str
+    width: int
+    height: int
+    detections: list[Box] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "width": self.width,
+            "height": self.height,
+            "detections": [d.to_dict() for d in self.detections],
+        }
+
+
+def shrink_to(image: np.ndarray, size: int) -> torch.Tensor:
+    """uint8 (H, W, 3) -> (3, h, w) with the longer side at most `size` (as training stored)."""
+    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).contiguous()
+    height, width = tensor.shape[1:]
+    scale = size / max(height, width)
+    if scale >= 1:
+        return tensor
+    new = (max(1, round(height * scale)), max(1, round(width * scale)))
+    resized = torch.nn.functional.interpolate(
+        tensor[None].float(), size=new, mode="bilinear", antialias=True, align_corners=False
+    )
+    return resized[0].round().clamp(0, 255).to(torch.uint8)
+
+
+class Detector:
+    """A trained detector with its class names, input size and post-processing."""
+
+    task = "detect"
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        classes: list[str],
+        preprocessing: Preprocessing,
+        postprocess: PostProcess,
+        device: str = "auto",
+        precision: str = "auto",
+        config: dict[str, Any] | None = None,
+        path: Path | None = None,
+        data_location: str | None = None,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.precision = Precision(self.device, resolve_precision(precision, self.device))
+        self.model = model.to(self.device).eval()
+        self.classes = list(classes)
+        self.preprocessing = preprocessing
+        self.postprocess = postprocess
+        self.config = config or {}
+        self.path = path
+        self.data_location = data_location
+        self.size = int(preprocessing.size[0])
+        self.mode = preprocessing.resize
+
+    @classmethod
+    def from_checkpoint(
+        cls, ckpt: dict[str, Any], path: Path, device: str = "auto", precision: str = "auto"
+    ) -> Detector:
+        prep = Preprocessing.from_dict(ckpt["preprocessing"])
+        postprocess = PostProcess.from_dict(ckpt.get("postprocess") or {})
+        spec = detector_spec(ckpt["model"], pretrained=None)  # the weights come from ckpt
+        model = detector_from_record(
+            {
+                "spec": spec.to_dict(),
+                "num_classes": ckpt["num_classes"],
+                "image_size": int(prep.size[0]),
+                "postprocess": postprocess.to_dict(),
+            }
+        )
+        try:
+            model.load_state_dict(ckpt["state_dict"])
+        except RuntimeError:
+            raise CnnkitError(f"{path}: weights do not fit detector '{spec.name}'") from None
+        config, where = ckpt.get("config", {}), ckpt.get("data_location")
+        return cls(
+            model, ckpt["classes"], prep, postprocess, device, precision, config, path, where
+        )
+
+    # ---- post-processing -----------------------------------------------------------------------
+    def set_postprocess(
+        self,
+        conf: float | None = None,
+        iou: float | None = None,
+        max_detections: int | None = None,
+    ) -> PostProcess:
+        """Change the score threshold, the NMS IoU or the cap; returns the settings in force."""
+        values = self.postprocess.to_dict()
+        given = {"score_threshold": conf, "iou_threshold": iou, "max_detections": max_detections}
+        values.update({k: v for k, v in given.items() if v is not None})
+        self.postprocess = PostProcess.from_dict(values)
+        apply_postprocess(self.model, self.postprocess)
+        return self.postprocess
+
+    # ---- prediction ----------------------------------------------------------------------------
+    def predict(
+        self,
+        inputs: ImageInput | list[ImageInput],
+        conf: float | None = None,
+        iou: float | None = None,
+    ) -> Detections | list[Detections]:
+        """Detect objects in one image (path, PIL image or HxWxC array) or a list of them."""
+        self.set_postprocess(conf, iou)
+        single = not isinstance(inputs, list)
+        items = [inputs] if single else inputs
+        arrays = [decode_image(item) for item in items]
+        results = self._detect(arrays, [describe_input(i) for i in items])
+        return results[0] if single else results
+
+    def predict_paths(
+        self,
+        patterns: list[str],
+        conf: float | None = None,
+        iou: float | None = None,
+        batch_size: int = 16,
+    ) -> tuple[list[Detections], list[tuple[str, str]]]:
+        """Detect in files, folders and globs; unreadable files come back as (path, reason)."""
+        self.set_postprocess(conf, iou)
+        results: list[Detections] = []
+        errors: list[tuple[str, str]] = []
+        arrays, names = [], []
+        for path in expand_paths(patterns):
+            try:
+                arrays.append(decode_image(path))
+                names.append(str(path))
+            except CnnkitError as exc:
+                errors.append((str(path), str(exc)))
+            if len(arrays) == batch_size:
+                results += self._detect(arrays, names)
+                arrays, names = [], []
+        results += self._detect(arrays, names)
+        return results, errors
+
+    def _detect(self, arrays: list[np.ndarray], names: list[str]) -> list[Detections]:
+        if not arrays:
+            return []
+        stored = [shrink_to(a, self.size) for a in arrays]
+        found = predict_stored(self.model, stored, self.size, self.mode, self.precision)
+        results = []
+        for array, image, det, name in zip(arrays, stored, found, names, strict=True):
+            height, width = array.shape[:2]
+            sx, sy = width / image.shape[2], height / image.shape[1]
+            boxes = det["boxes"] * torch.tensor([sx, sy, sx, sy])
+            boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
+            boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
+            items = [
+                Box(self.classes[int(label)], float(score), [round(float(v), 2) for v in box])
+                for box, score, label in zip(boxes, det["scores"], det["labels"], strict=True)
+            ]
+            results.append(Detections(name, width, height, items))
+        return results
+
+    def save_images(self, results: list[Detections], out_dir: str | os.PathLike) -> list[Path]:
+        """Draw each result's boxes on its image file, written to out_dir (PNG)."""
+        from cnnkit.tasks.detect.draw import draw_detections
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        written = []
+        for i, result in enumerate(results):
+            if not Path(result.source).is_file():
+                continue
+            image = decode_image(result.source)
+            name = f"{i:04d}-{Path(result.source).stem}.png"
+            written.append(draw_detections(image, result.detections, out / name))
+        return written
+
+    # ---- evaluation ----------------------------------------------------------------------------
+    def _trained_on(self, data: str | os.PathLike) -> bool:
+        if self.data_location is not None:
+            return data_location(data) == self.data_location
+        trained = self.config.get("data")
+        return trained is not None and data_location(data) == data_location(trained)
+
+    def split_images(
+        self, data: str | os.PathLike, split: str = "test", progress: bool = True
+    ) -> tuple[DetectionSet, str]:
+        """The images of `split`: on the run's own data its splits (the seeded validation split
+        stands in for a missing test split); other data without a test split is all test."""
+        if split not in ("train", "val", "test"):
+            raise did_you_mean("split", split, ("train", "val", "test"))
+        own = self._trained_on(data)
+        splits = read_detection(
+            data,
+            val_split=float(self.config.get("val_split", 0.1)) if own else 0.0,
+            seed=int(self.config.get("seed", 0)) if own else 0,
+            max_size=self.size,
+            progress=progress,
+        )
+        chosen, asked = getattr(splits, split), split
+        if chosen is None and split == "test":
+            if own and splits.val is not None:
+                chosen, split = splits.val, "val"
+            elif own:
+                raise CnnkitError(
+                    f"{data} has no test split and the run trained on all of it: pass --data "
+                    "with images it has not seen"
+                )
+            else:
+                chosen = splits.train
+        if chosen is None or len(chosen) == 0:
+            raise CnnkitError(f"{data} has no '{split}' images")
+        if split != asked:
+            print(
+                f"cnnkit: {data} has no test split: using the {len(chosen)} validation images "
+                "the run did not train on",
+                file=sys.stderr,
+            )
+        return chosen, split
+
+    def evaluate(
+        self,
+        data: str | os.PathLike | DetectionSet,
+        split: str = "test",
+        out_dir: str | os.PathLike | None = None,
+        progress: bool = True,
+        **_: Any,
+    ) -> DetectionReport:
+        """COCO-style mAP@[.5:.95], mAP@.5, mAP@.75, recall and per-class AP; reports are
+        written to `out_dir` (default: beside the checkpoint)."""
+        images = data if isinstance(data, DetectionSet) else self.split_images(data, split)[0]
+        labels = self._classes_in_our_order(images)
+        with evaluation_thresholds(self.model, self.postprocess):
+            found = predict_stored(self.model, images.images, self.size, self.mode, self.precision)
+        targets = original_targets(images)
+        for target in targets:
+            target.labels = labels[target.labels]
+        report = detection_report(to_original(found, images), targets, self.classes, images)
+        if out_dir is None and self.path is not None and not isinstance(data, DetectionSet):
+            name = Path(str(data)).name or str(data)
+            out_dir = self.path.parent / f"eval-{name}-{split}"
+        if out_dir is not None:
+            report.write(Path(out_dir))
+        return report
+
+    def _classes_in_our_order(self, data: DetectionSet) -> torch.Tensor:
+        ours = {name: i for i, name in enumerate(self.classes)}
+        unknown = [name for name in data.classes if name not in ours]
+        if unknown:
+            raise CnnkitError(
+                f"the data's classes differ from the checkpoint's: {', '.join(unknown[:5])} not "
+                f"among the model's {len(self.classes)} classes"
+            )
+        return torch.tensor([ours[name] for name in data.classes], dtype=torch.int64)
