@@ -125,7 +125,9 @@ def _records(
         image_path = _find_image(file_name, folders)
         if image_path is None:
             tried = ", ".join(str(f) for f in folders) or str(path.parent)
-            skipped.append((file_name, f"image not found (looked in {tried})"))
+            skipped.append(
+                (file_name, f"image not found (listed in {path.name}; looked in {tried})")
+            )
             continue
         record = _image_record(path, img, by_image.get(img.get("id"), []), index_of, image_path)
         if isinstance(record, tuple):
