@@ -159,7 +159,8 @@ def read_label_file(image: Path, index_of: dict[int, int]) -> ImageRecord | tupl
 
 
 def parse_yolo(yaml_path: Path) -> ParsedDataset:
-    """Read a data.yaml and its label files into image records."""
+    """Read a data.yaml and its label files into image records (a relative ``path`` is taken
+    from the yaml's folder, not from Ultralytics' datasets folder)."""
     data = _load_yaml(yaml_path)
     classes, index_of = class_names(yaml_path, data["names"])
     root = Path(str(data["path"])) if data.get("path") else yaml_path.parent
@@ -220,8 +221,12 @@ def _drop_training_images_from_val(
     replaces it); val images also in train are left out of val."""
     if "val" not in lists:
         return
-    train = {p.resolve() for p in lists["train"]}
     val = lists["val"]
+    if not val:
+        del lists["val"]
+        notes.append(f"{yaml_path.name}'s val names no images: validation comes from train")
+        return
+    train = {p.resolve() for p in lists["train"]}
     shared = [p for p in val if p.resolve() in train]
     if len(shared) == len(val):
         del lists["val"]
