@@ -103,3 +103,4 @@ class DetectionSplits:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file[:line], reason)
     dropped_boxes: int = 0  # zero-area boxes (after clipping) left out
     clipped_boxes: int = 0  # boxes that reached outside their image, clipped to it
+    notes: list[str] = field(default_factory=list)  # one-line remarks (e.g. a val split replaced)

@@ -1,0 +1,135 @@
+"""Image + instance-mask pairs: ``PNGImages/`` + ``PedMasks/`` (Penn-Fudan) or ``images/`` +
+``masks/``, one mask per image, paired by file stem (an optional ``_mask`` suffix on the mask).
+
+A mask holds 0 for background and one value per object (a colour per object in an RGB mask);
+each object's box is (min col, min row, max col + 1, max row + 1), the pixels it covers in
+0-based continuous coordinates. One class, named by a ``classes.txt`` beside the folders, else
+``person`` for Penn-Fudan's layout, else ``object``. An image without a mask is skipped (it is
+not known to be background); an all-zero mask is a background image.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from cnnkit.data.decode import IMAGE_EXTENSIONS
+from cnnkit.errors import CnnkitError
+from cnnkit.tasks.detect.formats.records import ImageRecord, ParsedDataset
+
+LAYOUTS = (("PNGImages", "PedMasks", "person"), ("images", "masks", "object"))
+MASK_SUFFIX = "_mask"
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
+    )
+
+
+def find_layout(root: Path) -> tuple[Path, Path, str] | None:
+    """(images folder, masks folder, default class name) when ``root`` holds mask pairs."""
+    for images, masks, default in LAYOUTS:
+        if (root / images).is_dir() and (root / masks).is_dir() and _files(root / masks):
+            return root / images, root / masks, default
+    return None
+
+
+def _load_mask(path: str | Path) -> np.ndarray | str:
+    """(H, W) int64 ids, or the reason the file cannot be read."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode not in ("RGB", "RGBA"):
+                return np.asarray(im).astype(np.int64)
+            rgb = np.asarray(im.convert("RGB")).astype(np.int64)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        return f"unreadable mask ({e})"
+    packed = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+    colours, ids = np.unique(packed, return_inverse=True)
+    ids = ids.reshape(packed.shape)
+    return ids if colours[0] == 0 else ids + 1  # black stays background
+
+
+def read_instance_mask(path: str | Path) -> np.ndarray:
+    """An instance mask file -> (H, W) int64 object ids (0 background; an RGB mask's colours
+    numbered 1.. in sorted order). Raises CnnkitError for an unreadable file."""
+    mask = _load_mask(path)
+    if isinstance(mask, str):
+        raise CnnkitError(f"{path}: {mask}")
+    return mask
+
+
+def object_ids(mask: np.ndarray) -> list[int]:
+    """The object ids of a mask in increasing order: its non-zero values, except 255 when other
+    ids are present too (VOC's 'void' outline; a mask of only 0 and 255 is one object)."""
+    ids = [int(v) for v in np.unique(mask) if v != 0]
+    return [v for v in ids if v != 255] if len(ids) > 1 else ids
+
+
+def boxes_from_mask(mask: np.ndarray) -> np.ndarray:
+    """(K, 4) x1 y1 x2 y2 of each object of an (H, W) mask, in increasing id order."""
+    boxes = []
+    for value in object_ids(mask):
+        pixels = mask == value
+        cols = np.flatnonzero(pixels.any(axis=0))
+        rows = np.flatnonzero(pixels.any(axis=1))
+        boxes.append([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1])
+    return np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+
+
+def class_name(root: Path, default: str) -> str:
+    """The one class's name: the line of ``classes.txt`` beside the folders, else ``default``."""
+    path = root / "classes.txt"
+    if not path.is_file():
+        return default
+    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if len(names) != 1:
+        raise CnnkitError(
+            f"{path} must name exactly one class for instance masks, it names {len(names)}"
+        )
+    return names[0]
+
+
+def mask_pairs(images: Path, masks: Path) -> tuple[list[tuple[Path, Path]], list[tuple[str, str]]]:
+    """(image, mask) pairs by stem, and the images / masks left without a partner."""
+    by_stem: dict[str, Path] = {}
+    for mask in _files(masks):
+        stem = mask.stem.removesuffix(MASK_SUFFIX) if mask.stem.endswith(MASK_SUFFIX) else mask.stem
+        by_stem.setdefault(stem, mask)
+    pairs, unpaired = [], []
+    for image in _files(images):
+        mask = by_stem.pop(image.stem, None)
+        if mask is None:
+            unpaired.append((str(image), f"no mask for this image in {masks.name}/"))
+        else:
+            pairs.append((image, mask))
+    unpaired += [
+        (str(m), f"image not found for this mask in {images.name}/") for m in by_stem.values()
+    ]
+    return pairs, unpaired
+
+
+def parse_masks(root: Path) -> ParsedDataset:
+    """Read every mask's object boxes (one class) into image records."""
+    layout = find_layout(root)
+    if layout is None:
+        raise CnnkitError(f"{root} holds no image and mask folders")
+    images, masks, default = layout
+    parsed = ParsedDataset("masks", [class_name(root, default)], {"train": []})
+    pairs, parsed.skipped = mask_pairs(images, masks)
+    for image, mask_path in pairs:
+        mask = _load_mask(mask_path)
+        if isinstance(mask, str):
+            parsed.skipped.append((str(mask_path), mask))
+            continue
+        boxes = boxes_from_mask(mask)
+        record = ImageRecord(
+            str(image), boxes, [0] * len(boxes), None, False, mask.shape[:2], str(mask_path)
+        )
+        parsed.splits["train"].append(record)
+    return parsed

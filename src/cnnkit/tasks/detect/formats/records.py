@@ -1,0 +1,59 @@
+"""What a format parser hands to the builder: each image's file and objects, before decoding.
+
+Box convention shared by every reader: continuous pixel coordinates in which pixel column c
+covers [c, c + 1), so an object whose pixels span columns 3..9 has x1 = 3 and x2 = 10 (COCO's
+[x, y, w, h] is already this; VOC's 1-based inclusive corners become (xmin - 1, ymin - 1, xmax,
+ymax); a mask object gives (min col, min row, max col + 1, max row + 1)). The same integer-pixel
+box therefore reads identically from every format.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class ImageRecord:
+    """One image file and its objects; boxes (K, 4) x1 y1 x2 y2 in the file's pixels, or in
+    fractions of its width and height when ``normalized`` (YOLO)."""
+
+    path: str
+    boxes: np.ndarray
+    labels: list[int]
+    iscrowd: list[bool] | None = None
+    normalized: bool = False
+    declared_size: tuple[int, int] | None = None  # (H, W) the annotation states; checked on decode
+    annotation: str = ""  # the label / XML / mask / JSON file, for messages
+
+    def __post_init__(self) -> None:
+        self.boxes = np.asarray(self.boxes, dtype=np.float64).reshape(-1, 4)
+        if self.iscrowd is None:
+            self.iscrowd = [False] * len(self.labels)
+        if not (len(self.boxes) == len(self.labels) == len(self.iscrowd)):
+            raise ValueError("boxes, labels and iscrowd must have one row per object")
+
+
+@dataclass
+class ParsedDataset:
+    """A format's classes, its splits as image records, and what the parser had to skip."""
+
+    format: str
+    classes: list[str]
+    splits: dict[str, list[ImageRecord]]  # "train" / "val" / "test"; unsplit data is "train"
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file[:line], reason)
+    notes: list[str] = field(default_factory=list)
+
+
+def split_of_name(name: str) -> str | None:
+    """ "train" / "val" / "test" from a file or folder name (instances_val2017, trainval,
+    valid, ...), or None when the name says none of them."""
+    text = name.lower()
+    if "test" in text:
+        return "test"
+    if "train" in text:
+        return "train"
+    if "val" in text:
+        return "val"
+    return None
