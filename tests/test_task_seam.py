@@ -95,6 +95,8 @@ def test_without_validation_images_best_pt_is_the_last_epoch_not_a_training_figu
     assert metrics["validation"] == "none"
     assert metrics["best_val_accuracy"] is None and metrics["best_by"] == "last epoch"
     assert metrics["best_epoch"] == 3
+    # solid-colour images: a channel with std 0 must not make the inputs NaN
+    assert all(row["train_loss"] == row["train_loss"] for row in run.history)
     best, last = load_checkpoint(run.best), load_checkpoint(run.last)
     assert best["epoch"] == 3 and best["metrics"]["best_val_accuracy"] is None
     for key, value in last["state_dict"].items():

@@ -84,7 +84,8 @@ TRAIN_HELP = {
     "val_split": "share of training images held out for validation when the data has no val split;"
     " 0 validates on the test split",
     "image_size": "decode images to this square size (default: the data's most common size)",
-    "resize": "how images of another shape are resized: stretch | crop | pad",
+    "resize": "how images of another shape are resized: stretch | crop | pad (classifiers;"
+    " default stretch), letterbox | shorter (detectors; default letterbox)",
     "data_root": "folder for named datasets (default $CNNKIT_DATA or ~/.cache/cnnkit/data)",
     "project": "parent folder of run folders",
     "name": "run folder name (default: the model's name, numbered)",

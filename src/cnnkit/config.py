@@ -82,7 +82,8 @@ class TrainConfig:
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
     val_split: float = 0.1  # used when the data has no validation split of its own; 0: test split
     image_size: int | None = None  # decode size; default: the dataset's most common size
-    resize: str = "stretch"  # stretch | crop | pad
+    # classify: stretch | crop | pad (default stretch); detect: letterbox | shorter (letterbox)
+    resize: str | None = None
     data_root: str | None = None  # where named datasets live (env CNNKIT_DATA)
     project: str = "runs"  # parent folder of run folders
     name: str | None = None  # run folder name; default: <model>-<n>
@@ -140,10 +141,11 @@ class TrainConfig:
             "optimizer": ("adam", "adamw", "sgd", "muon"),
             "schedule": ("constant", "linear", "cosine", "onecycle", "triangle"),
             "precision": ("auto", "fp32", "bf16", "fp16"),
-            "resize": ("stretch", "crop", "pad"),
+            "resize": (None, "stretch", "crop", "pad", "letterbox", "shorter"),
         }
         for key, valid in choices.items():
             if getattr(self, key) not in valid:
+                valid = tuple(v for v in valid if v is not None)
                 raise did_you_mean(key.replace("_", "-"), str(getattr(self, key)), valid)
         for key in ("image_size", "input_size"):
             if getattr(self, key) is not None and getattr(self, key) <= 0:

@@ -33,6 +33,16 @@ from cnnkit.tasks.classify.loop import (
 from cnnkit.tasks.classify.tta import tta_and_plain_logits
 
 
+def classify_resize(cfg: TrainConfig) -> str:
+    """The resize policy of a classifier's images: stretch (the default), crop or pad."""
+    resize = cfg.resize or "stretch"
+    if resize not in ("stretch", "crop", "pad"):
+        raise CnnkitError(
+            f"--resize {resize} is for detectors; a classifier takes stretch, crop or pad"
+        )
+    return resize
+
+
 def model_options(cfg: TrainConfig) -> dict[str, Any]:
     """Builder options the config implies (only those set, so plain models take none)."""
     options = {
@@ -62,8 +72,11 @@ def build_model_for(
         mean, std, interpolation = weights_prep.mean, weights_prep.std, weights_prep.interpolation
     else:
         (mean, std), interpolation = channel_stats(train_images), "bilinear"
+        # a channel that never varies (grey images stored as RGB, a blank channel) has std 0:
+        # normalising by it would turn every input into NaN
+        std = tuple(max(s, 1 / 255) for s in std)
     prep = Preprocessing(
-        size=size, resize=cfg.resize, mean=mean, std=std, interpolation=interpolation
+        size=size, resize=classify_resize(cfg), mean=mean, std=std, interpolation=interpolation
     )
     return model, spec, prep
 
@@ -126,7 +139,7 @@ class ClassifyTask:
             val_split=cfg.val_split,
             seed=cfg.seed,
             image_size=cfg.image_size,
-            resize=cfg.resize,
+            resize=classify_resize(cfg),
             progress=progress,
         )
         if self.data.train is None or len(self.data.train) == 0:

@@ -66,6 +66,19 @@ class DetectAugment:
             and self.color_jitter == 0
         )
 
+    def describe(self) -> str:
+        """One line for the console: what this augmentation does."""
+        parts = []
+        if self.flip:
+            parts.append(f"flip {self.flip:g}")
+        if self.scale not in (None, (1.0, 1.0)):
+            parts.append(f"zoom {self.scale[0]:g}-{self.scale[1]:g}")
+        if self.translate:
+            parts.append(f"shift {self.translate:g}")
+        if self.color_jitter:
+            parts.append(f"colour jitter {self.color_jitter:g}")
+        return ", ".join(parts) or "none"
+
     def transforms(self) -> v2.Compose:
         """The v2 pipeline: colour, flip, affine zoom/shift, then clip and drop empty boxes."""
         ops: list[v2.Transform] = []

@@ -33,6 +33,12 @@ class ResizedBatch:
     stored_sizes: list[tuple[int, int]]  # (H, W) of each input image
     original_sizes: list[tuple[int, int]] | None = None  # (H, W) on disk, when given
 
+    def model_input(self, device: torch.device) -> torch.Tensor | list[torch.Tensor]:
+        """The images on `device`, still uint8 (the detector scales and normalises them)."""
+        if isinstance(self.images, torch.Tensor):
+            return self.images.to(device)
+        return [image.to(device) for image in self.images]
+
     def to_stored(self, boxes: torch.Tensor, i: int) -> torch.Tensor:
         """Boxes (K, 4) in batch pixels of image i -> that input image's pixels, clipped."""
         sx, sy = self.scales[i]

@@ -50,4 +50,4 @@ def show_detection_batch(
         drawn.append(draw_boxes(image, target.boxes, names, TRUE))
         captions.append(f"{len(target)} box{'es' if len(target) != 1 else ''}")
     path = save_batch_grid(torch.stack(drawn), captions, out, ncols=4, upscale_to=task.size)
-    return ShownDetectionBatch(path, len(drawn), task.augment.describe())
+    return ShownDetectionBatch(path, len(drawn), task.augmentation.describe())

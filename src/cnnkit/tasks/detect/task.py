@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -16,7 +17,7 @@ from cnnkit.engine.loop import EpochProgress, StepOutput
 from cnnkit.engine.stages import Stage
 from cnnkit.errors import CnnkitError
 from cnnkit.tasks.base import Metrics
-from cnnkit.tasks.detect.augment import detect_augment
+from cnnkit.tasks.detect.augment import DetectAugment, augment_sample
 from cnnkit.tasks.detect.batch import resize_batch
 from cnnkit.tasks.detect.dataset import DetectionSet, DetectionSplits
 from cnnkit.tasks.detect.formats import read_detection
@@ -65,6 +66,18 @@ def resize_mode(cfg: TrainConfig) -> str:
     return cfg.resize or "letterbox"
 
 
+def detect_augmentation(cfg: TrainConfig) -> DetectAugment:
+    """The --augment preset (none | basic | standard) with --flip / --color-jitter over it."""
+    if cfg.augment == "strong":
+        raise CnnkitError("detection augmentation presets are none, basic and standard")
+    settings = DetectAugment.preset(cfg.augment)
+    if cfg.flip is not None:
+        settings = dataclasses.replace(settings, flip=0.5 if cfg.flip else 0.0)
+    if cfg.color_jitter is not None:
+        settings = dataclasses.replace(settings, color_jitter=float(cfg.color_jitter))
+    return settings
+
+
 class DetectTask:
     """Object detection: boxes with class labels, judged by COCO-style mAP."""
 
@@ -83,10 +96,14 @@ class DetectTask:
         self.spec = detector_spec(cfg.model, **self._spec_options())
         self.size = cfg.image_size or DEFAULT_IMAGE_SIZE[self.spec.arch]
         self.mode = resize_mode(cfg)
-        self.augment = detect_augment(cfg.augment, flip=cfg.flip, color_jitter=cfg.color_jitter)
+        self.augmentation = detect_augmentation(cfg)
         # what predictions show by default (--conf / --iou change it); evaluation ranks all
         self.postprocess = PostProcess(score_threshold=0.25, iou_threshold=0.5)
         self.data: DetectionSplits
+
+    def augment(self, image: torch.Tensor, target: Any, generator: torch.Generator) -> tuple:
+        """One training sample augmented (boxes moved with the pixels), seeded by generator."""
+        return augment_sample(image, target, generator, self.augmentation)
 
     def _spec_options(self) -> dict[str, Any]:
         options: dict[str, Any] = {}
@@ -202,4 +219,4 @@ class DetectTask:
         return self.spec.name
 
     def describe_recipe(self) -> str:
-        return f"augment: {self.augment.describe()}; input {self.mode} {self.size}"
+        return f"augment: {self.augmentation.describe()}; input {self.mode} {self.size}"
