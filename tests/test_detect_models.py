@@ -120,6 +120,8 @@ def test_spec_names_and_errors():
         detector_spec("fcos", dropout=0.5)
     with pytest.raises(CnnkitError, match="fpn_channels must be a multiple of 32"):
         detector_spec("fcos", fpn_channels=100)
+    with pytest.raises(CnnkitError, match="fpn_channels does not apply"):
+        detector_spec("ssdlite", fpn_channels=64)
     names = [name for name, _ in list_detectors()]
     assert {"fcos_mobilenet_v2", "ssdlite_efficientnet_lite0", "fcos_resnet50_fpn"} <= set(names)
 

@@ -204,7 +204,7 @@ def probe_layers(
                 ) from None
             if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[-1] != x.shape[-2]:
                 raise CnnkitError(f"backbone layer {name} does not give a (N, C, H, W) feature map")
-            out.append((name, size // int(x.shape[-1]), int(x.shape[1])))
+            out.append((name, round(size / int(x.shape[-1])), int(x.shape[1])))
     finally:
         for module, mode in modes:
             module.training = mode

@@ -158,7 +158,10 @@ def detector_spec(name: str | DetectorSpec | dict, **options: Any) -> DetectorSp
             raise CnnkitError(
                 f"detector '{key}' has no option '{option}' (valid: {', '.join(SPEC_OPTIONS)})"
             )
-    spec = DetectorSpec(key, {k: v for k, v in options.items() if v is not None or k != "weights"})
+    # None is "not given", except for pretrained, where it means random initialisation.
+    spec = DetectorSpec(
+        key, {k: v for k, v in options.items() if v is not None or k == "pretrained"}
+    )
     kind = spec.weights_kind
     if kind == "coco" and not spec.coco_model:
         raise CnnkitError(
@@ -171,6 +174,8 @@ def detector_spec(name: str | DetectorSpec | dict, **options: Any) -> DetectorSp
             f"e.g. {spec.arch}_resnet50"
         )
     channels = spec.options.get("fpn_channels")
+    if channels is not None and (spec.coco_model or spec.arch == "ssdlite"):
+        raise CnnkitError(f"{key} has no feature pyramid of cnnkit's: fpn_channels does not apply")
     if channels is not None and (
         isinstance(channels, bool)
         or not isinstance(channels, int)
@@ -245,7 +250,11 @@ class Detector(nn.Module):
             return self.model(batch, [self._model_target(t, device) for t in targets])
         out = self.model(batch)
         return [
-            {"boxes": d["boxes"], "scores": d["scores"], "labels": d["labels"] - self.label_offset}
+            {
+                "boxes": d["boxes"].float(),  # float32 also under bf16 autocast
+                "scores": d["scores"].float(),
+                "labels": d["labels"] - self.label_offset,
+            }
             for d in out
         ]
 
