@@ -171,11 +171,14 @@ def _print_detections(results: list) -> None:
     table.add_column("image", overflow="fold")
     table.add_column("objects", justify="right")
     table.add_column("detections (label score [x1, y1, x2, y2])", overflow="fold")
+    shown = 8  # the best few per image; --json and --csv list them all
     for r in results:
         found = "; ".join(
             f"{d.label} {d.score:.2f} [{', '.join(f'{v:.0f}' for v in d.box)}]"
-            for d in r.detections
+            for d in r.detections[:shown]
         )
+        more = len(r.detections) - shown
+        found += f"; ... {more} more" if more > 0 else ""
         table.add_row(r.source, str(len(r.detections)), found or "-")
     output_console().print(table)
 

@@ -168,8 +168,8 @@ class TrainConfig:
 
         check_mode(self.tta)
         self.augmentation()  # rejects an unknown preset or a bad value now, not mid-run
-        if self.pretrained not in (None, "imagenet"):
-            raise did_you_mean("pretrained weights", str(self.pretrained), ["imagenet"])
+        if self.pretrained not in (None, "imagenet", "coco"):
+            raise did_you_mean("pretrained weights", str(self.pretrained), ["imagenet", "coco"])
         if self.unfreeze is not None:
             self.unfreeze = str(self.unfreeze).strip().lower()
             if self.unfreeze != "all" and not (self.unfreeze.isdigit()):

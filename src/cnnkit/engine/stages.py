@@ -56,17 +56,12 @@ def plan_stages(cfg: TrainConfig, model: nn.Module) -> list[Stage]:
             Stage("head", cfg.head_epochs, 0, cfg.lr),
             Stage("finetune", cfg.epochs, unfreeze or "all", cfg.lr / 2, cfg.backbone_lr_ratio),
         ]
-    if cfg.freeze or (unfreeze is None and cfg.pretrained):
+    # a detector's backbone trains its last few stages by default (torchvision's habit)
+    default = getattr(model, "default_trainable_blocks", None)
+    if cfg.freeze or (unfreeze is None and cfg.pretrained and default is None):
         return [Stage("head", cfg.epochs, 0, cfg.lr)]
-    return [
-        Stage(
-            "train",
-            cfg.epochs,
-            "all" if unfreeze is None else unfreeze,
-            cfg.lr,
-            cfg.backbone_lr_ratio,
-        )
-    ]
+    blocks = unfreeze if unfreeze is not None else (default or "all")
+    return [Stage("train", cfg.epochs, blocks, cfg.lr, cfg.backbone_lr_ratio)]
 
 
 def stage_at(stages: list[Stage], epoch: int) -> tuple[int, Stage, int]:

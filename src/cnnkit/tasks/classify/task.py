@@ -45,6 +45,8 @@ def classify_resize(cfg: TrainConfig) -> str:
 
 def model_options(cfg: TrainConfig) -> dict[str, Any]:
     """Builder options the config implies (only those set, so plain models take none)."""
+    if cfg.pretrained == "coco":
+        raise CnnkitError("--pretrained coco is for detectors; classifiers take imagenet")
     options = {
         "dropout": cfg.dropout,
         "pretrained": cfg.pretrained,

@@ -110,8 +110,8 @@ class Detector:
     ) -> Detector:
         prep = Preprocessing.from_dict(ckpt["preprocessing"])
         postprocess = PostProcess.from_dict(ckpt.get("postprocess") or {})
-        spec = detector_spec(ckpt["model"], pretrained=None)  # the weights come from ckpt
-        model = detector_from_record(
+        spec = detector_spec(ckpt["model"])
+        model = detector_from_record(  # the same module, no weights fetched: they are ckpt's
             {
                 "spec": spec.to_dict(),
                 "num_classes": ckpt["num_classes"],
@@ -269,7 +269,10 @@ class Detector:
     ) -> DetectionReport:
         """COCO-style mAP@[.5:.95], mAP@.5, mAP@.75, recall and per-class AP; reports are
         written to `out_dir` (default: beside the checkpoint)."""
-        images = data if isinstance(data, DetectionSet) else self.split_images(data, split)[0]
+        if isinstance(data, DetectionSet):
+            images = data
+        else:
+            images, split = self.split_images(data, split, progress)
         labels = self._classes_in_our_order(images)
         with evaluation_thresholds(self.model, self.postprocess):
             found = predict_stored(self.model, images.images, self.size, self.mode, self.precision)

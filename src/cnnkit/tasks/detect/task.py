@@ -28,7 +28,12 @@ from cnnkit.tasks.detect.inference import (
     to_original,
 )
 from cnnkit.tasks.detect.metrics import detection_metrics
-from cnnkit.tasks.detect.models import DEFAULT_IMAGE_SIZE, build_detector, detector_spec
+from cnnkit.tasks.detect.models import (
+    DEFAULT_IMAGE_SIZE,
+    DEFAULT_TRAINABLE_BLOCKS,
+    build_detector,
+    detector_spec,
+)
 from cnnkit.tasks.detect.postprocess import PostProcess
 
 # options of the classification recipe a detector cannot use, refused in one line
@@ -134,7 +139,9 @@ class DetectTask:
             image_size=self.size,
             postprocess=self.postprocess,
         )
-        model.backbone_bn_eval = self.spec.weights_kind is not None
+        if self.spec.weights_kind is not None:  # pretrained: the last stages train by default
+            model.default_trainable_blocks = DEFAULT_TRAINABLE_BLOCKS
+        self.transform = model.model.transform  # its mean and std go in the checkpoint
         return model.to(self.device)
 
     def steps_per_epoch(self) -> int:
@@ -199,7 +206,7 @@ class DetectTask:
 
     # ---- checkpoint and console ----------------------------------------------------------------
     def checkpoint_fields(self) -> dict[str, Any]:
-        mean, std = self.spec_mean_std()
+        mean, std = self.transform.image_mean, self.transform.image_std
         return {
             "model": self.spec.to_dict(),
             "num_classes": len(self.data.classes),
@@ -209,11 +216,6 @@ class DetectTask:
             ).to_dict(),
             "postprocess": self.postprocess.to_dict(),
         }
-
-    def spec_mean_std(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        from cnnkit.tasks.detect.models import detector_mean_std
-
-        return detector_mean_std(self.spec)
 
     def model_name(self) -> str:
         return self.spec.name
