@@ -63,7 +63,8 @@ class Detections:
 
 def shrink_to(image: np.ndarray, size: int) -> torch.Tensor:
     """uint8 (H, W, 3) -> (3, h, w) with the longer side at most `size` (as training stored)."""
-    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).contiguous()
+    tensor = torch.from_numpy(np.require(image, requirements=["C", "W"])).permute(2, 0, 1)
+    tensor = tensor.contiguous()
     height, width = tensor.shape[1:]
     scale = size / max(height, width)
     if scale >= 1:

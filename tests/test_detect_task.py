@@ -1,0 +1,167 @@
+"""Detection through the engine, as a user runs it: train -> evaluate -> predict on a tiny set
+of images the test draws, exact resume, and the task's refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import cnnkit
+from cnnkit.cli import main
+from cnnkit.config import TrainConfig
+from cnnkit.engine.fit import Trainer
+from cnnkit.errors import CnnkitError
+from cnnkit.tasks.detect.predictor import Detector
+from stop_after import StopAfter
+
+MODEL = "fcos_mobilenet_v2"
+
+
+def write_masks_dataset(root: Path, n: int = 8, seed: int = 0) -> Path:
+    """root/images/*.png + root/masks/*_mask.png: noise photos of 120 x 96 px, each with one or
+    two solid rectangles, one instance id each (the Penn-Fudan layout's shape)."""
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i in range(n):
+        photo = rng.integers(0, 120, (96, 120, 3), dtype=np.uint8)
+        mask = np.zeros((96, 120), np.uint8)
+        for obj in range(1 + i % 2):
+            x1, y1 = int(rng.integers(0, 70)), int(rng.integers(0, 50))
+            w, h = int(rng.integers(20, 45)), int(rng.integers(20, 40))
+            photo[y1 : y1 + h, x1 : x1 + w] = (230, 40 + 100 * obj, 40)
+            mask[y1 : y1 + h, x1 : x1 + w] = obj + 1
+        Image.fromarray(photo).save(root / "images" / f"p{i}.png")
+        Image.fromarray(mask).save(root / "masks" / f"p{i}_mask.png")
+    (root / "classes.txt").write_text("box\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def boxes_data(tmp_path_factory) -> Path:
+    return write_masks_dataset(tmp_path_factory.mktemp("boxes") / "data")
+
+
+def detect_options(data: Path, **extra):
+    options = dict(
+        data=str(data),
+        model=MODEL,
+        epochs=2,
+        batch_size=4,
+        image_size=96,
+        val_split=0.25,
+        optimizer="sgd",
+        lr=0.01,
+        augment="standard",
+        precision="fp32",
+    )
+    options.update(extra)
+    return options
+
+
+@pytest.fixture(scope="module")
+def detect_run(boxes_data, tmp_path_factory):
+    project = tmp_path_factory.mktemp("runs")
+    return cnnkit.train(
+        project=str(project), name="det", progress=False, **detect_options(boxes_data)
+    )
+
+
+def test_a_detector_trains_into_a_run_folder_with_its_loss_items_and_map(detect_run):
+    history = detect_run.history
+    assert [row["epoch"] for row in history] == [1, 2]
+    for key in ("train_loss", "train_classification", "train_bbox_regression", "val_map"):
+        assert all(np.isfinite(row[key]) for row in history), key
+    row = history[0]
+    parts = row["train_classification"] + row["train_bbox_regression"] + row["train_bbox_ctrness"]
+    assert row["train_loss"] == pytest.approx(parts, rel=1e-5)  # the total is their sum
+    header = (detect_run.run_dir / "history.csv").read_text().splitlines()[0].split(",")
+    assert {"train_bbox_regression", "val_map", "val_map_50", "val_map_75"} <= set(header)
+    metrics = json.loads((detect_run.run_dir / "metrics.json").read_text())
+    assert metrics["task"] == "detect" and metrics["best_by"] == "val_map"
+    ckpt = torch.load(detect_run.best, weights_only=True)
+    assert ckpt["task"] == "detect" and ckpt["classes"] == ["box"]
+    assert ckpt["postprocess"]["score_threshold"] == 0.25
+    assert (detect_run.run_dir / "curves.png").is_file()
+
+
+def test_evaluate_on_the_runs_own_data_gives_its_validation_map(detect_run, boxes_data):
+    """`cnnkit evaluate` splits the run's data as the run did and scores best.pt the same way
+    validation did: the same mAP as history.csv's best epoch."""
+    detector = cnnkit.load(detect_run.run_dir)
+    assert isinstance(detector, Detector)
+    report = detector.evaluate(str(boxes_data), split="val", progress=False)
+    best = detect_run.history[detect_run.metrics["best_epoch"] - 1]
+    assert report.map == pytest.approx(best["val_map"], abs=1e-6)
+    assert report.images == 2  # 8 images, val_split 0.25
+    written = json.loads((report.out_dir / "metrics.json").read_text())
+    assert {"map", "map_50", "map_75", "per_class"} <= set(written)
+    for name in ("per_class.csv", "pr_curves.png", "gallery.png"):
+        assert (report.out_dir / name).is_file(), name
+
+
+def test_predictions_come_back_in_the_original_images_pixels(detect_run, boxes_data, tmp_path):
+    detector = cnnkit.load(detect_run.best)
+    image = Image.open(boxes_data / "images" / "p0.png")
+    big = image.resize((240, 192), Image.Resampling.NEAREST)  # 2x: boxes must scale with it
+    big.save(tmp_path / "big.png")
+    files = [str(boxes_data / "images" / "p0.png"), str(tmp_path / "big.png")]
+    small, large = detector.predict(files, conf=0.0)
+    assert (small.width, small.height, large.width, large.height) == (120, 96, 240, 192)
+    assert small.detections and large.detections
+    for result in (small, large):
+        for d in result.detections:
+            x1, y1, x2, y2 = d.box
+            assert 0 <= x1 <= x2 <= result.width and 0 <= y1 <= y2 <= result.height
+            assert d.label == "box" and 0 <= d.score <= 1
+    top_small = torch.tensor(small.detections[0].box)
+    top_large = torch.tensor(large.detections[0].box)
+    assert torch.allclose(top_large, 2 * top_small, atol=4.0)  # the same object, scaled
+    confident = detector.predict(np.asarray(image), conf=0.5).detections
+    assert all(d.score >= 0.5 for d in confident) and len(confident) < len(small.detections)
+
+
+def test_predict_cli_json_and_saved_images(detect_run, boxes_data, tmp_path, capsys):
+    images = [str(p) for p in sorted((boxes_data / "images").glob("*.png"))[:2]]
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    out = tmp_path / "drawn"
+    args = ["predict", str(detect_run.run_dir), *images, str(bad), "--json", "--conf", "0.01"]
+    assert main([*args, "--save-images", str(out)]) == 0
+    captured = capsys.readouterr()
+    printed = captured.out[: captured.out.rindex("]") + 1]
+    results = json.loads(printed)
+    assert [r["source"] for r in results] == images
+    assert all(set(d) == {"label", "score", "box"} for r in results for d in r["detections"])
+    assert "skipped" in captured.err and "bad.png" in captured.err
+    assert len(list(out.glob("*.png"))) == 2
+
+
+def test_an_interrupted_detection_run_resumes_to_the_same_weights(boxes_data, tmp_path):
+    options = detect_options(boxes_data, epochs=2, project=str(tmp_path), seed=1)
+    full = cnnkit.train(name="full", progress=False, **options)
+    (tmp_path / "cut").mkdir()
+    trainer = Trainer(TrainConfig(name="cut", **options), tmp_path / "cut", progress=False)
+    trainer.stop = StopAfter(trainer.steps + 1)  # mid-way through epoch 2
+    assert trainer.fit().interrupted
+    cut = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)
+    assert cut["epoch"] == 1 and cut["progress"]["step"] == 1
+    resumed = cnnkit.train(resume=tmp_path / "cut", progress=False)
+    a = torch.load(full.last, weights_only=True)["state_dict"]
+    b = torch.load(resumed.last, weights_only=True)["state_dict"]
+    for key, value in a.items():
+        assert torch.equal(value, b[key]), key
+
+
+def test_classification_options_a_detector_cannot_use_are_refused(boxes_data, tmp_path):
+    for extra in ({"mixup": 0.2}, {"label_smoothing": 0.1}, {"tta": "flip"}, {"augment": "strong"}):
+        with pytest.raises(CnnkitError):
+            cnnkit.train(
+                project=str(tmp_path), progress=False, **detect_options(boxes_data, **extra)
+            )
+    assert not any(tmp_path.iterdir())  # a run that never started leaves no folder
