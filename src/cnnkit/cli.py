@@ -19,7 +19,8 @@ from cnnkit.errors import CnnkitError
 from cnnkit.tasks.classify.tta import check_mode as check_tta
 
 TRAIN_HELP = {
-    "data": "named dataset (cifar10, cifar10-sample, ...), a folder of class folders, or a CSV",
+    "data": "named dataset (cifar10, cifar10-sample, ...), a folder of class folders, or a CSV"
+    " (a bare dataset name always means the dataset: ./NAME names a folder called so)",
     "model": "model name (see `cnnkit models`), timm:NAME, a layer string, or a YAML layer file",
     "epochs": "passes over the training data",
     "batch_size": "images per optimisation step",
@@ -152,15 +153,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from cnnkit.data.datasets import evaluation_data
     from cnnkit.tasks.classify import print_report
     from cnnkit.tasks.classify.predictor import Classifier
 
     clf = Classifier.load(args.checkpoint, device=args.device, precision=args.precision)
-    data = args.data or clf.data_location or clf.config.get("data")  # absolute: any directory
-    if not data:
-        raise CnnkitError("say which data to evaluate on with --data")
     report = clf.evaluate(
-        data,
+        evaluation_data(args.data, clf.data_location, clf.config),
         tta=args.tta,
         split=args.split,
         data_root=args.data_root,
