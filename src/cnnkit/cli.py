@@ -67,7 +67,8 @@ TRAIN_HELP = {
     " (best.pt keeps the best weights)",
     "clip_grad": "clip the gradient norm to this value",
     "tta": "test-time augmentation for the final test accuracy: none | flip | flip-translate",
-    "preset": "a named recipe (see `cnnkit presets`); any other flag overrides its settings",
+    "preset": "a named recipe (see `cnnkit presets`); any other flag overrides its settings;"
+    " with --resume it replaces the run's saved settings, but may not change its model or data",
     "seed": "random seed (data split, initialisation, shuffling)",
     "device": "auto | cpu | cuda | cuda:N | mps",
     "precision": "auto | fp32 | bf16 | fp16 (auto: bf16 where the hardware runs it natively)",
