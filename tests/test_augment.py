@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -206,14 +207,30 @@ def unique_label_batch(b: int = 16):
     return images, torch.arange(b)
 
 
+def mixup_lambda(targets: torch.Tensor) -> float:
+    """A batch's mixup weight: its rows' own-label weight (rows paired with themselves hold 1)."""
+    return float(targets.max(1).values.min())
+
+
+def test_mixup_lambdas_follow_the_folded_beta_distribution():
+    """lambda ~ Beta(alpha, alpha), folded onto [0.5, 1] by max(lam, 1 - lam): over 400 batches
+    its mean is the folded mean of numpy's Beta(0.2, 0.2) draws (0.899; a wrong alpha, such as
+    1.0, gives 0.75, and no mixing 1.0)."""
+    images, labels = unique_label_batch()
+    cfg = augment_config(mixup=0.2)
+    lams = [mixup_lambda(run(cfg, images, labels, seed=s, num_classes=16)[1]) for s in range(400)]
+    draws = np.random.default_rng(0).beta(0.2, 0.2, 1_000_000)
+    folded_mean = float(np.maximum(draws, 1 - draws).mean())
+    assert np.mean(lams) == pytest.approx(folded_mean, abs=0.03)  # 4 standard errors
+
+
 def test_mixup_targets_and_pixels_are_convex_combinations():
     images, labels = unique_label_batch()
     for seed in range(5):
         out, targets = run(augment_config(mixup=0.2), images, labels, seed=seed, num_classes=16)
         assert torch.allclose(targets.sum(1), torch.ones(16))
         assert (targets.argmax(1) == labels).float().mean() >= 0.9  # own label dominates
-        lam = float(targets.max(1).values.min())  # rows whose partner is themselves hold 1
-        assert 0.5 <= lam <= 1.0
+        lam = mixup_lambda(targets)
         for i in range(16):
             row = targets[i].clone()
             row[i] = 0

@@ -38,25 +38,48 @@ def test_failed_write_leaves_previous_checkpoint_and_no_temp_file(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
 
 
-def test_kill_during_write_leaves_previous_checkpoint_intact(tmp_path):
+def _partial_temp_file(folder) -> bool:
+    """True while a checkpoint write is under way: its temporary file holds some bytes."""
+    for tmp in folder.glob(".last.pt.*.tmp"):
+        try:
+            if tmp.stat().st_size > 0:
+                return True
+        except FileNotFoundError:  # renamed over last.pt meanwhile
+            pass
+    return False
+
+
+def test_kill_during_write_leaves_the_old_or_the_new_complete_checkpoint(tmp_path):
+    """SIGKILL in the middle of a write, after at least one write finished: last.pt is one
+    whole checkpoint, the last one written or the one before, never a mixture or a torn file."""
     path = tmp_path / "last.pt"
-    save_checkpoint(path, state_dict={"w": torch.ones(2)}, epoch=0)
+    save_checkpoint(path, state_dict={"w": torch.zeros(2)}, epoch=0)
     script = textwrap.dedent(
         f"""
         import torch
         from cnnkit.engine.checkpoint import save_checkpoint
-        print("ready", flush=True)
         for epoch in range(1, 10_000):
-            save_checkpoint({str(path)!r}, state_dict={{"w": torch.randn(8_000_000)}}, epoch=epoch)
+            weights = {{"w": torch.full((8_000_000,), float(epoch))}}
+            save_checkpoint({str(path)!r}, state_dict=weights, epoch=epoch)
+            print(epoch, flush=True)
         """
     )
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
-    assert proc.stdout.readline().strip() == b"ready"
-    time.sleep(1.5)  # several 32 MB writes are under way by now
-    proc.send_signal(signal.SIGKILL)
+    try:
+        assert proc.stdout.readline().strip() == b"1"  # one 32 MB write has finished
+        deadline = time.monotonic() + 60
+        while not _partial_temp_file(tmp_path) and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert _partial_temp_file(tmp_path), "no write under way to kill"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+    done = [1, *(int(line) for line in proc.stdout.read().split())]
     proc.wait()
-    ckpt = load_checkpoint(path)  # whatever epoch it reached, the file is complete
-    assert ckpt["state_dict"]["w"].numel() in (2, 8_000_000)
+    ckpt = load_checkpoint(path)
+    # the last write reported done, or the next one if it finished before it could be reported
+    assert ckpt["epoch"] in (done[-1], done[-1] + 1)
+    weights = ckpt["state_dict"]["w"]
+    assert weights.numel() == 8_000_000 and bool((weights == ckpt["epoch"]).all())
 
 
 def test_corrupt_file_is_a_one_line_error(tmp_path):

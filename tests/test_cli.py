@@ -1,12 +1,19 @@
 """End to end through the `cnnkit` command, as a user runs it, on the bundled sample."""
 
 import csv
+import fcntl
 import io
 import json
 import os
+import pty
+import re
 import signal
+import struct
 import subprocess
 import sys
+import termios
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -15,6 +22,7 @@ from PIL import Image
 
 import cnnkit
 from cnnkit.cli import main
+from cnnkit.data import decode_image, load_data
 from cnnkit.demo import sample_images
 
 SAMPLE = "cifar10-sample"
@@ -49,8 +57,15 @@ def test_train_writes_a_complete_run_folder(run_dir):
         rows = list(csv.DictReader(f))
     assert [r["epoch"] for r in rows] == ["1", "2"]
     assert float(rows[1]["train_loss"]) < float(rows[0]["train_loss"])
-    assert all(0.0 <= float(r["val_accuracy"]) <= 1.0 for r in rows)
     metrics = json.loads((run_dir / "metrics.json").read_text())
+    # the best epoch's validation accuracy is best.pt's share of the run's 200 held-out images
+    # that it classifies right, counted here from its own predictions
+    clf = cnnkit.load(run_dir)
+    val, split = clf.split_images(SAMPLE, "val", progress=False)
+    assert split == "val" and len(val) == 200
+    correct = int((clf.predict_images(val.images).argmax(1) == val.labels).sum())
+    best_row = rows[metrics["best_epoch"] - 1]
+    assert float(best_row["val_accuracy"]) == pytest.approx(correct / 200, abs=1e-6)
     assert metrics["test_images"] == 500 and metrics["test_accuracy"] > 0.1  # above chance
     assert (run_dir / "classes.txt").read_text().split() == sorted(
         ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -70,20 +85,40 @@ def test_evaluate_prints_and_writes_reports_matching_the_run(run_dir, capsys):
     trained = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["top1_accuracy"] == pytest.approx(trained["test_accuracy"], abs=1e-6)
     assert sum(sum(row) for row in metrics["confusion_matrix"]) == 500
-    assert metrics["top5_accuracy"] >= metrics["top1_accuracy"]
+    # top-1 and top-5: the shares of test images whose label is among the 1 or 5 highest
+    # logits, counted here from the classifier's logits
+    test = load_data(SAMPLE, splits=("test",), progress=False).test
+    ranked = cnnkit.load(run_dir).logits(test.images)[0].argsort(dim=1, descending=True)
+    hits = ranked == test.labels[:, None]
+    assert metrics["top1_accuracy"] == pytest.approx(float(hits[:, :1].sum()) / 500, abs=1e-6)
+    assert metrics["top5_accuracy"] == pytest.approx(float(hits[:, :5].sum()) / 500, abs=1e-6)
 
 
 def test_predict_json_and_csv_skip_unreadable_files(run_dir, tmp_path, capsys):
     images = [str(p) for p in sample_images()[:3]]
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"not a png at all")
-    assert main(["predict", str(run_dir / "best.pt"), *images, str(bad), "--json"]) == 0
+    fp32 = ["--json", "--precision", "fp32"]
+    assert main(["predict", str(run_dir / "best.pt"), *images, str(bad), *fp32]) == 0
     captured = capsys.readouterr()
     results = json.loads(captured.out)
     assert [r["source"] for r in results] == images
-    assert all(len(r["top_k"]) == 3 for r in results)
-    assert all(abs(sum(t["probability"] for t in r["top_k"])) <= 1.0 + 1e-6 for r in results)
     assert "broken.png" in captured.err
+    # each image's 3 best classes and probabilities: the softmax of the model's logits for it,
+    # computed here from the decoded file
+    clf = cnnkit.load(run_dir, precision="fp32")
+    prep = clf.preprocessing
+    for path, result in zip(images, results, strict=True):
+        pixels = torch.from_numpy(decode_image(path, size=prep.size, resize=prep.resize).copy())
+        with torch.no_grad():
+            logits = clf.model(prep.to_input(pixels.permute(2, 0, 1)[None]))
+        probs, order = logits.softmax(dim=1)[0].topk(3)
+        assert [t["label"] for t in result["top_k"]] == [clf.classes[i] for i in order]
+        got = [t["probability"] for t in result["top_k"]]
+        assert got == pytest.approx(probs.tolist(), abs=1e-5)
+    assert main(["predict", str(run_dir), images[0], *fp32, "--top-k", "10"]) == 0
+    every_class = json.loads(capsys.readouterr().out)[0]["top_k"]
+    assert sum(t["probability"] for t in every_class) == pytest.approx(1.0, abs=1e-5)
     assert main(["predict", str(run_dir), images[0], "--csv", "--top-k", "2"]) == 0
     rows = list(csv.reader(io.StringIO(capsys.readouterr().out)))
     assert rows[0] == ["source", "rank", "label", "probability"] and len(rows) == 3
@@ -110,7 +145,9 @@ def test_python_api_predicts_paths_pil_images_and_arrays(run_dir):
     assert by_path.probability == pytest.approx(by_array.probability, abs=1e-5)
     assert by_path.label in clf.classes
     report = cnnkit.evaluate(str(run_dir), SAMPLE, out_dir=None, progress=False)
-    assert 0.0 < report.top1 <= 1.0
+    trained = json.loads((run_dir / "metrics.json").read_text())
+    assert sum(report.support) == 500
+    assert report.top1 == pytest.approx(trained["test_accuracy"], abs=1e-6)  # best.pt, test
 
 
 def test_config_file_with_flag_override(tmp_path):
@@ -143,17 +180,49 @@ def test_config_file_with_flag_override(tmp_path):
     assert "epochs: 2" in saved and "label_smoothing: 0.1" in saved and "batch_size: 128" in saved
 
 
-def signalled_after_epoch_1(args: list[str], signum: int) -> tuple[int, str, str]:
-    """Run `cnnkit ARGS` (3 epochs) and send it `signum` once epoch 1's line is out."""
+# the progress bar once it shows a batch of epoch 2 done, e.g. "epoch 2/3:   7%|█▌    | 8/113"
+EPOCH_2_UNDER_WAY = re.compile(r"epoch 2/3:[^|\r]*\|[^|]*\|\s*[1-9]\d*/\d+")
+
+
+def _read_terminal(fd: int, chunks: list[str]) -> None:
+    """Collect what a child writes to its terminal until it closes it."""
+    while True:
+        try:
+            data = os.read(fd, 4096)
+        except OSError:  # EIO: the child has exited and its side of the terminal is closed
+            return
+        if not data:
+            return
+        chunks.append(data.decode(errors="replace"))
+
+
+def signalled_mid_epoch_2(args: list[str], signum: int) -> tuple[int, str, str]:
+    """Run `cnnkit ARGS` (3 epochs) with stderr on a terminal, so its progress bar shows, and
+    send it `signum` once the bar shows a batch of epoch 2 done: the signal lands mid-epoch.
+    Returns the exit code, stdout, and what it wrote to the terminal."""
+    terminal, child_side = pty.openpty()
+    fcntl.ioctl(child_side, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 160, 0, 0))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "cnnkit", *args]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
-    for line in proc.stdout:
-        if line.startswith("epoch 1/3"):
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=child_side, env=env, text=True)
+    os.close(child_side)
+    chunks: list[str] = []
+    reader = threading.Thread(target=_read_terminal, args=(terminal, chunks), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline:
+        if EPOCH_2_UNDER_WAY.search("".join(chunks)):
             proc.send_signal(signum)
             break
-    out, err = proc.communicate(timeout=120)
-    return proc.returncode, out, err
+        time.sleep(0.05)
+    out, _ = proc.communicate(timeout=300)
+    reader.join(timeout=10)
+    os.close(terminal)
+    return proc.returncode, out, "".join(chunks)
+
+
+def with_progress_bar(args: list[str]) -> list[str]:
+    return [a for a in args if a != "--no-progress"]
 
 
 def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
@@ -162,11 +231,13 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
     common = ["--epochs", "3", "--batch-size", "16", "--seed", "3", "--precision", "fp32"]
     assert main(train_args(project, "full", *common)) == 0
 
-    rc, out, err = signalled_after_epoch_1(train_args(project, "cut", *common), signal.SIGINT)
+    args = with_progress_bar(train_args(project, "cut", *common))
+    rc, out, err = signalled_mid_epoch_2(args, signal.SIGINT)
     assert rc == 130, err
     assert "--resume" in out
     cut = torch.load(project / "cut" / "last.pt", weights_only=True)
-    assert cut["epoch"] < 3
+    # stopped inside epoch 2: 1,800 training images are 113 batches of 16
+    assert cut["epoch"] == 1 and 0 < cut["progress"]["step"] < 113, cut["progress"]
 
     assert main(["train", "--resume", str(project / "cut"), "--no-progress"]) == 0
     full = torch.load(project / "full" / "last.pt", weights_only=True)
@@ -180,11 +251,12 @@ def test_sigterm_mid_epoch_saves_last_pt_to_resume_from(tmp_path):
     """kill, timeout and job schedulers send SIGTERM: the run stops as on Ctrl-C."""
     project = tmp_path / "runs"
     args = train_args(project, "t", "--epochs", "3", "--batch-size", "8", "--precision", "fp32")
-    rc, out, err = signalled_after_epoch_1(args, signal.SIGTERM)
+    rc, out, err = signalled_mid_epoch_2(with_progress_bar(args), signal.SIGTERM)
     assert rc == 143, err  # 128 + SIGTERM, as a shell reports a terminated job
     assert "terminated: stopping after this batch" in err and "--resume" in out
     cut = torch.load(project / "t" / "last.pt", weights_only=True)
-    assert cut["epoch"] == 1  # stopped in epoch 2 (by default SIGTERM kills: exit -15)
+    # stopped in epoch 2, after some of its 225 batches (by default SIGTERM kills: exit -15)
+    assert cut["epoch"] == 1 and 0 < cut["progress"]["step"] < 225, cut["progress"]
 
 
 def run_cli(*args):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 import torch
 import yaml
@@ -162,5 +165,16 @@ def test_yaml_errors(tmp_path):
 
 
 def test_every_layer_type_is_documented():
+    """Each layer type has a description and a row of README's layer table naming its
+    arguments; the table names no type that does not exist."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("Layer types and their positional arguments", 1)[1]
+    table = section.split("\n\n", 2)[1].splitlines()
+    cells = [re.split(r"(?<!\\)\|", line) for line in table if line.startswith("| `")]
+    documented = {name: row[2] for row in cells for name in re.findall(r"`(\w+)`", row[1])}
+    assert set(documented) == set(LAYER_TYPES)
     for name, layer_type in LAYER_TYPES.items():
-        assert layer_type.name == name and layer_type.description
+        assert layer_type.description, name
+        arguments = documented[name]
+        for param in layer_type.param_names:
+            assert param in arguments, (name, param)

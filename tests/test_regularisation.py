@@ -42,9 +42,10 @@ def test_early_stopping_stops_keeps_best_and_refuses_resume(tmp_path):
 
 
 def test_ema_weights_are_evaluated_and_saved_as_best(tmp_path):
+    """One epoch, so best.pt is the epoch last.pt ends: both hold the average of that moment."""
     run = cnnkit.train(
         data=SAMPLE,
-        epochs=2,
+        epochs=1,
         batch_size=64,
         ema=0.9,
         project=str(tmp_path),
@@ -53,13 +54,18 @@ def test_ema_weights_are_evaluated_and_saved_as_best(tmp_path):
     )
     best = torch.load(run.best, weights_only=True)
     last = torch.load(run.last, weights_only=True)
-    assert last["ema"]["updates"] == 2 * 29  # one update per step, 29 steps an epoch
+    assert run.metrics["best_epoch"] == 1
+    assert last["ema"]["updates"] == 29  # one update per step, 29 steps an epoch
     averaged = last["ema"]["state_dict"]
-    if run.metrics["best_epoch"] == 2:
-        for key, value in best["state_dict"].items():
-            assert torch.equal(value, averaged[key]), key
+    assert best["state_dict"].keys() == averaged.keys()
+    for key, value in best["state_dict"].items():
+        assert torch.equal(value, averaged[key]), key
     raw, avg = last["state_dict"]["dense_2.weight"], averaged["dense_2.weight"]
     assert not torch.equal(raw, avg)  # the average lags the raw weights
+    # the validation accuracy recorded is the averaged weights' (best.pt's) on those images
+    report = cnnkit.evaluate(run.run_dir, split="val", out_dir=None, progress=False)
+    assert sum(report.support) == 200
+    assert report.top1 == pytest.approx(run.history[0]["val_accuracy"], abs=1e-6)
 
 
 def test_gradient_clipping_bounds_the_sgd_update():
@@ -79,7 +85,13 @@ def test_gradient_clipping_bounds_the_sgd_update():
 
 def test_evaluate_with_tta_reports_the_gain(tmp_path, capsys):
     run = cnnkit.train(
-        data=SAMPLE, epochs=1, batch_size=64, project=str(tmp_path), name="t", progress=False
+        data=SAMPLE,
+        epochs=1,
+        batch_size=64,
+        tta="flip-translate",
+        project=str(tmp_path),
+        name="t",
+        progress=False,
     )
     capsys.readouterr()  # drop the training output
     assert (
@@ -90,7 +102,9 @@ def test_evaluate_with_tta_reports_the_gain(tmp_path, capsys):
     assert report["tta"] == "flip-translate"
     plain = report["top1_accuracy_without_tta"]
     assert plain == pytest.approx(run.metrics["test_accuracy"], abs=1e-6)
-    assert 0 < report["top1_accuracy"] <= 1
+    # the same best.pt with the same TTA on the same 500 test images as the run's own figure
+    assert report["images"] == 500
+    assert report["top1_accuracy"] == pytest.approx(run.metrics["test_accuracy_tta"], abs=1e-6)
 
 
 def test_unknown_tta_mode_is_a_one_line_error(capsys):

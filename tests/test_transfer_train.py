@@ -172,9 +172,15 @@ def test_lr_find_writes_plot_and_suggests_a_rate(tmp_path, capsys):
     rows = (out / "lr_find.csv").read_text().splitlines()
     assert rows[0] == "lr,smoothed_loss" and len(rows) > 10
     lrs = [float(r.split(",")[0]) for r in rows[1:]]
-    assert lrs == sorted(lrs)  # the rate rises every step
+    losses = [float(r.split(",")[1]) for r in rows[1:]]
+    # from 1e-7 to 10 over the 40 steps: times 10 ** (8 / 40) every step
+    assert lrs[0] == pytest.approx(1e-7, rel=1e-5)
+    for before, after in zip(lrs, lrs[1:], strict=False):
+        assert after / before == pytest.approx(10**0.2, rel=1e-4)
+    # the suggestion: a tenth of the rate at the lowest smoothed loss
     suggested = float(capsys.readouterr().out.split("suggested learning rate:")[1].split()[0])
-    assert lrs[0] <= suggested <= lrs[-1]
+    lowest = min(range(len(losses)), key=losses.__getitem__)
+    assert suggested == pytest.approx(lrs[lowest] / 10, rel=5e-3)  # printed to 3 digits
 
 
 def test_embed_writes_backbone_features_and_labels(tmp_path):

@@ -7,8 +7,12 @@ clf.predict("cat.png")
 clf.evaluate("cifar10-sample")
 """
 
+import os
+from typing import Any
+
 from cnnkit.config import TrainConfig
 from cnnkit.data import load_data
+from cnnkit.data.datasets import evaluation_data
 from cnnkit.engine import RunResult, train
 from cnnkit.errors import CnnkitError
 from cnnkit.models import create_model, list_models, summarize
@@ -18,10 +22,20 @@ from cnnkit.tasks.classify.predictor import Classifier, Prediction
 __version__ = "0.1.0"
 
 
-def evaluate(checkpoint: str, data: str | None = None, split: str = "test", **kwargs):
-    """Evaluate a checkpoint (or run folder) on data; returns a ClassificationReport."""
-    clf = load(checkpoint)
-    return clf.evaluate(data or clf.config.get("data"), split=split, **kwargs)
+def evaluate(
+    checkpoint: str | os.PathLike,
+    data: str | os.PathLike | None = None,
+    split: str = "test",
+    device: str = "auto",
+    precision: str = "auto",
+    **kwargs: Any,
+) -> Any:
+    """Evaluate a checkpoint (or run folder) on data (default: the data the run trained on, from
+    any working directory, as `cnnkit evaluate` finds it); returns the task's report: a
+    ClassificationReport, or a DetectionReport for a detector."""
+    predictor = load(checkpoint, device=device, precision=precision)
+    chosen = evaluation_data(data, predictor.data_location, predictor.config)
+    return predictor.evaluate(chosen, split=split, **kwargs)
 
 
 __all__ = [

@@ -29,7 +29,9 @@ from cnnkit.errors import CnnkitError
 from cnnkit.tasks.classify.tta import check_mode as check_tta
 
 TRAIN_HELP = {
-    "data": "named dataset (cifar10, cifar10-sample, ...), a folder of class folders, or a CSV",
+    "data": "named dataset (cifar10, cifar10-sample, ...), a folder of class folders, or a CSV"
+    " (a bare dataset name always means the dataset: ./NAME names a folder called so); for"
+    " detection a COCO, YOLO, VOC or image + mask folder",
     "task": "classify | detect (default: the model's task: a detector such as fcos means detect)",
     "model": "model name (see `cnnkit models`), timm:NAME, a layer string, or a YAML layer file",
     "epochs": "passes over the training data",
@@ -78,7 +80,8 @@ TRAIN_HELP = {
     " (best.pt keeps the best weights)",
     "clip_grad": "clip the gradient norm to this value",
     "tta": "test-time augmentation for the final test accuracy: none | flip | flip-translate",
-    "preset": "a named recipe (see `cnnkit presets`); any other flag overrides its settings",
+    "preset": "a named recipe (see `cnnkit presets`); any other flag overrides its settings;"
+    " with --resume it replaces the run's saved settings, but may not change its model or data",
     "seed": "random seed (data split, initialisation, shuffling)",
     "device": "auto | cpu | cuda | cuda:N | mps",
     "precision": "auto | fp32 | bf16 | fp16 (auto: bf16 where the hardware runs it natively)",

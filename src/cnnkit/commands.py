@@ -41,12 +41,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from cnnkit.data.datasets import evaluation_data
     from cnnkit.predict import load
 
     predictor = load(args.checkpoint, device=args.device, precision=args.precision)
-    data = args.data or predictor.data_location or predictor.config.get("data")
-    if not data:
-        raise CnnkitError("say which data to evaluate on with --data")
+    data = evaluation_data(args.data, predictor.data_location, predictor.config)
     if predictor.task == "detect":
         if args.tta != "none":
             raise CnnkitError("--tta is for classifiers; a detector is evaluated as it predicts")

@@ -100,15 +100,10 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.preset is not None:  # layers: defaults < preset < the values given
-            from cnnkit.presets import preset_config
-
             given = getattr(self, "_given", frozenset())
-            # an `augment` given replaces the preset's augmentation whole, so `--augment none`
-            # means none: the preset's per-operation settings go with its own `augment`
-            skip = given | (set(AUGMENT_OPS) if "augment" in given else set())
-            for key, value in preset_config(str(self.preset)).items():
-                if key not in skip:
-                    setattr(self, key, value)
+            layered = with_overrides({}, {key: getattr(self, key) for key in given})
+            for key, value in layered.items():
+                setattr(self, key, value)
         self.validate()
 
     def validate(self) -> None:
@@ -246,26 +241,64 @@ def read_yaml_config(path: str | os.PathLike) -> dict[str, Any]:
     return {str(k).replace("-", "_"): v for k, v in values.items()}
 
 
+def _layer(base: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
+    """`base` updated by `layer`. An `augment` in `layer` replaces the augmentation whole: the
+    per-operation settings of `base` go, so `--augment none` means no augmentation at all."""
+    if "augment" in layer:
+        base = {**base, **dict.fromkeys(AUGMENT_OPS)}
+    return {**base, **layer}
+
+
 def with_overrides(values: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
-    """`values` updated by the `overrides` that were given (not None). An `augment` among them
-    replaces the augmentation whole: per-operation settings in `values` go unless given again,
-    so `--augment none` on a preset's (or a resumed run's) config means no augmentation."""
+    """The one layering rule: `values` (an old config, a resumed run's, or {} for the
+    defaults), then the `preset` named among the overrides, then the other overrides that were
+    given (not None). The preset replaces every key it sets, and the keys given with it beat it;
+    an `augment` (the preset's or one given) replaces the augmentation below it whole."""
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
     base = dict(values)
-    if "augment" in given:
-        base.update(dict.fromkeys(AUGMENT_OPS))
-    return {**base, **given}
+    if "preset" in given:
+        from cnnkit.presets import preset_config
+
+        base = _layer(base, preset_config(str(given["preset"])))
+    return _layer(base, given)
+
+
+# what a resumed run keeps: the saved weights are this model's, its epochs see this data
+RESUME_KEEPS = ("model", "data")
+
+
+def resume_values(saved: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """A resumed run's config values: its saved config < a preset < the flags (with_overrides).
+    A new model is refused (the saved weights are the old one's), and so is new data from a
+    preset; a `data` flag may name where the run's data is now."""
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    values = with_overrides(saved, given)
+    for key in RESUME_KEEPS:
+        old, new = saved.get(key), values.get(key)
+        if new == old or (key == "data" and key in given):
+            continue
+        who = f"the {key} given" if key in given else f"preset {given.get('preset')}"
+        if key == "model":
+            raise CnnkitError(
+                f"{who} changes the resumed run's model ({old} -> {new}); its weights are "
+                f"{old}'s: train a new run for {new}"
+            )
+        raise CnnkitError(
+            f"{who} changes the resumed run's data ({old} -> {new}); add --data {old} to keep it"
+        )
+    return values
 
 
 def build_config(
     config_file: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None
 ) -> TrainConfig:
     """Defaults, then a `preset` (named in the file or the flags), then the YAML file, then
-    explicit overrides (flags that were given); TrainConfig.from_dict applies the preset."""
+    explicit overrides (flags that were given)."""
     values: dict[str, Any] = {}
     source = "config"
     if config_file is not None:
         values.update(read_yaml_config(config_file))
         source = str(config_file)
     TrainConfig.from_dict(values, source)  # reject unknown keys of the file itself first
-    return TrainConfig.from_dict(with_overrides(values, overrides), source)
+    flags = {k: v for k, v in (overrides or {}).items() if v is not None}
+    return TrainConfig.from_dict(with_overrides({}, _layer(values, flags)), source)

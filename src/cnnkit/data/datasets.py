@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -231,10 +232,18 @@ def _looks_like_path(spec: str) -> bool:
     return any(ch in spec for ch in "/\\~") or spec.startswith(".") or spec.endswith(".csv")
 
 
+def named_dataset(spec: str | os.PathLike) -> str | None:
+    """The registered dataset `spec` names, else None (a path). The one resolution order of
+    load_data and data_location: a bare registered name (a str) is that dataset whatever the
+    working directory holds; a folder of the same name is ``./NAME`` or a Path."""
+    return spec if isinstance(spec, str) and spec in DATASETS else None
+
+
 def _resolve(spec: str | os.PathLike, req: _Request) -> tuple[str, _Source]:
     text = os.fspath(spec)
-    if isinstance(spec, str) and text in DATASETS:
-        return text, DATASETS[text][0](req)
+    name = named_dataset(spec)
+    if name is not None:
+        return name, DATASETS[name][0](req)
     path = Path(text).expanduser()
     if path.is_dir():
         return text, _file_source(scan_folder(path), req)
@@ -286,10 +295,27 @@ def _warn_skipped(skipped: list[tuple[str, str]]) -> None:
 
 
 def data_location(spec: str | os.PathLike) -> str:
-    """Where data lives, comparable across working directories: a folder or file's absolute
-    path, or a named dataset's name."""
+    """Where data lives, comparable across working directories: a named dataset's name, or a
+    folder or file's absolute path (resolved as load_data resolves `spec`)."""
+    name = named_dataset(spec)
+    if name is not None:
+        return name
     path = Path(spec).expanduser()
-    return str(path.resolve()) if path.exists() else str(spec)
+    return str(path.resolve()) if path.exists() else os.fspath(spec)
+
+
+def evaluation_data(
+    data: str | os.PathLike | None, location: str | None, config: dict[str, Any]
+) -> str | os.PathLike:
+    """The data to evaluate a run on (`cnnkit evaluate` and cnnkit.evaluate): the data given,
+    else the run's recorded `data_location` (absolute, so any working directory finds it), else
+    its config's data (checkpoints from before data_location)."""
+    chosen = data or location or config.get("data")
+    if not chosen:
+        raise CnnkitError(
+            "the checkpoint records no training data: say which data to evaluate (--data)"
+        )
+    return chosen
 
 
 def load_data(

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnkit.config import TrainConfig, with_overrides
+from cnnkit.config import TrainConfig, resume_values, with_overrides
 from cnnkit.data.datasets import data_location
 from cnnkit.engine import run_folder
 from cnnkit.engine.checkpoint import load_checkpoint, save_checkpoint, unwrap_model
@@ -486,7 +486,7 @@ def _resume(run: str | Path, progress: bool, overrides: dict[str, Any]) -> RunRe
         raise CnnkitError(
             f"run {last.parent} stopped early at epoch {ckpt['epoch']}; its best.pt is final"
         )
-    values = with_overrides(ckpt["config"], overrides)
+    values = resume_values(ckpt["config"], overrides)  # refuses a new model, or data by a preset
     trainer = Trainer(TrainConfig.from_dict(values), last.parent, progress, resuming=True)
     if list(trainer.data.classes) != list(ckpt["classes"]):
         raise CnnkitError("the data's classes differ from the checkpoint's; cannot resume")
