@@ -157,6 +157,32 @@ PRESETS: dict[str, Preset] = {
             "91.65%; plain 90.0% to 90.4%); wall 343-463 s per run (mean 375 s) on a 2-core AMD "
             "EPYC (Zen 4, AVX512-BF16), torch 2.14.1, bench/speedrun.py, 2026-11-21/22",
         ),
+        Preset(
+            "detect-pennfudan",
+            "pedestrian detection on Penn-Fudan from ImageNet weights only, for 2 CPU cores: "
+            "FCOS on MobileNetV2 (its last 3 stages trained) at 320 px letterbox, batch 4, "
+            "36 epochs, Nesterov SGD lr 0.01 on a cosine schedule with 1 warm-up epoch, weight "
+            "decay 1e-4, flip + zoom 0.5-1.5 + shift + colour jitter; target: mAP@.5 >= 0.90 "
+            "and mAP >= 0.60 on unseen images within 20 minutes",
+            {
+                "data": "../shared/data/pennfudan",
+                "model": "fcos_mobilenet_v2",
+                "image_size": 320,
+                "epochs": 36,
+                "batch_size": 4,
+                "optimizer": "sgd",
+                "lr": 0.01,
+                "momentum": 0.9,
+                "nesterov": True,
+                "weight_decay": 0.0001,
+                "schedule": "cosine",
+                "warmup_epochs": 1.0,
+                "backbone_lr_ratio": 1.0,
+                "augment": "standard",
+                "val_split": 0.1,
+                "precision": "auto",
+            },
+        ),
     )
 }
 

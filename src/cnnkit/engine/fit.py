@@ -487,6 +487,14 @@ def _resume(run: str | Path, progress: bool, overrides: dict[str, Any]) -> RunRe
             f"run {last.parent} stopped early at epoch {ckpt['epoch']}; its best.pt is final"
         )
     values = resume_values(ckpt["config"], overrides)  # refuses a new model, or data by a preset
+    where = ckpt.get("data_location")
+    if (
+        overrides.get("data") is None
+        and where
+        and Path(where).is_absolute()
+        and Path(where).exists()
+    ):
+        values["data"] = where  # a run trained on a relative path resumes from any directory
     trainer = Trainer(TrainConfig.from_dict(values), last.parent, progress, resuming=True)
     if list(trainer.data.classes) != list(ckpt["classes"]):
         raise CnnkitError("the data's classes differ from the checkpoint's; cannot resume")
