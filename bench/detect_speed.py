@@ -6,6 +6,9 @@ step, fp32 and bf16 autocast) and eval images/s, for choosing a detection recipe
 Real Penn-Fudan photos (../shared/data/pennfudan), letterboxed to the square size with their
 pedestrian boxes from the instance masks; ImageNet backbones from the shipped files, with the
 detector's default freezing (the backbone's last 3 stride stages train, BatchNorm frozen).
+
+OMP_WAIT_POLICY=PASSIVE is set unless given: on a CPU shared with other jobs, OpenMP's spinning
+threads made a 2-thread FCOS step 10x slower (about 10 s instead of 1 s at 320 px).
 """
 
 from __future__ import annotations
@@ -16,13 +19,15 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-from PIL import Image
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts OpenMP
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cnnkit.tasks.detect.dataset import BoxTarget  # noqa: E402
-from cnnkit.tasks.detect.models import build_detector  # noqa: E402
+from cnnkit.tasks.detect.models import build_detector, detector_spec  # noqa: E402
 from common import print_machine  # noqa: E402
 
 PENNFUDAN = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pennfudan"
@@ -45,13 +50,16 @@ def letterboxed(name: str, size: int) -> tuple[torch.Tensor, BoxTarget]:
     return pixels, target
 
 
-def time_config(arch: str, backbone: str, size: int, batch: int, steps: int) -> dict:
+def time_config(
+    arch: str, backbone: str, size: int, batch: int, steps: int, fpn_channels: int | None
+) -> dict:
     names = sorted(p.stem for p in (PENNFUDAN / "PNGImages").glob("*.png"))[: batch * 2]
     data = [letterboxed(n, size) for n in names]
     images = torch.stack([d[0] for d in data])
     targets = [d[1] for d in data]
     torch.manual_seed(0)
-    model = build_detector(f"{arch}_{backbone}", 1, image_size=size)
+    spec = detector_spec(f"{arch}_{backbone}", fpn_channels=fpn_channels)
+    model = build_detector(spec, 1, image_size=size)
     optimizer = torch.optim.SGD(model.param_groups(0.01), lr=0.01, momentum=0.9)
     result = {}
     for precision in ("fp32", "bf16"):
@@ -86,15 +94,21 @@ def main() -> None:
     parser.add_argument("--backbone", nargs="+", default=["mobilenet_v2", "efficientnet_lite0"])
     parser.add_argument("--size", nargs="+", type=int, default=[320, 416])
     parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--fpn-channels", type=int, default=None, help="default: the models'")
     parser.add_argument("--steps", type=int, default=3, help="timed steps after 1 warm-up")
     args = parser.parse_args()
     print_machine()
-    print(f"threads {torch.get_num_threads()}  load {os.getloadavg()[0]:.1f}", flush=True)
+    print(
+        f"threads {torch.get_num_threads()}  OMP_WAIT_POLICY {os.environ['OMP_WAIT_POLICY']}  "
+        f"load {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
     print("arch       backbone            size  train fp32 s  train bf16 s  eval img/s  params M")
     for arch in args.arch:
         for backbone in args.backbone:
             for size in args.size:
-                r = time_config(arch, backbone, size, args.batch_size, args.steps)
+                channels = None if arch == "ssdlite" else args.fpn_channels
+                r = time_config(arch, backbone, size, args.batch_size, args.steps, channels)
                 print(
                     f"{arch:<10} {backbone:<19} {size:>4}  {r['train_fp32_s']:>12.2f}  "
                     f"{r['train_bf16_s']:>12.2f}  {r['eval_images_per_s']:>10.1f}  "

@@ -286,3 +286,14 @@ def test_torchvision_backbone_from_the_hub_cache(empty_hub):
     body = model.model.backbone.body
     assert torch.equal(body.features_4.block[0][0].weight, saved["features.4.block.0.0.weight"])
     assert len(model.blocks()) == 5
+
+
+def test_background_offset_and_crowd_boxes_in_training_targets():
+    target = BoxTarget([[0, 0, 10, 10], [5, 5, 20, 20]], [0, 1], [False, True])
+    for arch, offset in (("fcos", 0), ("retinanet", 0), ("ssdlite", 1), ("fasterrcnn", 1)):
+        model = build_detector(arch, NUM_CLASSES, image_size=SIZE, pretrained_backbone=False)
+        seen = model._model_target(target, torch.device("cpu"))
+        assert seen["labels"].tolist() == [0 + offset]  # the crowd box is not trained on
+        assert seen["boxes"].tolist() == [[0.0, 0.0, 10.0, 10.0]]
+    rcnn = model.model
+    assert rcnn.roi_heads.box_predictor.cls_score.out_features == NUM_CLASSES + 1

@@ -22,30 +22,16 @@ to fit it and the boxes come back in the input's pixels.
 
 from __future__ import annotations
 
-import functools
-from collections import OrderedDict
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from torch import nn
-from torchvision.models.detection import FCOS, FasterRCNN, RetinaNet
-from torchvision.models.detection.anchor_utils import AnchorGenerator, DefaultBoxGenerator
-from torchvision.models.detection.backbone_utils import BackboneWithFPN
-from torchvision.models.detection.retinanet import RetinaNetHead
-from torchvision.models.detection.ssd import SSD
-from torchvision.models.detection.ssdlite import SSDLiteHead
-from torchvision.models.detection.transform import GeneralizedRCNNTransform
-from torchvision.ops import Conv2dNormActivation, MultiScaleRoIAlign
-from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 
 from cnnkit.errors import CnnkitError, did_you_mean
+from cnnkit.tasks.detect.architectures import build_architecture, detection_transform
 from cnnkit.tasks.detect.backbones import (
     LITE0,
     MOBILENET_V2,
-    Backbone,
-    StageOutputs,
     build_backbone,
     canonical_backbone,
     probe_layers,
@@ -57,8 +43,8 @@ from cnnkit.tasks.detect.coco_weights import (
     coco_weights_file,
     load_coco_weights,
 )
-from cnnkit.tasks.detect.dataset import BoxTarget
-from cnnkit.tasks.detect.postprocess import PostProcess, apply_postprocess
+from cnnkit.tasks.detect.detector import Detector
+from cnnkit.tasks.detect.postprocess import PostProcess
 
 ARCHS = ("fcos", "retinanet", "ssdlite", "fasterrcnn")
 DEFAULT_BACKBONE = MOBILENET_V2
@@ -70,7 +56,6 @@ DEFAULT_TRAINABLE_BLOCKS = 3
 LABEL_OFFSET = {"fcos": 0, "retinanet": 0, "ssdlite": 1, "fasterrcnn": 1}  # 1: background is 0
 SPEC_OPTIONS = ("pretrained", "weights", "fpn_channels")
 WEIGHT_KINDS = ("imagenet", "coco")
-SSDLITE_EXTRA_CHANNELS = (512, 256, 256, 128)
 _DESCRIPTION = {
     "fcos": "FCOS (anchor-free, feature pyramid)",
     "retinanet": "RetinaNet (anchors, focal loss, feature pyramid)",
@@ -203,257 +188,6 @@ def list_detectors() -> list[tuple[str, str]]:
     return rows
 
 
-# ---- the wrapper ----
-
-
-class Detector(nn.Module):
-    """A torchvision detector speaking cnnkit's contract (0-based labels, [0, 1] images), with
-    freezing and per-block learning rates over its backbone's stride stages."""
-
-    backbone_bn_eval: bool = False  # keep the backbone's BatchNorm in eval mode (pretrained)
-
-    def __init__(
-        self,
-        model: nn.Module,
-        *,
-        spec: DetectorSpec,
-        num_classes: int,
-        image_size: int,
-        blocks: Sequence[Sequence[str]],
-        postprocess: PostProcess,
-    ) -> None:
-        super().__init__()
-        self.model = model
-        self.spec = spec
-        self.num_classes = num_classes
-        self.image_size = image_size
-        self.label_offset = LABEL_OFFSET[spec.arch]
-        self._block_names = [list(b) for b in blocks]  # module names in self.model
-        self.trainable_blocks: int | str = "all"
-        self.postprocess = postprocess
-        apply_postprocess(self, postprocess)
-
-    # -- forward --
-
-    def forward(
-        self,
-        images: torch.Tensor | Sequence[torch.Tensor],
-        targets: Sequence[BoxTarget | dict] | None = None,
-    ) -> dict[str, torch.Tensor] | list[dict[str, torch.Tensor]]:
-        """Train mode: the named losses; eval mode: per image a dict of boxes (x1 y1 x2 y2 in
-        the input's pixels), scores and 0-based labels, best first."""
-        batch = [_as_float(image) for image in images]
-        if self.training:
-            if targets is None or len(targets) != len(batch):
-                raise ValueError("a detector in train mode needs one target per image")
-            device = batch[0].device
-            return self.model(batch, [self._model_target(t, device) for t in targets])
-        out = self.model(batch)
-        return [
-            {
-                "boxes": d["boxes"].float(),  # float32 also under bf16 autocast
-                "scores": d["scores"].float(),
-                "labels": d["labels"] - self.label_offset,
-            }
-            for d in out
-        ]
-
-    def _model_target(self, target: BoxTarget | dict, device: torch.device) -> dict:
-        """Crowd boxes are left out of training (COCO only ignores them in evaluation)."""
-        if not isinstance(target, BoxTarget):
-            target = BoxTarget(target["boxes"], target["labels"], target.get("iscrowd"))
-        keep = ~target.iscrowd
-        return {
-            "boxes": target.boxes[keep].to(device),
-            "labels": (target.labels[keep] + self.label_offset).to(device),
-        }
-
-    # -- rebuilding --
-
-    def record(self) -> dict:
-        """What ``detector_from_record`` needs to rebuild this module (no weights fetched)."""
-        return {
-            "spec": self.spec.to_dict(),
-            "num_classes": self.num_classes,
-            "image_size": self.image_size,
-            "postprocess": self.postprocess.to_dict(),
-        }
-
-    # -- freezing and learning rates --
-
-    def blocks(self) -> list[list[nn.Module]]:
-        """The backbone's stride stages, input -> output, each a list of its layers."""
-        return [[self.model.get_submodule(n) for n in names] for names in self._block_names]
-
-    def _block_params(self, block: Iterable[nn.Module]) -> list[nn.Parameter]:
-        return [p for layer in block for p in layer.parameters()]
-
-    def freeze(self, trainable_blocks: int | str = 0) -> None:
-        """0: backbone frozen; k: only its last k stride stages train; "all": all of it. The
-        feature pyramid, extra layers and heads always train."""
-        blocks = self.blocks()
-        n = len(blocks)
-        if trainable_blocks == "all":
-            k: int | str = "all"
-        elif isinstance(trainable_blocks, int) and not isinstance(trainable_blocks, bool):
-            if trainable_blocks < 0:
-                raise CnnkitError(f"trainable blocks must be >= 0 or 'all', got {trainable_blocks}")
-            k = "all" if trainable_blocks >= n else trainable_blocks
-        else:
-            raise CnnkitError(
-                f"trainable blocks must be an integer or 'all', got {trainable_blocks!r}"
-            )
-        frozen = 0 if k == "all" else n - int(k)
-        for i, block in enumerate(blocks):
-            for p in self._block_params(block):
-                p.requires_grad_(i >= frozen)
-        self.trainable_blocks = k
-        self.train(self.training)
-
-    def frozen_modules(self) -> list[nn.Module]:
-        """The backbone layers the last ``freeze`` froze (kept in eval mode)."""
-        if self.trainable_blocks == "all":
-            return []
-        blocks = self.blocks()
-        return [m for block in blocks[: len(blocks) - int(self.trainable_blocks)] for m in block]
-
-    def train(self, mode: bool = True) -> Detector:
-        """``nn.Module.train``, but frozen layers stay in eval mode, and so does all the
-        backbone's BatchNorm when ``backbone_bn_eval`` (batches of a few images would wreck
-        pretrained statistics; torchvision freezes them the same way)."""
-        super().train(mode)
-        if mode:
-            for module in self.frozen_modules():
-                module.train(False)
-            if self.backbone_bn_eval:
-                for block in self.blocks():
-                    for layer in block:
-                        for m in layer.modules():
-                            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                                m.train(False)
-        return self
-
-    def param_groups(self, lr: float, backbone_lr_ratio: float = 0.1) -> list[dict]:
-        """Optimiser groups: pyramid and heads at ``lr``; trainable backbone stages from the last
-        at ``lr * ratio`` down geometrically to the first at ``lr * ratio**2``."""
-        in_blocks = {id(p) for block in self.blocks() for p in self._block_params(block)}
-        head = [p for p in self.parameters() if p.requires_grad and id(p) not in in_blocks]
-        groups = [{"params": head, "lr": lr, "name": "head"}]
-        trainable = [
-            (i, params)
-            for i, block in enumerate(self.blocks())
-            if (params := [p for p in self._block_params(block) if p.requires_grad])
-        ]
-        n = len(trainable)
-        for rank, (i, params) in enumerate(reversed(trainable)):
-            exponent = 1.0 + (rank / (n - 1) if n > 1 else 0.0)
-            groups.append(
-                {"params": params, "lr": lr * backbone_lr_ratio**exponent, "name": f"block{i}"}
-            )
-        return [g for g in groups if g["params"]]
-
-
-def _as_float(image: torch.Tensor) -> torch.Tensor:
-    return image.float() / 255.0 if image.dtype == torch.uint8 else image
-
-
-# ---- architectures on a cnnkit backbone ----
-
-
-def _fpn(backbone: Backbone, channels: int, extra: nn.Module) -> BackboneWithFPN:
-    strides = (8, 16, 32)
-    return BackboneWithFPN(
-        backbone.layers,
-        {backbone.last_at(s): str(i) for i, s in enumerate(strides)},
-        [backbone.channels_at(s) for s in strides],
-        channels,
-        extra_blocks=extra,
-    )
-
-
-def _fcos(backbone: Backbone, num_classes: int, channels: int) -> nn.Module:
-    anchors = AnchorGenerator(((8,), (16,), (32,), (64,), (128,)), ((1.0,),) * 5)
-    fpn = _fpn(backbone, channels, LastLevelP6P7(channels, channels))
-    return FCOS(fpn, num_classes, anchor_generator=anchors)
-
-
-def _retinanet(backbone: Backbone, num_classes: int, channels: int) -> nn.Module:
-    sizes = tuple(
-        (x, int(x * 2 ** (1 / 3)), int(x * 2 ** (2 / 3))) for x in (32, 64, 128, 256, 512)
-    )
-    anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
-    fpn = _fpn(backbone, channels, LastLevelP6P7(channels, channels))
-    head = RetinaNetHead(
-        channels,
-        anchors.num_anchors_per_location()[0],
-        num_classes,
-        norm_layer=functools.partial(nn.GroupNorm, 32),
-    )
-    return RetinaNet(fpn, num_classes, anchor_generator=anchors, head=head)
-
-
-def _fasterrcnn(backbone: Backbone, num_classes: int, channels: int) -> nn.Module:
-    anchors = AnchorGenerator(((32,), (64,), (128,), (256,)), ((0.5, 1.0, 2.0),) * 4)
-    roi_pool = MultiScaleRoIAlign(["0", "1", "2"], output_size=7, sampling_ratio=2)
-    fpn = _fpn(backbone, channels, LastLevelMaxPool())
-    return FasterRCNN(fpn, num_classes, rpn_anchor_generator=anchors, box_roi_pool=roi_pool)
-
-
-_SSD_NORM = functools.partial(nn.BatchNorm2d, eps=0.001, momentum=0.03)
-
-
-class SSDLiteFeatures(nn.Module):
-    """C4 and C5 of the backbone, then extra stride-2 layers (1x1 reduce, 3x3 depthwise, 1x1)."""
-
-    def __init__(self, backbone: Backbone, extra_channels: Sequence[int]) -> None:
-        super().__init__()
-        self.body = StageOutputs(
-            backbone.layers, {backbone.last_at(16): "0", backbone.last_at(32): "1"}
-        )
-        self.extra = nn.ModuleList()
-        width = backbone.channels_at(32)
-        for out in extra_channels:
-            mid = out // 2
-            self.extra.append(
-                nn.Sequential(
-                    Conv2dNormActivation(
-                        width, mid, 1, norm_layer=_SSD_NORM, activation_layer=nn.ReLU6
-                    ),
-                    Conv2dNormActivation(
-                        mid,
-                        mid,
-                        3,
-                        stride=2,
-                        groups=mid,
-                        norm_layer=_SSD_NORM,
-                        activation_layer=nn.ReLU6,
-                    ),
-                    Conv2dNormActivation(
-                        mid, out, 1, norm_layer=_SSD_NORM, activation_layer=nn.ReLU6
-                    ),
-                )
-            )
-            width = out
-        self.out_channels = [backbone.channels_at(16), backbone.channels_at(32), *extra_channels]
-
-    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
-        features = list(self.body(x).values())
-        for block in self.extra:
-            features.append(block(features[-1]))
-        return OrderedDict((str(i), f) for i, f in enumerate(features))
-
-
-def _ssdlite(backbone: Backbone, num_classes: int, size: int) -> nn.Module:
-    features = SSDLiteFeatures(backbone, SSDLITE_EXTRA_CHANNELS)
-    anchors = DefaultBoxGenerator(
-        [[2, 3]] * len(features.out_channels), min_ratio=0.2, max_ratio=0.95
-    )
-    head = SSDLiteHead(
-        features.out_channels, anchors.num_anchors_per_location(), num_classes, _SSD_NORM
-    )
-    return SSD(features, anchors, (size, size), num_classes, head=head)
-
-
 # ---- building ----
 
 
@@ -517,20 +251,17 @@ def build_detector(
     else:
         backbone = build_backbone(spec.backbone, pretrained=load, weights_path=weights_path)
         channels = int(spec.options.get("fpn_channels") or DEFAULT_FPN_CHANNELS)
-        if spec.arch == "ssdlite":
-            model = _ssdlite(backbone, n_out, size)
-        else:
-            build = {"fcos": _fcos, "retinanet": _retinanet, "fasterrcnn": _fasterrcnn}[spec.arch]
-            model = build(backbone, n_out, channels)
+        model = build_architecture(spec.arch, backbone, n_out, size, channels)
         mean, std = list(backbone.mean), list(backbone.std)
         names = [f"backbone.body.{n}" for n in backbone.layers._modules]
         blocks = stride_groups(names, backbone.strides)
-    model.transform = _transform(spec.arch, size, mean, std)
+    model.transform = detection_transform(spec.arch, size, mean, std)
     detector = Detector(
         model,
         spec=spec,
         num_classes=num_classes,
         image_size=size,
+        label_offset=LABEL_OFFSET[spec.arch],
         blocks=blocks,
         postprocess=postprocess or PostProcess(),
     )
@@ -538,15 +269,6 @@ def build_detector(
         detector.backbone_bn_eval = True
         detector.freeze(DEFAULT_TRAINABLE_BLOCKS)
     return detector
-
-
-def _transform(arch: str, size: int, mean: list[float], std: list[float]) -> nn.Module:
-    """Normalisation, and a resize that leaves a square ``size`` input as it is."""
-    if arch == "ssdlite":  # SSD takes exactly its size
-        return GeneralizedRCNNTransform(
-            size, size, mean, std, size_divisible=1, fixed_size=(size, size)
-        )
-    return GeneralizedRCNNTransform(size, size, mean, std)
 
 
 def detector_from_record(record: dict) -> Detector:
