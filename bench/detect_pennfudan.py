@@ -88,7 +88,9 @@ def tutorial_model() -> torch.nn.Module:
     backbone = net.features
     backbone.out_channels = 1280
     anchors = AnchorGenerator(sizes=((32, 64, 128, 256, 512),), aspect_ratios=((0.5, 1.0, 2.0),))
-    pooler = torchvision.ops.MultiScaleRoIAlign(featmap_names=["0"], output_size=7, sampling_ratio=2)
+    pooler = torchvision.ops.MultiScaleRoIAlign(
+        featmap_names=["0"], output_size=7, sampling_ratio=2
+    )
     return FasterRCNN(backbone, num_classes=2, rpn_anchor_generator=anchors, box_roi_pool=pooler)
 
 

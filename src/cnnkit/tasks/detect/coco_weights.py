@@ -21,18 +21,8 @@ from torch import nn
 from cnnkit.errors import CnnkitError
 from cnnkit.models.pretrained import load_strict, torchvision_weights_file
 from cnnkit.models.weights import load_state_dict_file
+from cnnkit.tasks.detect.names import COCO_DETECTORS
 
-# torchvision detector name -> cnnkit architecture
-COCO_DETECTORS: dict[str, str] = {
-    "fasterrcnn_mobilenet_v3_large_320_fpn": "fasterrcnn",
-    "fasterrcnn_mobilenet_v3_large_fpn": "fasterrcnn",
-    "fasterrcnn_resnet50_fpn": "fasterrcnn",
-    "fasterrcnn_resnet50_fpn_v2": "fasterrcnn",
-    "fcos_resnet50_fpn": "fcos",
-    "retinanet_resnet50_fpn": "retinanet",
-    "retinanet_resnet50_fpn_v2": "retinanet",
-    "ssdlite320_mobilenet_v3_large": "ssdlite",
-}
 # State-dict keys whose shapes depend on the number of classes, per architecture.
 CLASS_HEAD_KEYS: dict[str, re.Pattern] = {
     "fasterrcnn": re.compile(r"^roi_heads\.box_predictor\."),

@@ -1,4 +1,4 @@
-"""Detector: a torchvision detector behind cnnkit's contract, with freezing and per-block LRs.
+"""DetectionModel: a torchvision detector behind cnnkit's contract, with freezing and per-block LRs.
 
 Labels are 0-based class indices in and out (an architecture that reserves 0 for the background
 sees labels + ``label_offset``); images are float (3, H, W) in [0, 1], a list or a (B, 3, H, W)
@@ -19,7 +19,7 @@ from cnnkit.tasks.detect.dataset import BoxTarget
 from cnnkit.tasks.detect.postprocess import PostProcess, apply_postprocess
 
 
-class Detector(nn.Module):
+class DetectionModel(nn.Module):
     """A torchvision detector speaking cnnkit's contract (0-based labels, [0, 1] images), with
     freezing and per-block learning rates over its backbone's stride stages."""
 
@@ -131,7 +131,7 @@ class Detector(nn.Module):
         blocks = self.blocks()
         return [m for block in blocks[: len(blocks) - int(self.trainable_blocks)] for m in block]
 
-    def train(self, mode: bool = True) -> Detector:
+    def train(self, mode: bool = True) -> DetectionModel:
         """``nn.Module.train``, but frozen layers stay in eval mode, and so does all the
         backbone's BatchNorm when ``backbone_bn_eval`` (batches of a few images would wreck
         pretrained statistics; torchvision freezes them the same way)."""

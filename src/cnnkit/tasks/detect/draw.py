@@ -18,7 +18,7 @@ TRUE = (32, 200, 64)
 
 def _chw(image: np.ndarray | torch.Tensor) -> torch.Tensor:
     if isinstance(image, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+        return torch.from_numpy(np.require(image, requirements=["C", "W"])).permute(2, 0, 1)
     return image
 
 

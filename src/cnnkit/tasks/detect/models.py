@@ -13,7 +13,7 @@ Model names (``cnnkit train --model NAME``):
   ``ssdlite320_mobilenet_v3_large``, ... see ``COCO_DETECTORS``), trained on COCO
   (``pretrained="coco"``, their default), with new class heads for the user's classes.
 
-``Detector`` wraps the torchvision model: labels are 0-based class indices in and out (SSD and
+``DetectionModel`` wraps the torchvision model: labels are 0-based class indices in and out (SSD and
 Faster R-CNN reserve 0 for the background, so they see labels + 1), images are float (3, H, W)
 in [0, 1] (a list, or a (B, 3, H, W) batch), normalised inside by the weights' mean and std.
 An input of ``image_size`` (square, already letterboxed) is not resized; other sizes are scaled
@@ -43,7 +43,7 @@ from cnnkit.tasks.detect.coco_weights import (
     coco_weights_file,
     load_coco_weights,
 )
-from cnnkit.tasks.detect.detector import Detector
+from cnnkit.tasks.detect.detector import DetectionModel
 from cnnkit.tasks.detect.postprocess import PostProcess
 
 ARCHS = ("fcos", "retinanet", "ssdlite", "fasterrcnn")
@@ -225,7 +225,7 @@ def build_detector(
     pretrained_backbone: bool = True,
     image_size: int | None = None,
     postprocess: PostProcess | None = None,
-) -> Detector:
+) -> DetectionModel:
     """The detector ``spec`` names, for ``num_classes`` classes and square inputs of
     ``image_size`` (None: the architecture's default, ``DEFAULT_IMAGE_SIZE``).
 
@@ -256,7 +256,7 @@ def build_detector(
         names = [f"backbone.body.{n}" for n in backbone.layers._modules]
         blocks = stride_groups(names, backbone.strides)
     model.transform = detection_transform(spec.arch, size, mean, std)
-    detector = Detector(
+    detector = DetectionModel(
         model,
         spec=spec,
         num_classes=num_classes,
@@ -271,8 +271,8 @@ def build_detector(
     return detector
 
 
-def detector_from_record(record: dict) -> Detector:
-    """Rebuild a ``Detector`` from ``Detector.record()`` without fetching any weights; load its
+def detector_from_record(record: dict) -> DetectionModel:
+    """Rebuild a ``DetectionModel`` from its ``record()`` without fetching any weights; load its
     state dict next."""
     try:
         spec = DetectorSpec.from_dict(record["spec"])

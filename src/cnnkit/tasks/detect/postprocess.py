@@ -54,7 +54,7 @@ def _fraction(what: str, value: object, low: float) -> float:
 def apply_postprocess(model: nn.Module, pp: PostProcess) -> None:
     """Set ``pp`` on a detector (cnnkit's wrapper or torchvision's FCOS/RetinaNet/SSD/Faster
     R-CNN); it takes effect on the next eval-mode forward."""
-    inner = getattr(model, "model", model)  # cnnkit's Detector wraps the torchvision model
+    inner = getattr(model, "model", model)  # cnnkit's DetectionModel wraps the torchvision model
     target = getattr(inner, "roi_heads", inner)  # Faster R-CNN keeps them on its box head
     if not all(hasattr(target, a) for a in ("score_thresh", "nms_thresh", "detections_per_img")):
         raise TypeError(f"{type(inner).__name__} is not a torchvision detector")
