@@ -165,3 +165,37 @@ def test_classification_options_a_detector_cannot_use_are_refused(boxes_data, tm
                 project=str(tmp_path), progress=False, **detect_options(boxes_data, **extra)
             )
     assert not any(tmp_path.iterdir())  # a run that never started leaves no folder
+
+
+def test_coco128_yolo_files_train_end_to_end_with_every_name(tmp_path):
+    """The real Ultralytics layout with COCO's 80 classes: one short epoch trains, validates
+    and writes a checkpoint that names every class."""
+    from detect_files import shared_dataset
+
+    data = shared_dataset("coco128")
+    run = cnnkit.train(
+        data=str(data / "data.yaml"),
+        model=MODEL,
+        epochs=1,
+        batch_size=16,
+        image_size=128,
+        val_split=0.1,
+        optimizer="sgd",
+        lr=0.01,
+        precision="fp32",
+        project=str(tmp_path),
+        name="coco128",
+        progress=False,
+    )
+    names = yaml_names(data / "data.yaml")
+    ckpt = torch.load(run.best, weights_only=True)
+    assert ckpt["classes"] == names and len(names) == 80
+    assert np.isfinite(run.history[0]["train_loss"]) and run.history[0]["val_map"] is not None
+    assert run.metrics["validation"] == "split"  # its val repeats train: a seeded split instead
+
+
+def yaml_names(path: Path) -> list[str]:
+    import yaml
+
+    names = yaml.safe_load(path.read_text())["names"]
+    return [names[i] for i in sorted(names)] if isinstance(names, dict) else list(names)
