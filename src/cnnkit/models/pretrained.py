@@ -18,6 +18,10 @@ Any of ``pretrained``/``weights``/``head``/``transfer``/``keep_classifier`` make
 ``CNNKIT_OFFLINE`` is unset. torchvision never downloads by itself. timm weights: ``weights``,
 then ``<torch hub dir>/checkpoints/<NAME>.safetensors`` or ``<NAME>.pth``, then timm's own
 Hugging Face download when online.
+
+Import order: this module sits below the family modules (``torchvision_models``,
+``timm_models``, ``efficientnet_lite``), which import it; it knows them by name only (Lite0's
+names and timm configuration come from ``lite0_config``) and imports none of them.
 """
 
 from __future__ import annotations
@@ -31,10 +35,11 @@ from torch import nn
 
 from cnnkit.data.preprocess import Preprocessing
 from cnnkit.errors import CnnkitError, did_you_mean
-from cnnkit.models.efficientnet_lite import IMAGENET_CLASSES, efficientnet_lite0_preprocessing
-from cnnkit.models.efficientnet_lite import NAME as LITE0
-from cnnkit.models.efficientnet_lite import _pretrained_cfg as _lite0_cfg
 from cnnkit.models.imagenet import imagenet_classes
+from cnnkit.models.lite0_config import IMAGENET_CLASSES, efficientnet_lite0_preprocessing
+from cnnkit.models.lite0_config import NAME as LITE0
+from cnnkit.models.lite0_config import lite0_pretrained_cfg as _lite0_cfg
+from cnnkit.models.registry import resolve_spec
 from cnnkit.models.spec import ModelSpec
 from cnnkit.models.weights import hub_checkpoint_dir, offline, resolve_weights
 
@@ -128,8 +133,6 @@ def _kind(name: str) -> tuple[str, str] | None:
 def _as_spec(spec: ModelSpec | str) -> ModelSpec:
     if isinstance(spec, ModelSpec):
         return spec
-    from cnnkit.models.registry import resolve_spec
-
     return resolve_spec(spec)
 
 
@@ -326,35 +329,3 @@ def weights_file_name(spec: ModelSpec | str) -> str:
         return f"{arch}.safetensors"
     url = _lite0_cfg().get("url") or ""
     return _url_file(url) if url else "tf_efficientnet_lite0.pth"
-
-
-# ---- efficientnet_lite0 (registered in efficientnet_lite.py) ----
-
-
-LITE0_OPTIONS = (*TRANSFER_OPTIONS, "drop_rate")
-LITE0_DROP_RATE = 0.2
-
-
-def build_lite0(num_classes: int, shape: tuple[int, int, int], /, **options: Any) -> nn.Module:
-    """efficientnet_lite0: plain timm model (random init), or a ``TransferModel`` whose
-    backbone holds the packaged ImageNet weights; ``keep_classifier`` keeps their classifier."""
-    from cnnkit.models.efficientnet_lite import build_efficientnet_lite0
-    from cnnkit.models.timm_models import _timm, wrap_timm
-
-    _timm()
-    ours, rest = split_options(options)
-    unknown = set(rest) - {"drop_rate"}
-    if unknown:
-        raise CnnkitError(f"model '{LITE0}' has no option '{sorted(unknown)[0]}'")
-    if shape[0] != 3:
-        raise CnnkitError(f"{LITE0} expects 3-channel images, got input_size {tuple(shape)}")
-    drop_rate = float(rest.get("drop_rate", LITE0_DROP_RATE))
-    if not wants_transfer(ours):
-        return build_efficientnet_lite0(num_classes, pretrained=False, drop_rate=drop_rate)
-    model = build_efficientnet_lite0(
-        IMAGENET_CLASSES,
-        pretrained=uses_weights(ours),
-        weights_path=ours.get("weights"),
-        drop_rate=0.0,  # the head brings its own dropout
-    )
-    return wrap_timm(model, num_classes, shape, ours, keep_dropout=drop_rate)

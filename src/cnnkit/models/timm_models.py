@@ -16,6 +16,15 @@ import torch
 from torch import nn
 
 from cnnkit.errors import CnnkitError, did_you_mean
+from cnnkit.models.pretrained import (
+    TRANSFER_OPTIONS,
+    load_strict,
+    split_options,
+    timm_weights_file,
+    uses_weights,
+    wants_transfer,
+    weights_input_size,
+)
 from cnnkit.models.registry import ModelFamily, register_family
 from cnnkit.models.transfer import (
     TransferModel,
@@ -25,6 +34,7 @@ from cnnkit.models.transfer import (
     is_spatial_head,
     kept_classifier_head,
 )
+from cnnkit.models.weights import load_state_dict_file
 
 
 def _timm() -> ModuleType:
@@ -107,14 +117,6 @@ def wrap_timm(
 def _build_transfer(
     name: str, num_classes: int, shape: tuple[int, int, int], options: dict
 ) -> TransferModel:
-    from cnnkit.models.pretrained import (
-        load_strict,
-        split_options,
-        timm_weights_file,
-        uses_weights,
-    )
-    from cnnkit.models.weights import load_state_dict_file
-
     timm = _timm()
     ours, rest = split_options(options)
     cfg = None
@@ -150,8 +152,6 @@ def _build_transfer(
 def _build(
     name: str, num_classes: int, input_size: tuple[int, int, int], /, **options: Any
 ) -> nn.Module:
-    from cnnkit.models.pretrained import TRANSFER_OPTIONS, wants_transfer
-
     _check(name)
     if wants_transfer(options):
         return _build_transfer(name, num_classes, input_size, options)
@@ -165,8 +165,6 @@ def _build(
 
 
 def _input_size(name: str, data: tuple[int, int], options: dict) -> tuple[int, int]:
-    from cnnkit.models.pretrained import weights_input_size
-
     wanted = weights_input_size(f"timm:{name}", options)
     if wanted is not None:
         return wanted
