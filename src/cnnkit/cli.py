@@ -86,7 +86,7 @@ TRAIN_HELP = {
     "device": "auto | cpu | cuda | cuda:N | mps",
     "precision": "auto | fp32 | bf16 | fp16 (auto: bf16 where the hardware runs it natively)",
     "val_split": "share of training images held out for validation when the data has no val split;"
-    " 0 validates on the test split",
+    " 0: a classifier validates on the test split, a detector not at all",
     "image_size": "decode images to this square size (default: the data's most common size)",
     "resize": "how images of another shape are resized: stretch | crop | pad (classifiers;"
     " default stretch), letterbox | shorter (detectors; default letterbox)",
@@ -203,7 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="train | val | test (default: test; on the run's own data without a test split, "
         "the images it held out for validation)",
     )
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument(
+        "--batch-size", type=int, default=None, help="images per pass (256; a detector's 8)"
+    )
     p.add_argument("--out", help="folder for the reports (default: beside the checkpoint)")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     tta_flag(p)
@@ -218,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
         "with --model only images",
     )
     pretrained_flags(p)
-    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--top-k", type=int, default=None, help="classifiers: classes shown (3)")
     tta_flag(p)
     p.add_argument("--conf", type=float, help="detectors: the score threshold (default: the run's)")
     p.add_argument(

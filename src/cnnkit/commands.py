@@ -46,22 +46,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     predictor = load(args.checkpoint, device=args.device, precision=args.precision)
     data = evaluation_data(args.data, predictor.data_location, predictor.config)
-    if predictor.task == "detect":
-        if args.tta != "none":
-            raise CnnkitError("--tta is for classifiers; a detector is evaluated as it predicts")
-        report = predictor.evaluate(
-            data, split=args.split, out_dir=args.out, progress=not args.no_progress
-        )
-    else:
-        report = predictor.evaluate(
-            data,
-            tta=args.tta,
-            split=args.split,
-            data_root=args.data_root,
-            out_dir=args.out,
-            batch_size=args.batch_size,
-            progress=not args.no_progress,
-        )
+    batch_size = args.batch_size or (8 if predictor.task == "detect" else 256)
+    report = predictor.evaluate(
+        data,
+        tta=args.tta,
+        split=args.split,
+        data_root=args.data_root,
+        out_dir=args.out,
+        batch_size=batch_size,
+        progress=not args.no_progress,
+    )
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
@@ -98,7 +92,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         return _predict_boxes(predictor, paths, args)
     if args.conf is not None or args.iou is not None or args.save_images:
         raise CnnkitError("--conf, --iou and --save-images are for detectors")
-    predictions, errors = predictor.predict_paths(paths, top_k=args.top_k, tta=args.tta)
+    top_k = 3 if args.top_k is None else args.top_k
+    predictions, errors = predictor.predict_paths(paths, top_k=top_k, tta=args.tta)
     _print_skipped(errors)
     if args.json:
         print(json.dumps([p.to_dict() for p in predictions], indent=2))
@@ -116,8 +111,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _predict_boxes(detector: Any, paths: list[str], args: argparse.Namespace) -> int:
-    if args.tta != "none":
-        raise CnnkitError("--tta is for classifiers")
+    if args.tta != "none" or args.top_k is not None:
+        raise CnnkitError("--tta and --top-k are for classifiers; a detector takes --conf, --iou")
     results, errors = detector.predict_paths(paths, conf=args.conf, iou=args.iou)
     _print_skipped(errors)
     if args.json:
@@ -292,7 +287,9 @@ def cmd_summary(args: argparse.Namespace) -> int:
         from cnnkit.tasks.detect.models import build_detector, detector_spec
 
         spec = detector_spec(args.model)
-        model = build_detector(spec, num_classes=args.classes, image_size=args.image_size)
+        model = build_detector(
+            spec, num_classes=args.classes, image_size=args.image_size, pretrained_backbone=False
+        )
         size = (model.image_size, model.image_size)
     else:
         from cnnkit.models import create_model, model_input_size, resolve_spec

@@ -1,7 +1,7 @@
 """The engine (task-blind): the loop, optimisers and schedules, checkpoints, and the run folder.
 
 The public names load lazily, so that `cnnkit.engine.loop` and `cnnkit.engine.device` (which the
-evaluate package uses for inference) can be imported without pulling in the trainer.
+tasks use) can be imported without pulling in the trainer.
 """
 
 from __future__ import annotations

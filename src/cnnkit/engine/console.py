@@ -75,12 +75,10 @@ class EpochBar:
             return
         self.bar.update(p.step - self.bar.n)
         if p.step % 10 == 0 and p.seen:  # on a GPU the totals arrive every few steps
-            self.bar.set_postfix(
-                loss=f"{p.loss:.3f}",
-                acc=f"{p.accuracy:.1%}",
-                img_s=f"{p.images_per_second:,.0f}",
-                refresh=False,
-            )
+            shown = {"loss": f"{p.loss:.3f}"}
+            if "accuracy" in p.sums:
+                shown["acc"] = f"{p.accuracy:.1%}"
+            self.bar.set_postfix(**shown, img_s=f"{p.images_per_second:,.0f}", refresh=False)
 
     def close(self) -> None:
         self.bar.close()

@@ -316,8 +316,14 @@ class Trainer:
         if score is None or self.best_score is None or score > self.best_score:
             self.best_score, self.best_epoch = score, self.epoch
             save_checkpoint(self.run_dir / "best.pt", **self.checkpoint_fields(averaged=True))
-        # early stopping watches the validation score, or the training one without validation
-        watched = score if score is not None else self.progress.mean(self.task.score_name)
+        # early stopping watches the validation score; without validation the training score
+        # (a classifier's accuracy), or the training loss where training has no score (mAP)
+        if score is not None:
+            watched = score
+        elif self.task.score_name in self.progress.sums:
+            watched = self.progress.mean(self.task.score_name)
+        else:
+            watched = -self.progress.loss
         if self.early is not None and self.early.step(watched):
             self.stopped_early = True
         self.progress = EpochProgress()
@@ -417,9 +423,10 @@ class Trainer:
             "patience": c.patience,
         }
         regular = ", ".join(f"{k} {v:g}" for k, v in extras.items() if v) or "none"
+        before, after = self.task.describe_recipe()
         return (
-            f"{c.optimizer} {rate} ({c.schedule}), batch {c.batch_size}; "
-            f"{self.task.describe_recipe()}; regularisation: {regular}"
+            f"{c.optimizer} {rate} ({c.schedule}), batch {c.batch_size}; {before}; "
+            f"regularisation: {regular}{after}"
         )
 
     def _print_epoch(self, row: dict[str, Any]) -> None:

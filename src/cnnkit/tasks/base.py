@@ -75,8 +75,9 @@ class Task(Protocol):
     def checkpoint_fields(self) -> dict[str, Any]:
         """What a predictor needs besides the weights: spec, classes, preprocessing, ..."""
 
-    def describe_recipe(self) -> str:
-        """The task's part of the recipe line (augmentation, test-time options)."""
+    def describe_recipe(self) -> tuple[str, str]:
+        """The task's parts of the recipe line: before the regularisation (augmentation) and
+        after it (test-time options)."""
 
     def model_name(self) -> str:
         """The model's name for the console (the spec's)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -108,6 +109,24 @@ def init_from_data(model: nn.Module, images: ImageSet, prepare: Prepare, seed: i
     return seconds
 
 
+def refuse_detection_data(cfg: TrainConfig) -> None:
+    """A detection dataset given to a classifier would train "photos vs masks" (its folders
+    look like classes): say what to do instead."""
+    from cnnkit.data.datasets import named_dataset
+    from cnnkit.tasks.detect.formats import detect_format
+
+    if named_dataset(cfg.data) is not None or not Path(cfg.data).exists():
+        return
+    try:
+        found = detect_format(cfg.data)
+    except CnnkitError:
+        return
+    raise CnnkitError(
+        f"{cfg.data} is a detection dataset ({found}); train a detector on it, e.g. "
+        "--model fcos_mobilenet_v2 (`cnnkit models --task detect` lists them)"
+    )
+
+
 class ClassifyTask:
     """Image classification: the tutorials' task, and the default."""
 
@@ -135,6 +154,7 @@ class ClassifyTask:
     # ---- data and model ------------------------------------------------------------------------
     def load_data(self, progress: bool) -> None:
         cfg = self.cfg
+        refuse_detection_data(cfg)
         self.data = load_data(
             cfg.data,
             data_root=cfg.data_root,
@@ -275,6 +295,6 @@ class ClassifyTask:
     def model_name(self) -> str:
         return self.spec.name
 
-    def describe_recipe(self) -> str:
+    def describe_recipe(self) -> tuple[str, str]:
         tta = f"; tta {self.cfg.tta}" if self.cfg.tta != "none" else ""
-        return f"augment: {self.augmentation.describe()}{tta}"
+        return f"augment: {self.augmentation.describe()}", tta

@@ -135,7 +135,7 @@ def augment_sample(
     # SanitizeBoundingBoxes filters "labels"; object positions let labels and crowd follow.
     positions = torch.arange(len(target))
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)  # the CPU's only: CUDA's stays as it was
         out_image, out = _pipeline(settings)(
             tv_tensors.Image(image), {"boxes": boxes, "labels": positions}
         )

@@ -14,13 +14,25 @@ import torch
 from torch import nn
 
 from cnnkit.engine.device import Precision
-from cnnkit.tasks.detect.batch import resize_batch
+from cnnkit.errors import CnnkitError
+from cnnkit.tasks.detect.batch import LONGER_PER_SHORTER, resize_batch
 from cnnkit.tasks.detect.dataset import DetectionSet
 from cnnkit.tasks.detect.postprocess import PostProcess, apply_postprocess
 
 # mAP ranks every detection by score, so evaluation keeps nearly all of them (as COCO's and
 # Ultralytics' validation do); --conf is for what a prediction shows
 EVAL_SCORE_THRESHOLD = 0.001
+
+
+def configure_input(model: nn.Module, size: int, mode: str) -> None:
+    """Make the detector's own resize take what resize_batch gives: a letterboxed square of
+    `size` as it is, or with "shorter" a shorter side of `size` and a longer one up to
+    size * 1333 / 800 (torchvision's ratio), not shrunk back into the square."""
+    transform = model.model.transform
+    if mode == "shorter":
+        if getattr(transform, "fixed_size", None) is not None:
+            raise CnnkitError("SSDlite takes a fixed square input: use --resize letterbox")
+        transform.max_size = round(size * LONGER_PER_SHORTER)
 
 
 @contextmanager

@@ -61,7 +61,7 @@ class DetectionInspection:
         """The report as printed, one line per entry."""
         out = [
             f"format: {self.format} ({self.path})",
-            f"classes: {len(self.classes)}",
+            f"classes: {len(self.classes)} ({_names(self.classes)})",
         ]
         for split, s in self.splits.items():
             crowd = f", {s.crowd} crowd/difficult" if s.crowd else ""
@@ -172,3 +172,9 @@ def inspect_detection(
     return summarize(
         read_detection(path, val_split=val_split, seed=seed, max_size=INSPECT_MAX_SIZE)
     )
+
+
+def _names(classes: list[str], shown: int = 8) -> str:
+    """The first few class names, and how many more."""
+    more = len(classes) - shown
+    return ", ".join(classes[:shown]) + (f", ... {more} more" if more > 0 else "")

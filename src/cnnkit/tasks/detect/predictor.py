@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from cnnkit.inputs import ImageInput, describe_input, expand_paths
 from cnnkit.tasks.detect.dataset import DetectionSet
 from cnnkit.tasks.detect.formats import read_detection
 from cnnkit.tasks.detect.inference import (
+    configure_input,
     evaluation_thresholds,
     original_targets,
     predict_stored,
@@ -124,6 +127,7 @@ class Detector:
             model.load_state_dict(ckpt["state_dict"])
         except RuntimeError:
             raise CnnkitError(f"{path}: weights do not fit detector '{spec.name}'") from None
+        configure_input(model, int(prep.size[0]), prep.resize)
         config, where = ckpt.get("config", {}), ckpt.get("data_location")
         return cls(
             model, ckpt["classes"], prep, postprocess, device, precision, config, path, where
@@ -136,13 +140,28 @@ class Detector:
         iou: float | None = None,
         max_detections: int | None = None,
     ) -> PostProcess:
-        """Change the score threshold, the NMS IoU or the cap; returns the settings in force."""
+        """Change the default score threshold, NMS IoU or cap for later predictions; returns
+        the settings in force."""
+        self.postprocess = self._with(conf, iou, max_detections)
+        apply_postprocess(self.model, self.postprocess)
+        return self.postprocess
+
+    def _with(
+        self, conf: float | None, iou: float | None, max_detections: int | None = None
+    ) -> PostProcess:
         values = self.postprocess.to_dict()
         given = {"score_threshold": conf, "iou_threshold": iou, "max_detections": max_detections}
         values.update({k: v for k, v in given.items() if v is not None})
-        self.postprocess = PostProcess.from_dict(values)
-        apply_postprocess(self.model, self.postprocess)
-        return self.postprocess
+        return PostProcess.from_dict(values)
+
+    @contextmanager
+    def _thresholds(self, conf: float | None, iou: float | None) -> Iterator[None]:
+        """This call's --conf / --iou; the defaults again afterwards."""
+        apply_postprocess(self.model, self._with(conf, iou))
+        try:
+            yield
+        finally:
+            apply_postprocess(self.model, self.postprocess)
 
     # ---- prediction ----------------------------------------------------------------------------
     def predict(
@@ -151,12 +170,13 @@ class Detector:
         conf: float | None = None,
         iou: float | None = None,
     ) -> Detections | list[Detections]:
-        """Detect objects in one image (path, PIL image or HxWxC array) or a list of them."""
-        self.set_postprocess(conf, iou)
+        """Detect objects in one image (path, PIL image or HxWxC array) or a list of them;
+        `conf` and `iou` apply to this call (default: the checkpoint's settings)."""
         single = not isinstance(inputs, list)
         items = [inputs] if single else inputs
         arrays = [decode_image(item) for item in items]
-        results = self._detect(arrays, [describe_input(i) for i in items])
+        with self._thresholds(conf, iou):
+            results = self._detect(arrays, [describe_input(i) for i in items])
         return results[0] if single else results
 
     def predict_paths(
@@ -167,20 +187,20 @@ class Detector:
         batch_size: int = 16,
     ) -> tuple[list[Detections], list[tuple[str, str]]]:
         """Detect in files, folders and globs; unreadable files come back as (path, reason)."""
-        self.set_postprocess(conf, iou)
         results: list[Detections] = []
         errors: list[tuple[str, str]] = []
         arrays, names = [], []
-        for path in expand_paths(patterns):
-            try:
-                arrays.append(decode_image(path))
-                names.append(str(path))
-            except CnnkitError as exc:
-                errors.append((str(path), str(exc)))
-            if len(arrays) == batch_size:
-                results += self._detect(arrays, names)
-                arrays, names = [], []
-        results += self._detect(arrays, names)
+        with self._thresholds(conf, iou):
+            for path in expand_paths(patterns):
+                try:
+                    arrays.append(decode_image(path))
+                    names.append(str(path))
+                except CnnkitError as exc:
+                    errors.append((str(path), str(exc)))
+                if len(arrays) == batch_size:
+                    results += self._detect(arrays, names)
+                    arrays, names = [], []
+            results += self._detect(arrays, names)
         return results, errors
 
     def _detect(self, arrays: list[np.ndarray], names: list[str]) -> list[Detections]:
@@ -266,17 +286,24 @@ class Detector:
         split: str = "test",
         out_dir: str | os.PathLike | None = None,
         progress: bool = True,
-        **_: Any,
+        batch_size: int = 8,
+        tta: str = "none",
+        data_root: str | None = None,
     ) -> DetectionReport:
         """COCO-style mAP@[.5:.95], mAP@.5, mAP@.75, recall and per-class AP; reports are
-        written to `out_dir` (default: beside the checkpoint)."""
+        written to `out_dir` (default: beside the checkpoint). `data_root` is for named
+        classification datasets and means nothing here."""
+        if tta != "none":
+            raise CnnkitError("--tta is for classifiers; a detector is evaluated as it predicts")
         if isinstance(data, DetectionSet):
             images = data
         else:
             images, split = self.split_images(data, split, progress)
         labels = self._classes_in_our_order(images)
         with evaluation_thresholds(self.model, self.postprocess):
-            found = predict_stored(self.model, images.images, self.size, self.mode, self.precision)
+            found = predict_stored(
+                self.model, images.images, self.size, self.mode, self.precision, batch_size
+            )
         targets = original_targets(images)
         for target in targets:
             target.labels = labels[target.labels]

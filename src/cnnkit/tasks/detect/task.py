@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 import torch
@@ -22,6 +21,7 @@ from cnnkit.tasks.detect.batch import resize_batch
 from cnnkit.tasks.detect.dataset import DetectionSet, DetectionSplits
 from cnnkit.tasks.detect.formats import read_detection
 from cnnkit.tasks.detect.inference import (
+    configure_input,
     evaluation_thresholds,
     original_targets,
     predict_stored,
@@ -49,9 +49,23 @@ UNSUPPORTED = {
     "alternating_flip": None,
     "tta": "none",
     "optimizer": "muon",
+    "input_size": None,
+    "head": None,
+    "dropout": 0.0,
 }
 RESIZES = ("letterbox", "shorter")
 METRIC_NAMES = ("map", "map_50", "map_75")
+
+
+def require_detect_extra() -> None:
+    """mAP needs torchmetrics and pycocotools (the `detect` extra): say so before training."""
+    import importlib.util
+
+    missing = [m for m in ("torchmetrics", "pycocotools") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise CnnkitError(
+            f"detection needs {' and '.join(missing)} for its mAP: pip install 'cnnkit[detect]'"
+        )
 
 
 def check_detect_config(cfg: TrainConfig) -> None:
@@ -65,6 +79,12 @@ def check_detect_config(cfg: TrainConfig) -> None:
             raise CnnkitError(f"--{key.replace('_', '-')} is not available for detection")
     if resize_mode(cfg) not in RESIZES:
         raise CnnkitError(f"detection resizes by letterbox or shorter, not '{cfg.resize}'")
+
+
+def batch_starts(n: int, batch_size: int) -> range:
+    """Where an epoch's batches start; a final batch of one image is dropped (BatchNorm in a
+    detector's heads cannot train on one image), as classification does."""
+    return range(0, n - (1 if n % batch_size == 1 and n > 1 else 0), batch_size)
 
 
 def resize_mode(cfg: TrainConfig) -> str:
@@ -94,6 +114,7 @@ class DetectTask:
         self, cfg: TrainConfig, device: torch.device, precision: Precision, channels_last: bool
     ) -> None:
         check_detect_config(cfg)
+        require_detect_extra()
         self.cfg = cfg
         self.device = device
         self.precision = precision
@@ -121,12 +142,24 @@ class DetectTask:
     # ---- data and model ------------------------------------------------------------------------
     def load_data(self, progress: bool) -> None:
         cfg = self.cfg
+        from cnnkit.data.datasets import named_dataset
+
+        if named_dataset(cfg.data) is not None:
+            raise CnnkitError(
+                f"{cfg.data} is a classification dataset; give --data a detection dataset "
+                "(COCO JSON, YOLO data.yaml, Pascal VOC, or images + instance masks)"
+            )
         # stored no larger than the model's input: letterboxing then only pads
         self.data = read_detection(
             cfg.data, val_split=cfg.val_split, seed=cfg.seed, max_size=self.size, progress=progress
         )
-        for note in getattr(self.data, "notes", []):
+        for note in self.data.notes:
             print(f"cnnkit: {note}")
+        if self.data.skipped:
+            first = ", ".join(f"{path} ({reason})" for path, reason in self.data.skipped[:3])
+            more = len(self.data.skipped) - 3
+            rest = f", and {more} more (`cnnkit datasets --inspect` lists them)" if more > 0 else ""
+            print(f"cnnkit: skipped {len(self.data.skipped)} file(s): {first}{rest}")
         if self.data.train is None or len(self.data.train) == 0:
             raise CnnkitError(f"no training images in {cfg.data}")
         if self.data.train.box_count() == 0:
@@ -141,11 +174,12 @@ class DetectTask:
         )
         if self.spec.weights_kind is not None:  # pretrained: the last stages train by default
             model.default_trainable_blocks = DEFAULT_TRAINABLE_BLOCKS
+        configure_input(model, self.size, self.mode)
         self.transform = model.model.transform  # its mean and std go in the checkpoint
         return model.to(self.device)
 
     def steps_per_epoch(self) -> int:
-        return math.ceil(len(self.data.train) / self.cfg.batch_size)
+        return len(batch_starts(len(self.data.train), self.cfg.batch_size))
 
     def enter_stage(self, model: nn.Module, stage: Stage) -> None:
         pass
@@ -160,7 +194,7 @@ class DetectTask:
 
         def make_batches(generator: torch.Generator):
             order = torch.randperm(len(train), generator=generator).tolist()
-            for start in range(0, len(order), batch_size):
+            for start in batch_starts(len(order), batch_size):
                 yield order[start : start + batch_size]
 
         def step(indices: list[int]) -> StepOutput:
@@ -192,6 +226,8 @@ class DetectTask:
         data = getattr(self.data, split)
         if data is None or not len(data):
             return None
+        if data.box_count() == 0:  # COCO's mAP is -1 without ground truth: no score to pick by
+            return None
         result = self._metrics(module, data)
         return Metrics({name: float(getattr(result, name)) for name in METRIC_NAMES}, "map")
 
@@ -220,5 +256,5 @@ class DetectTask:
     def model_name(self) -> str:
         return self.spec.name
 
-    def describe_recipe(self) -> str:
-        return f"augment: {self.augmentation.describe()}; input {self.mode} {self.size}"
+    def describe_recipe(self) -> tuple[str, str]:
+        return f"augment: {self.augmentation.describe()}; input {self.mode} {self.size}", ""
