@@ -184,6 +184,10 @@ PRESETS: dict[str, Preset] = {
                 "val_split": 0.1,
                 "precision": "auto",
             },
+            "test mAP 0.560, mAP@.5 0.919, mAP@.75 0.572 on 30 held-out Penn-Fudan images "
+            "(1 seed), 19.2 minutes of training on a 2-core Xeon in fp32; the torchvision "
+            "tutorial's Faster R-CNN on MobileNetV2 in the same time: mAP@.5 0.508; "
+            "bench/detect_pennfudan.py, 2026-12-01",
         ),
     )
 }
