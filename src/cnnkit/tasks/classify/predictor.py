@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,11 +13,10 @@ from torch import nn
 
 from cnnkit.config import TrainConfig
 from cnnkit.data import ImageSet, decode_image, load_data
-from cnnkit.data.datasets import data_location
 from cnnkit.data.preprocess import Preprocessing
 from cnnkit.engine.checkpoint import load_checkpoint, resolve_checkpoint_path
 from cnnkit.engine.device import Precision, resolve_device, resolve_precision
-from cnnkit.errors import CnnkitError, did_you_mean
+from cnnkit.errors import CnnkitError
 from cnnkit.inputs import ImageInput, describe_input, expand_paths
 from cnnkit.models import ModelSpec, create_model, resolve_spec
 from cnnkit.models.pretrained import (
@@ -29,6 +27,7 @@ from cnnkit.models.pretrained import (
 from cnnkit.tasks.classify import ClassificationReport, classification_report, write_report
 from cnnkit.tasks.classify.loop import image_input, predict_logits
 from cnnkit.tasks.classify.tta import tta_and_plain_logits
+from cnnkit.tasks.evaluation_data import check_split, choose_split, trained_on
 
 
 @dataclass
@@ -241,12 +240,7 @@ class Classifier:
         return report
 
     def _trained_on(self, data: str | os.PathLike) -> bool:
-        """True when `data` names the data this model was trained on (as an absolute path where
-        the checkpoint recorded one, so the working directory does not matter)."""
-        if self.data_location is not None:
-            return data_location(data) == self.data_location
-        trained = self.config.get("data")  # a checkpoint from before data_location
-        return trained is not None and data_location(data) == data_location(trained)
+        return trained_on(data, self.data_location, self.config)
 
     def split_images(
         self,
@@ -259,8 +253,7 @@ class Classifier:
         splits are the run's: its seeded validation split held out of train, and, when the data
         has no test split, that validation split in its place. Other data without a test split
         is all evaluation data."""
-        if split not in ("train", "val", "test"):
-            raise did_you_mean("split", split, ("train", "val", "test"))
+        check_split(split)
         own = self._trained_on(data)
         splits = load_data(
             data,
@@ -271,28 +264,7 @@ class Classifier:
             resize=self.preprocessing.resize,
             progress=progress,
         )
-        chosen, asked = getattr(splits, split), split
-        if split == "val" and splits.val_source == "test" and not own:
-            chosen = None  # the test split stands in for validation only in the run's own data
-        if chosen is None and split == "test":
-            if own and splits.val_source in ("split", "folder"):
-                chosen, split = splits.val, "val"
-            elif own:
-                raise CnnkitError(
-                    f"{data} has no test split and the run trained on all of it: pass --data "
-                    "with images it has not seen"
-                )
-            else:
-                chosen = splits.train  # a plain folder of class folders: evaluate all of it
-        if chosen is None or len(chosen) == 0:
-            raise CnnkitError(f"{data} has no '{split}' images")
-        if split != asked:
-            print(
-                f"cnnkit: {data} has no test split: using the {len(chosen)} validation images "
-                "the run did not train on",
-                file=sys.stderr,
-            )
-        return chosen, split
+        return choose_split(splits, split, own, data)
 
     def _labels_in_our_order(self, images: ImageSet) -> torch.Tensor:
         """Map the data's label indices onto the checkpoint's class order."""

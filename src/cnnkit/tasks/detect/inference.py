@@ -80,15 +80,18 @@ def predict_stored(
 
 def to_original(detections: list[dict[str, torch.Tensor]], data: DetectionSet) -> list[dict]:
     """Detections in stored pixels -> the original files' pixels (clipped to the image)."""
-    result = []
-    for i, det in enumerate(detections):
-        sx, sy = data.stored_scale(i)
-        height, width = data.original_sizes[i]
-        boxes = det["boxes"] * torch.tensor([sx, sy, sx, sy])
-        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
-        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
-        result.append({**det, "boxes": boxes})
-    return result
+    return [
+        {**det, "boxes": scale_boxes(det["boxes"], *data.stored_scale(i), *data.original_sizes[i])}
+        for i, det in enumerate(detections)
+    ]
+
+
+def scale_boxes(boxes: torch.Tensor, sx: float, sy: float, height: int, width: int) -> torch.Tensor:
+    """Boxes times (sx, sy) per axis, clipped to a (height, width) image."""
+    out = boxes * torch.tensor([sx, sy, sx, sy])
+    out[:, 0::2] = out[:, 0::2].clamp(0, width)
+    out[:, 1::2] = out[:, 1::2].clamp(0, height)
+    return out
 
 
 def original_targets(data: DetectionSet) -> list:

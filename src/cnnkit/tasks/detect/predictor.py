@@ -4,7 +4,6 @@ in the original image's pixels, and evaluation (mAP, per class, PR curves, a gal
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -15,10 +14,9 @@ import numpy as np
 import torch
 
 from cnnkit.data import decode_image
-from cnnkit.data.datasets import data_location
 from cnnkit.data.preprocess import Preprocessing
 from cnnkit.engine.device import Precision, resolve_device, resolve_precision
-from cnnkit.errors import CnnkitError, did_you_mean
+from cnnkit.errors import CnnkitError
 from cnnkit.inputs import ImageInput, describe_input, expand_paths
 from cnnkit.tasks.detect.dataset import DetectionSet
 from cnnkit.tasks.detect.formats import read_detection
@@ -27,11 +25,13 @@ from cnnkit.tasks.detect.inference import (
     evaluation_thresholds,
     original_targets,
     predict_stored,
+    scale_boxes,
     to_original,
 )
 from cnnkit.tasks.detect.models import detector_from_record, detector_spec
 from cnnkit.tasks.detect.postprocess import PostProcess, apply_postprocess
 from cnnkit.tasks.detect.report import DetectionReport, detection_report
+from cnnkit.tasks.evaluation_data import check_split, choose_split, trained_on
 
 
 @dataclass
@@ -212,9 +212,7 @@ class Detector:
         for array, image, det, name in zip(arrays, stored, found, names, strict=True):
             height, width = array.shape[:2]
             sx, sy = width / image.shape[2], height / image.shape[1]
-            boxes = det["boxes"] * torch.tensor([sx, sy, sx, sy])
-            boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
-            boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
+            boxes = scale_boxes(det["boxes"], sx, sy, height, width)
             items = [
                 Box(self.classes[int(label)], float(score), [round(float(v), 2) for v in box])
                 for box, score, label in zip(boxes, det["scores"], det["labels"], strict=True)
@@ -239,18 +237,14 @@ class Detector:
 
     # ---- evaluation ----------------------------------------------------------------------------
     def _trained_on(self, data: str | os.PathLike) -> bool:
-        if self.data_location is not None:
-            return data_location(data) == self.data_location
-        trained = self.config.get("data")
-        return trained is not None and data_location(data) == data_location(trained)
+        return trained_on(data, self.data_location, self.config)
 
     def split_images(
         self, data: str | os.PathLike, split: str = "test", progress: bool = True
     ) -> tuple[DetectionSet, str]:
         """The images of `split`: on the run's own data its splits (the seeded validation split
         stands in for a missing test split); other data without a test split is all test."""
-        if split not in ("train", "val", "test"):
-            raise did_you_mean("split", split, ("train", "val", "test"))
+        check_split(split)
         own = self._trained_on(data)
         splits = read_detection(
             data,
@@ -259,26 +253,7 @@ class Detector:
             max_size=self.size,
             progress=progress,
         )
-        chosen, asked = getattr(splits, split), split
-        if chosen is None and split == "test":
-            if own and splits.val is not None:
-                chosen, split = splits.val, "val"
-            elif own:
-                raise CnnkitError(
-                    f"{data} has no test split and the run trained on all of it: pass --data "
-                    "with images it has not seen"
-                )
-            else:
-                chosen = splits.train
-        if chosen is None or len(chosen) == 0:
-            raise CnnkitError(f"{data} has no '{split}' images")
-        if split != asked:
-            print(
-                f"cnnkit: {data} has no test split: using the {len(chosen)} validation images "
-                "the run did not train on",
-                file=sys.stderr,
-            )
-        return chosen, split
+        return choose_split(splits, split, own, data)
 
     def evaluate(
         self,

@@ -1,0 +1,57 @@
+"""Which images an evaluation scores, for every task's predictor: on the run's own data its
+own splits (never its training images), elsewhere the data's test split or all of it."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from cnnkit.data.datasets import data_location
+from cnnkit.errors import CnnkitError, did_you_mean
+
+SPLITS = ("train", "val", "test")
+
+
+def check_split(split: str) -> str:
+    if split not in SPLITS:
+        raise did_you_mean("split", split, SPLITS)
+    return split
+
+
+def trained_on(data: str | os.PathLike, location: str | None, config: dict[str, Any]) -> bool:
+    """True when `data` names the data a run trained on (its recorded absolute path where the
+    checkpoint has one, so the working directory does not matter)."""
+    if location is not None:
+        return data_location(data) == location
+    trained = config.get("data")  # a checkpoint from before data_location
+    return trained is not None and data_location(data) == data_location(trained)
+
+
+def choose_split(splits: Any, split: str, own: bool, data: str | os.PathLike) -> tuple[Any, str]:
+    """(images, the split they are) from a task's splits (.train .val .test .val_source). On the
+    run's own data with no test split its validation images stand in; other data without a test
+    split is all evaluation data; the test split stands in for validation only in the run's own
+    data."""
+    chosen, asked = getattr(splits, split), split
+    if split == "val" and splits.val_source == "test" and not own:
+        chosen = None
+    if chosen is None and split == "test":
+        if own and splits.val_source in ("split", "folder"):
+            chosen, split = splits.val, "val"
+        elif own:
+            raise CnnkitError(
+                f"{data} has no test split and the run trained on all of it: pass --data "
+                "with images it has not seen"
+            )
+        else:
+            chosen = splits.train  # a plain folder: evaluate all of it
+    if chosen is None or len(chosen) == 0:
+        raise CnnkitError(f"{data} has no '{split}' images")
+    if split != asked:
+        print(
+            f"cnnkit: {data} has no test split: using the {len(chosen)} validation images "
+            "the run did not train on",
+            file=sys.stderr,
+        )
+    return chosen, split
