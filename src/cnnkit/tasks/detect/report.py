@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from cnnkit.tasks.detect.dataset import BoxTarget, DetectionSet
-from cnnkit.tasks.detect.metrics import DetectionMetrics, detection_metrics
+from cnnkit.tasks.detect.metrics import DetectionMetrics, detection_metrics, plot_pr_curves
 
 GALLERY_IMAGES = 12
 
@@ -119,31 +119,3 @@ def detection_report(
 
 def _xyxy(sx: float, sy: float) -> torch.Tensor:
     return torch.tensor([sx, sy, sx, sy])
-
-
-def plot_pr_curves(metrics: DetectionMetrics, path: Path) -> Path:
-    """Precision against recall at IoU 0.5, one line per class with ground truth."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    fig, ax = plt.subplots(figsize=(6, 5))
-    recall = np.linspace(0.0, 1.0, 101)
-    curves = metrics.pr_curves
-    for name, precision in list(curves.items())[:20]:  # a legend of 80 COCO classes is noise
-        ap = metrics.per_class_50.get(name)
-        ax.plot(recall, precision, label=f"{name} (AP@.5 {_fmt(ap)})")
-    ax.set_xlabel("recall")
-    ax.set_ylabel("precision")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.02)
-    ax.set_title(f"precision-recall at IoU 0.5 (mAP@.5 {metrics.map_50:.3f})")
-    ax.grid(alpha=0.3)
-    if curves:
-        ax.legend(fontsize=8, loc="lower left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
