@@ -38,3 +38,16 @@ def test_class_never_predicted_has_zero_precision_not_nan():
     report = classification_report(logits, torch.tensor([0, 1]), ["a", "b"])
     assert report.precision == [0.5, 0.0]
     assert report.f1[1] == 0.0
+
+
+def test_tied_logits_rank_as_argmax_does():
+    """bf16 logits tie often; top-1 must be argmax's pick (the confusion matrix's), or a run's
+    test accuracy and `cnnkit evaluate`'s disagree on the same logits."""
+    logits = torch.zeros(6, 10)
+    logits[:, 3] = logits[:, 7] = 1.0  # classes 3 and 7 tie for first
+    labels = torch.tensor([3, 3, 3, 7, 7, 0])
+    report = classification_report(logits, labels, [str(i) for i in range(10)])
+    assert report.top1 == 0.5  # argmax picks 3, the first of the tied classes
+    assert report.top1 == float(report.confusion.diag().sum()) / 6
+    assert topk_accuracy(logits, labels, 2) == pytest.approx(5 / 6)  # 0 ranks 3rd
+    assert topk_accuracy(logits, labels, 3) == 1.0

@@ -56,6 +56,7 @@ class TrainConfig:
     weights: str | None = None  # a local weights file (instead of the cache or a download)
     head: str | None = None  # new classifier head as a layer spec (default: dropout,dense)
     input_size: int | None = None  # the model's input size (default: the weights' or the data's)
+    fpn_channels: int | None = None  # detectors: the feature pyramid's width (default 128)
     freeze: bool = False  # keep the whole backbone frozen: train the head only
     unfreeze: str | None = None  # backbone blocks to train: N (the last N) or "all"
     finetune: bool = False  # head_epochs head-only, then `epochs` with blocks unfrozen

@@ -52,12 +52,21 @@ class ClassificationReport:
         }
 
 
+def top_k(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(values, indices) of each row's k highest scores, highest first; equal scores rank by
+    class index, so the first is always ``argmax``'s. (``torch.topk`` breaks ties its own way:
+    with bf16 logits, where ties are common, its top-1 disagreed with argmax's, and the
+    accuracy a run reported with cnnkit evaluate's on the same logits.)"""
+    k = min(k, scores.shape[1])
+    indices = scores.argsort(dim=1, descending=True, stable=True)[:, :k]
+    return scores.gather(1, indices), indices
+
+
 def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, k: int) -> float:
     """Share of rows whose label is among the k highest logits (k capped at the class count)."""
     if len(labels) == 0:
         return 0.0
-    k = min(k, logits.shape[1])
-    top = logits.topk(k, dim=1).indices
+    top = top_k(logits, k)[1]
     return float((top == labels[:, None]).any(dim=1).float().mean())
 
 

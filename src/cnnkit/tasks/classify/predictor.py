@@ -199,7 +199,7 @@ class Classifier:
         images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
         probs = self.predict_images(images, tta=tta)
         k = min(top_k, len(self.classes))
-        values, indices = probs.topk(k, dim=1)
+        values, indices = top_k(probs, k)
         return [
             Prediction(name, [(self.classes[j], p) for p, j in zip(vals, idx, strict=True)], tta)
             for name, vals, idx in zip(names, values.tolist(), indices.tolist(), strict=True)

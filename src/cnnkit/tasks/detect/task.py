@@ -137,6 +137,8 @@ class DetectTask:
             options["pretrained"] = self.cfg.pretrained
         if self.cfg.weights:
             options["weights"] = self.cfg.weights
+        if self.cfg.fpn_channels is not None:
+            options["fpn_channels"] = self.cfg.fpn_channels
         return options
 
     # ---- data and model ------------------------------------------------------------------------
