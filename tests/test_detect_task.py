@@ -199,3 +199,33 @@ def yaml_names(path: Path) -> list[str]:
 
     names = yaml.safe_load(path.read_text())["names"]
     return [names[i] for i in sorted(names)] if isinstance(names, dict) else list(names)
+
+
+def test_pretrained_none_trains_a_detector_from_random_weights_with_a_narrow_pyramid(
+    boxes_data, tmp_path
+):
+    from cnnkit.tasks.detect.backbones import mobilenet_v2_weights_file
+
+    options = detect_options(
+        boxes_data, epochs=1, pretrained="none", fpn_channels=64, project=str(tmp_path)
+    )
+    (tmp_path / "scratch").mkdir()
+    trainer = Trainer(TrainConfig(name="scratch", **options), tmp_path / "scratch", progress=False)
+    run = trainer.fit()
+    model = trainer.model
+    imagenet = torch.load(mobilenet_v2_weights_file(), weights_only=True)["features.0.0.weight"]
+    first = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert first.weight.shape == imagenet.shape and not torch.allclose(first.weight, imagenet)
+    assert all(p.requires_grad for p in model.parameters())  # nothing frozen from scratch
+    assert model.model.backbone.out_channels == 64
+    ckpt = torch.load(run.best, weights_only=True)
+    assert ckpt["model"]["options"] == {"pretrained": "none", "fpn_channels": 64}
+    found = cnnkit.load(run.best).predict(str(boxes_data / "images" / "p0.png"))
+    assert found.width > 0  # rebuilt from the checkpoint alone
+
+
+def test_fpn_channels_is_refused_for_a_classifier(tmp_path):
+    with pytest.raises(CnnkitError, match="fpn-channels is for detectors"):
+        cnnkit.train(
+            data="cifar10-sample", fpn_channels=64, epochs=1, project=str(tmp_path), progress=False
+        )

@@ -49,8 +49,9 @@ TRAIN_HELP = {
     "schedule": "learning-rate schedule: constant | linear | cosine | onecycle | triangle",
     "warmup_epochs": "linear warm-up length in epochs",
     "dropout": "dropout rate for models that take one (simple_cnn: before the last dense layer)",
-    "pretrained": "start from pretrained weights: imagenet (classifiers, detector backbones) or"
-    " coco (torchvision's COCO detectors)",
+    "pretrained": "start from pretrained weights: imagenet (classifiers, detector backbones),"
+    " coco (torchvision's COCO detectors) or none (random initialisation; a detector's default"
+    " is its backbone's ImageNet weights)",
     "weights": "a local weights file for --pretrained (instead of the cache or a download)",
     "head": "new classifier head as a layer spec, e.g. flatten,dense:256,relu,dropout:0.5,dense",
     "input_size": "the model's input size (default: the pretrained weights' size, or the data's)",

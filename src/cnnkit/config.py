@@ -52,7 +52,9 @@ class TrainConfig:
     schedule: str = "constant"  # constant | linear | cosine | onecycle | triangle
     warmup_epochs: float = 0.0
     dropout: float = 0.0  # passed to models that take it (simple_cnn: before the last dense)
-    pretrained: str | None = None  # "imagenet": start from ImageNet weights
+    # "imagenet" / "coco": start from those weights; "none": random initialisation (None: the
+    # model's default: none for classifiers, ImageNet backbones and COCO detectors for detectors)
+    pretrained: str | None = None
     weights: str | None = None  # a local weights file (instead of the cache or a download)
     head: str | None = None  # new classifier head as a layer spec (default: dropout,dense)
     input_size: int | None = None  # the model's input size (default: the weights' or the data's)
@@ -93,6 +95,11 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model for training (see bench/step_speed.py)
     preset: str | None = None  # a named config (cnnkit.presets); any other key overrides it
 
+    @property
+    def starts_pretrained(self) -> bool:
+        """Pretrained weights were asked for by name (imagenet or coco; not None or "none")."""
+        return self.pretrained not in (None, "none")
+
     def __new__(cls, *args: Any, **kwargs: Any) -> TrainConfig:
         # Remember which fields the caller gave, so a preset fills only the others.
         self = super().__new__(cls)
@@ -126,7 +133,7 @@ class TrainConfig:
                 f"muon_lr must be positive and muon_momentum in [0, 1), got {self.muon_lr}"
                 f" and {self.muon_momentum}"
             )
-        if self.optimizer == "muon" and (self.pretrained or self.weights):
+        if self.optimizer == "muon" and (self.starts_pretrained or self.weights):
             raise CnnkitError(
                 "--optimizer muon trains from scratch: it resets each filter's norm, which"
                 " would spoil pretrained weights; use sgd, adam or adamw with --pretrained"
@@ -164,8 +171,12 @@ class TrainConfig:
 
         check_mode(self.tta)
         self.augmentation()  # rejects an unknown preset or a bad value now, not mid-run
-        if self.pretrained not in (None, "imagenet", "coco"):
-            raise did_you_mean("pretrained weights", str(self.pretrained), ["imagenet", "coco"])
+        if self.pretrained is not None:
+            self.pretrained = str(self.pretrained).strip().lower()
+            if self.pretrained not in ("imagenet", "coco", "none"):
+                raise did_you_mean(
+                    "pretrained weights", self.pretrained, ["imagenet", "coco", "none"]
+                )
         if self.unfreeze is not None:
             self.unfreeze = str(self.unfreeze).strip().lower()
             if self.unfreeze != "all" and not (self.unfreeze.isdigit()):

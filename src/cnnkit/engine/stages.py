@@ -58,7 +58,7 @@ def plan_stages(cfg: TrainConfig, model: nn.Module) -> list[Stage]:
         ]
     # a detector's backbone trains its last few stages by default (torchvision's habit)
     default = getattr(model, "default_trainable_blocks", None)
-    if cfg.freeze or (unfreeze is None and cfg.pretrained and default is None):
+    if cfg.freeze or (unfreeze is None and cfg.starts_pretrained and default is None):
         return [Stage("head", cfg.epochs, 0, cfg.lr)]
     blocks = unfreeze if unfreeze is not None else (default or "all")
     return [Stage("train", cfg.epochs, blocks, cfg.lr, cfg.backbone_lr_ratio)]

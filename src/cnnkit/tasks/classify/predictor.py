@@ -26,6 +26,7 @@ from cnnkit.models.pretrained import (
 )
 from cnnkit.tasks.classify import ClassificationReport, classification_report, write_report
 from cnnkit.tasks.classify.loop import image_input, predict_logits
+from cnnkit.tasks.classify.metrics import top_k as ranked_top_k
 from cnnkit.tasks.classify.tta import tta_and_plain_logits
 from cnnkit.tasks.evaluation_data import check_split, choose_split, trained_on
 
@@ -199,7 +200,7 @@ class Classifier:
         images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
         probs = self.predict_images(images, tta=tta)
         k = min(top_k, len(self.classes))
-        values, indices = top_k(probs, k)
+        values, indices = ranked_top_k(probs, k)
         return [
             Prediction(name, [(self.classes[j], p) for p, j in zip(vals, idx, strict=True)], tta)
             for name, vals, idx in zip(names, values.tolist(), indices.tolist(), strict=True)

@@ -50,7 +50,7 @@ def model_options(cfg: TrainConfig) -> dict[str, Any]:
         raise CnnkitError("--pretrained coco is for detectors; classifiers take imagenet")
     options = {
         "dropout": cfg.dropout,
-        "pretrained": cfg.pretrained,
+        "pretrained": cfg.pretrained if cfg.starts_pretrained else None,
         "weights": cfg.weights,
         "head": cfg.head,
     }
@@ -69,7 +69,7 @@ def build_model_for(
         size = model_input_size(spec, tuple(train_images.images.shape[-2:]))
     model = create_model(spec, num_classes=num_classes, input_size=(3, *size))
     if isinstance(model, TransferModel):
-        model.backbone_bn_eval = bool(cfg.pretrained or cfg.weights)
+        model.backbone_bn_eval = bool(cfg.starts_pretrained or cfg.weights)
     weights_prep = pretrained_preprocessing(spec)
     if weights_prep is not None:
         mean, std, interpolation = weights_prep.mean, weights_prep.std, weights_prep.interpolation
