@@ -18,6 +18,7 @@ from torch import nn
 
 from cnnkit.errors import CnnkitError
 from cnnkit.models.layers import build_layers, parse_layers
+from cnnkit.models.staged import batchnorm_to_eval, block_lr_groups, check_trainable_blocks
 
 DEFAULT_HEAD = "dropout:0.2,dense"
 # A head whose layers before the first dense include one of these needs a feature map.
@@ -210,16 +211,7 @@ class TransferModel(nn.Module):
         everything); "all": everything trainable. The head is always trainable."""
         blocks = self.blocks()
         n = len(blocks)
-        if trainable_blocks == "all":
-            k: int | str = "all"
-        elif isinstance(trainable_blocks, int) and not isinstance(trainable_blocks, bool):
-            if trainable_blocks < 0:
-                raise CnnkitError(f"trainable blocks must be >= 0 or 'all', got {trainable_blocks}")
-            k = "all" if trainable_blocks >= n else trainable_blocks
-        else:
-            raise CnnkitError(
-                f"trainable blocks must be an integer or 'all', got {trainable_blocks!r}"
-            )
+        k = check_trainable_blocks(trainable_blocks, n)
         self.backbone.requires_grad_(k == "all")
         if k != "all":
             for block in blocks[n - k :] if k else []:
@@ -253,9 +245,7 @@ class TransferModel(nn.Module):
             for module in self.frozen_modules():
                 module.train(False)
             if self.backbone_bn_eval:
-                for module in self.backbone.modules():
-                    if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                        module.train(False)
+                batchnorm_to_eval([self.backbone])
         return self
 
     def param_groups(self, lr: float, backbone_lr_ratio: float = 0.1) -> list[dict]:
@@ -275,13 +265,8 @@ class TransferModel(nn.Module):
             if any(p.requires_grad for p in b.parameters())
         ]
         n = len(trainable)
-        for rank, (i, block) in enumerate(reversed(trainable)):
-            exponent = 1.0 + (rank / (n - 1) if n > 1 else 0.0)
-            params = take(block.parameters())
-            if params:
-                groups.append(
-                    {"params": params, "lr": lr * backbone_lr_ratio**exponent, "name": f"block{i}"}
-                )
+        taken = {i: take(block.parameters()) for i, block in reversed(trainable)}
+        groups += block_lr_groups([(i, taken[i]) for i, _ in trainable], lr, backbone_lr_ratio)
         rest = take(self.backbone.parameters())
         if rest:  # trainable backbone parameters outside every block (none for built-ins)
             low = lr * backbone_lr_ratio ** (2.0 if n > 1 else 1.0)

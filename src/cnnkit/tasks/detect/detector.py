@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnkit.errors import CnnkitError
+from cnnkit.models.staged import batchnorm_to_eval, block_lr_groups, check_trainable_blocks
 from cnnkit.tasks.detect.dataset import BoxTarget
 from cnnkit.tasks.detect.postprocess import PostProcess, apply_postprocess
 
@@ -107,16 +107,7 @@ class DetectionModel(nn.Module):
         feature pyramid, extra layers and heads always train."""
         blocks = self.blocks()
         n = len(blocks)
-        if trainable_blocks == "all":
-            k: int | str = "all"
-        elif isinstance(trainable_blocks, int) and not isinstance(trainable_blocks, bool):
-            if trainable_blocks < 0:
-                raise CnnkitError(f"trainable blocks must be >= 0 or 'all', got {trainable_blocks}")
-            k = "all" if trainable_blocks >= n else trainable_blocks
-        else:
-            raise CnnkitError(
-                f"trainable blocks must be an integer or 'all', got {trainable_blocks!r}"
-            )
+        k = check_trainable_blocks(trainable_blocks, n)
         frozen = 0 if k == "all" else n - int(k)
         for i, block in enumerate(blocks):
             for p in self._block_params(block):
@@ -140,11 +131,7 @@ class DetectionModel(nn.Module):
             for module in self.frozen_modules():
                 module.train(False)
             if self.backbone_bn_eval:
-                for block in self.blocks():
-                    for layer in block:
-                        for m in layer.modules():
-                            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                                m.train(False)
+                batchnorm_to_eval(layer for block in self.blocks() for layer in block)
         return self
 
     def param_groups(self, lr: float, backbone_lr_ratio: float = 0.1) -> list[dict]:
@@ -158,12 +145,7 @@ class DetectionModel(nn.Module):
             for i, block in enumerate(self.blocks())
             if (params := [p for p in self._block_params(block) if p.requires_grad])
         ]
-        n = len(trainable)
-        for rank, (i, params) in enumerate(reversed(trainable)):
-            exponent = 1.0 + (rank / (n - 1) if n > 1 else 0.0)
-            groups.append(
-                {"params": params, "lr": lr * backbone_lr_ratio**exponent, "name": f"block{i}"}
-            )
+        groups += block_lr_groups(trainable, lr, backbone_lr_ratio)
         return [g for g in groups if g["params"]]
 
 
