@@ -229,3 +229,22 @@ def test_fpn_channels_is_refused_for_a_classifier(tmp_path):
         cnnkit.train(
             data="cifar10-sample", fpn_channels=64, epochs=1, project=str(tmp_path), progress=False
         )
+
+
+def test_the_gallery_draws_the_predictions_predict_would_show(detect_run, boxes_data, tmp_path):
+    """gallery.png draws predictions over the detector's score threshold (--conf), not a fixed
+    one: at 0 every ranked box is drawn in the prediction colour, at 1 none is."""
+    from cnnkit.tasks.detect.draw import PREDICTED
+
+    def predicted_pixels(conf: float) -> int:
+        detector = cnnkit.load(detect_run.run_dir)
+        detector.set_postprocess(conf=conf)
+        out = tmp_path / f"conf{conf}"
+        report = detector.evaluate(str(boxes_data), split="val", out_dir=out, progress=False)
+        assert report.gallery_conf == conf
+        pixels = np.asarray(Image.open(out / "gallery.png").convert("RGB")).astype(int)
+        close = np.abs(pixels - np.array(PREDICTED)).max(axis=-1) <= 12
+        return int(close.sum())
+
+    assert predicted_pixels(1.0) == 0
+    assert predicted_pixels(0.0) > 100

@@ -282,7 +282,8 @@ class Detector:
         targets = original_targets(images)
         for target in targets:
             target.labels = labels[target.labels]
-        report = detection_report(to_original(found, images), targets, self.classes, images)
+        conf = self.postprocess.score_threshold  # the gallery shows what predict would
+        report = detection_report(to_original(found, images), targets, self.classes, images, conf)
         if out_dir is None and self.path is not None and not isinstance(data, DetectionSet):
             name = Path(str(data)).name or str(data)
             out_dir = self.path.parent / f"eval-{name}-{split}"

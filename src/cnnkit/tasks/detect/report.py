@@ -26,6 +26,7 @@ class DetectionReport:
     images: int
     boxes: int
     out_dir: Path | None = None
+    gallery_conf: float = 0.25  # the gallery draws predictions scoring at least this
     # kept for the gallery: the first images, their predictions and true boxes (original px)
     _shown: tuple[list[torch.Tensor], list[dict], list[BoxTarget]] = field(
         default=([], [], []), repr=False
@@ -83,7 +84,14 @@ class DetectionReport:
         if images:
             from cnnkit.tasks.detect.draw import gallery
 
-            gallery(images, predictions, targets, self.classes, out_dir / "gallery.png")
+            gallery(
+                images,
+                predictions,
+                targets,
+                self.classes,
+                out_dir / "gallery.png",
+                conf=self.gallery_conf,
+            )
         self.out_dir = out_dir
 
 
@@ -100,9 +108,11 @@ def detection_report(
     targets: list[BoxTarget],
     classes: list[str],
     data: DetectionSet,
+    conf: float = 0.25,
 ) -> DetectionReport:
     """The report of predictions against targets (both in the original images' pixels); the
-    gallery shows the first images at their stored size, boxes scaled to it."""
+    gallery shows the first images at their stored size, boxes scaled to it, the predictions
+    scoring at least ``conf`` (what predict shows by default)."""
     metrics = detection_metrics(predictions, targets, classes)
     shown = min(GALLERY_IMAGES, len(data))
     images, preds, truths = [], [], []
@@ -113,7 +123,7 @@ def detection_report(
         truths.append(targets[i].scaled(1 / sx, 1 / sy))
     boxes = sum(len(t) for t in targets)
     return DetectionReport(
-        list(classes), metrics, len(targets), boxes, None, (images, preds, truths)
+        list(classes), metrics, len(targets), boxes, None, conf, (images, preds, truths)
     )
 
 
