@@ -56,7 +56,7 @@ TRAIN_HELP = {
     "head": "new classifier head as a layer spec, e.g. flatten,dense:256,relu,dropout:0.5,dense",
     "input_size": "the model's input size (default: the pretrained weights' size, or the data's)",
     "fpn_channels": "detectors: the width of the feature pyramid and heads, a multiple of 32"
-    " (default 128; 64 trains about 2.8x faster on 2 CPU cores)",
+    " (default 128; 64 trains 1.4-1.5x faster on 2 CPU cores)",
     "freeze": "keep the pretrained backbone frozen and train the head only (the default with"
     " --pretrained unless --unfreeze or --finetune)",
     "unfreeze": "backbone blocks to train: N (the last N) or all",
