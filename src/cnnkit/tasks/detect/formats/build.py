@@ -4,6 +4,7 @@ drop empty ones, shrink to ``max_size`` and carve the seeded validation split.""
 from __future__ import annotations
 
 import sys
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -76,6 +77,40 @@ def seeded_split(count: int, fraction: float, seed: int) -> tuple[list[int], lis
     return [i for i in range(count) if i not in chosen], val
 
 
+class Subsettable(Protocol):
+    def __len__(self) -> int: ...
+    def subset(self, indices: list[int]) -> Any: ...
+
+
+SetT = TypeVar("SetT", bound=Subsettable)
+
+
+def pick_validation(
+    train: SetT | None, val: SetT | None, val_split: float, seed: int
+) -> tuple[SetT | None, SetT | None, str]:
+    """(train, val, val_source): the format's own val ("folder"), else a seeded ``val_split``
+    of train ("split"), else none ("none"). Shared by the detection and segmentation readers."""
+    if val is not None:
+        return train, val, "folder"
+    if train is not None and val_split > 0 and len(train) >= 2:
+        train_idx, val_idx = seeded_split(len(train), float(val_split), seed)
+        return train.subset(train_idx), train.subset(val_idx), "split"
+    return train, None, "none"
+
+
+def decode_bar(name: str, total: int, progress: bool) -> tqdm:
+    """The up-front decoding's progress bar on stderr (off unless ``progress``)."""
+    return tqdm(
+        total=total,
+        desc=f"decoding {name}",
+        unit="img",
+        file=sys.stderr,
+        leave=False,
+        disable=None if progress else True,
+        mininterval=0.5,
+    )
+
+
 def _decode_records(
     records: list[ImageRecord],
     classes: list[str],
@@ -126,15 +161,7 @@ def build_splits(
     notes = list(parsed.notes)
     counts = _Counts()
     total = sum(len(r) for r in parsed.splits.values())
-    bar = tqdm(
-        total=total,
-        desc=f"decoding {name}",
-        unit="img",
-        file=sys.stderr,
-        leave=False,
-        disable=None if progress else True,
-        mininterval=0.5,
-    )
+    bar = decode_bar(name, total, progress)
     sets: dict[str, DetectionSet] = {}
     with bar:
         for split, records in parsed.splits.items():
@@ -146,15 +173,7 @@ def build_splits(
     if not sets:
         first = "; ".join(f"{where}: {why}" for where, why in skipped[:3])
         raise CnnkitError(f"no readable images in {name}" + (f" (first: {first})" if first else ""))
-    train, val = sets.get("train"), sets.get("val")
-    if val is not None:
-        val_source = "folder"
-    elif train is not None and val_split > 0 and len(train) >= 2:
-        tr_idx, va_idx = seeded_split(len(train), float(val_split), seed)
-        train, val = train.subset(tr_idx), train.subset(va_idx)
-        val_source = "split"
-    else:
-        val_source = "none"
+    train, val, val_source = pick_validation(sets.get("train"), sets.get("val"), val_split, seed)
     return DetectionSplits(
         name=name,
         format=parsed.format,

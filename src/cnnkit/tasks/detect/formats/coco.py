@@ -54,7 +54,8 @@ def image_folders(json_path: Path) -> list[Path]:
     return unique
 
 
-def _load(path: Path) -> dict[str, Any]:
+def load_instances(path: Path) -> dict[str, Any]:
+    """An instances file's JSON, checked to have the lists COCO needs (CnnkitError if not)."""
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
@@ -68,7 +69,7 @@ def _load(path: Path) -> dict[str, Any]:
     return data
 
 
-def _categories(files: list[tuple[Path, dict[str, Any]]]) -> dict[int, str]:
+def category_names(files: list[tuple[Path, dict[str, Any]]]) -> dict[int, str]:
     """Category id -> name over all files; the same id must have the same name everywhere."""
     names: dict[int, str] = {}
     for path, data in files:
@@ -94,7 +95,8 @@ def _box(ann: dict[str, Any]) -> list[float] | None:
     return [x, y, x + w, y + h]
 
 
-def _find_image(file_name: str, folders: list[Path]) -> Path | None:
+def find_image(file_name: str, folders: list[Path]) -> Path | None:
+    """The first of ``folders`` that holds ``file_name``, or None."""
     for folder in folders:
         candidate = folder / file_name
         if candidate.is_file():
@@ -122,7 +124,7 @@ def _records(
             skipped.append((f"{path} (images[{i}])", "image entry without a 'file_name'"))
             continue
         file_name = img["file_name"]
-        image_path = _find_image(file_name, folders)
+        image_path = find_image(file_name, folders)
         if image_path is None:
             tried = ", ".join(str(f) for f in folders) or str(path.parent)
             skipped.append(
@@ -167,8 +169,8 @@ def _image_record(
 def parse_coco(paths: list[Path]) -> ParsedDataset:
     """Read instances files into image records: one file is the whole dataset ("train", split
     by val_split later); several give the splits their names say (train / val / test)."""
-    files = [(p, _load(p)) for p in paths]
-    names = _categories(files)
+    files = [(p, load_instances(p)) for p in paths]
+    names = category_names(files)
     ids = sorted(names)
     index_of = {cid: i for i, cid in enumerate(ids)}
     parsed = ParsedDataset("coco", [names[c] for c in ids], {})
