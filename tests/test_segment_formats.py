@@ -376,3 +376,25 @@ def test_pennfudan_reads_120_person_masks():
         ids = np.asarray(Image.open(root / "PedMasks" / f"{Path(data.paths[i]).stem}_mask.png"))
         assert ids.max() >= 1  # instance ids 1..N, one per person
         np.testing.assert_array_equal(data.masks[i].numpy(), (ids > 0).astype(np.uint8))
+
+
+def test_datasets_inspect_task_segment_reports_pennfudans_person_share(capsys):
+    """`cnnkit datasets --inspect PATH --task segment --json`: Penn-Fudan as person/background,
+    the person share close to the share of non-zero PedMasks pixels counted here directly."""
+    from cnnkit.cli import main
+
+    root = shared_dataset("pennfudan")
+    assert main(["datasets", "--inspect", str(root), "--task", "segment", "--json"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert found["classes"] == ["background", "person"]
+    assert sum(found["splits"].values()) == 120
+    person = total = 0
+    for mask_path in sorted((root / "PedMasks").glob("*.png")):
+        mask = np.asarray(Image.open(mask_path))
+        person, total = person + int((mask > 0).sum()), total + mask.size
+    shares = found["class_shares"]
+    # inspection counts on masks shrunk to 320 px by nearest neighbour: within half a point
+    assert shares["person"]["pixel_share"] == pytest.approx(person / total, abs=0.005)
+    assert shares["person"]["images"] == 120
+    assert main(["datasets", "--inspect", str(root), "--task", "segment"]) == 0
+    assert "person" in capsys.readouterr().out

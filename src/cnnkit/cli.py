@@ -260,7 +260,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", choices=("classify", "detect"), default="classify")
 
     p = command("datasets", cmd_datasets, "list the named datasets, or inspect a dataset's files")
-    p.add_argument("--inspect", metavar="PATH", help="say what a detection dataset holds")
+    p.add_argument("--inspect", metavar="PATH", help="say what a dataset's files hold")
+    p.add_argument(
+        "--task",
+        choices=("detect", "segment"),
+        default="detect",
+        help="with --inspect: read PATH as boxes (detect) or as class masks (segment)",
+    )
     p.add_argument("--json", action="store_true", help="with --inspect: JSON output")
     command("presets", cmd_presets, "list the named training recipes and their measured results")
 

@@ -259,9 +259,14 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_datasets(args: argparse.Namespace) -> int:
     if args.inspect:
-        from cnnkit.tasks.detect.inspect import inspect_detection
+        if args.task == "segment":
+            from cnnkit.tasks.segment.inspect import inspect_segmentation
 
-        found = inspect_detection(args.inspect)
+            found = inspect_segmentation(args.inspect)
+        else:
+            from cnnkit.tasks.detect.inspect import inspect_detection
+
+            found = inspect_detection(args.inspect)
         if args.json:
             print(json.dumps(found.to_dict(), indent=2))
         else:
@@ -275,6 +280,10 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     print(
         "detection: COCO JSON, YOLO (data.yaml), Pascal VOC, or images + instance masks "
         "(`cnnkit datasets --inspect PATH` says what it finds)"
+    )
+    print(
+        "segmentation: image + mask PNGs (classes.txt or a YAML of ids), Pascal VOC palettes, "
+        "COCO polygons, instance masks of one class (`--inspect PATH --task segment`)"
     )
     return 0
 
