@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cnnkit.data.seeding import draw_seed, global_rng_seeded
 from cnnkit.errors import CnnkitError, did_you_mean
 
 AUTOAUGMENT_GROUP = 8  # images that share one TrivialAugment/RandAugment op (see _auto_augment)
@@ -312,10 +313,9 @@ def _auto_augment(x: torch.Tensor, policy, g: torch.Generator) -> torch.Tensor:
     The policy draws from torch's global CPU RNG, so it runs inside fork_rng seeded from ``g``:
     reproducible, and the caller's global RNG state is left untouched.
     """
-    seed = int(torch.randint(0, 2**62, (1,), generator=g, device="cpu"))
+    seed = draw_seed(g)
     out = torch.empty_like(x)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with global_rng_seeded(seed):
         for start in range(0, x.shape[0], AUTOAUGMENT_GROUP):
             out[start : start + AUTOAUGMENT_GROUP] = policy(x[start : start + AUTOAUGMENT_GROUP])
     return out

@@ -21,11 +21,11 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from cnnkit.data.seeding import draw_seed, global_rng_seeded
 from cnnkit.errors import CnnkitError, did_you_mean
 from cnnkit.tasks.detect.dataset import BoxTarget
 
 PAD_VALUE = 114  # grey for pixels a zoom-out or shift uncovers (as letterbox pads)
-_SEED_RANGE = 2**62
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,7 @@ def augment_sample(
 ) -> tuple[torch.Tensor, BoxTarget]:
     """One augmented copy of a uint8 (3, h, w) image and its boxes, random from ``generator``."""
     settings = _resolve(augment)
-    seed = int(torch.randint(_SEED_RANGE, (1,), generator=generator))
+    seed = draw_seed(generator)
     if settings.is_identity:
         return image, target
     height, width = image.shape[-2:]
@@ -134,8 +134,7 @@ def augment_sample(
     )
     # SanitizeBoundingBoxes filters "labels"; object positions let labels and crowd follow.
     positions = torch.arange(len(target))
-    with torch.random.fork_rng(devices=[]):
-        torch.default_generator.manual_seed(seed)  # the CPU's only: CUDA's stays as it was
+    with global_rng_seeded(seed):
         out_image, out = _pipeline(settings)(
             tv_tensors.Image(image), {"boxes": boxes, "labels": positions}
         )

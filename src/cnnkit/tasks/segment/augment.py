@@ -25,11 +25,11 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from cnnkit.data.seeding import draw_seed, global_rng_seeded
 from cnnkit.errors import CnnkitError, did_you_mean
 from cnnkit.tasks.detect.augment import PAD_VALUE
 from cnnkit.tasks.segment.dataset import IGNORE_INDEX
 
-_SEED_RANGE = 2**62
 FILL = {tv_tensors.Image: PAD_VALUE, tv_tensors.Mask: IGNORE_INDEX}
 
 
@@ -148,11 +148,10 @@ def augment_sample(
     settings = _resolve(augment)
     if mask.shape != image.shape[-2:]:
         raise ValueError(f"mask {tuple(mask.shape)} and image {tuple(image.shape)} differ in size")
-    seed = int(torch.randint(_SEED_RANGE, (1,), generator=generator))
+    seed = draw_seed(generator)
     if settings.is_identity:
         return image, mask
-    with torch.random.fork_rng(devices=[]):
-        torch.default_generator.manual_seed(seed)  # the CPU's only: CUDA's stays as it was
+    with global_rng_seeded(seed):
         out_image, out_mask = _pipeline(settings)(tv_tensors.Image(image), tv_tensors.Mask(mask))
     return out_image.as_subclass(torch.Tensor), out_mask.as_subclass(torch.Tensor)
 
