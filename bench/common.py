@@ -1,4 +1,5 @@
-"""What every benchmark prints first: the machine and versions it ran on."""
+"""What every benchmark shares: the machine and versions it ran on (printed first), and its
+``--set KEY=VALUE`` overrides."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import datetime
 import os
 import platform
 from pathlib import Path
+from typing import Any
 
 import torch
+import yaml
 
 SHARED_CIFAR10 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10"
 
@@ -38,3 +41,14 @@ def print_machine() -> dict[str, str]:
     info = machine_info()
     print("  ".join(f"{k}: {v}" for k, v in info.items()), flush=True)
     return info
+
+
+def parse_sets(items: list[str]) -> dict[str, Any]:
+    """["epochs=4", "flip=false"] -> {"epochs": 4, "flip": False} (values read as YAML)."""
+    values: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set takes KEY=VALUE, got {item!r}")
+        values[key.strip().replace("-", "_")] = yaml.safe_load(value)
+    return values

@@ -34,7 +34,7 @@ import cnnkit  # noqa: E402
 from cnnkit.tasks.detect.formats import read_detection  # noqa: E402
 from cnnkit.tasks.detect.inference import original_targets  # noqa: E402
 from cnnkit.tasks.detect.metrics import detection_metrics  # noqa: E402
-from common import print_machine  # noqa: E402
+from common import parse_sets, print_machine  # noqa: E402
 
 PENNFUDAN = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pennfudan"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -56,19 +56,6 @@ def split_folders(root: Path, test: int, seed: int) -> tuple[Path, Path]:
                 PENNFUDAN / "PedMasks" / f"{name}_mask.png"
             )
     return root / "train", root / "test"
-
-
-def parse_overrides(pairs: list[str]) -> dict[str, object]:
-    """KEY=VALUE pairs (values read as YAML: 416, 0.99, true, fcos_mobilenet_v2)."""
-    import yaml
-
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise SystemExit(f"--set takes KEY=VALUE, got {pair!r}")
-        out[key.strip().replace("-", "_")] = yaml.safe_load(value)
-    return out
 
 
 def run_cnnkit(
@@ -211,7 +198,7 @@ def main() -> None:
     machine = print_machine()
     with tempfile.TemporaryDirectory() as tmp:
         train, test = split_folders(Path(tmp) / "data", args.test, args.seed)
-        ours = run_cnnkit(train, test, Path(tmp) / "runs", args.preset, parse_overrides(args.set))
+        ours = run_cnnkit(train, test, Path(tmp) / "runs", args.preset, parse_sets(args.set))
         print(f"cnnkit {args.preset}: {json.dumps(ours)}", flush=True)
         result = {"machine": machine, "test_images": args.test, "seed": args.seed, "cnnkit": ours}
         if not args.skip_tutorial:

@@ -33,26 +33,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cnnkit  # noqa: E402
 from cnnkit.config import build_config  # noqa: E402
 from cnnkit.presets import get_preset  # noqa: E402
-from common import SHARED_CIFAR10, print_machine  # noqa: E402
+from common import SHARED_CIFAR10, parse_sets, print_machine  # noqa: E402
 
 NOT_SHOWN = ("seed", "project", "name")  # set per run
-
-
-def parse_sets(items: list[str]) -> dict[str, Any]:
-    """["epochs=4", "flip=false"] -> {"epochs": 4, "flip": False} (values read as YAML)."""
-    values: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set takes KEY=VALUE, got {item!r}")
-        values[key.strip().replace("-", "_")] = yaml.safe_load(value)
-    return values
 
 
 def load_seconds(data: str, val_split: float, data_root: str | None) -> float:
