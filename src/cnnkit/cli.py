@@ -31,8 +31,11 @@ from cnnkit.tasks.classify.tta import check_mode as check_tta
 TRAIN_HELP = {
     "data": "named dataset (cifar10, cifar10-sample, ...), a folder of class folders, or a CSV"
     " (a bare dataset name always means the dataset: ./NAME names a folder called so); for"
-    " detection a COCO, YOLO, VOC or image + mask folder",
-    "task": "classify | detect (default: the model's task: a detector such as fcos means detect)",
+    " detection a COCO, YOLO, VOC or image + mask folder; for segmentation image + mask PNGs,"
+    " a VOC or a COCO folder",
+    "task": "classify | detect | segment (default: the model's task: a detector such as fcos"
+    " means detect, a segmenter such as lraspp segment; a layer spec with --task segment is a"
+    " fully convolutional segmenter)",
     "model": "model name (see `cnnkit models`), timm:NAME, a layer string, or a YAML layer file",
     "epochs": "passes over the training data",
     "batch_size": "images per optimisation step",
@@ -49,14 +52,21 @@ TRAIN_HELP = {
     "schedule": "learning-rate schedule: constant | linear | cosine | onecycle | triangle",
     "warmup_epochs": "linear warm-up length in epochs",
     "dropout": "dropout rate for models that take one (simple_cnn: before the last dense layer)",
-    "pretrained": "start from pretrained weights: imagenet (classifiers, detector backbones),"
-    " coco (torchvision's COCO detectors) or none (random initialisation; a detector's default"
-    " is its backbone's ImageNet weights)",
+    "pretrained": "start from pretrained weights: imagenet (classifiers, detector and segmenter"
+    " backbones), coco (torchvision's COCO detectors and segmenters) or none (random"
+    " initialisation; a detector's or segmenter's default is its backbone's ImageNet weights)",
     "weights": "a local weights file for --pretrained (instead of the cache or a download)",
     "head": "new classifier head as a layer spec, e.g. flatten,dense:256,relu,dropout:0.5,dense",
     "input_size": "the model's input size (default: the pretrained weights' size, or the data's)",
     "fpn_channels": "detectors: the width of the feature pyramid and heads, a multiple of 32"
     " (default 128; 64 trains 1.4-1.5x faster on 2 CPU cores)",
+    "output_stride": "segmenters: 32, 16 or 8: dilate the backbone's last stages instead of"
+    " downsampling (finer masks, more computation; default 16, FCN 8)",
+    "dice": "segmenters: weight of a soft Dice loss added to the cross-entropy (0: off)",
+    "class_weights": "segmenters: cross-entropy class weights: auto (median-frequency"
+    " balancing of the training pixels), none, or one number per class (w1,w2,...)",
+    "instances": "segmentation masks: auto | foreground (object ids of one class -> background"
+    " / that class: Penn-Fudan's PedMasks, the default there) | classes (each value a class)",
     "freeze": "keep the pretrained backbone frozen and train the head only (the default with"
     " --pretrained unless --unfreeze or --finetune)",
     "unfreeze": "backbone blocks to train: N (the last N) or all",
@@ -195,7 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate",
         cmd_evaluate,
         "a classifier's loss, accuracy, per-class metrics and confusion matrix; a detector's"
-        " mAP, per-class AP, precision-recall curves and a gallery",
+        " mAP, per-class AP, precision-recall curves and a gallery; a segmenter's mIoU,"
+        " per-class IoU and Dice, pixel accuracy, confusion matrix and a gallery",
     )
     inference_flags(p)
     p.add_argument("--data", help="data to evaluate on (default: the data the model trained on)")
@@ -207,14 +218,21 @@ def build_parser() -> argparse.ArgumentParser:
         "the images it held out for validation)",
     )
     p.add_argument(
-        "--batch-size", type=int, default=None, help="images per pass (256; a detector's 8)"
+        "--batch-size",
+        type=int,
+        default=None,
+        help="images per pass (256; a detector's 8, a segmenter's 4)",
     )
     p.add_argument("--out", help="folder for the reports (default: beside the checkpoint)")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     tta_flag(p)
     p.add_argument("--no-progress", action="store_true")
 
-    p = command("predict", cmd_predict, "classify image files, folders or globs, or detect objects")
+    p = command(
+        "predict",
+        cmd_predict,
+        "classify image files, folders or globs, detect objects, or segment them",
+    )
     p.add_argument(
         "inputs",
         nargs="+",
@@ -230,6 +248,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--iou", type=float, help="detectors: the IoU threshold of NMS (default: the run's)"
     )
     p.add_argument("--save-images", metavar="DIR", help="detectors: draw the boxes into DIR")
+    p.add_argument(
+        "--save-masks",
+        metavar="DIR",
+        help="segmenters: write each image's class-index PNG (at its own size) and a colour"
+        " overlay into DIR",
+    )
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="JSON output")
     fmt.add_argument("--csv", action="store_true", help="CSV output")
@@ -257,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("models", cmd_models, "list the built-in models")
     p.add_argument("filter", nargs="?", help="show only names containing this")
-    p.add_argument("--task", choices=("classify", "detect"), default="classify")
+    p.add_argument("--task", choices=("classify", "detect", "segment"), default="classify")
 
     p = command("datasets", cmd_datasets, "list the named datasets, or inspect a dataset's files")
     p.add_argument("--inspect", metavar="PATH", help="say what a dataset's files hold")
@@ -273,7 +297,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("summary", cmd_summary, "layers, output shapes and parameter counts of a model")
     p.add_argument("model")
     p.add_argument(
-        "--image-size", type=int, default=None, help="input size (default: 32, a detector's own)"
+        "--image-size",
+        type=int,
+        default=None,
+        help="input size (default: 32, a detector's or segmenter's own)",
     )
     p.add_argument("--classes", type=int, default=10)
 

@@ -46,7 +46,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     predictor = load(args.checkpoint, device=args.device, precision=args.precision)
     data = evaluation_data(args.data, predictor.data_location, predictor.config)
-    batch_size = args.batch_size or (8 if predictor.task == "detect" else 256)
+    batch_size = args.batch_size or {"detect": 8, "segment": 4}.get(predictor.task, 256)
     report = predictor.evaluate(
         data,
         tta=args.tta,
@@ -59,7 +59,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
-        if predictor.task == "detect":
+        if predictor.task in ("detect", "segment"):
             report.show()
         else:
             from cnnkit.tasks.classify import print_report
@@ -90,8 +90,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     predictor, paths = predictor_for(args, args.inputs)
     if predictor.task == "detect":
         return _predict_boxes(predictor, paths, args)
+    if predictor.task == "segment":
+        return _predict_masks(predictor, paths, args)
     if args.conf is not None or args.iou is not None or args.save_images:
         raise CnnkitError("--conf, --iou and --save-images are for detectors")
+    if args.save_masks:
+        raise CnnkitError("--save-masks is for segmenters")
     top_k = 3 if args.top_k is None else args.top_k
     predictions, errors = predictor.predict_paths(paths, top_k=top_k, tta=args.tta)
     _print_skipped(errors)
@@ -110,9 +114,52 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict_masks(segmenter: Any, paths: list[str], args: argparse.Namespace) -> int:
+    if args.top_k is not None or args.conf is not None or args.iou is not None:
+        raise CnnkitError("--top-k, --conf and --iou are not for segmenters")
+    if args.save_images:
+        raise CnnkitError("a segmenter writes its masks with --save-masks DIR")
+    results, errors = segmenter.predict_paths(paths, tta=args.tta, save_masks=args.save_masks)
+    _print_skipped(errors)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results], indent=2))
+    elif args.csv:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["source", "class", "share"])
+        for r in results:
+            for name, share in r.shares.items():
+                writer.writerow([r.source, name, f"{share:.6f}"])
+    else:
+        _print_masks(results)
+    if args.save_masks:
+        print(f"{len(results)} masks and overlays written to {args.save_masks}")
+    if not results:
+        raise CnnkitError("no image could be read")
+    return 0
+
+
+def _print_masks(results: list) -> None:
+    from rich.table import Table
+
+    from cnnkit.tasks.classify.report import output_console
+
+    table = Table(show_lines=False)
+    table.add_column("image", overflow="fold")
+    table.add_column("size", justify="right")
+    table.add_column("classes by pixel share", overflow="fold")
+    shown = 6  # the largest few per image; --json and --csv list them all
+    for r in results:
+        ranked = sorted(r.shares.items(), key=lambda kv: -kv[1])
+        found = ", ".join(f"{name} {share:.1%}" for name, share in ranked[:shown] if share > 0)
+        table.add_row(r.source, f"{r.width}x{r.height}", found or "-")
+    output_console().print(table)
+
+
 def _predict_boxes(detector: Any, paths: list[str], args: argparse.Namespace) -> int:
     if args.tta != "none" or args.top_k is not None:
         raise CnnkitError("--tta and --top-k are for classifiers; a detector takes --conf, --iou")
+    if args.save_masks:
+        raise CnnkitError("--save-masks is for segmenters; a detector draws with --save-images")
     results, errors = detector.predict_paths(paths, conf=args.conf, iou=args.iou)
     _print_skipped(errors)
     if args.json:
@@ -214,6 +261,11 @@ def cmd_show_batch(args: argparse.Namespace) -> int:
 
         shown = show_detection_batch(cfg, n=args.n, out=args.out)
         what = shown.augmentation
+    elif task_name(cfg) == "segment":
+        from cnnkit.tasks.segment.show import show_segmentation_batch
+
+        shown = show_segmentation_batch(cfg, n=args.n, out=args.out)
+        what = shown.augmentation
     else:
         from cnnkit.data.show import show_batch
 
@@ -244,6 +296,10 @@ def cmd_models(args: argparse.Namespace) -> int:
         from cnnkit.tasks.detect.models import list_detectors
 
         listed = list_detectors()
+    elif args.task == "segment":
+        from cnnkit.tasks.segment.models import list_segmenters
+
+        listed = list_segmenters()
     else:
         from cnnkit.models import list_models
 
@@ -252,8 +308,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     width = max((len(n) for n, _ in rows), default=10)
     for name, description in rows:
         print(f"{name:<{width}}  {description}")
-    if args.task != "detect":
-        print("detectors: `cnnkit models --task detect`")
+    if args.task == "classify":
+        print("detectors: `cnnkit models --task detect`; segmenters: `--task segment`")
     return 0
 
 
@@ -291,8 +347,16 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 def cmd_summary(args: argparse.Namespace) -> int:
     from cnnkit.models import summarize
     from cnnkit.tasks.detect.names import is_detector
+    from cnnkit.tasks.segment.names import is_segmenter
 
-    if is_detector(args.model):
+    if is_segmenter(args.model):
+        from cnnkit.tasks.segment.models import build_segmenter
+
+        model = build_segmenter(
+            args.model, args.classes, pretrained_backbone=False, image_size=args.image_size
+        )
+        size = (model.image_size, model.image_size)
+    elif is_detector(args.model):
         from cnnkit.tasks.detect.models import build_detector, detector_spec
 
         spec = detector_spec(args.model)

@@ -37,7 +37,7 @@ class TrainConfig:
     """Everything a training run needs; stored resolved in the run folder and the checkpoint."""
 
     data: str = "cifar10-sample"  # named dataset, folder of class folders, or CSV list
-    task: str | None = None  # classify | detect; None: the model's (a detector means detect)
+    task: str | None = None  # classify | detect | segment; None: the model's task
     model: str = "simple_cnn"  # registry name, timm:NAME, a layer string, or a YAML layer file
     epochs: int = 10
     batch_size: int = 64
@@ -59,6 +59,10 @@ class TrainConfig:
     head: str | None = None  # new classifier head as a layer spec (default: dropout,dense)
     input_size: int | None = None  # the model's input size (default: the weights' or the data's)
     fpn_channels: int | None = None  # detectors: the feature pyramid's width (default 128)
+    output_stride: int | None = None  # segmenters: 8 | 16 | 32 (default: the architecture's)
+    dice: float = 0.0  # segmenters: weight of the Dice loss added to cross-entropy (0: off)
+    class_weights: str | None = None  # segmenters: auto | none | w1,w2,... (cross-entropy)
+    instances: str | None = None  # segmentation masks: auto | foreground | classes
     freeze: bool = False  # keep the whole backbone frozen: train the head only
     unfreeze: str | None = None  # backbone blocks to train: N (the last N) or "all"
     finetune: bool = False  # head_epochs head-only, then `epochs` with blocks unfrozen
@@ -126,6 +130,8 @@ class TrainConfig:
             raise CnnkitError(f"val_split must be in [0, 1), got {self.val_split}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise CnnkitError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not isinstance(self.dice, (int, float)) or isinstance(self.dice, bool) or self.dice < 0:
+            raise CnnkitError(f"dice must be a number >= 0, got {self.dice!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise CnnkitError(f"dropout must be in [0, 1), got {self.dropout}")
         if not self.muon_lr > 0 or not 0 <= self.muon_momentum < 1:

@@ -154,6 +154,28 @@ def _conv2d(a: dict, shape: Shape) -> tuple[nn.Module, Shape]:
     return conv, (a["filters"], *out)
 
 
+def _conv_transpose2d(a: dict, shape: Shape) -> tuple[nn.Module, Shape]:
+    c, h, w = _image(shape, "conv_transpose2d")
+    k, s = _hw(a["kernel"]), _hw(a["stride"])
+    out = ((h - 1) * s[0] + k[0], (w - 1) * s[1] + k[1])
+    conv = nn.ConvTranspose2d(c, a["filters"], k, stride=s, bias=a["bias"])
+    return conv, (a["filters"], *out)
+
+
+def _upsample_mode(v: Any) -> str:
+    if not isinstance(v, str) or v.lower() not in ("nearest", "bilinear"):
+        raise ValueError("must be nearest or bilinear")
+    return v.lower()
+
+
+def _upsample(a: dict, shape: Shape) -> tuple[nn.Module, Shape]:
+    c, h, w = _image(shape, "upsample")
+    f = _hw(a["factor"])
+    align = False if a["mode"] == "bilinear" else None
+    layer = nn.Upsample(scale_factor=f, mode=a["mode"], align_corners=align)
+    return layer, (c, h * f[0], w * f[1])
+
+
 def _pool(cls: type[nn.Module], kind: str) -> Callable[[dict, Shape], tuple[nn.Module, Shape]]:
     def build(a: dict, shape: Shape) -> tuple[nn.Module, Shape]:
         c, h, w = _image(shape, kind)
@@ -234,7 +256,7 @@ _TYPES = [
         "conv2d",
         "2D convolution; input channels inferred; padding valid (default), same or an integer",
         (
-            ("filters", REQUIRED, _pos_int),
+            ("filters", None, _opt_pos_int),  # None only on a segmenter's last conv2d (classes)
             ("kernel", 3, _pair),
             ("stride", 1, _pair),
             ("padding", "valid", _padding),
@@ -243,6 +265,26 @@ _TYPES = [
         _conv2d,
         ("conv", "convolution2d"),
         True,
+    ),
+    LayerType(
+        "conv_transpose2d",
+        "transposed convolution (learned upsampling); stride 2 and kernel 2 double H and W",
+        (
+            ("filters", REQUIRED, _pos_int),
+            ("kernel", 2, _pair),
+            ("stride", 2, _pair),
+            ("bias", True, _bool),
+        ),
+        _conv_transpose2d,
+        ("conv2dtranspose", "deconv", "convtranspose2d"),
+        True,
+    ),
+    LayerType(
+        "upsample",
+        "resize feature maps by an integer factor (nearest or bilinear)",
+        (("factor", 2, _pair), ("mode", "bilinear", _upsample_mode)),
+        _upsample,
+        ("upsampling2d", "upsample2d"),
     ),
     LayerType(
         "dense",

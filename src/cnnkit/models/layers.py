@@ -177,9 +177,14 @@ def load_layers_file(path: str | os.PathLike) -> list[dict]:
 
 
 def build_layers(
-    layers: str | Sequence, input_size: tuple[int, int, int], num_classes: int
+    layers: str | Sequence,
+    input_size: tuple[int, int, int],
+    num_classes: int,
+    per_pixel: bool = False,
 ) -> nn.Sequential:
-    """Build an ``nn.Sequential`` returning logits of width ``num_classes`` from a layer spec."""
+    """Build an ``nn.Sequential`` returning logits of width ``num_classes`` from a layer spec;
+    ``per_pixel``: a segmenter's, (num_classes, H, W) at the input's size, whose last conv2d
+    may omit its filters (it gets the number of classes)."""
     layers = parse_layers(layers)
     if len(input_size) != 3 or any(int(d) < 1 for d in input_size):
         raise CnnkitError(f"input_size must be (C, H, W) with positive sizes, got {input_size}")
@@ -187,6 +192,8 @@ def build_layers(
         raise CnnkitError(f"num_classes must be a positive integer, got {num_classes!r}")
     dense_at = [i for i, layer in enumerate(layers) if layer["type"] == "dense"]
     last_dense = dense_at[-1] if dense_at else None
+    conv_at = [i for i, layer in enumerate(layers) if layer["type"] == "conv2d"]
+    last_conv = conv_at[-1] if conv_at and per_pixel else None
     shape: Shape = tuple(int(d) for d in input_size)
     modules: OrderedDict[str, nn.Module] = OrderedDict()
     counts: dict[str, int] = {}
@@ -201,6 +208,11 @@ def build_layers(
                 f"softmax must be the last layer ({where}); the model returns logits and "
                 f"softmax is applied at prediction"
             )
+        if kind == "conv2d" and args["filters"] is None:
+            if i != last_conv:
+                last = "; only a segmenter's last conv2d may omit them" if per_pixel else ""
+                raise CnnkitError(f"{where}: conv2d needs filters (e.g. conv2d:32){last}")
+            args["filters"] = num_classes
         if kind == "dense":
             if args["units"] is None:
                 if i != last_dense:
@@ -220,6 +232,15 @@ def build_layers(
             raise CnnkitError(f"{e} ({where})") from None
         if module is not None:
             modules[label] = module
+    if per_pixel:
+        wanted = (num_classes, *input_size[1:])
+        if shape != wanted:
+            raise CnnkitError(
+                f"a segmenter's layers must end in {wanted} (classes, H, W of the input), not "
+                f"{shape}; upsample back as often as you pool, and end with a conv2d whose "
+                f"filters are omitted (= the number of classes)"
+            )
+        return nn.Sequential(modules)
     if shape != (num_classes,):
         if last_dense is None:
             raise CnnkitError(

@@ -87,12 +87,23 @@ class Task(Protocol):
 TASKS: dict[str, str] = {
     "classify": "cnnkit.tasks.classify.task:ClassifyTask",
     "detect": "cnnkit.tasks.detect.task:DetectTask",
+    "segment": "cnnkit.tasks.segment.task:SegmentTask",
 }
 # name -> "module:function(checkpoint dict, path, device, precision) -> predictor"
 PREDICTORS: dict[str, str] = {
     "classify": "cnnkit.tasks.classify.predictor:Classifier.from_checkpoint",
     "detect": "cnnkit.tasks.detect.predictor:Detector.from_checkpoint",
+    "segment": "cnnkit.tasks.segment.predictor:Segmenter.from_checkpoint",
 }
+# options only some tasks take (None / 0 is "not given"), refused in one line by the others
+TASK_OPTIONS: dict[str, tuple[str, ...]] = {
+    "fpn_channels": ("detect",),
+    "output_stride": ("segment",),
+    "dice": ("segment",),
+    "class_weights": ("segment",),
+    "instances": ("segment",),
+}
+_TASK_NOUNS = {"classify": "classifiers", "detect": "detectors", "segment": "segmenters"}
 
 
 def _resolve(target: str) -> Any:
@@ -110,28 +121,52 @@ def check_task(name: str) -> str:
 
 
 def task_of_model(model: str) -> str:
-    """The task a model name implies: a detection architecture means "detect"."""
+    """The task a model name implies: a detection architecture means "detect", a segmentation
+    architecture "segment"."""
     from cnnkit.tasks.detect.names import is_detector
+    from cnnkit.tasks.segment.names import is_segmenter
 
-    return "detect" if is_detector(model) else "classify"
+    if is_detector(model):
+        return "detect"
+    return "segment" if is_segmenter(model) else "classify"
 
 
 def task_name(cfg: TrainConfig) -> str:
-    """The config's task: `task` when given, else the model's."""
+    """The config's task: `task` when given, else the model's (a layer spec is a classifier
+    unless the task says segment: then it is a fully convolutional segmenter)."""
     implied = task_of_model(cfg.model)
     if cfg.task is None:
         return implied
     check_task(cfg.task)
+    if cfg.task == "segment" and implied == "classify":
+        from cnnkit.tasks.segment.models import is_layer_spec
+
+        if is_layer_spec(cfg.model):
+            return "segment"
+        raise CnnkitError(
+            f"model '{cfg.model}' is a classifier; a segmenter is fcn, deeplabv3 or lraspp "
+            f"(`cnnkit models --task segment`) or a layer spec"
+        )
     if cfg.task != implied:
         hint = "; `cnnkit models --task detect` lists the detectors" if cfg.task == "detect" else ""
         raise CnnkitError(f"model '{cfg.model}' is a {implied} model, not a {cfg.task} one{hint}")
     return cfg.task
 
 
+def check_task_options(cfg: TrainConfig, name: str) -> None:
+    """Refuse, in one line, an option that only other tasks take."""
+    for key, tasks in TASK_OPTIONS.items():
+        if name not in tasks and getattr(cfg, key) not in (None, 0, 0.0):
+            only = " and ".join(_TASK_NOUNS[t] for t in tasks)
+            raise CnnkitError(f"--{key.replace('_', '-')} is for {only}, not {_TASK_NOUNS[name]}")
+
+
 def make_task(
     cfg: TrainConfig, device: torch.device, precision: Precision, channels_last: bool
 ) -> Task:
-    return _resolve(TASKS[task_name(cfg)])(cfg, device, precision, channels_last)
+    name = task_name(cfg)
+    check_task_options(cfg, name)
+    return _resolve(TASKS[name])(cfg, device, precision, channels_last)
 
 
 def load_predictor(

@@ -137,8 +137,6 @@ class ClassifyTask:
     def __init__(
         self, cfg: TrainConfig, device: torch.device, precision: Precision, channels_last: bool
     ) -> None:
-        if cfg.fpn_channels is not None:
-            raise CnnkitError("--fpn-channels is for detectors; a classifier has no pyramid")
         self.cfg = cfg
         self.device = device
         self.precision = precision

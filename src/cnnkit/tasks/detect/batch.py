@@ -72,7 +72,7 @@ def _resize(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return F.resize(image, [height, width], antialias=True)
 
 
-def _placement(height: int, width: int, size: int, mode: str) -> tuple[int, int]:
+def placement(height: int, width: int, size: int, mode: str) -> tuple[int, int]:
     """(new H, new W) of an (height, width) image under a mode."""
     if mode == "letterbox":
         scale = size / max(height, width)
@@ -100,7 +100,7 @@ def resize_batch(
     scales, pads, stored = [], [], []
     for i, image in enumerate(images):
         height, width = image.shape[-2:]
-        new_h, new_w = _placement(height, width, size, mode)
+        new_h, new_w = placement(height, width, size, mode)
         sx, sy = new_w / width, new_h / height
         px, py = ((size - new_w) // 2, (size - new_h) // 2) if mode == "letterbox" else (0, 0)
         out.append(_resize(image, new_h, new_w))

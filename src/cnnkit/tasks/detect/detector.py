@@ -8,22 +8,20 @@ the torchvision model; ``freeze(k)`` leaves the last k trainable, like ``Transfe
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from cnnkit.models.staged import batchnorm_to_eval, block_lr_groups, check_trainable_blocks
+from cnnkit.models.staged import NamedBlocks
 from cnnkit.tasks.detect.dataset import BoxTarget
 from cnnkit.tasks.detect.postprocess import PostProcess, apply_postprocess
 
 
-class DetectionModel(nn.Module):
+class DetectionModel(NamedBlocks, nn.Module):
     """A torchvision detector speaking cnnkit's contract (0-based labels, [0, 1] images), with
     freezing and per-block learning rates over its backbone's stride stages."""
-
-    backbone_bn_eval: bool = False  # keep the backbone's BatchNorm in eval mode (pretrained)
 
     def __init__(
         self,
@@ -93,60 +91,8 @@ class DetectionModel(nn.Module):
             "postprocess": self.postprocess.to_dict(),
         }
 
-    # -- freezing and learning rates --
-
-    def blocks(self) -> list[list[nn.Module]]:
-        """The backbone's stride stages, input -> output, each a list of its layers."""
-        return [[self.model.get_submodule(n) for n in names] for names in self._block_names]
-
-    def _block_params(self, block: Iterable[nn.Module]) -> list[nn.Parameter]:
-        return [p for layer in block for p in layer.parameters()]
-
-    def freeze(self, trainable_blocks: int | str = 0) -> None:
-        """0: backbone frozen; k: only its last k stride stages train; "all": all of it. The
-        feature pyramid, extra layers and heads always train."""
-        blocks = self.blocks()
-        n = len(blocks)
-        k = check_trainable_blocks(trainable_blocks, n)
-        frozen = 0 if k == "all" else n - int(k)
-        for i, block in enumerate(blocks):
-            for p in self._block_params(block):
-                p.requires_grad_(i >= frozen)
-        self.trainable_blocks = k
-        self.train(self.training)
-
-    def frozen_modules(self) -> list[nn.Module]:
-        """The backbone layers the last ``freeze`` froze (kept in eval mode)."""
-        if self.trainable_blocks == "all":
-            return []
-        blocks = self.blocks()
-        return [m for block in blocks[: len(blocks) - int(self.trainable_blocks)] for m in block]
-
-    def train(self, mode: bool = True) -> DetectionModel:
-        """``nn.Module.train``, but frozen layers stay in eval mode, and so does all the
-        backbone's BatchNorm when ``backbone_bn_eval`` (batches of a few images would wreck
-        pretrained statistics; torchvision freezes them the same way)."""
-        super().train(mode)
-        if mode:
-            for module in self.frozen_modules():
-                module.train(False)
-            if self.backbone_bn_eval:
-                batchnorm_to_eval(layer for block in self.blocks() for layer in block)
-        return self
-
-    def param_groups(self, lr: float, backbone_lr_ratio: float = 0.1) -> list[dict]:
-        """Optimiser groups: pyramid and heads at ``lr``; trainable backbone stages from the last
-        at ``lr * ratio`` down geometrically to the first at ``lr * ratio**2``."""
-        in_blocks = {id(p) for block in self.blocks() for p in self._block_params(block)}
-        head = [p for p in self.parameters() if p.requires_grad and id(p) not in in_blocks]
-        groups = [{"params": head, "lr": lr, "name": "head"}]
-        trainable = [
-            (i, params)
-            for i, block in enumerate(self.blocks())
-            if (params := [p for p in self._block_params(block) if p.requires_grad])
-        ]
-        groups += block_lr_groups(trainable, lr, backbone_lr_ratio)
-        return [g for g in groups if g["params"]]
+    def _blocks_root(self) -> nn.Module:
+        return self.model
 
 
 def _as_float(image: torch.Tensor) -> torch.Tensor:

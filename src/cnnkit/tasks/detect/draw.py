@@ -70,12 +70,12 @@ def gallery(
         ]
         drawn = draw_boxes(image, target.boxes, None, TRUE)
         drawn = draw_boxes(drawn, pred["boxes"][shown], names, PREDICTED)
-        tiles.append(_letterbox(drawn, tile))
+        tiles.append(letterbox_tile(drawn, tile))
     grid = make_grid(tiles, nrow=min(4, len(tiles)), padding=4, pad_value=255)
     return save_png(grid, path)
 
 
-def _letterbox(image: torch.Tensor, size: int) -> torch.Tensor:
+def letterbox_tile(image: torch.Tensor, size: int) -> torch.Tensor:
     height, width = image.shape[1:]
     scale = size / max(height, width)
     new = (max(1, round(height * scale)), max(1, round(width * scale)))

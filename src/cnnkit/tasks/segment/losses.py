@@ -1,0 +1,78 @@
+"""A segmenter's training losses: cross-entropy over pixels, optional Dice, class weights.
+
+Cross-entropy is torch's, with ``ignore_index`` 255 and optional per-class weights. The soft
+Dice loss is written here (a few lines; the libraries that have one, segmentation_models_pytorch
+or MONAI, would be a large dependency for it): 1 - mean over classes of 2 sum(p t) / (sum(p) +
+sum(t)) with softmax probabilities p and one-hot truth t over the pixels that are not ignored,
+smoothed by 1 so a class absent from the batch and not predicted scores as perfect.
+``class_weights("auto", counts)`` is median-frequency balancing (Eigen and Fergus, 2015):
+weight_c = median(freq) / freq_c over the training pixels, so rare classes count more.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+from cnnkit.errors import CnnkitError
+from cnnkit.tasks.segment.dataset import IGNORE_INDEX
+
+
+def dice_loss(logits: torch.Tensor, masks: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+    """Soft multi-class Dice loss of (B, C, H, W) logits against (B, H, W) class masks."""
+    num_classes = logits.shape[1]
+    valid = (masks != IGNORE_INDEX).unsqueeze(1)
+    probs = logits.float().softmax(1) * valid
+    truth = F.one_hot(masks.long().clamp(0, num_classes - 1), num_classes).permute(0, 3, 1, 2)
+    truth = truth * valid
+    dims = (0, 2, 3)
+    overlap = (probs * truth).sum(dims)
+    total = probs.sum(dims) + truth.sum(dims)
+    return 1 - ((2 * overlap + smooth) / (total + smooth)).mean()
+
+
+def segmentation_losses(
+    logits: torch.Tensor,
+    masks: torch.Tensor,
+    weights: torch.Tensor | None = None,
+    dice: float = 0.0,
+) -> dict[str, torch.Tensor]:
+    """{"loss": total, "ce": cross-entropy[, "dice": Dice loss]}; the total is ce + dice * Dice."""
+    masks = masks.long()
+    ce = F.cross_entropy(logits.float(), masks, weight=weights, ignore_index=IGNORE_INDEX)
+    if not torch.isfinite(ce):  # every pixel ignored: nothing to learn from this batch
+        ce = logits.sum() * 0.0
+    losses = {"ce": ce}
+    total = ce
+    if dice > 0:
+        losses["dice"] = dice_loss(logits, masks)
+        total = total + dice * losses["dice"]
+    return {"loss": total, **losses}
+
+
+def class_weights(value: str | None, counts: torch.Tensor) -> torch.Tensor | None:
+    """The --class-weights setting: None / "none" (all 1), "auto" (median-frequency balancing
+    over ``counts``, the training pixels per class), or "w1,w2,..." (one per class)."""
+    if value is None or str(value).strip().lower() == "none":
+        return None
+    text = str(value).strip().lower()
+    n = len(counts)
+    if text == "auto":
+        freq = counts.double() / max(int(counts.sum()), 1)
+        present = freq > 0
+        if not present.any():
+            return None
+        median = freq[present].median()
+        out = torch.where(present, median / freq.clamp_min(1e-12), torch.zeros_like(freq))
+        return out.float()
+    try:
+        weights = [float(w) for w in text.split(",")]
+    except ValueError:
+        raise CnnkitError(
+            f"--class-weights is auto, none or one number per class, got '{value}'"
+        ) from None
+    if len(weights) != n or any(w < 0 for w in weights) or not any(weights):
+        raise CnnkitError(
+            f"--class-weights needs {n} non-negative numbers (one per class), got '{value}'"
+        )
+    return torch.tensor(weights, dtype=torch.float32)
