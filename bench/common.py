@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import random
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import torch
 import yaml
 
 SHARED_CIFAR10 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10"
+PENNFUDAN = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pennfudan"
 
 
 def cpu_name() -> str:
@@ -52,3 +54,21 @@ def parse_sets(items: list[str]) -> dict[str, Any]:
             raise SystemExit(f"--set takes KEY=VALUE, got {item!r}")
         values[key.strip().replace("-", "_")] = yaml.safe_load(value)
     return values
+
+
+def pennfudan_split(root: Path, test: int, seed: int) -> tuple[Path, Path]:
+    """root/train and root/test in Penn-Fudan's own layout, linked to the shared files."""
+    names = sorted(p.stem for p in (PENNFUDAN / "PNGImages").glob("*.png"))
+    random.Random(seed).shuffle(names)
+    parts = {"test": names[:test], "train": names[test:]}
+    for part, chosen in parts.items():
+        for sub in ("PNGImages", "PedMasks"):
+            (root / part / sub).mkdir(parents=True)
+        for name in chosen:
+            (root / part / "PNGImages" / f"{name}.png").symlink_to(
+                PENNFUDAN / "PNGImages" / f"{name}.png"
+            )
+            (root / part / "PedMasks" / f"{name}_mask.png").symlink_to(
+                PENNFUDAN / "PedMasks" / f"{name}_mask.png"
+            )
+    return root / "train", root / "test"

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import sys
 import tempfile
 import time
@@ -34,28 +33,9 @@ import cnnkit  # noqa: E402
 from cnnkit.tasks.detect.formats import read_detection  # noqa: E402
 from cnnkit.tasks.detect.inference import original_targets  # noqa: E402
 from cnnkit.tasks.detect.metrics import detection_metrics  # noqa: E402
-from common import parse_sets, print_machine  # noqa: E402
+from common import parse_sets, pennfudan_split, print_machine  # noqa: E402
 
-PENNFUDAN = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pennfudan"
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def split_folders(root: Path, test: int, seed: int) -> tuple[Path, Path]:
-    """root/train and root/test in Penn-Fudan's own layout, linked to the shared files."""
-    names = sorted(p.stem for p in (PENNFUDAN / "PNGImages").glob("*.png"))
-    random.Random(seed).shuffle(names)
-    parts = {"test": names[:test], "train": names[test:]}
-    for part, chosen in parts.items():
-        for sub in ("PNGImages", "PedMasks"):
-            (root / part / sub).mkdir(parents=True)
-        for name in chosen:
-            (root / part / "PNGImages" / f"{name}.png").symlink_to(
-                PENNFUDAN / "PNGImages" / f"{name}.png"
-            )
-            (root / part / "PedMasks" / f"{name}_mask.png").symlink_to(
-                PENNFUDAN / "PedMasks" / f"{name}_mask.png"
-            )
-    return root / "train", root / "test"
 
 
 def run_cnnkit(
@@ -197,7 +177,7 @@ def main() -> None:
     args = parser.parse_args()
     machine = print_machine()
     with tempfile.TemporaryDirectory() as tmp:
-        train, test = split_folders(Path(tmp) / "data", args.test, args.seed)
+        train, test = pennfudan_split(Path(tmp) / "data", args.test, args.seed)
         ours = run_cnnkit(train, test, Path(tmp) / "runs", args.preset, parse_sets(args.set))
         print(f"cnnkit {args.preset}: {json.dumps(ours)}", flush=True)
         result = {"machine": machine, "test_images": args.test, "seed": args.seed, "cnnkit": ours}
