@@ -1,0 +1,222 @@
+"""Segmentation through the engine, as a user runs it: train -> evaluate -> predict on a tiny set
+of images the test draws, exact resume, a layer-spec FCN, show-batch, and the refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import cnnkit
+from cnnkit.cli import main
+from cnnkit.config import TrainConfig
+from cnnkit.engine.fit import Trainer
+from cnnkit.errors import CnnkitError
+from cnnkit.tasks.segment.predictor import Segmenter
+from stop_after import StopAfter
+
+CLASSES = ["background", "red", "blue"]
+FCN_LAYERS = (
+    "conv2d:16:3:padding=same,relu,maxpool2d,conv2d:16:3:padding=same,relu,upsample,"
+    "conv2d:kernel=1"
+)
+
+
+def write_dataset(root: Path, n: int = 12, seed: int = 0) -> Path:
+    """root/images/*.png + root/masks/*_mask.png + classes.txt: grey noise photos of 56 x 72 px
+    with a red rectangle (class 1) and, in every other image, a blue one (class 2)."""
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i in range(n):
+        photo = rng.integers(90, 160, (56, 72, 3), dtype=np.uint8)
+        mask = np.zeros((56, 72), np.uint8)
+        for label, colour in ((1, (230, 30, 30)), (2, (30, 30, 230)))[: 1 + i % 2]:
+            x, y = int(rng.integers(0, 40)), int(rng.integers(0, 30))
+            w, h = int(rng.integers(14, 30)), int(rng.integers(12, 24))
+            photo[y : y + h, x : x + w] = colour
+            mask[y : y + h, x : x + w] = label
+        Image.fromarray(photo).save(root / "images" / f"s{i}.png")
+        Image.fromarray(mask).save(root / "masks" / f"s{i}_mask.png")
+    (root / "classes.txt").write_text("\n".join(CLASSES) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def seg_data(tmp_path_factory) -> Path:
+    return write_dataset(tmp_path_factory.mktemp("seg") / "data")
+
+
+def seg_options(data: Path, **extra):
+    options = dict(
+        data=str(data),
+        model="lraspp",
+        epochs=2,
+        batch_size=4,
+        image_size=64,
+        val_split=0.25,
+        optimizer="sgd",
+        lr=0.01,
+        augment="standard",
+        precision="fp32",
+    )
+    options.update(extra)
+    return options
+
+
+@pytest.fixture(scope="module")
+def seg_run(seg_data, tmp_path_factory):
+    project = tmp_path_factory.mktemp("runs")
+    return cnnkit.train(project=str(project), name="seg", progress=False, **seg_options(seg_data))
+
+
+def test_a_segmenter_trains_into_a_run_folder_and_mIoU_picks_best(seg_run):
+    history = seg_run.history
+    assert len(history) == 2 and {"train_loss", "train_ce", "val_miou"} <= set(history[0])
+    assert all(np.isfinite(row["train_loss"]) for row in history)
+    assert seg_run.metrics["task"] == "segment" and seg_run.metrics["best_by"] == "val_miou"
+    best = max(range(2), key=lambda i: history[i]["val_miou"])
+    assert seg_run.metrics["best_epoch"] == best + 1
+    ckpt = torch.load(seg_run.best, weights_only=True)
+    assert ckpt["task"] == "segment" and ckpt["classes"] == CLASSES
+    assert ckpt["model"]["name"] == "lraspp_mobilenet_v2"
+
+
+def test_evaluate_scores_the_runs_validation_images_at_their_own_size(seg_run, seg_data, tmp_path):
+    segmenter = cnnkit.load(seg_run.best)
+    assert isinstance(segmenter, Segmenter)
+    report = cnnkit.evaluate(  # in the run's precision, so the figure is the run's own
+        seg_run.best, split="val", precision="fp32", out_dir=tmp_path / "eval", progress=False
+    )
+    assert report.images == 3 and report.metrics.pixels == 3 * 56 * 72
+    assert report.miou == pytest.approx(seg_run.metrics["best_val_miou"], abs=1e-6)
+    written = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert {"miou", "per_class_iou", "pixel_accuracy", "dice"} <= set(written)
+    assert set(written["per_class_iou"]) == set(CLASSES)
+    for name in ("per_class.csv", "confusion_matrix.csv", "confusion_matrix.png", "gallery.png"):
+        assert (tmp_path / "eval" / name).is_file(), name
+    flipped = segmenter.evaluate(str(seg_data), split="val", tta="flip", out_dir=tmp_path / "f")
+    assert flipped.tta == "flip" and 0.0 <= flipped.miou <= 1.0
+
+
+def test_predict_gives_a_mask_at_the_original_size_and_saves_class_pngs(seg_run, seg_data, tmp_path):
+    segmenter = cnnkit.load(seg_run.best)
+    image = Image.open(seg_data / "images" / "s0.png").resize((150, 97))  # not the stored size
+    found = segmenter.predict(np.asarray(image))
+    assert found.mask.shape == (97, 150) and (found.width, found.height) == (150, 97)
+    assert set(np.unique(found.mask)) <= {0, 1, 2}
+    assert sum(found.shares.values()) == pytest.approx(1.0)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    paths = [str(seg_data / "images" / "s1.png"), str(bad)]
+    results, errors = segmenter.predict_paths(paths, save_masks=tmp_path / "masks")
+    assert len(results) == 1 and errors[0][0].endswith("bad.png")
+    saved = np.asarray(Image.open(results[0].files["mask"]))
+    assert saved.shape == (56, 72) and np.array_equal(saved, results[0].mask)
+    assert Path(results[0].files["overlay"]).is_file()
+
+
+def test_predict_cli_json_shares_and_save_masks(seg_run, seg_data, tmp_path, capsys):
+    out = tmp_path / "cli-masks"
+    image = str(seg_data / "images" / "s2.png")
+    code = main(["predict", str(seg_run.run_dir), image, "--json", "--save-masks", str(out)])
+    assert code == 0
+    results = json.loads(capsys.readouterr().out.split("\n]\n")[0] + "\n]")
+    assert set(results[0]["shares"]) == set(CLASSES) and "mask" in results[0]
+    assert len(list(out.glob("*_overlay.png"))) == 1
+    assert main(["predict", str(seg_run.run_dir), image, "--conf", "0.5"]) == 2
+    assert "not for segmenters" in capsys.readouterr().err
+
+
+def test_an_interrupted_segmentation_run_resumes_to_the_same_weights(seg_data, tmp_path):
+    options = seg_options(seg_data, epochs=2, project=str(tmp_path), seed=1, ema=0.9)
+    full = cnnkit.train(name="full", progress=False, **options)
+    (tmp_path / "cut").mkdir()
+    trainer = Trainer(TrainConfig(name="cut", **options), tmp_path / "cut", progress=False)
+    trainer.stop = StopAfter(trainer.steps + 1)  # mid-way through epoch 2
+    assert trainer.fit().interrupted
+    resumed = cnnkit.train(resume=tmp_path / "cut", progress=False)
+    a = torch.load(full.last, weights_only=True)["state_dict"]
+    b = torch.load(resumed.last, weights_only=True)["state_dict"]
+    for key, value in a.items():
+        assert torch.equal(value, b[key]), key
+
+
+def test_a_layer_spec_fcn_trains_with_dice_and_class_weights(seg_data, tmp_path):
+    run = cnnkit.train(
+        progress=False,
+        project=str(tmp_path),
+        **seg_options(
+            seg_data,
+            task="segment",
+            model=FCN_LAYERS,
+            optimizer="adam",
+            lr=3e-3,
+            epochs=3,
+            dice=0.5,
+            class_weights="auto",
+        ),
+    )
+    assert {"train_ce", "train_dice"} <= set(run.history[0])
+    assert run.history[-1]["train_loss"] < run.history[0]["train_loss"]
+    found = cnnkit.load(run.best).predict(str(seg_data / "images" / "s3.png"))
+    assert found.mask.shape == (56, 72)
+
+
+def test_show_batch_overlays_the_augmented_masks(seg_data, tmp_path, capsys):
+    out = tmp_path / "batch.png"
+    args = ["show-batch", "--data", str(seg_data), "--model", "lraspp", "--image-size", "64"]
+    assert main([*args, "--augment", "standard", "--n", "4", "--out", str(out)]) == 0
+    assert Image.open(out).size[0] > 64 and "4 training images" in capsys.readouterr().out
+
+
+def test_options_a_segmenter_cannot_use_are_refused_in_one_line(seg_data, tmp_path):
+    refused = (
+        {"mixup": 0.2},
+        {"label_smoothing": 0.1},
+        {"fpn_channels": 64},
+        {"tta": "flip-translate"},
+        {"resize": "shorter"},
+        {"augment": "strong"},
+    )
+    for extra in refused:
+        with pytest.raises(CnnkitError):
+            cnnkit.train(project=str(tmp_path), progress=False, **seg_options(seg_data, **extra))
+    with pytest.raises(CnnkitError, match="is for segmenters"):
+        cnnkit.train(data="cifar10-sample", dice=0.5, project=str(tmp_path), progress=False)
+    with pytest.raises(CnnkitError, match="classifier"):
+        cnnkit.train(
+            project=str(tmp_path),
+            progress=False,
+            **seg_options(seg_data, task="segment", model="resnet18"),
+        )
+    with pytest.raises(CnnkitError, match="classification dataset"):
+        cnnkit.train(project=str(tmp_path), progress=False, **seg_options("cifar10-sample"))
+    assert not any(tmp_path.iterdir())  # a run that never started leaves no folder
+
+
+@pytest.mark.shared_data
+def test_coco128_masks_train_end_to_end_with_their_non_contiguous_ids(tmp_path):
+    from detect_files import shared_dataset
+
+    data = shared_dataset("coco128")
+    run = cnnkit.train(
+        data=str(data / "segmentation.yaml"),
+        model="lraspp",
+        epochs=1,
+        batch_size=8,
+        image_size=96,
+        val_split=0.1,
+        optimizer="sgd",
+        lr=0.01,
+        precision="fp32",
+        project=str(tmp_path),
+        progress=False,
+    )
+    ckpt = torch.load(run.best, weights_only=True)
+    assert len(ckpt["classes"]) == ckpt["num_classes"] > 80
+    assert np.isfinite(run.history[0]["train_loss"]) and run.history[0]["val_miou"] is not None
