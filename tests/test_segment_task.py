@@ -21,8 +21,7 @@ from stop_after import StopAfter
 
 CLASSES = ["background", "red", "blue"]
 FCN_LAYERS = (
-    "conv2d:16:3:padding=same,relu,maxpool2d,conv2d:16:3:padding=same,relu,upsample,"
-    "conv2d:kernel=1"
+    "conv2d:16:3:padding=same,relu,maxpool2d,conv2d:16:3:padding=same,relu,upsample,conv2d:kernel=1"
 )
 
 
@@ -103,7 +102,9 @@ def test_evaluate_scores_the_runs_validation_images_at_their_own_size(seg_run, s
     assert flipped.tta == "flip" and 0.0 <= flipped.miou <= 1.0
 
 
-def test_predict_gives_a_mask_at_the_original_size_and_saves_class_pngs(seg_run, seg_data, tmp_path):
+def test_predict_gives_a_mask_at_the_original_size_and_saves_class_pngs(
+    seg_run, seg_data, tmp_path
+):
     segmenter = cnnkit.load(seg_run.best)
     image = Image.open(seg_data / "images" / "s0.png").resize((150, 97))  # not the stored size
     found = segmenter.predict(np.asarray(image))
