@@ -52,3 +52,21 @@ def test_a_stop_between_read_backs_keeps_the_steps_done():
     full, _ = one_epoch(1, stop_after=6)
     assert stopped.correct == full.correct
     assert stopped.loss_sum == pytest.approx(full.loss_sum, rel=1e-6)
+
+
+def test_a_run_whose_loss_becomes_nan_stops_with_one_line_before_saving_it(tmp_path):
+    import cnnkit
+    from cnnkit.errors import CnnkitError
+
+    with pytest.raises(CnnkitError, match="diverged in epoch 1.*nothing was saved"):
+        cnnkit.train(
+            data="cifar10-sample",
+            model="simple_cnn",
+            optimizer="sgd",
+            lr=1e9,
+            epochs=3,
+            project=str(tmp_path),
+            name="boom",
+            progress=False,
+        )
+    assert not (tmp_path / "boom" / "last.pt").exists()  # no NaN weights were written

@@ -32,7 +32,8 @@ def evaluate(
 ) -> Any:
     """Evaluate a checkpoint (or run folder) on data (default: the data the run trained on, from
     any working directory, as `cnnkit evaluate` finds it); returns the task's report: a
-    ClassificationReport, or a DetectionReport for a detector."""
+    ClassificationReport, a DetectionReport for a detector, a SegmentationReport for a
+    segmenter."""
     predictor = load(checkpoint, device=device, precision=precision)
     chosen = evaluation_data(data, predictor.data_location, predictor.config)
     return predictor.evaluate(chosen, split=split, **kwargs)

@@ -14,7 +14,8 @@ __all__ = ["expand_paths", "load"]
 
 def load(path: str | os.PathLike, device: str = "auto", precision: str = "auto") -> Any:
     """A checkpoint file or run folder (its best.pt) as its task's predictor: a Classifier
-    (`.predict("cat.png")` -> top-k classes) or a Detector (-> boxes).
+    (`.predict("cat.png")` -> top-k classes), a Detector (-> boxes) or a Segmenter (-> a class
+    mask at the image's size).
     `cnnkit.load("runs/x/best.pt").predict("cat.png")`."""
     resolved = resolve_checkpoint_path(path)
     return load_predictor(load_checkpoint(resolved), resolved, device, precision)

@@ -8,6 +8,7 @@ model, one step's losses, the metrics whose `score` picks best.pt, and the final
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -282,6 +283,8 @@ class Trainer:
             if bar:
                 bar.close()
             self.wall_seconds += time.perf_counter() - started
+            if not math.isfinite(self.progress.loss):
+                raise self._diverged()
             if self.stop.requested:
                 self.save_last()
                 return True
@@ -289,6 +292,19 @@ class Trainer:
             if self.stopped_early:
                 break
         return False
+
+    def _diverged(self) -> CnnkitError:
+        """The one line for a loss that became NaN or infinite: training stops before those
+        weights reach a checkpoint, so last.pt and best.pt keep the last finite epoch's."""
+        kept = (
+            f"{self.run_dir} keeps the checkpoints of epoch {self.epoch}"
+            if (self.run_dir / "last.pt").is_file()
+            else "no epoch finished, so nothing was saved"
+        )
+        return CnnkitError(
+            f"training diverged in epoch {self.epoch + 1}: the loss became "
+            f"{self.progress.loss}; lower --lr or clip the gradients (--clip-grad 10); {kept}"
+        )
 
     def _history_row(self, val: Metrics | None) -> dict[str, Any]:
         p = self.progress
