@@ -86,7 +86,7 @@ def test_class_weights_auto_balances_by_median_frequency_and_checks_given_ones()
     assert auto.tolist() == pytest.approx([0.1, 1.0, 9.0], rel=1e-5)
     assert class_weights("none", counts) is None and class_weights(None, counts) is None
     assert class_weights("1,2,3", counts).tolist() == [1.0, 2.0, 3.0]
-    for bad in ("1,2", "a,b,c", "-1,1,1", "0,0,0"):
+    for bad in ("1,2", "a,b,c", "-1,1,1", "0,0,0", "nan,1,1", "inf,1,1"):
         with pytest.raises(CnnkitError, match="class-weights"):
             class_weights(bad, counts)
     absent = class_weights("auto", torch.tensor([50, 0, 50]))

@@ -110,6 +110,7 @@ def test_predict_gives_a_mask_at_the_original_size_and_saves_class_pngs(
     found = segmenter.predict(np.asarray(image))
     assert found.mask.shape == (97, 150) and (found.width, found.height) == (150, 97)
     assert set(np.unique(found.mask)) <= {0, 1, 2}
+    assert np.array_equal(np.asarray(found), found.mask) and found.shape == (97, 150)
     assert sum(found.shares.values()) == pytest.approx(1.0)
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not an image")
@@ -126,7 +127,7 @@ def test_predict_cli_json_shares_and_save_masks(seg_run, seg_data, tmp_path, cap
     image = str(seg_data / "images" / "s2.png")
     code = main(["predict", str(seg_run.run_dir), image, "--json", "--save-masks", str(out)])
     assert code == 0
-    results = json.loads(capsys.readouterr().out.split("\n]\n")[0] + "\n]")
+    results = json.loads(capsys.readouterr().out)  # the "written to" line goes to stderr
     assert set(results[0]["shares"]) == set(CLASSES) and "mask" in results[0]
     assert len(list(out.glob("*_overlay.png"))) == 1
     assert main(["predict", str(seg_run.run_dir), image, "--conf", "0.5"]) == 2
@@ -140,6 +141,8 @@ def test_an_interrupted_segmentation_run_resumes_to_the_same_weights(seg_data, t
     trainer = Trainer(TrainConfig(name="cut", **options), tmp_path / "cut", progress=False)
     trainer.stop = StopAfter(trainer.steps + 1)  # mid-way through epoch 2
     assert trainer.fit().interrupted
+    with pytest.raises(CnnkitError, match="output_stride"):  # not in the weights: refused
+        cnnkit.train(resume=tmp_path / "cut", output_stride=32, progress=False)
     resumed = cnnkit.train(resume=tmp_path / "cut", progress=False)
     a = torch.load(full.last, weights_only=True)["state_dict"]
     b = torch.load(resumed.last, weights_only=True)["state_dict"]
@@ -194,6 +197,12 @@ def test_options_a_segmenter_cannot_use_are_refused_in_one_line(seg_data, tmp_pa
             project=str(tmp_path),
             progress=False,
             **seg_options(seg_data, task="segment", model="resnet18"),
+        )
+    with pytest.raises(CnnkitError, match="DeepLabV3 trains on batches of at least 2"):
+        cnnkit.train(
+            project=str(tmp_path),
+            progress=False,
+            **seg_options(seg_data, model="deeplabv3", batch_size=1),
         )
     with pytest.raises(CnnkitError, match="classification dataset"):
         cnnkit.train(project=str(tmp_path), progress=False, **seg_options("cifar10-sample"))

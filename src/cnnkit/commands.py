@@ -132,7 +132,7 @@ def _predict_masks(segmenter: Any, paths: list[str], args: argparse.Namespace) -
     else:
         _print_masks(results)
     if args.save_masks:
-        print(f"{len(results)} masks and overlays written to {args.save_masks}")
+        print(f"{len(results)} masks and overlays written to {args.save_masks}", file=sys.stderr)
     if not results:
         raise CnnkitError("no image could be read")
     return 0
@@ -174,7 +174,10 @@ def _predict_boxes(detector: Any, paths: list[str], args: argparse.Namespace) ->
         _print_detections(results)
     if args.save_images:
         written = detector.save_images(results, args.save_images)
-        print(f"{len(written)} images with their boxes written to {args.save_images}")
+        print(
+            f"{len(written)} images with their boxes written to {args.save_images}",
+            file=sys.stderr,
+        )
     if not results:
         raise CnnkitError("no image could be read")
     return 0

@@ -282,7 +282,7 @@ def with_overrides(values: dict[str, Any], overrides: dict[str, Any] | None) -> 
 
 
 # what a resumed run keeps: the saved weights are this model's, its epochs see this data
-RESUME_KEEPS = ("model", "data")
+RESUME_KEEPS = ("model", "data", "output_stride", "instances", "fpn_channels")
 
 
 def resume_values(saved: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
@@ -300,6 +300,11 @@ def resume_values(saved: dict[str, Any], overrides: dict[str, Any] | None) -> di
             raise CnnkitError(
                 f"{who} changes the resumed run's model ({old} -> {new}); its weights are "
                 f"{old}'s: train a new run for {new}"
+            )
+        if key in ("output_stride", "instances", "fpn_channels"):
+            raise CnnkitError(
+                f"{who} changes the resumed run's {key} ({old} -> {new}); its weights were "
+                f"trained with {old}: train a new run for {new}"
             )
         raise CnnkitError(
             f"{who} changes the resumed run's data ({old} -> {new}); add --data {old} to keep it"

@@ -10,6 +10,7 @@ fp32 and a GradScaler that is disabled unless fp16.
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -129,7 +130,8 @@ def run_epoch(
     stops early if should_stop(). `step(batch)` is the task's: it returns the batch's losses.
 
     `progress` gets the running sums every `sync_every` steps (default: every step on the CPU,
-    every GPU_SYNC_EVERY on other devices) and at the end."""
+    every GPU_SYNC_EVERY on other devices) and at the end; a loss that is no longer finite at
+    such a read-back ends the epoch there (the trainer then stops the run in one line)."""
     if progress.generator_state is None:
         progress.generator_state = generator.get_state()
     else:  # resuming mid-epoch: replay the same shuffle
@@ -173,6 +175,8 @@ def run_epoch(
         progress.step += 1
         if progress.step % sync_every == 0:
             flush()
+            if not math.isfinite(progress.loss):  # diverged: the caller stops the run
+                break
         if on_step is not None:
             on_step(progress)
     flush()

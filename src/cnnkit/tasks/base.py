@@ -153,10 +153,25 @@ def task_name(cfg: TrainConfig) -> str:
     return cfg.task
 
 
+def print_data_notes(data: Any) -> None:
+    """What a reader noted (values mapped, splits replaced) and the files it skipped, one line
+    each, the skipped ones named up to three (`cnnkit datasets --inspect` lists them all)."""
+    for note in getattr(data, "notes", []):
+        print(f"cnnkit: {note}")
+    skipped = getattr(data, "skipped", [])
+    if skipped:
+        first = ", ".join(f"{path} ({reason})" for path, reason in skipped[:3])
+        more = len(skipped) - 3
+        rest = f", and {more} more (`cnnkit datasets --inspect` lists them)" if more > 0 else ""
+        print(f"cnnkit: skipped {len(skipped)} file(s): {first}{rest}")
+
+
 def check_task_options(cfg: TrainConfig, name: str) -> None:
     """Refuse, in one line, an option that only other tasks take."""
     for key, tasks in TASK_OPTIONS.items():
-        if name not in tasks and getattr(cfg, key) not in (None, 0, 0.0):
+        value = getattr(cfg, key)
+        neutral = value in (None, 0, 0.0) or (isinstance(value, str) and value.lower() == "none")
+        if name not in tasks and not neutral:
             only = " and ".join(_TASK_NOUNS[t] for t in tasks)
             raise CnnkitError(f"--{key.replace('_', '-')} is for {only}, not {_TASK_NOUNS[name]}")
 

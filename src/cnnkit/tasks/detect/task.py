@@ -15,7 +15,7 @@ from cnnkit.engine.device import Precision
 from cnnkit.engine.loop import EpochProgress, StepOutput
 from cnnkit.engine.stages import Stage
 from cnnkit.errors import CnnkitError
-from cnnkit.tasks.base import Metrics
+from cnnkit.tasks.base import Metrics, print_data_notes
 from cnnkit.tasks.detect.augment import DetectAugment, augment_sample
 from cnnkit.tasks.detect.batch import resize_batch
 from cnnkit.tasks.detect.dataset import DetectionSet, DetectionSplits
@@ -155,13 +155,7 @@ class DetectTask:
         self.data = read_detection(
             cfg.data, val_split=cfg.val_split, seed=cfg.seed, max_size=self.size, progress=progress
         )
-        for note in self.data.notes:
-            print(f"cnnkit: {note}")
-        if self.data.skipped:
-            first = ", ".join(f"{path} ({reason})" for path, reason in self.data.skipped[:3])
-            more = len(self.data.skipped) - 3
-            rest = f", and {more} more (`cnnkit datasets --inspect` lists them)" if more > 0 else ""
-            print(f"cnnkit: skipped {len(self.data.skipped)} file(s): {first}{rest}")
+        print_data_notes(self.data)
         if self.data.train is None or len(self.data.train) == 0:
             raise CnnkitError(f"no training images in {cfg.data}")
         if self.data.train.box_count() == 0:

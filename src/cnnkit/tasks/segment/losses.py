@@ -11,6 +11,8 @@ weight_c = median(freq) / freq_c over the training pixels, so rare classes count
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch.nn import functional as F
 
@@ -24,7 +26,7 @@ def dice_loss(logits: torch.Tensor, masks: torch.Tensor, smooth: float = 1.0) ->
     valid = (masks != IGNORE_INDEX).unsqueeze(1)
     probs = logits.float().softmax(1) * valid
     truth = F.one_hot(masks.long().clamp(0, num_classes - 1), num_classes).permute(0, 3, 1, 2)
-    truth = truth * valid
+    truth = truth.to(probs.dtype) * valid
     dims = (0, 2, 3)
     overlap = (probs * truth).sum(dims)
     total = probs.sum(dims) + truth.sum(dims)
@@ -71,7 +73,8 @@ def class_weights(value: str | None, counts: torch.Tensor) -> torch.Tensor | Non
         raise CnnkitError(
             f"--class-weights is auto, none or one number per class, got '{value}'"
         ) from None
-    if len(weights) != n or any(w < 0 for w in weights) or not any(weights):
+    finite = all(math.isfinite(w) for w in weights)
+    if len(weights) != n or not finite or any(w < 0 for w in weights) or not any(weights):
         raise CnnkitError(
             f"--class-weights needs {n} non-negative numbers (one per class), got '{value}'"
         )

@@ -25,6 +25,8 @@ from cnnkit.tasks.segment.metrics import segmentation_metrics
 from cnnkit.tasks.segment.models import segmenter_from_record, segmenter_spec
 from cnnkit.tasks.segment.report import GALLERY_IMAGES, SegmentationReport
 
+BATCH = 4  # images per forward pass in prediction
+
 
 @dataclass
 class SegmentationResult:
@@ -43,6 +45,14 @@ class SegmentationResult:
         counts = np.bincount(self.mask.reshape(-1), minlength=len(self.classes))
         total = max(int(counts.sum()), 1)
         return {name: float(counts[i]) / total for i, name in enumerate(self.classes)}
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        """``np.asarray(result)`` is the mask."""
+        return self.mask if dtype is None else self.mask.astype(dtype)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.mask.shape
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -108,7 +118,9 @@ class Segmenter:
         self, inputs: ImageInput | list[ImageInput], tta: str = "none"
     ) -> SegmentationResult | list[SegmentationResult]:
         """The class mask of one image (path, PIL image or HxWxC array) or of a list of them,
-        at each image's own size; ``tta="flip"`` averages it with the mirror image's."""
+        at each image's own size: a SegmentationResult whose ``.mask`` (also
+        ``np.asarray(result)``) is the (H, W) class index of every pixel, with ``.shares``;
+        ``tta="flip"`` averages it with the mirror image's."""
         single = not isinstance(inputs, list)
         items = [inputs] if single else inputs
         arrays = [decode_image(item) for item in items]
@@ -120,7 +132,7 @@ class Segmenter:
         patterns: list[str],
         tta: str = "none",
         save_masks: str | os.PathLike | None = None,
-        batch_size: int = 4,
+        batch_size: int = BATCH,
     ) -> tuple[list[SegmentationResult], list[tuple[str, str]]]:
         """Segment files, folders and globs; unreadable files come back as (path, reason).
         With ``save_masks`` each image's class-index PNG (``NNNN-name.png``, at its own size)
@@ -161,7 +173,7 @@ class Segmenter:
         if not arrays:
             return []
         images = [_tensor(a) for a in arrays]
-        found = predict_classes(self.model, images, self.size, self.precision, len(images), tta)
+        found = predict_classes(self.model, images, self.size, self.precision, BATCH, tta)
         return [
             SegmentationResult(name, a.shape[1], a.shape[0], mask.numpy(), self.classes)
             for a, mask, name in zip(arrays, found, names, strict=True)

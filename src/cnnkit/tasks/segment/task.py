@@ -16,7 +16,7 @@ from cnnkit.engine.device import Precision
 from cnnkit.engine.loop import EpochProgress, StepOutput
 from cnnkit.engine.stages import Stage
 from cnnkit.errors import CnnkitError
-from cnnkit.tasks.base import Metrics
+from cnnkit.tasks.base import Metrics, print_data_notes
 from cnnkit.tasks.detect.task import batch_starts
 from cnnkit.tasks.segment.augment import SegmentAugment, augment_sample
 from cnnkit.tasks.segment.batch import letterbox
@@ -51,8 +51,6 @@ def check_segment_config(cfg: TrainConfig) -> None:
         value = getattr(cfg, key)
         if value not in (neutral, None, 0, 0.0, False):
             raise CnnkitError(f"--{key.replace('_', '-')} is not available for segmentation")
-    if cfg.optimizer == "muon" and cfg.starts_pretrained:
-        raise CnnkitError("--optimizer muon is for training from scratch")
     if cfg.resize not in (None, "letterbox"):
         raise CnnkitError(f"segmentation letterboxes its images, not '{cfg.resize}'")
     check_tta(cfg.tta)
@@ -92,6 +90,11 @@ class SegmentTask:
         options = {"pretrained": cfg.pretrained, "weights": cfg.weights}
         options["output_stride"] = cfg.output_stride
         self.spec = segmenter_spec(cfg.model, **{k: v for k, v in options.items() if v})
+        if cfg.optimizer == "muon" and self.spec.weights_kind is not None:
+            raise CnnkitError(
+                "--optimizer muon is for training from scratch; this segmenter starts from "
+                f"{self.spec.weights_kind} weights (--pretrained none, or sgd / adamw)"
+            )
         self.size = int(cfg.image_size or DEFAULT_IMAGE_SIZE)
         if self.size < 32:
             raise CnnkitError(f"segmentation image size must be at least 32, got {self.size}")
@@ -117,19 +120,18 @@ class SegmentTask:
             instances=cfg.instances or "auto",
             progress=progress,
         )
-        for note in self.data.notes:
-            print(f"cnnkit: {note}")
-        if self.data.skipped:
-            first = ", ".join(f"{path} ({reason})" for path, reason in self.data.skipped[:3])
-            more = len(self.data.skipped) - 3
-            rest = f", and {more} more (`cnnkit datasets --inspect` lists them)" if more > 0 else ""
-            print(f"cnnkit: skipped {len(self.data.skipped)} file(s): {first}{rest}")
+        print_data_notes(self.data)
         if self.data.train is None or len(self.data.train) == 0:
             raise CnnkitError(f"no training images in {cfg.data}")
         counts, _ = self.data.train.pixel_counts()
         if int(counts.sum()) == 0:
             raise CnnkitError(f"{cfg.data} has no labelled pixels in its training masks")
         self.weights = class_weights(cfg.class_weights, counts)
+        if self.spec.arch == "deeplabv3" and min(cfg.batch_size, len(self.data.train)) < 2:
+            raise CnnkitError(  # its ASPP pooling branch has BatchNorm over one value
+                "DeepLabV3 trains on batches of at least 2 images: raise --batch-size (or use "
+                "lraspp / fcn)"
+            )
 
     def build(self, resuming: bool) -> nn.Module:
         model = build_segmenter(self.spec, len(self.data.classes), image_size=self.size)
