@@ -91,3 +91,17 @@ def test_class_weights_auto_balances_by_median_frequency_and_checks_given_ones()
             class_weights(bad, counts)
     absent = class_weights("auto", torch.tensor([50, 0, 50]))
     assert absent.tolist() == [1.0, 0.0, 1.0]  # a class without pixels gets no weight
+
+
+def test_classes_are_resized_a_few_at_a_time_exactly_as_all_at_once():
+    from cnnkit.tasks.segment.batch import classes_in_window, window
+
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.rand(40, 64, 64, generator=generator)  # more classes than one chunk
+    win = window(50, 37, 64)  # a tall image enlarged to the canvas' height
+    got = classes_in_window(scores, win)
+    inner = scores[:, win.top : win.top + win.inner_height, win.left : win.left + win.inner_width]
+    full = torch.nn.functional.interpolate(
+        inner[None], size=(50, 37), mode="bilinear", align_corners=False
+    )[0]
+    assert got.shape == (50, 37) and torch.equal(got, full.argmax(0))

@@ -65,11 +65,28 @@ def letterbox_batch(images: list[torch.Tensor], size: int) -> tuple[torch.Tensor
     return torch.stack([b[0] for b in boxed]), [b[2] for b in boxed]
 
 
-def logits_to_image(logits: torch.Tensor, win: Window) -> torch.Tensor:
-    """(C, size, size) logits or probabilities of one canvas -> (C, h, w) over the image."""
-    inner = logits[:, win.top : win.top + win.inner_height, win.left : win.left + win.inner_width]
+CLASS_CHUNK = 16  # classes resized at once: a (16, h, w) float map, whatever the class count
+
+
+def classes_in_window(scores: torch.Tensor, win: Window) -> torch.Tensor:
+    """(C, size, size) logits or probabilities of one canvas -> int64 (h, w): each pixel's best
+    class at the image's own size. The image's window is resized bilinearly a few classes at a
+    time, keeping a running maximum, so a large photo with many classes never needs a (C, h, w)
+    map; ties go to the lower class index, as argmax gives them."""
+    inner = scores[:, win.top : win.top + win.inner_height, win.left : win.left + win.inner_width]
     if (win.inner_height, win.inner_width) == (win.height, win.width):
-        return inner
-    return F.interpolate(
-        inner[None].float(), size=(win.height, win.width), mode="bilinear", align_corners=False
-    )[0]
+        return inner.argmax(0)
+    best = torch.full((win.height, win.width), -float("inf"))
+    classes = torch.zeros((win.height, win.width), dtype=torch.int64)
+    for start in range(0, inner.shape[0], CLASS_CHUNK):
+        chunk = F.interpolate(
+            inner[None, start : start + CLASS_CHUNK].float(),
+            size=(win.height, win.width),
+            mode="bilinear",
+            align_corners=False,
+        )[0]
+        value, index = chunk.max(0)
+        better = value > best
+        best = torch.where(better, value, best)
+        classes = torch.where(better, index + start, classes)
+    return classes

@@ -14,7 +14,7 @@ from torch import nn
 
 from cnnkit.engine.device import Precision
 from cnnkit.errors import CnnkitError
-from cnnkit.tasks.segment.batch import letterbox_batch, logits_to_image
+from cnnkit.tasks.segment.batch import classes_in_window, letterbox_batch
 
 TTA_MODES = ("none", "flip")
 
@@ -26,32 +26,6 @@ def check_tta(tta: str) -> str:
 
 
 @torch.no_grad()
-def iter_probabilities(
-    model: nn.Module,
-    images: list[torch.Tensor],
-    size: int,
-    precision: Precision,
-    batch_size: int = 8,
-    tta: str = "none",
-) -> Iterator[torch.Tensor]:
-    """Per uint8 (3, h, w) image, float (C, h, w) class probabilities on the CPU, in order."""
-    check_tta(tta)
-    device = next(model.parameters()).device
-    model.eval()
-    for start in range(0, len(images), batch_size):
-        batch, windows = letterbox_batch(images[start : start + batch_size], size)
-        batch = batch.to(device)
-        with precision.autocast():
-            logits = model(batch)
-        probs = logits.float().softmax(1)
-        if tta == "flip":
-            with precision.autocast():
-                mirrored = model(batch.flip(-1))
-            probs = (probs + mirrored.float().softmax(1).flip(-1)) / 2
-        for p, win in zip(probs.cpu(), windows, strict=True):
-            yield logits_to_image(p, win)
-
-
 def predict_classes(
     model: nn.Module,
     images: list[torch.Tensor],
@@ -60,6 +34,19 @@ def predict_classes(
     batch_size: int = 8,
     tta: str = "none",
 ) -> Iterator[torch.Tensor]:
-    """Per image, int64 (h, w) class indices (the most probable class of each pixel)."""
-    for probs in iter_probabilities(model, images, size, precision, batch_size, tta):
-        yield probs.argmax(0)
+    """Per uint8 (3, h, w) image, int64 (h, w) class indices (each pixel's most probable class
+    at the image's own size), in order, on the CPU."""
+    check_tta(tta)
+    device = next(model.parameters()).device
+    model.eval()
+    for start in range(0, len(images), batch_size):
+        batch, windows = letterbox_batch(images[start : start + batch_size], size)
+        batch = batch.to(device)
+        with precision.autocast():
+            scores = model(batch).float().softmax(1)  # probabilities are what is resized
+        if tta == "flip":
+            with precision.autocast():
+                mirrored = model(batch.flip(-1)).float()
+            scores = (scores + mirrored.softmax(1).flip(-1)) / 2
+        for s, win in zip(scores.cpu(), windows, strict=True):
+            yield classes_in_window(s, win)
