@@ -218,7 +218,11 @@ PRESETS: dict[str, Preset] = {
                 "val_split": 0.1,
                 "precision": "auto",
             },
-            "not measured yet",
+            "test person IoU 0.722, mIoU 0.826 (flip TTA 0.727 / "
+            "0.829) on 30 held-out Penn-Fudan images (1 seed), 14.9 minutes of "
+            "training on a 2-core AMD EPYC in bf16 (goals 0.85 / 0.90 not met); torchvision's "
+            "references/segmentation FCN on MobileNetV2 in the same time: 0.678 / 0.799; "
+            "bench/segment_pennfudan.py, 2026-12-02",
         ),
     )
 }
