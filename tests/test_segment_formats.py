@@ -144,6 +144,26 @@ def test_yaml_split_folders_and_a_missing_val_folder(tmp_path):
     assert any("val folder images/nope not found" in n for n in splits.notes)
 
 
+def test_a_yaml_given_by_a_relative_path_finds_its_folders(tmp_path, monkeypatch):
+    root = tmp_path / "work" / "data"
+    write_pairs(root, SAMPLES, None, "images/train", "masks/train", suffix="")
+    train = {"images": "images/train", "masks": "masks/train"}
+    write_yaml(root / "seg.yaml", {"classes": dict(enumerate(CLASSES)), "train": train})
+    write_yaml(
+        root / "up.yaml",
+        {
+            "path": "..",
+            "classes": dict(enumerate(CLASSES)),
+            "train": {"images": "data/images/train", "masks": "data/masks/train"},
+        },
+    )
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    for name in ("seg.yaml", "up.yaml"):  # no path: key, and a relative one
+        splits = read_segmentation(f"../work/data/{name}", val_split=0.0)
+        assert sorted(masks_by_stem(splits.train)) == ["a", "b", "c", "d"], name
+
+
 def test_split_subfolders_of_images_and_masks_are_the_splits(tmp_path):
     write_pairs(tmp_path, SAMPLES[:3], CLASSES, "images/train2017", "masks/train2017")
     write_pairs(tmp_path, SAMPLES[3:], CLASSES, "images/val2017", "masks/val2017")

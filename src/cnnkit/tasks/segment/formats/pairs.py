@@ -96,8 +96,10 @@ def layout_folders(root: Path) -> tuple[Folders, str, bool] | None:
 def yaml_folders(path: Path, data: dict[str, Any], notes: list[str]) -> Folders:
     """The split folders a segmentation YAML names ({} when it names none); a val or test
     folder that is missing is left out with a note, a missing train is an error."""
-    root = Path(str(data["path"])) if data.get("path") else path.parent
-    root = root if root.is_absolute() else path.parent / root
+    root = path.parent
+    if data.get("path"):  # a relative `path:` is from the YAML file's folder
+        given = Path(str(data["path"]))
+        root = given if given.is_absolute() else path.parent / given
     found: Folders = {}
     for split in SPLITS:
         entry = data.get(split)
