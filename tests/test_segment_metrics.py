@@ -105,3 +105,10 @@ def test_classes_are_resized_a_few_at_a_time_exactly_as_all_at_once():
         inner[None], size=(50, 37), mode="bilinear", align_corners=False
     )[0]
     assert got.shape == (50, 37) and torch.equal(got, full.argmax(0))
+
+
+def test_a_set_with_no_labelled_pixel_reports_null_means_not_zero():
+    truth = torch.full((3, 3), IGNORE_INDEX)
+    values = segmentation_metrics([torch.zeros(3, 3, dtype=torch.long)], [truth], CLASSES)
+    assert values.pixels == 0
+    assert values.to_dict()["miou"] is None and values.to_dict()["pixel_accuracy"] is None

@@ -91,12 +91,14 @@ class SegmentationMetrics:
         return int(self.confusion.sum())
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain values; with no labelled pixel at all the means are null, not 0."""
+        scored = self.pixels > 0
         return {
-            "miou": self.miou,
+            "miou": self.miou if scored else None,
             "per_class_iou": self.per_class_iou,
-            "pixel_accuracy": self.pixel_accuracy,
-            "mean_accuracy": self.mean_accuracy,
-            "dice": self.dice,
+            "pixel_accuracy": self.pixel_accuracy if scored else None,
+            "mean_accuracy": self.mean_accuracy if scored else None,
+            "dice": self.dice if scored else None,
             "per_class_dice": self.per_class_dice,
             "pixels": self.pixels,
             "confusion_matrix": self.confusion.tolist(),

@@ -54,6 +54,8 @@ class SegmentationReport:
 
     def lines(self) -> list[str]:
         m = self.metrics
+        if m.pixels == 0:
+            return [f"{self.images} images, no labelled pixels: nothing to score"]
         tta = f" (TTA {self.tta})" if self.tta != "none" else ""
         out = [
             f"{self.images} images, {m.pixels:,} labelled pixels{tta}",

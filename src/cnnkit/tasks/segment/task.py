@@ -214,10 +214,13 @@ class SegmentTask:
             for name, iou in list(result.per_class_iou.items())[:8]
         )
         tta = f", TTA {self.cfg.tta}" if self.cfg.tta != "none" else ""
-        print(
-            f"test mIoU (best.pt, epoch {best_epoch}{tta}): {result.miou:.4f}  pixel accuracy "
-            f"{result.pixel_accuracy:.4f}  IoU: {ious}"
-        )
+        if result.pixels == 0:
+            print(f"test: {len(test)} images without a labelled pixel: nothing to score")
+        else:
+            print(
+                f"test mIoU (best.pt, epoch {best_epoch}{tta}): {result.miou:.4f}  pixel accuracy "
+                f"{result.pixel_accuracy:.4f}  IoU: {ious}"
+            )
         values = result.to_dict()
         values.pop("confusion_matrix")
         return {**{f"test_{k}": v for k, v in values.items()}, "test_images": len(test)}
