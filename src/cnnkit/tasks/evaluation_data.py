@@ -55,3 +55,26 @@ def choose_split(splits: Any, split: str, own: bool, data: str | os.PathLike) ->
             file=sys.stderr,
         )
     return chosen, split
+
+
+def split_options(config: dict[str, Any], own: bool) -> dict[str, Any]:
+    """The val_split and seed a reader needs: the run's own on its own data (so its held-out
+    images are the same), none elsewhere."""
+    if not own:
+        return {"val_split": 0.0, "seed": 0}
+    return {"val_split": float(config.get("val_split", 0.1)), "seed": int(config.get("seed", 0))}
+
+
+def classes_in_our_order(data_classes: list[str], ours: list[str]) -> Any:
+    """int64 tensor: per class index of the data, the model's index of that class name; one
+    line naming the classes the model does not know."""
+    import torch
+
+    index = {name: i for i, name in enumerate(ours)}
+    unknown = [name for name in data_classes if name not in index]
+    if unknown:
+        raise CnnkitError(
+            f"the data's classes differ from the checkpoint's: {', '.join(unknown[:5])} not "
+            f"among the model's {len(ours)} classes"
+        )
+    return torch.tensor([index[name] for name in data_classes], dtype=torch.int64)

@@ -31,7 +31,13 @@ from cnnkit.tasks.detect.inference import (
 from cnnkit.tasks.detect.models import detector_from_record, detector_spec
 from cnnkit.tasks.detect.postprocess import PostProcess, apply_postprocess
 from cnnkit.tasks.detect.report import DetectionReport, detection_report
-from cnnkit.tasks.evaluation_data import check_split, choose_split, trained_on
+from cnnkit.tasks.evaluation_data import (
+    check_split,
+    choose_split,
+    classes_in_our_order,
+    split_options,
+    trained_on,
+)
 
 
 @dataclass
@@ -248,9 +254,8 @@ class Detector:
         own = self._trained_on(data)
         splits = read_detection(
             data,
-            val_split=float(self.config.get("val_split", 0.1)) if own else 0.0,
-            seed=int(self.config.get("seed", 0)) if own else 0,
             max_size=self.size,
+            **split_options(self.config, own),
             progress=progress,
         )
         return choose_split(splits, split, own, data)
@@ -274,7 +279,7 @@ class Detector:
             images = data
         else:
             images, split = self.split_images(data, split, progress)
-        labels = self._classes_in_our_order(images)
+        labels = classes_in_our_order(images.classes, self.classes)
         with evaluation_thresholds(self.model, self.postprocess):
             found = predict_stored(
                 self.model, images.images, self.size, self.mode, self.precision, batch_size
@@ -290,13 +295,3 @@ class Detector:
         if out_dir is not None:
             report.write(Path(out_dir))
         return report
-
-    def _classes_in_our_order(self, data: DetectionSet) -> torch.Tensor:
-        ours = {name: i for i, name in enumerate(self.classes)}
-        unknown = [name for name in data.classes if name not in ours]
-        if unknown:
-            raise CnnkitError(
-                f"the data's classes differ from the checkpoint's: {', '.join(unknown[:5])} not "
-                f"among the model's {len(self.classes)} classes"
-            )
-        return torch.tensor([ours[name] for name in data.classes], dtype=torch.int64)

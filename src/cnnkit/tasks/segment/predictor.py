@@ -17,7 +17,13 @@ from cnnkit.data.preprocess import Preprocessing
 from cnnkit.engine.device import Precision, resolve_device, resolve_precision
 from cnnkit.errors import CnnkitError
 from cnnkit.inputs import ImageInput, describe_input, expand_paths
-from cnnkit.tasks.evaluation_data import check_split, choose_split, trained_on
+from cnnkit.tasks.evaluation_data import (
+    check_split,
+    choose_split,
+    classes_in_our_order,
+    split_options,
+    trained_on,
+)
 from cnnkit.tasks.segment.dataset import IGNORE_INDEX, SegmentationSet
 from cnnkit.tasks.segment.formats import read_segmentation
 from cnnkit.tasks.segment.inference import check_tta, predict_classes
@@ -218,9 +224,8 @@ class Segmenter:
         own = trained_on(data, self.data_location, self.config)
         splits = read_segmentation(
             data,
-            val_split=float(self.config.get("val_split", 0.1)) if own else 0.0,
-            seed=int(self.config.get("seed", 0)) if own else 0,
             instances=self.instances,
+            **split_options(self.config, own),
             progress=progress,
         )
         return choose_split(splits, split, own, data)
@@ -243,7 +248,7 @@ class Segmenter:
             images = data
         else:
             images, split = self.split_images(data, split, progress)
-        ours = self._classes_in_our_order(images)
+        ours = classes_in_our_order(images.classes, self.classes)
         masks = [_remap(mask, ours) for mask in images.masks]
         found = predict_classes(
             self.model, images.images, self.size, self.precision, batch_size, tta
@@ -267,17 +272,6 @@ class Segmenter:
         if out_dir is not None:
             report.write(Path(out_dir))
         return report
-
-    def _classes_in_our_order(self, data: SegmentationSet) -> torch.Tensor:
-        """Per class index of the data, the model's index of that class name."""
-        ours = {name: i for i, name in enumerate(self.classes)}
-        unknown = [name for name in data.classes if name not in ours]
-        if unknown:
-            raise CnnkitError(
-                f"the data's classes differ from the checkpoint's: {', '.join(unknown[:5])} not "
-                f"among the model's {len(self.classes)} classes"
-            )
-        return torch.tensor([ours[name] for name in data.classes], dtype=torch.int64)
 
 
 def _remap(mask: torch.Tensor, ours: torch.Tensor) -> torch.Tensor:
