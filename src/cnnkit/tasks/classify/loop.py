@@ -50,6 +50,25 @@ def image_input(preprocessing: Preprocessing, channels_last: bool = False) -> Pr
     return prepare
 
 
+def pixel_input(preprocessing: Preprocessing) -> Prepare:
+    """uint8 images (B, 3, h, w) -> uint8 at the model's size: the input of an exported graph
+    that normalises inside (``cnnkit export --bake-preprocessing``)."""
+
+    def prepare(images: torch.Tensor) -> torch.Tensor:
+        if tuple(images.shape[-2:]) == preprocessing.size:
+            return images
+        x = F.interpolate(
+            images.float(),
+            size=preprocessing.size,
+            mode=preprocessing.interpolation,
+            antialias=True,
+            align_corners=False,
+        )
+        return x.round_().clamp_(0, 255).to(torch.uint8)
+
+    return prepare
+
+
 def feature_input(features: torch.Tensor) -> torch.Tensor:
     """Cached backbone features (stored compactly) -> float32 head input."""
     return features.float()

@@ -25,7 +25,7 @@ from cnnkit.models.pretrained import (
     spec_for_rebuild,
 )
 from cnnkit.tasks.classify import ClassificationReport, classification_report, write_report
-from cnnkit.tasks.classify.loop import image_input, predict_logits
+from cnnkit.tasks.classify.loop import image_input, pixel_input, predict_logits
 from cnnkit.tasks.classify.metrics import top_k as ranked_top_k
 from cnnkit.tasks.classify.tta import tta_and_plain_logits
 from cnnkit.tasks.evaluation_data import check_split, choose_split, trained_on
@@ -148,7 +148,10 @@ class Classifier:
         self, images: torch.Tensor, batch_size: int = 256, tta: str = "none"
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits, logits without TTA) for uint8 images (N, 3, H, W); equal when tta="none"."""
-        prepare = image_input(self.preprocessing, self.channels_last)
+        if getattr(self.model, "takes_pixels", False):  # an exported graph that normalises
+            prepare = pixel_input(self.preprocessing)
+        else:
+            prepare = image_input(self.preprocessing, self.channels_last)
         if tta == "none":
             plain = predict_logits(self.model, images, prepare, self.precision, batch_size)
             return plain, plain

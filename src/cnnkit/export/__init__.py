@@ -1,0 +1,202 @@
+"""`cnnkit export`: a checkpoint as ONNX, torch.export's .pt2 or TorchScript, checked.
+
+``export_model`` builds the task's graph (``graphs``), writes it with its metadata
+(``metadata``) to a file beside the checkpoint, loads that file back as a predictor
+(``runtime``) and compares its answers with the checkpoint's on real images (``parity``). The
+file is kept only when they agree; export_report.json says what was measured either way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cnnkit.engine.checkpoint import resolve_checkpoint_path
+from cnnkit.errors import CnnkitError
+from cnnkit.export.graphs import Graph, task_graph
+from cnnkit.export.metadata import (
+    EXTRA_FILE,
+    FORMATS,
+    SUFFIX,
+    build_metadata,
+    format_of,
+    to_json,
+    write_onnx_metadata,
+)
+from cnnkit.export.parity import check_parity, parity_images, summary
+from cnnkit.export.runtime import load_exported
+
+__all__ = ["ExportResult", "export_model", "load_exported", "verify"]
+
+REPORT = "export_report.json"
+MAX_BATCH = 4096
+
+
+@dataclass
+class ExportResult:
+    """An exported file and its parity check."""
+
+    path: Path
+    format: str
+    parity: dict[str, Any]
+    seconds: float
+    report: Path
+    metadata: dict[str, Any] = field(repr=False, default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.path.name,
+            "format": self.format,
+            "task": self.metadata.get("task"),
+            "batch": self.metadata.get("input", {}).get("batch"),
+            "input_dtype": self.metadata.get("input", {}).get("dtype"),
+            "checkpoint_sha256": self.metadata.get("checkpoint_sha256"),
+            "seconds": round(self.seconds, 2),
+            "parity": self.parity,
+        }
+
+
+def _output_path(checkpoint: Path, fmt: str, out: str | os.PathLike | None) -> Path:
+    if out is None:
+        return checkpoint.with_suffix(SUFFIX[fmt])
+    path = Path(out)
+    if format_of(path) != fmt:
+        raise CnnkitError(f"--out for {fmt} must end in {SUFFIX[fmt]}, not '{path.name}'")
+    return path
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The exporters print progress and warn about tracing; a user sees cnnkit's one line."""
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        yield
+
+
+def _write(graph: Graph, fmt: str, path: Path, dynamic: bool, meta: dict, opset: int | None):
+    example = graph.example if dynamic else graph.example[:1]
+    shapes = ({0: torch.export.Dim("batch", min=1, max=MAX_BATCH)},) if dynamic else None
+    with _quiet(), torch.no_grad():
+        if fmt == "onnx":
+            torch.onnx.export(
+                graph.module,
+                (example,),
+                str(path),
+                dynamo=True,
+                dynamic_shapes=shapes,
+                input_names=["images"],
+                output_names=graph.outputs,
+                opset_version=opset,
+                external_data=False,  # one self-contained file (our models are far under 2 GB)
+                verbose=False,
+            )
+            write_onnx_metadata(path, meta)
+        elif fmt == "pt2":
+            program = torch.export.export(graph.module, (example,), dynamic_shapes=shapes)
+            torch.export.save(program, str(path), extra_files={EXTRA_FILE: to_json(meta)})
+        else:
+            traced = torch.jit.trace(graph.module, (example,), check_trace=False)
+            torch.jit.save(traced, str(path), _extra_files={EXTRA_FILE: to_json(meta)})
+
+
+def _record(report: Path, entry: dict[str, Any]) -> None:
+    """export_report.json holds one entry per exported file name in its folder."""
+    entries: dict[str, Any] = {}
+    if report.is_file():
+        with contextlib.suppress(ValueError, OSError):
+            loaded = json.loads(report.read_text())
+            entries = loaded if isinstance(loaded, dict) else {}
+    entries[entry["file"]] = entry
+    report.write_text(json.dumps(entries, indent=2) + "\n")
+
+
+def export_model(
+    source: str | os.PathLike,
+    format: str = "onnx",
+    out: str | os.PathLike | None = None,
+    *,
+    dynamic_batch: bool = False,
+    bake_preprocessing: bool = False,
+    images: list[str] | None = None,
+    opset: int | None = None,
+) -> ExportResult:
+    """Export a checkpoint (or run folder's best.pt) and check it against the checkpoint.
+
+    ``format``: onnx (torch.onnx's dynamo exporter), pt2 (torch.export) or torchscript (traced).
+    The batch axis is 1 unless ``dynamic_batch``. ``bake_preprocessing``: a classifier's graph
+    takes uint8 pixels and normalises inside (detectors and segmenters always do). The parity
+    check runs on ``images`` (files, folders, globs), else on the run's own data; a failed
+    check removes the file and raises CnnkitError; export_report.json records it either way.
+    """
+    if format not in FORMATS:
+        raise CnnkitError(f"export format must be one of {', '.join(FORMATS)}, not '{format}'")
+    from cnnkit.predict import load
+
+    checkpoint = resolve_checkpoint_path(source)
+    if format_of(checkpoint) is not None:
+        raise CnnkitError(f"{checkpoint} is already exported: export from its checkpoint")
+    path = _output_path(checkpoint, format, out)
+    reference = load(checkpoint, device="cpu", precision="fp32")
+    arrays, _ = parity_images(reference, images)  # before the slow export: fail early
+    started = time.perf_counter()
+    graph = task_graph(reference, bake_preprocessing)
+    meta = build_metadata(
+        reference,
+        checkpoint,
+        format,
+        graph.outputs,
+        graph.pixels,
+        None if dynamic_batch else 1,
+        graph.extra,
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.stem}.partial{path.suffix}")
+    try:
+        try:
+            _write(graph, format, partial, dynamic_batch, meta, opset)
+        except CnnkitError:
+            raise
+        except Exception as exc:  # the exporter's own failure, in one line
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise CnnkitError(f"{format} export of {checkpoint} failed: {reason}") from None
+        exported = load_exported(partial, device="cpu")
+        parity = check_parity(reference, exported, graph.module, arrays, graph.pixels)
+        result = ExportResult(
+            path, format, parity, time.perf_counter() - started, path.parent / REPORT, meta
+        )
+        _record(result.report, result.to_dict())
+        if not parity["passed"]:
+            raise CnnkitError(
+                f"parity check failed ({summary(parity)}): {path.name} not written;"
+                f" see {result.report}"
+            )
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return result
+
+
+def verify(
+    checkpoint: str | os.PathLike, exported: str | os.PathLike, images: list[str] | None = None
+) -> dict[str, Any]:
+    """The parity check of an existing exported file against a checkpoint (or run folder), on
+    ``images`` or the run's own data: what ``export_model`` measures before it keeps a file."""
+    from cnnkit.predict import load
+
+    reference = load(resolve_checkpoint_path(checkpoint), device="cpu", precision="fp32")
+    model = load_exported(exported, device="cpu")
+    if model.task != reference.task or list(model.classes) != list(reference.classes):
+        raise CnnkitError(f"{exported} is not an export of {checkpoint}: other task or classes")
+    pixels = bool(getattr(model.model, "takes_pixels", True))
+    arrays, _ = parity_images(reference, images)
+    graph = task_graph(reference, bake=pixels)
+    return check_parity(reference, model, graph.module, arrays, graph.pixels)

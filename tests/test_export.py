@@ -1,0 +1,247 @@
+"""Export as a user runs it: train a small model of each task, export it in every format, load
+the file back with cnnkit.load and `cnnkit predict`, and compare with the checkpoint; the parity
+check refuses a broken export; bad files and options fail in one line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import cnnkit
+import cnnkit.export as export_module
+from cnnkit.cli import main
+from cnnkit.errors import CnnkitError
+from cnnkit.export import export_model, verify
+from cnnkit.export.dense_detect import DenseDetector, select
+from cnnkit.export.metadata import read_metadata
+from cnnkit.export.runtime import open_graph
+from cnnkit.tasks.detect.models import build_detector
+from cnnkit.tasks.detect.postprocess import PostProcess, apply_postprocess
+from test_detect_task import detect_options, write_masks_dataset
+from test_segment_task import seg_options, write_dataset
+
+SAMPLE = Path(cnnkit.__file__).parent / "data" / "samples" / "cifar10-sample" / "test"
+FORMATS = ("onnx", "pt2", "torchscript")
+
+
+@pytest.fixture(scope="module")
+def cls_run(tmp_path_factory):
+    project = tmp_path_factory.mktemp("runs")
+    return cnnkit.train(
+        data="cifar10-sample", model="simple_cnn", epochs=1, project=str(project), name="c",
+        progress=False,
+    )  # fmt: skip
+
+
+def sample_images(n: int = 12) -> list[Path]:
+    files = sorted(SAMPLE.rglob("*.png"))
+    return files[:: max(1, len(files) // n)][:n]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_classifier_exports_and_loads_back_with_the_checkpoints_answers(cls_run, fmt, tmp_path):
+    out = (
+        tmp_path / f"model{ {'onnx': '.onnx', 'pt2': '.pt2', 'torchscript': '.torchscript'}[fmt] }"
+    )
+    result = export_model(cls_run.run_dir, fmt, out, dynamic_batch=True)
+    assert out.is_file() and result.parity["passed"]
+    assert result.parity["images"] == 16  # from the run's own data (cifar10-sample's test)
+    assert result.parity["relative_error"] < 1e-4
+    report = json.loads((tmp_path / "export_report.json").read_text())
+    assert report[out.name]["parity"]["passed"] is True
+
+    meta = read_metadata(out)
+    reference = cnnkit.load(cls_run.run_dir, device="cpu", precision="fp32")
+    assert meta["task"] == "classify" and meta["classes"] == reference.classes
+    assert meta["preprocessing"] == reference.preprocessing.to_dict()
+    assert meta["input"]["batch"] == "dynamic" and meta["input"]["dtype"] == "float32"
+    assert len(meta["checkpoint_sha256"]) == 64
+
+    exported = cnnkit.load(out)  # the metadata is all it needs
+    images = [str(p) for p in sample_images()]
+    ours, theirs = reference.predict(images, top_k=3), exported.predict(images, top_k=3)
+    for a, b in zip(ours, theirs, strict=True):
+        assert [c for c, _ in a.top_k] == [c for c, _ in b.top_k]
+        assert np.allclose([p for _, p in a.top_k], [p for _, p in b.top_k], atol=1e-5)
+
+
+def test_a_dynamic_batch_answers_at_batch_1_3_and_8_and_a_fixed_one_slices(cls_run, tmp_path):
+    reference = cnnkit.load(cls_run.run_dir, device="cpu", precision="fp32")
+    x = reference.preprocessing.to_input(
+        torch.from_numpy(np.stack([reference._decode(str(p)) for p in sample_images(8)]))
+        .permute(0, 3, 1, 2)
+        .contiguous()
+    )
+    with torch.no_grad():
+        expected = reference.model(x)
+    for fmt, suffix in (("onnx", ".onnx"), ("pt2", ".pt2")):
+        path = export_model(cls_run.run_dir, fmt, tmp_path / f"d{suffix}", dynamic_batch=True).path
+        runner, _ = open_graph(path)
+        for batch in (1, 3, 8):
+            got = runner(x[:batch])
+            assert got.shape == (batch, 10)
+            assert torch.allclose(got, expected[:batch], atol=1e-4)
+    fixed = export_model(cls_run.run_dir, "onnx", tmp_path / "one.onnx").path
+    runner, meta = open_graph(fixed)
+    assert meta["input"]["batch"] == 1
+    assert torch.allclose(runner(x[:3]), expected[:3], atol=1e-4)  # run one image at a time
+
+
+def test_baked_preprocessing_takes_uint8_pixels(cls_run, tmp_path):
+    path = export_model(cls_run.run_dir, "onnx", tmp_path / "baked.onnx", bake_preprocessing=True)
+    meta = read_metadata(path.path)
+    assert meta["input"]["dtype"] == "uint8"
+    model = onnx.load(str(path.path))
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    image = str(sample_images(1)[0])
+    reference = cnnkit.load(cls_run.run_dir, device="cpu", precision="fp32").predict(image)
+    assert cnnkit.load(path.path).predict(image).top_k[0][0] == reference.top_k[0][0]
+
+
+def test_cli_export_then_predict_on_the_onnx_file(cls_run, tmp_path, capsys):
+    out = tmp_path / "cli.onnx"
+    assert main(["export", str(cls_run.run_dir), "--out", str(out), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["parity"]["passed"] and printed["file"] == "cli.onnx"
+    image = str(sample_images(1)[0])
+    assert main(["predict", str(out), image, "--json"]) == 0
+    from_onnx = json.loads(capsys.readouterr().out)
+    assert main(["predict", str(cls_run.run_dir), image, "--json", "--precision", "fp32"]) == 0
+    from_pt = json.loads(capsys.readouterr().out)
+    assert from_onnx[0]["label"] == from_pt[0]["label"]
+    assert abs(from_onnx[0]["probability"] - from_pt[0]["probability"]) < 1e-4
+    assert main(["export", str(cls_run.run_dir), "--check", str(out)]) == 0
+    assert "agreement 100.0%" in capsys.readouterr().out
+
+
+def test_a_broken_export_is_refused_and_leaves_no_file(cls_run, tmp_path, monkeypatch, capsys):
+    real = export_module.task_graph
+
+    def broken(predictor, bake=False):  # an exporter that gets one filter's sign wrong
+        graph = real(predictor, bake)
+        conv = next(m for m in graph.module.modules() if isinstance(m, torch.nn.Conv2d))
+        with torch.no_grad():
+            conv.weight[0].neg_()
+        return graph
+
+    monkeypatch.setattr(export_module, "task_graph", broken)
+    out = tmp_path / "broken.onnx"
+    assert main(["export", str(cls_run.run_dir), "--out", str(out)]) != 0
+    err = capsys.readouterr().err
+    assert "parity check failed" in err and "Traceback" not in err
+    assert not out.exists() and not list(tmp_path.glob(".*partial*"))
+    report = json.loads((tmp_path / "export_report.json").read_text())
+    assert report["broken.onnx"]["parity"]["passed"] is False
+
+
+def test_a_tampered_file_fails_the_check(cls_run, tmp_path):
+    path = export_model(cls_run.run_dir, "onnx", tmp_path / "ok.onnx").path
+    model = onnx.load(str(path))
+    weight = max(model.graph.initializer, key=lambda t: np.prod(t.dims))
+    values = onnx.numpy_helper.to_array(weight).copy()
+    values *= 1.5
+    weight.CopyFrom(onnx.numpy_helper.from_array(values, weight.name))
+    tampered = tmp_path / "tampered.onnx"
+    onnx.save(model, str(tampered))
+    assert verify(cls_run.run_dir, path)["passed"]
+    assert not verify(cls_run.run_dir, tampered)["passed"]
+
+
+def test_bad_files_and_options_fail_in_one_line(cls_run, tmp_path, capsys):
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"not a model")
+    foreign = tmp_path / "foreign.onnx"  # a real ONNX file that cnnkit did not write
+    torch.onnx.export(torch.nn.Linear(2, 2).eval(), (torch.zeros(1, 2),), str(foreign), dynamo=True)
+    cases = [
+        (["predict", str(garbage), "x.png"], "not a readable onnx file"),
+        (["predict", str(foreign), "x.png"], "no readable cnnkit metadata"),
+        (["predict", str(tmp_path / "missing.pt2"), "x.png"], "exported model not found"),
+        (["export", str(cls_run.run_dir), "--out", str(tmp_path / "m.bin")], "must end in .onnx"),
+        (["export", str(tmp_path / "nothing")], "checkpoint not found"),
+    ]
+    for argv, message in cases:
+        assert main(argv) != 0
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, (argv, err)
+
+
+# ---- detection ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("arch", "size"), [("fcos", 128), ("retinanet", 128), ("ssdlite", 160)])
+def test_the_dense_graph_and_select_find_torchvisions_boxes(arch, size):
+    torch.manual_seed(0)
+    model = build_detector(arch, 3, pretrained_backbone=False, image_size=size).eval()
+    pp = PostProcess(0.01, 0.5, 50)
+    apply_postprocess(model, pp)
+    dense = DenseDetector(model).eval()
+    images = torch.randint(0, 256, (2, 3, size, size), dtype=torch.uint8)
+    with torch.no_grad():
+        expected = model(images)
+        boxes, scores = dense(images)
+    for i in range(2):
+        got = select(boxes[i], scores[i], dense.layout(), pp)
+        assert len(expected[i]["boxes"]) > 0
+        assert torch.equal(got["labels"], expected[i]["labels"])
+        assert torch.allclose(got["boxes"], expected[i]["boxes"], atol=1e-4)
+        assert torch.allclose(got["scores"], expected[i]["scores"], atol=1e-6)
+
+
+def test_faster_rcnn_is_refused_in_one_line():
+    model = build_detector("fasterrcnn", 2, pretrained_backbone=False, image_size=128)
+    with pytest.raises(CnnkitError, match="Faster R-CNN"):
+        DenseDetector(model)
+
+
+@pytest.fixture(scope="module")
+def det_run(tmp_path_factory):
+    data = write_masks_dataset(tmp_path_factory.mktemp("boxes") / "data")
+    project = tmp_path_factory.mktemp("runs")
+    return cnnkit.train(project=str(project), name="det", progress=False, **detect_options(data))
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "pt2"])
+def test_a_detector_exports_with_its_postprocessing_and_finds_the_same_boxes(det_run, fmt):
+    result = export_model(det_run.run_dir, fmt, dynamic_batch=True)
+    assert result.parity["passed"] and result.parity["boxes"] > 0
+    meta = read_metadata(result.path)
+    reference = cnnkit.load(det_run.run_dir, device="cpu", precision="fp32")
+    assert meta["postprocess"] == reference.postprocess.to_dict()  # the run's --conf and --iou
+    assert meta["dense"]["ranking"] == "per_level" and meta["outputs"] == ["boxes", "scores"]
+    exported = cnnkit.load(result.path)
+    images = sorted(str(p) for p in (Path(reference.data_location) / "images").glob("*.png"))
+    ours, theirs = reference.predict(images, conf=0.1), exported.predict(images, conf=0.1)
+    for a, b in zip(ours, theirs, strict=True):
+        assert [d.label for d in a.detections] == [d.label for d in b.detections]
+        assert np.allclose([d.box for d in a.detections], [d.box for d in b.detections], atol=0.05)
+    ours = reference.evaluate(reference.data_location, split="val", progress=False)
+    theirs = exported.evaluate(reference.data_location, split="val", progress=False)
+    assert abs(ours.to_dict()["map"] - theirs.to_dict()["map"]) < 1e-3
+
+
+# ---- segmentation -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def seg_run(tmp_path_factory):
+    data = write_dataset(tmp_path_factory.mktemp("seg") / "data")
+    project = tmp_path_factory.mktemp("runs")
+    return cnnkit.train(project=str(project), name="seg", progress=False, **seg_options(data))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_segmenter_exports_and_predicts_the_same_masks(seg_run, fmt):
+    result = export_model(seg_run.run_dir, fmt, dynamic_batch=True)
+    assert result.parity["passed"] and result.parity["pixel_agreement"] >= 0.999
+    reference = cnnkit.load(seg_run.run_dir, device="cpu", precision="fp32")
+    exported = cnnkit.load(result.path)
+    assert exported.task == "segment" and exported.classes == reference.classes
+    images = sorted(str(p) for p in (Path(reference.data_location) / "images").glob("*.png"))[:4]
+    for a, b in zip(reference.predict(images), exported.predict(images), strict=True):
+        assert a.mask.shape == b.mask.shape == (56, 72)
+        assert (a.mask == b.mask).mean() >= 0.999
