@@ -25,7 +25,7 @@ from cnnkit.commands import (
     cmd_train,
 )
 from cnnkit.config import TrainConfig
-from cnnkit.deploy_commands import add_export_parser
+from cnnkit.deploy_commands import add_export_parser, add_serve_parser
 from cnnkit.errors import CnnkitError
 from cnnkit.tasks.classify.tta import check_mode as check_tta
 
@@ -260,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     fmt.add_argument("--csv", action="store_true", help="CSV output")
 
     add_export_parser(command)
+    add_serve_parser(command)
 
     p = command("embed", cmd_embed, "write backbone features and labels of a dataset (npz)")
     p.add_argument("source", help="a checkpoint or run folder, or a model name with --pretrained")

@@ -70,3 +70,52 @@ def add_export_parser(command) -> None:
         "--check", metavar="FILE", help="only check an exported FILE against the checkpoint"
     )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from cnnkit.serve.app import ServeOptions, serve
+
+    options = ServeOptions(
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+        queue_size=args.queue,
+        max_upload_mb=args.max_upload_mb,
+        max_pixels=args.max_pixels,
+        top_k=args.top_k,
+        api_key=args.api_key,
+    )
+    if not 0 < args.port < 65536:
+        raise CnnkitError(f"--port must be 1-65535, not {args.port}")
+    serve(args.model, args.host, args.port, options, log_level=args.log_level)
+    return 0
+
+
+def add_serve_parser(command) -> None:
+    """The `serve` subcommand's arguments."""
+    p = command(
+        "serve",
+        cmd_serve,
+        "serve a run, checkpoint or exported model over HTTP: POST /predict, a page at /,"
+        " /healthz, /readyz, /metrics, /docs",
+    )
+    p.add_argument("model", help="a run folder, checkpoint, or .onnx / .pt2 / .torchscript file")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-batch", type=int, default=8, help="images per model call (8)")
+    p.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=5.0,
+        help="how long the first image of a batch waits for others (5 ms)",
+    )
+    p.add_argument("--queue", type=int, default=64, help="images waiting before 503 (64)")
+    p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest upload (10 MB)")
+    p.add_argument(
+        "--max-pixels", type=int, default=40_000_000, help="largest image, in pixels (40 M)"
+    )
+    p.add_argument("--top-k", type=int, default=5, help="classifiers: classes returned (5)")
+    p.add_argument(
+        "--api-key",
+        help="require this key in X-API-Key for /predict (default: $CNNKIT_API_KEY, else none)",
+    )
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))

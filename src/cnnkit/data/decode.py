@@ -41,6 +41,18 @@ class ImageDecodeError(CnnkitError):
     """An image that cannot be read; the message is the reason ("truncated PNG", ...)."""
 
 
+class NotAnImage(ImageDecodeError):
+    """Bytes no image decoder recognises (or an empty file): a server's 415."""
+
+
+class TooManyPixels(ImageDecodeError):
+    """An image whose header claims more pixels than allowed (a decompression bomb)."""
+
+
+# the formats a server accepts (decode_image(formats=...)); PIL's other plugins stay closed
+WEB_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")
+
+
 def check_resize_policy(resize: str) -> str:
     """Return ``resize`` if it is a known policy, else raise a did-you-mean error."""
     if resize not in RESIZE_POLICIES:
@@ -74,6 +86,12 @@ def _strict_pil() -> Iterator[None]:
                 ImageFile.LOAD_TRUNCATED_IMAGES, Image.MAX_IMAGE_PIXELS = _saved
 
 
+def sniff_format(head: bytes) -> str | None:
+    """The format of an image's first bytes (PNG, JPEG, GIF, BMP, TIFF, WEBP), or None."""
+    name = _format_of(head)
+    return None if name == "image" else name
+
+
 def _format_of(head: bytes) -> str:
     for magic, name in _MAGIC:
         if head.startswith(magic):
@@ -88,13 +106,13 @@ def _open(source: Any) -> tuple[Image.Image, str]:
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
         if not data:
-            raise ImageDecodeError("zero-byte file")
+            raise NotAnImage("zero-byte file")
         fp: Any = io.BytesIO(data)
         head = data[:16]
     elif isinstance(source, (str, os.PathLike)):
         try:
             if os.path.getsize(source) == 0:
-                raise ImageDecodeError("zero-byte file")
+                raise NotAnImage("zero-byte file")
             with open(source, "rb") as f:
                 head = f.read(16)
         except FileNotFoundError:
@@ -113,11 +131,11 @@ def _open(source: Any) -> tuple[Image.Image, str]:
         im = Image.open(fp)
     except UnidentifiedImageError:
         if fmt == "image":
-            raise ImageDecodeError("not an image") from None
+            raise NotAnImage("not an image") from None
         truncated = _missing_end_marker(fmt, source if isinstance(fp, io.BytesIO) else fp)
         raise ImageDecodeError(f"{'truncated' if truncated else 'corrupt'} {fmt}") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageDecodeError(f"image exceeds PIL's pixel limit ({e})") from None
+        raise TooManyPixels(f"image exceeds PIL's pixel limit ({e})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise ImageDecodeError(_reason(fmt, e)) from None
     return im, (im.format or fmt)
@@ -149,7 +167,7 @@ def _reason(fmt: str, error: BaseException) -> str:
 
 def _check_pixels(width: int, height: int, max_pixels: int | None) -> None:
     if max_pixels is not None and width * height > max_pixels:
-        raise ImageDecodeError(
+        raise TooManyPixels(
             f"image of {width}x{height} pixels exceeds the limit of {max_pixels:,} pixels"
         )
 
@@ -301,6 +319,6 @@ def _load_rgb(im: Image.Image, fmt: str) -> np.ndarray:
     except (ImageDecodeError, MemoryError):
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageDecodeError(f"image exceeds PIL's pixel limit ({e})") from None
+        raise TooManyPixels(f"image exceeds PIL's pixel limit ({e})") from None
     except Exception as e:  # PIL raises many types on crafted/corrupt files
         raise ImageDecodeError(_reason(fmt, e)) from None

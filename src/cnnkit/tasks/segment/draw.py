@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -43,17 +44,19 @@ def overlay(image: torch.Tensor, mask: torch.Tensor, num_classes: int) -> torch.
     return draw_segmentation_masks(image, layers, alpha=OVERLAY_ALPHA, colors=colours)
 
 
-def save_class_png(mask: torch.Tensor | np.ndarray, path: Path, num_classes: int) -> Path:
+def save_class_png(
+    mask: torch.Tensor | np.ndarray, path: Path | BinaryIO, num_classes: int
+) -> Path | BinaryIO:
     """A class-index PNG: each pixel its class (0..C-1), with the palette embedded, so image
     viewers show colours and every reader gets the indices back (Pascal VOC's format). More
     than 256 classes cannot be one byte: such masks are written as 16-bit greyscale."""
     array = mask.numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
     if num_classes > 256:
-        Image.fromarray(array.astype(np.uint16)).save(path)
+        Image.fromarray(array.astype(np.uint16)).save(path, format="PNG")
         return path
     png = Image.fromarray(array.astype(np.uint8), mode="P")
     png.putpalette(voc_palette(256).reshape(-1).tolist())
-    png.save(path)
+    png.save(path, format="PNG")
     return path
 
 

@@ -1,0 +1,299 @@
+"""`cnnkit serve`: a trained or exported model behind HTTP (FastAPI on uvicorn).
+
+``POST /predict`` takes an image as a multipart file (field ``file``) or as the raw request
+body and returns the task's JSON (top-k classes, boxes, or class shares with the mask as a
+PNG). ``/healthz`` says the process is alive, ``/readyz`` that the model is loaded and warmed
+up, ``/metrics`` is Prometheus text, ``/docs`` the OpenAPI page, ``/`` a page to try it.
+
+Hostile input is refused early and in one line of JSON: a body over the upload limit is 413
+from its Content-Length (or as soon as the stream passes it), a header claiming too many
+pixels 422 before any pixel is decoded, bytes that are not a PNG/JPEG/GIF/BMP/TIFF/WebP 415,
+a truncated or corrupt image 422, a full queue 503 with Retry-After. Uploads are never written
+to disk and their names are never used; no request can make the server load a model.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import os
+import secrets
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from cnnkit.data.decode import (
+    WEB_FORMATS,
+    ImageDecodeError,
+    NotAnImage,
+    TooManyPixels,
+    decode_image,
+    sniff_format,
+)
+from cnnkit.errors import CnnkitError
+from cnnkit.serve.batcher import Batcher, QueueFull
+from cnnkit.serve.metrics import ServerMetrics
+
+API_KEY_ENV = "CNNKIT_API_KEY"
+PAGE = Path(__file__).with_name("page.html")
+log = logging.getLogger("cnnkit.serve")
+
+
+@dataclass
+class ServeOptions:
+    """Limits and batching of one server."""
+
+    max_batch: int = 8
+    max_wait_ms: float = 5.0
+    queue_size: int = 64
+    max_upload_mb: float = 10.0
+    max_pixels: int = 40_000_000
+    top_k: int = 5
+    api_key: str | None = None
+
+    def __post_init__(self) -> None:
+        checks = {
+            "--max-batch": self.max_batch >= 1,
+            "--max-wait-ms": self.max_wait_ms >= 0,
+            "--queue": self.queue_size >= 1,
+            "--max-upload-mb": self.max_upload_mb > 0,
+            "--max-pixels": self.max_pixels >= 1,
+            "--top-k": self.top_k >= 1,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise CnnkitError(f"{', '.join(bad)} must be positive")
+
+    @property
+    def max_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+
+class Refused(Exception):
+    """A request answered with a 4xx (or 503) and one line of JSON."""
+
+    def __init__(self, status: int, reason: str, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.reason, self.message, self.headers = status, reason, message, headers
+
+
+def _result_json(predictor: Any, result: Any) -> dict[str, Any]:
+    out = result.to_dict()
+    out.pop("source", None)  # an upload has no path, and its client name is not echoed
+    out.pop("files", None)
+    if predictor.task == "segment":
+        from cnnkit.tasks.segment.draw import save_class_png
+
+        buffer = io.BytesIO()
+        save_class_png(result.mask, buffer, len(predictor.classes))
+        out["mask_png"] = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return {"task": predictor.task, **out}
+
+
+def _predict_batch(predictor: Any, top_k: int):
+    def run(images: list[np.ndarray]) -> list[Any]:
+        if predictor.task == "classify":
+            return predictor.predict(list(images), top_k=min(top_k, len(predictor.classes)))
+        return predictor.predict(list(images))
+
+    return run
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 from its Content-Length or once it passes ``limit``."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise Refused(400, "bad_request", "Content-Length is not a number")
+        if int(declared) > limit:
+            raise Refused(413, "too_large", f"upload over the limit of {limit:,} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise Refused(413, "too_large", f"upload over the limit of {limit:,} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _image_bytes(request: Request, limit: int) -> bytes:
+    """The uploaded image: the multipart field ``file`` (or the only file), else the body."""
+    body = await _read_body(request, limit)
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        return body
+
+    async def replay() -> dict:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        form = await Request(request.scope, replay).form(max_files=1, max_fields=8)
+    except Exception as exc:  # python-multipart's errors on malformed bodies
+        raise Refused(400, "bad_request", f"unreadable multipart body ({exc})") from None
+    upload = form.get("file")
+    if upload is None or isinstance(upload, str):
+        files = [v for v in form.values() if not isinstance(v, str)]
+        if not files:
+            raise Refused(400, "bad_request", "no file in the multipart body (field 'file')")
+        upload = files[0]
+    data = await upload.read()
+    await form.close()
+    return data
+
+
+def _decode(data: bytes, max_pixels: int) -> np.ndarray:
+    if sniff_format(data[:16]) not in WEB_FORMATS:
+        raise NotAnImage("not an image, or a format this server does not take")
+    return decode_image(data, max_pixels=max_pixels)
+
+
+def create_app(model: Any, options: ServeOptions | None = None) -> FastAPI:
+    """The app for ``model``: a run folder, checkpoint or exported file, or a loaded
+    predictor. The model is loaded here (a bad path fails before any server starts) and warmed
+    up when the app starts; /readyz says when."""
+    options = options or ServeOptions()
+    if options.api_key is None:
+        options.api_key = os.environ.get(API_KEY_ENV) or None
+    if isinstance(model, (str, os.PathLike)):
+        from cnnkit.predict import load
+
+        name = str(model)
+        predictor = load(model)
+    else:
+        predictor, name = model, str(getattr(model, "path", None) or type(model).__name__)
+    metrics = ServerMetrics()
+    batcher = Batcher(
+        _predict_batch(predictor, options.top_k),
+        options.max_batch,
+        options.max_wait_ms,
+        options.queue_size,
+        metrics.observe_batch,
+    )
+    state = {"ready": False}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await batcher.start()
+        warm = np.full((64, 64, 3), 127, np.uint8)
+        await batcher.run_in_model_thread(lambda: _predict_batch(predictor, 1)([warm]))
+        state["ready"] = True
+        yield
+        state["ready"] = False
+        await batcher.stop()
+
+    app = FastAPI(
+        title="cnnkit",
+        description=f"{predictor.task} model {Path(name).name}: POST an image to /predict",
+        lifespan=lifespan,
+    )
+    app.state.predictor, app.state.options, app.state.metrics = predictor, options, metrics
+
+    def refuse(endpoint: str, error: Refused) -> JSONResponse:
+        metrics.requests.labels(endpoint, str(error.status)).inc()
+        metrics.errors.labels(error.reason).inc()
+        return JSONResponse(
+            {"error": error.reason, "detail": error.message},
+            status_code=error.status,
+            headers=error.headers,
+        )
+
+    @app.post("/predict", summary="Predict one image (multipart field 'file' or the raw body)")
+    async def predict(request: Request) -> Response:
+        started = time.perf_counter()
+        try:
+            if options.api_key is not None:
+                given = request.headers.get("x-api-key", "")
+                auth = request.headers.get("authorization", "")
+                if auth.lower().startswith("bearer "):
+                    given = given or auth[7:]
+                if not secrets.compare_digest(given.encode(), options.api_key.encode()):
+                    raise Refused(401, "unauthorized", "missing or wrong API key (X-API-Key)")
+            data = await _image_bytes(request, options.max_bytes)
+            try:
+                image = await run_in_threadpool(_decode, data, options.max_pixels)
+            except TooManyPixels as exc:
+                raise Refused(422, "too_many_pixels", str(exc)) from None
+            except NotAnImage as exc:
+                raise Refused(415, "unsupported_media", str(exc)) from None
+            except ImageDecodeError as exc:
+                raise Refused(422, "unreadable_image", str(exc)) from None
+            metrics.waiting.set(batcher.waiting)
+            try:
+                result = await batcher.submit(image)
+            except QueueFull:
+                raise Refused(
+                    503, "busy", "the queue is full; retry shortly", {"Retry-After": "1"}
+                ) from None
+            except CnnkitError as exc:
+                raise Refused(422, "unpredictable", str(exc)) from None
+        except Refused as error:
+            return refuse("/predict", error)
+        body = _result_json(predictor, result)
+        metrics.latency.observe(time.perf_counter() - started)
+        metrics.requests.labels("/predict", "200").inc()
+        return JSONResponse(body)
+
+    @app.get("/healthz", summary="The process is alive")
+    async def healthz() -> dict[str, str]:
+        return {"status": "alive"}
+
+    @app.get("/readyz", summary="The model is loaded and warmed up")
+    async def readyz() -> Response:
+        if not state["ready"]:
+            return JSONResponse({"status": "starting"}, status_code=503)
+        return JSONResponse({"status": "ready", "task": predictor.task, "model": Path(name).name})
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    async def prometheus() -> Response:
+        metrics.waiting.set(batcher.waiting)
+        return Response(metrics.text(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/info", summary="The model's task, classes and input")
+    async def info() -> dict[str, Any]:
+        return {
+            "task": predictor.task,
+            "classes": list(predictor.classes),
+            "input_size": list(predictor.preprocessing.size),
+            "model": Path(name).name,
+            "api_key_required": options.api_key is not None,
+            "max_upload_bytes": options.max_bytes,
+        }
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> HTMLResponse:
+        return HTMLResponse(PAGE.read_text(encoding="utf-8"))
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, exc: Exception) -> JSONResponse:  # never a traceback
+        log.exception("internal error on %s", request.url.path)
+        metrics.errors.labels("internal").inc()
+        return JSONResponse({"error": "internal", "detail": "internal server error"}, 500)
+
+    return app
+
+
+def serve(
+    model: str | os.PathLike,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    options: ServeOptions | None = None,
+    log_level: str = "info",
+) -> None:
+    """Load ``model`` and serve it until interrupted."""
+    import uvicorn
+
+    app = create_app(model, options)
+    print(
+        f"cnnkit: serving {model} ({app.state.predictor.task}) on http://{host}:{port}"
+        f"  (page /, API /docs, POST /predict)",
+        flush=True,
+    )
+    uvicorn.run(app, host=host, port=port, log_level=log_level)

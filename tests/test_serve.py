@@ -1,0 +1,304 @@
+"""The HTTP server as clients use it: the app through FastAPI's test client (every endpoint,
+each task's JSON, hostile uploads), a real `cnnkit serve` process on a free port of 127.0.0.1
+(batching, a full queue, an exported ONNX model underneath), and the page in a real browser."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+import cnnkit
+from cnnkit.export import export_model
+from cnnkit.serve.app import ServeOptions, create_app
+from test_detect_task import detect_options, write_masks_dataset
+from test_segment_task import seg_options, write_dataset
+
+SAMPLE = Path(cnnkit.__file__).parent / "data" / "samples" / "cifar10-sample" / "test"
+
+
+def png_bytes(image: Image.Image, fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def photo() -> Image.Image:
+    rng = np.random.default_rng(0)
+    return Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
+
+
+def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
+    """A tiny PNG whose header claims width x height pixels."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\0" * 1000)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
+
+
+@pytest.fixture(scope="module")
+def cls_run(tmp_path_factory):
+    project = tmp_path_factory.mktemp("runs")
+    return cnnkit.train(
+        data="cifar10-sample", model="simple_cnn", epochs=1, project=str(project), name="c",
+        progress=False,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def client(cls_run):
+    app = create_app(cls_run.run_dir, ServeOptions(max_upload_mb=1, max_pixels=4_000_000))
+    with TestClient(app) as c:
+        yield c
+
+
+def test_health_ready_metrics_docs_and_page(client):
+    assert client.get("/healthz").json() == {"status": "alive"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["task"] == "classify"
+    assert client.get("/docs").status_code == 200
+    assert "/predict" in client.get("/openapi.json").json()["paths"]
+    page = client.get("/")
+    assert page.status_code == 200 and 'id="file"' in page.text and "http" not in page.text.split(
+        "<script>"
+    )[0].replace('name="viewport"', "")  # fmt: skip
+    client.post("/predict", content=png_bytes(photo()))
+    metrics = client.get("/metrics").text
+    assert 'cnnkit_requests_total{endpoint="/predict",status="200"}' in metrics
+    assert "cnnkit_batch_size_bucket" in metrics and "process_resident_memory_bytes" in metrics
+
+
+def test_multipart_and_raw_bodies_give_the_predictors_answer(client, cls_run):
+    image = sorted(SAMPLE.rglob("*.png"))[0]
+    expected = cnnkit.load(cls_run.run_dir).predict(str(image), top_k=5).to_dict()
+    raw = client.post("/predict", content=image.read_bytes(), headers={"content-type": "image/png"})
+    form = client.post("/predict", files={"file": ("../../etc/passwd", image.read_bytes())})
+    for reply in (raw, form):
+        assert reply.status_code == 200
+        body = reply.json()
+        assert body["task"] == "classify" and body["label"] == expected["label"]
+        assert [t["label"] for t in body["top_k"]] == [t["label"] for t in expected["top_k"]]
+        assert abs(body["probability"] - expected["probability"]) < 1e-3
+        assert "passwd" not in reply.text and "source" not in body
+    for fmt in ("JPEG", "BMP", "GIF", "WEBP", "TIFF"):
+        reply = client.post("/predict", content=png_bytes(photo(), fmt))
+        assert reply.status_code == 200, (fmt, reply.text)
+
+
+def test_hostile_uploads_get_a_4xx_and_one_line(client):
+    good = png_bytes(photo())
+
+    def chunks():  # no Content-Length: the stream itself passes the limit
+        for _ in range(40):
+            yield b"\0" * 65536
+
+    cases = {
+        "too large": (413, dict(content=b"\0" * (1024 * 1024 + 1))),
+        "too large, streamed": (413, dict(content=chunks())),
+        "decompression bomb": (422, dict(content=bomb_png())),
+        "not an image": (415, dict(content=b"hello, world")),
+        "empty": (415, dict(content=b"")),
+        "truncated": (422, dict(content=good[: len(good) // 2])),
+        "PostScript": (415, dict(content=b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 1 1\n")),
+        "text as png": (415, dict(files={"file": ("cat.png", b"<html>not a png</html>")})),
+        "form without a file": (400, dict(files={"note": (None, b"value")})),
+        "urlencoded form": (415, dict(data={"name": "value"})),
+    }
+    for name, (status, kwargs) in cases.items():
+        started = time.perf_counter()
+        reply = client.post("/predict", **kwargs)
+        assert reply.status_code == status, (name, reply.status_code, reply.text)
+        body = reply.json()
+        assert set(body) == {"error", "detail"} and "\n" not in body["detail"], name
+        assert "Traceback" not in reply.text
+        assert time.perf_counter() - started < 2.0, name
+    assert client.post("/predict", content=good).status_code == 200  # still serving
+
+
+def test_an_api_key_guards_predict(cls_run):
+    app = create_app(cls_run.run_dir, ServeOptions(api_key="s3cret"))
+    image = png_bytes(photo())
+    with TestClient(app) as c:
+        assert c.post("/predict", content=image).status_code == 401
+        assert c.post("/predict", content=image, headers={"x-api-key": "wrong"}).status_code == 401
+        assert c.post("/predict", content=image, headers={"x-api-key": "s3cret"}).status_code == 200
+        bearer = {"authorization": "Bearer s3cret"}
+        assert c.post("/predict", content=image, headers=bearer).status_code == 200
+        assert c.get("/healthz").status_code == 200  # only /predict is guarded
+        assert c.get("/info").json()["api_key_required"] is True
+
+
+def test_detector_and_segmenter_json(tmp_path_factory):
+    boxes = write_masks_dataset(tmp_path_factory.mktemp("boxes") / "data")
+    runs = tmp_path_factory.mktemp("runs")
+    det = cnnkit.train(project=str(runs), name="d", progress=False, **detect_options(boxes))
+    image = (boxes / "images" / "p0.png").read_bytes()
+    with TestClient(create_app(det.run_dir)) as c:
+        body = c.post("/predict", content=image).json()
+    assert body["task"] == "detect" and (body["width"], body["height"]) == (120, 96)
+    expected = cnnkit.load(det.run_dir).predict(str(boxes / "images" / "p0.png"))
+    assert len(body["detections"]) == len(expected.detections)
+    if body["detections"]:
+        assert set(body["detections"][0]) == {"label", "score", "box"}
+
+    masks = write_dataset(tmp_path_factory.mktemp("seg") / "data")
+    seg = cnnkit.train(project=str(runs), name="s", progress=False, **seg_options(masks))
+    path = masks / "images" / "s0.png"
+    with TestClient(create_app(seg.run_dir)) as c:
+        body = c.post("/predict", content=path.read_bytes()).json()
+    mask = np.asarray(Image.open(io.BytesIO(base64.b64decode(body["mask_png"]))))
+    assert body["task"] == "segment" and mask.shape == (56, 72)
+    assert np.array_equal(mask, cnnkit.load(seg.run_dir).predict(str(path)).mask)
+    assert abs(sum(body["shares"].values()) - 1) < 1e-6
+
+
+# ---- a real server -----------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(model: Path, *flags: str):
+    port = free_port()
+    cnnkit_cli = [sys.executable, "-m", "cnnkit", "serve", str(model), "--port", str(port)]
+    proc = subprocess.Popen(
+        [*cnnkit_cli, "--log-level", "warning", *flags],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited: {proc.stdout.read()}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("server not ready within 60 s")
+
+
+async def burst(url: str, bodies: list[bytes], clients: int) -> list[httpx.Response]:
+    limits = httpx.Limits(max_connections=clients)
+    async with httpx.AsyncClient(limits=limits, timeout=30) as http:
+        return await asyncio.gather(*(http.post(f"{url}/predict", content=b) for b in bodies))
+
+
+@pytest.fixture(scope="module")
+def onnx_model(cls_run):
+    return export_model(cls_run.run_dir, "onnx", dynamic_batch=True).path
+
+
+def test_a_real_server_batches_an_onnx_model_and_refuses_bad_files_under_load(onnx_model):
+    proc, url = start_server(onnx_model, "--max-batch", "8", "--max-wait-ms", "20")
+    try:
+        good, bad = png_bytes(photo()), b"not an image"
+        bodies = [bad if i % 5 == 4 else good for i in range(60)]
+        replies = asyncio.run(burst(url, bodies, 16))
+        for body, reply in zip(bodies, replies, strict=True):
+            assert reply.status_code == (415 if body is bad else 200), reply.text
+        metrics = httpx.get(f"{url}/metrics").text
+        sizes = [
+            line for line in metrics.splitlines() if line.startswith("cnnkit_batch_size_count")
+        ]
+        calls = float(sizes[0].split()[-1])
+        assert calls < 48, "48 good requests from 16 clients should share model calls"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def test_a_full_queue_answers_503_with_retry_after(onnx_model):
+    proc, url = start_server(onnx_model, "--max-batch", "1", "--queue", "1", "--max-wait-ms", "0")
+    try:
+        big = png_bytes(Image.fromarray(np.zeros((900, 900, 3), np.uint8)))
+        replies = asyncio.run(burst(url, [big] * 40, 40))
+        codes = [r.status_code for r in replies]
+        assert set(codes) <= {200, 503} and 503 in codes and 200 in codes
+        assert all(r.headers.get("retry-after") == "1" for r in replies if r.status_code == 503)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def test_serve_refuses_a_missing_model_in_one_line(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "cnnkit", "serve", str(tmp_path / "nothing")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert out.stderr.strip().startswith("cnnkit: error:")
+
+
+# ---- the page in a browser ---------------------------------------------------------------------
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+needs_browser = pytest.mark.skipif(
+    not (CHROMIUM and CHROMEDRIVER) and os.environ.get("CNNKIT_REQUIRE_BROWSER") != "1",
+    reason="Debian's chromium and chromium-driver are not installed",
+)
+
+
+@needs_browser
+def test_the_page_uploads_an_image_and_shows_the_classes(onnx_model, tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    proc, url = start_server(onnx_model)
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        driver.get(url + "/")
+        image = tmp_path / "upload.png"
+        Image.open(sorted(SAMPLE.rglob("*.png"))[0]).resize((128, 128)).save(image)
+        driver.find_element(By.ID, "file").send_keys(str(image))
+        WebDriverWait(driver, 30).until(
+            lambda d: d.find_element(By.ID, "result").get_attribute("data-done")
+        )
+        assert driver.find_element(By.ID, "result").get_attribute("data-done") == "ok"
+        bars = driver.find_elements(By.CSS_SELECTOR, "#result .bar")
+        assert len(bars) == 5
+        assert driver.execute_script("return document.getElementById('canvas').width") == 128
+        shot = tmp_path / "page.png"
+        driver.save_screenshot(str(shot))
+        assert Image.open(shot).size[0] > 0
+    finally:
+        driver.quit()
+        proc.terminate()
+        proc.wait(timeout=20)
