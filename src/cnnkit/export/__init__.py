@@ -9,6 +9,7 @@ file is kept only when they agree; export_report.json says what was measured eit
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 import json
 import os
@@ -82,6 +83,18 @@ def _quiet():
         yield
 
 
+def _onnx_exporter_options(dynamic: bool, outputs: list[str]) -> dict[str, Any]:
+    """torch.onnx's dynamo exporter (torch >= 2.6: dynamic_shapes, one self-contained file);
+    torch 2.5's TorchScript-based exporter with a named dynamic axis before that."""
+    parameters = inspect.signature(torch.onnx.export).parameters
+    if "dynamic_shapes" in parameters and "external_data" in parameters:
+        shapes = ({0: torch.export.Dim("batch", min=1, max=MAX_BATCH)},) if dynamic else None
+        # external_data=False: one file (cnnkit's models are far under ONNX's 2 GB limit)
+        return {"dynamo": True, "dynamic_shapes": shapes, "external_data": False, "verbose": False}
+    axes = {name: {0: "batch"} for name in ["images", *outputs]} if dynamic else None
+    return {"dynamic_axes": axes}
+
+
 def _write(graph: Graph, fmt: str, path: Path, dynamic: bool, meta: dict, opset: int | None):
     example = graph.example if dynamic else graph.example[:1]
     shapes = ({0: torch.export.Dim("batch", min=1, max=MAX_BATCH)},) if dynamic else None
@@ -91,13 +104,10 @@ def _write(graph: Graph, fmt: str, path: Path, dynamic: bool, meta: dict, opset:
                 graph.module,
                 (example,),
                 str(path),
-                dynamo=True,
-                dynamic_shapes=shapes,
                 input_names=["images"],
                 output_names=graph.outputs,
                 opset_version=opset,
-                external_data=False,  # one self-contained file (our models are far under 2 GB)
-                verbose=False,
+                **_onnx_exporter_options(dynamic, graph.outputs),
             )
             write_onnx_metadata(path, meta)
         elif fmt == "pt2":

@@ -130,6 +130,28 @@ class Classifier:
         net = create_model(spec, num_classes=len(classes), input_size=(3, *prep.size))
         return cls(net, classes, prep, device, precision, spec)
 
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write this classifier as a checkpoint (the format training writes), e.g. a
+        ``from_pretrained`` ImageNet model, to export or serve it like a trained run."""
+        from cnnkit.engine.checkpoint import save_checkpoint, unwrap_model
+
+        if self.spec is None:
+            raise CnnkitError("this classifier has no model spec to rebuild it from (exported?)")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(
+            path,
+            task="classify",
+            model=self.spec.to_dict(),
+            num_classes=len(self.classes),
+            classes=list(self.classes),
+            preprocessing=self.preprocessing.to_dict(),
+            state_dict=unwrap_model(self.model).state_dict(),
+            config=self.config,
+            data_location=self.data_location,
+        )
+        return path
+
     # ---- prediction ------------------------------------------------------------------------
     def _decode(self, source: ImageInput) -> np.ndarray:
         """Decode to the model's size; "crop" with crop_pct < 1 resizes the shorter side to
