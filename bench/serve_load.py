@@ -45,7 +45,7 @@ def photos() -> list[bytes]:
     from skimage import data
 
     out = []
-    for name in ("astronaut", "coffee", "chelsea", "rocket", "motorcycle_left"):
+    for name in ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "retina"):
         image = Image.fromarray(getattr(data, name)()).convert("RGB")
         image.thumbnail((512, 512))
         buffer = io.BytesIO()

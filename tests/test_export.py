@@ -205,7 +205,7 @@ def det_run(tmp_path_factory):
     return cnnkit.train(project=str(project), name="det", progress=False, **detect_options(data))
 
 
-@pytest.mark.parametrize("fmt", ["onnx", "pt2"])
+@pytest.mark.parametrize("fmt", FORMATS)
 def test_a_detector_exports_with_its_postprocessing_and_finds_the_same_boxes(det_run, fmt):
     result = export_model(det_run.run_dir, fmt, dynamic_batch=True)
     assert result.parity["passed"] and result.parity["boxes"] > 0
