@@ -35,6 +35,7 @@ from pathlib import Path
 
 import httpx
 import psutil
+from fastapi import FastAPI, UploadFile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import print_machine  # noqa: E402
@@ -52,6 +53,9 @@ def photos() -> list[bytes]:
         image.save(buffer, format="JPEG", quality=90)
         out.append(buffer.getvalue())
     return out
+
+
+BAD_KINDS = ("not an image", "truncated JPEG", "decompression bomb", "over the upload limit")
 
 
 def bad_files(good: bytes) -> list[bytes]:
@@ -73,8 +77,6 @@ def free_port() -> int:
 
 def plain_app(checkpoint: str):
     """The baseline: FastAPI calling the PyTorch model once per request."""
-    from fastapi import FastAPI, UploadFile
-
     import cnnkit
     from cnnkit.data import decode_image
 
@@ -105,17 +107,17 @@ def start(argv: list[str], url: str) -> subprocess.Popen:
     raise SystemExit(f"server did not start: {' '.join(argv)}")
 
 
-async def load(url: str, bodies: list[tuple[bytes, bool]], clients: int) -> dict:
+async def load(url: str, bodies: list[tuple[bytes, str | None]], clients: int) -> dict:
     """Send every body (good?) with `clients` concurrent connections; latency per request."""
     queue: asyncio.Queue = asyncio.Queue()
     for item in bodies:
         queue.put_nowait(item)
-    good_ms, bad_ms, failed, bad_codes = [], [], 0, {}
+    good_ms, bad_ms, failed, bad_codes = [], {}, 0, {}
 
     async def client(http: httpx.AsyncClient) -> None:
         nonlocal failed
         while not queue.empty():
-            body, good = queue.get_nowait()
+            body, kind = queue.get_nowait()
             start = time.perf_counter()
             try:
                 reply = await http.post(f"{url}/predict", files={"file": ("x.jpg", body)})
@@ -123,12 +125,13 @@ async def load(url: str, bodies: list[tuple[bytes, bool]], clients: int) -> dict
             except httpx.HTTPError:
                 status = 0
             ms = (time.perf_counter() - start) * 1000
-            if good:
+            if kind is None:
                 good_ms.append(ms)
                 failed += status != 200
             else:
-                bad_ms.append(ms)
-                bad_codes[str(status)] = bad_codes.get(str(status), 0) + 1
+                bad_ms.setdefault(kind, []).append(ms)
+                codes = bad_codes.setdefault(kind, {})
+                codes[str(status)] = codes.get(str(status), 0) + 1
 
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     started = time.perf_counter()
@@ -145,9 +148,19 @@ async def load(url: str, bodies: list[tuple[bytes, bool]], clients: int) -> dict
         "failed_good": failed,
     }
     if bad_ms:
-        qb = statistics.quantiles(bad_ms, n=100) if len(bad_ms) > 1 else bad_ms * 99
-        result |= {"bad_files": len(bad_ms), "bad_codes": bad_codes, "bad_p99_ms": round(qb[98], 1)}
+        result["bad_files"] = {
+            kind: {
+                "codes": bad_codes[kind],
+                "p99_ms": round(_p99(times), 1),
+                "max_ms": round(max(times), 1),
+            }
+            for kind, times in bad_ms.items()
+        }
     return result
+
+
+def _p99(values: list[float]) -> float:
+    return statistics.quantiles(values, n=100)[98] if len(values) > 1 else values[0]
 
 
 def run_levels(name: str, argv: list[str], port: int, levels: list[tuple[int, int, float]]):
@@ -157,15 +170,19 @@ def run_levels(name: str, argv: list[str], port: int, levels: list[tuple[int, in
     good = photos()
     out = []
     try:
-        asyncio.run(load(url, [(g, True) for g in good * 4], 4))  # warm-up
+        # warm-up at the highest level: the runtime's buffers reach their full-batch size
+        top = max(c for c, _, _ in levels)
+        asyncio.run(load(url, [(g, None) for g in good * 40], top))
+        bad = bad_files(good[0])
         for clients, requests, bad_share in levels:
-            bad = bad_files(good[0])
             every = round(1 / bad_share) if bad_share else 0
-            bodies = [
-                (bad[i % len(bad)], False) if every and i % every == every - 1
-                else (good[i % len(good)], True)
-                for i in range(requests)
-            ]  # fmt: skip
+            bodies = []
+            for i in range(requests):
+                if every and i % every == every - 1:
+                    k = (i // every) % len(bad)
+                    bodies.append((bad[k], BAD_KINDS[k]))
+                else:
+                    bodies.append((good[i % len(good)], None))
             rss_before = server.memory_info().rss
             result = asyncio.run(load(url, bodies, clients))
             result["rss_growth_mb"] = round((server.memory_info().rss - rss_before) / 2**20, 1)

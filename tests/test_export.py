@@ -73,7 +73,7 @@ def test_a_classifier_exports_and_loads_back_with_the_checkpoints_answers(cls_ru
 def test_a_dynamic_batch_answers_at_batch_1_3_and_8_and_a_fixed_one_slices(cls_run, tmp_path):
     reference = cnnkit.load(cls_run.run_dir, device="cpu", precision="fp32")
     x = reference.preprocessing.to_input(
-        torch.from_numpy(np.stack([reference._decode(str(p)) for p in sample_images(8)]))
+        torch.from_numpy(np.stack([reference.decode(str(p)) for p in sample_images(8)]))
         .permute(0, 3, 1, 2)
         .contiguous()
     )

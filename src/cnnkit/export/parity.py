@@ -107,7 +107,7 @@ def _relative_error(reference: torch.Tensor, exported: torch.Tensor) -> float:
 def graph_input(predictor: Any, arrays: list[np.ndarray], pixels: bool) -> torch.Tensor:
     """The batch the graph takes for these images, as the predictor prepares it."""
     if predictor.task == "classify":
-        batch = torch.from_numpy(np.stack([predictor._decode(a) for a in arrays]))
+        batch = torch.from_numpy(np.stack([predictor.decode(a) for a in arrays]))
         batch = batch.permute(0, 3, 1, 2).contiguous()
         if pixels:
             return batch
@@ -134,7 +134,7 @@ def raw_error(module: torch.nn.Module, runner: torch.nn.Module, batch: torch.Ten
 
 
 def _classify(reference: Any, exported: Any, arrays: list[np.ndarray]) -> dict[str, Any]:
-    images = torch.from_numpy(np.stack([reference._decode(a) for a in arrays]))
+    images = torch.from_numpy(np.stack([reference.decode(a) for a in arrays]))
     images = images.permute(0, 3, 1, 2).contiguous()
     a = reference.logits(images, batch_size=8)[0]
     b = exported.logits(images, batch_size=8)[0]

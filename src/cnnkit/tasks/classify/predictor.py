@@ -153,8 +153,9 @@ class Classifier:
         return path
 
     # ---- prediction ------------------------------------------------------------------------
-    def _decode(self, source: ImageInput) -> np.ndarray:
-        """Decode to the model's size; "crop" with crop_pct < 1 resizes the shorter side to
+    def decode(self, source: ImageInput) -> np.ndarray:
+        """Decode (a path, bytes, PIL image or array) to the model's size, as predict does;
+        "crop" with crop_pct < 1 resizes the shorter side to
         size / crop_pct and takes the centre, as the pretrained weights were evaluated."""
         prep = self.preprocessing
         crop_pct = float(prep.extra.get("crop_pct", 1.0)) if prep.resize == "crop" else 1.0
@@ -195,7 +196,7 @@ class Classifier:
         _check_top_k(top_k)
         single = not isinstance(inputs, list)
         items = [inputs] if single else inputs
-        arrays = [self._decode(item) for item in items]
+        arrays = [self.decode(item) for item in items]
         predictions = self._predict_arrays(arrays, [describe_input(i) for i in items], top_k, tta)
         return predictions[0] if single else predictions
 
@@ -207,7 +208,7 @@ class Classifier:
         arrays, names, errors = [], [], []
         for path in expand_paths(patterns):
             try:
-                arrays.append(self._decode(path))
+                arrays.append(self.decode(path))
                 names.append(str(path))
             except CnnkitError as exc:
                 errors.append((str(path), str(exc)))
