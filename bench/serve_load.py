@@ -138,13 +138,12 @@ async def load(url: str, bodies: list[tuple[bytes, str | None]], clients: int) -
     async with httpx.AsyncClient(limits=limits, timeout=60) as http:
         await asyncio.gather(*(client(http) for _ in range(clients)))
     wall = time.perf_counter() - started
-    q = statistics.quantiles(good_ms, n=100) if len(good_ms) > 1 else good_ms * 99
     result = {
         "clients": clients,
         "requests": len(bodies),
         "requests_per_s": round(len(bodies) / wall, 1),
         "good_p50_ms": round(statistics.median(good_ms), 1),
-        "good_p99_ms": round(q[98], 1),
+        "good_p99_ms": round(_p99(good_ms), 1),
         "failed_good": failed,
     }
     if bad_ms:
@@ -160,7 +159,35 @@ async def load(url: str, bodies: list[tuple[bytes, str | None]], clients: int) -
 
 
 def _p99(values: list[float]) -> float:
-    return statistics.quantiles(values, n=100)[98] if len(values) > 1 else values[0]
+    if len(values) < 2:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[98]
+
+
+def probe(url: str, stop_file: str) -> None:
+    """Another client, not the loaded one: bad files one at a time until stop_file exists;
+    prints each kind's status codes and latencies as JSON."""
+    bad = bad_files(photos()[0])
+    seen: dict[str, dict] = {kind: {"codes": {}, "ms": []} for kind in BAD_KINDS}
+    with httpx.Client(timeout=30) as http:
+        while not Path(stop_file).exists():
+            for kind, body in zip(BAD_KINDS, bad, strict=True):
+                start = time.perf_counter()
+                status = http.post(f"{url}/predict", files={"file": ("x.jpg", body)}).status_code
+                seen[kind]["ms"].append((time.perf_counter() - start) * 1000)
+                seen[kind]["codes"][str(status)] = seen[kind]["codes"].get(str(status), 0) + 1
+                time.sleep(0.05)
+    out = {
+        kind: {
+            "codes": v["codes"],
+            "p50_ms": round(statistics.median(v["ms"]), 1),
+            "p99_ms": round(_p99(v["ms"]), 1),
+            "max_ms": round(max(v["ms"]), 1),
+        }
+        for kind, v in seen.items()
+        if v["ms"]
+    }
+    print(json.dumps(out))
 
 
 def run_levels(name: str, argv: list[str], port: int, levels: list[tuple[int, int, float]]):
@@ -184,7 +211,18 @@ def run_levels(name: str, argv: list[str], port: int, levels: list[tuple[int, in
                 else:
                     bodies.append((good[i % len(good)], None))
             rss_before = server.memory_info().rss
+            prober = None
+            if bad_share:  # the refusals' latency as another client sees it, during the load
+                stop = Path(tempfile.mkdtemp()) / "stop"
+                prober = subprocess.Popen(
+                    [sys.executable, __file__, "--probe", url, "--stop-file", str(stop)],
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
             result = asyncio.run(load(url, bodies, clients))
+            if prober is not None:
+                stop.touch()
+                result["bad_files_from_another_client"] = json.loads(prober.communicate()[0])
             result["rss_growth_mb"] = round((server.memory_info().rss - rss_before) / 2**20, 1)
             result["server"] = name
             print(json.dumps(result), flush=True)
@@ -201,8 +239,13 @@ def main() -> None:
     parser.add_argument("--clients", default="1,8,32")
     parser.add_argument("--plain-app", metavar="CHECKPOINT", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--probe", metavar="URL", help=argparse.SUPPRESS)
+    parser.add_argument("--stop-file", help=argparse.SUPPRESS)
     parser.add_argument("--out", default="bench/results/serve_load.json")
     args = parser.parse_args()
+    if args.probe:
+        probe(args.probe, args.stop_file)
+        return
     if args.plain_app:  # the baseline server's own process
         import uvicorn
 

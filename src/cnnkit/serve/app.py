@@ -37,6 +37,7 @@ from cnnkit.data.decode import (
     NotAnImage,
     TooManyPixels,
     decode_image,
+    read_size,
     sniff_format,
 )
 from cnnkit.errors import CnnkitError
@@ -149,11 +150,17 @@ async def _image_bytes(request: Request, limit: int) -> bytes:
     return data
 
 
+def _check_header(data: bytes, max_pixels: int) -> None:
+    """What the first bytes and the header tell, at once on the event loop: the format, and
+    the pixel count (a decompression bomb is refused before any pixel is decoded)."""
+    if sniff_format(data[:16]) not in WEB_FORMATS:
+        raise NotAnImage("not an image, or a format this server does not take")
+    read_size(data, max_pixels)
+
+
 def _decode(predictor: Any, data: bytes, max_pixels: int) -> np.ndarray:
     """The upload's pixels (in a worker thread, beside the model's): a classifier's already at
     its input size, so the model's thread only runs the model."""
-    if sniff_format(data[:16]) not in WEB_FORMATS:
-        raise NotAnImage("not an image, or a format this server does not take")
     image = decode_image(data, max_pixels=max_pixels)
     return predictor.decode(image) if predictor.task == "classify" else image
 
@@ -221,6 +228,7 @@ def create_app(model: Any, options: ServeOptions | None = None) -> FastAPI:
                     raise Refused(401, "unauthorized", "missing or wrong API key (X-API-Key)")
             data = await _image_bytes(request, options.max_bytes)
             try:
+                _check_header(data, options.max_pixels)
                 image = await run_in_threadpool(_decode, predictor, data, options.max_pixels)
             except TooManyPixels as exc:
                 raise Refused(422, "too_many_pixels", str(exc)) from None
