@@ -193,10 +193,10 @@ def probe(url: str, stop_file: str) -> None:
 def run_levels(name: str, argv: list[str], port: int, levels: list[tuple[int, int, float]]):
     url = f"http://127.0.0.1:{port}"
     proc = start(argv, url)
-    server = psutil.Process(proc.pid)
-    good = photos()
     out = []
     try:
+        server = psutil.Process(proc.pid)
+        good = photos()
         # warm-up at the highest level: the runtime's buffers reach their full-batch size
         top = max(c for c, _, _ in levels)
         asyncio.run(load(url, [(g, None) for g in good * 40], top))

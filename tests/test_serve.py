@@ -149,22 +149,31 @@ def test_an_api_key_guards_predict(cls_run):
         assert c.get("/info").json()["api_key_required"] is True
 
 
-def test_detector_and_segmenter_json(tmp_path_factory):
-    boxes = write_masks_dataset(tmp_path_factory.mktemp("boxes") / "data")
+@pytest.fixture(scope="module")
+def box_runs(tmp_path_factory):
+    """A detector and a segmenter trained for two epochs on images the test draws."""
     runs = tmp_path_factory.mktemp("runs")
+    boxes = write_masks_dataset(tmp_path_factory.mktemp("boxes") / "data")
     det = cnnkit.train(project=str(runs), name="d", progress=False, **detect_options(boxes))
-    image = (boxes / "images" / "p0.png").read_bytes()
+    masks = write_dataset(tmp_path_factory.mktemp("seg") / "data")
+    seg = cnnkit.train(project=str(runs), name="s", progress=False, **seg_options(masks))
+    return {
+        "detect": (det, boxes / "images" / "p0.png"),
+        "segment": (seg, masks / "images" / "s0.png"),
+    }
+
+
+def test_detector_and_segmenter_json(box_runs):
+    det, image = box_runs["detect"]
     with TestClient(create_app(det.run_dir)) as c:
-        body = c.post("/predict", content=image).json()
+        body = c.post("/predict", content=image.read_bytes()).json()
     assert body["task"] == "detect" and (body["width"], body["height"]) == (120, 96)
-    expected = cnnkit.load(det.run_dir).predict(str(boxes / "images" / "p0.png"))
+    expected = cnnkit.load(det.run_dir).predict(str(image))
     assert len(body["detections"]) == len(expected.detections)
     if body["detections"]:
         assert set(body["detections"][0]) == {"label", "score", "box"}
 
-    masks = write_dataset(tmp_path_factory.mktemp("seg") / "data")
-    seg = cnnkit.train(project=str(runs), name="s", progress=False, **seg_options(masks))
-    path = masks / "images" / "s0.png"
+    seg, path = box_runs["segment"]
     with TestClient(create_app(seg.run_dir)) as c:
         body = c.post("/predict", content=path.read_bytes()).json()
     mask = np.asarray(Image.open(io.BytesIO(base64.b64decode(body["mask_png"]))))
@@ -270,34 +279,85 @@ needs_browser = pytest.mark.skipif(
 )
 
 
-@needs_browser
-def test_the_page_uploads_an_image_and_shows_the_classes(onnx_model, tmp_path):
+def browser():
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
-    proc, url = start_server(onnx_model)
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
         options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
+def upload_on_the_page(driver, url: str, image: Path, shot: Path) -> str:
+    """Open the page, pick `image` in its file input, wait for the answer, save a screenshot;
+    the result panel's text."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(url + "/")
+    driver.find_element(By.ID, "file").send_keys(str(image))
+    WebDriverWait(driver, 30).until(
+        lambda d: d.find_element(By.ID, "result").get_attribute("data-done")
+    )
+    assert driver.find_element(By.ID, "result").get_attribute("data-done") == "ok"
+    driver.save_screenshot(str(shot))
+    assert Image.open(shot).size[0] > 0
+    return driver.find_element(By.ID, "result").text
+
+
+def canvas_pixels(driver) -> np.ndarray:
+    """The page's canvas as an (H, W, 4) array, read back through the browser."""
+    data = driver.execute_script(
+        "const c = document.getElementById('canvas');"
+        "return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data);"
+    )
+    height = driver.execute_script("return document.getElementById('canvas').height")
+    return np.array(data, np.uint8).reshape(height, -1, 4)
+
+
+@needs_browser
+def test_the_page_uploads_an_image_and_shows_the_classes(onnx_model, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    proc, url = start_server(onnx_model)
+    driver = browser()
     try:
-        driver.get(url + "/")
         image = tmp_path / "upload.png"
         Image.open(sorted(SAMPLE.rglob("*.png"))[0]).resize((128, 128)).save(image)
-        driver.find_element(By.ID, "file").send_keys(str(image))
-        WebDriverWait(driver, 30).until(
-            lambda d: d.find_element(By.ID, "result").get_attribute("data-done")
-        )
-        assert driver.find_element(By.ID, "result").get_attribute("data-done") == "ok"
-        bars = driver.find_elements(By.CSS_SELECTOR, "#result .bar")
-        assert len(bars) == 5
-        assert driver.execute_script("return document.getElementById('canvas').width") == 128
-        shot = tmp_path / "page.png"
-        driver.save_screenshot(str(shot))
-        assert Image.open(shot).size[0] > 0
+        upload_on_the_page(driver, url, image, tmp_path / "page.png")
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#result .bar")) == 5
+        assert canvas_pixels(driver).shape[:2] == (128, 128)
+    finally:
+        driver.quit()
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+@needs_browser
+@pytest.mark.parametrize("task", ["detect", "segment"])
+def test_the_page_draws_boxes_and_masks(box_runs, task, tmp_path):
+    run, image = box_runs[task]
+    proc, url = start_server(run.run_dir)
+    driver = browser()
+    try:
+        text = upload_on_the_page(driver, url, image, tmp_path / f"{task}.png")
+        drawn = canvas_pixels(driver)[..., :3].astype(int)
+        original = np.asarray(Image.open(image).convert("RGB")).astype(int)
+        assert drawn.shape == original.shape
+        if task == "detect":
+            assert "objects" in text
+            found = cnnkit.load(run.run_dir).predict(str(image)).detections
+            assert (np.abs(drawn - original).max() > 0) == bool(found)  # boxes were drawn
+        else:
+            assert "pixels per class" in text
+            mask = cnnkit.load(run.run_dir).predict(str(image)).mask
+            changed = np.abs(drawn - original).sum(-1) > 30
+            # the overlay tints the predicted objects' pixels and leaves the background alone
+            assert changed[mask == 0].mean() < 0.05
+            if (mask > 0).any():
+                assert changed[mask > 0].mean() > 0.5
     finally:
         driver.quit()
         proc.terminate()
