@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+from cnnkit.tasks.classify.interpret import balanced_accuracy, calibration, most_confused
 
 
 @dataclass
@@ -25,6 +27,11 @@ class ClassificationReport:
     out_dir: Path | None = None  # where write_report put the files, if anywhere
     tta: str = "none"  # test-time augmentation the figures above used
     top1_without_tta: float | None = None  # the same model without TTA, to show the gain
+    balanced_accuracy: float = 0.0  # mean per-class recall
+    ece: float = 0.0  # expected calibration error of the top-1 probability
+    calibration_bins: list = field(default_factory=list)  # interpret.CalibrationBin
+    confused: list = field(default_factory=list)  # (true, predicted, images), most first
+    top_losses: list = field(default_factory=list)  # dicts, highest loss first (evaluate's)
 
     @property
     def macro_f1(self) -> float:
@@ -36,6 +43,8 @@ class ClassificationReport:
             "top1_accuracy": self.top1,
             "top5_accuracy": self.top5,
             "macro_f1": self.macro_f1,
+            "balanced_accuracy": self.balanced_accuracy,
+            "expected_calibration_error": self.ece,
             "images": int(sum(self.support)),
             "tta": self.tta,
             "top1_accuracy_without_tta": self.top1_without_tta,
@@ -49,6 +58,11 @@ class ClassificationReport:
                 for i, name in enumerate(self.classes)
             },
             "confusion_matrix": self.confusion.tolist(),
+            "most_confused": [
+                {"true": t, "predicted": p, "images": n} for t, p, n in self.confused
+            ],
+            "calibration": [asdict(b) for b in self.calibration_bins],
+            "top_losses": self.top_losses,
         }
 
 
@@ -90,6 +104,7 @@ def classification_report(
     denom = precision + recall
     f1 = torch.where(denom > 0, 2 * precision * recall / denom.clamp(min=1e-12), 0.0)
     loss = float(F.cross_entropy(logits, labels)) if len(labels) else 0.0
+    ece, bins = calibration(logits.float().softmax(1), labels) if len(labels) else (0.0, [])
     return ClassificationReport(
         classes=list(classes),
         loss=loss,
@@ -100,4 +115,8 @@ def classification_report(
         recall=recall.tolist(),
         f1=f1.tolist(),
         support=actual.long().tolist(),
+        balanced_accuracy=balanced_accuracy(cm),
+        ece=ece,
+        calibration_bins=bins,
+        confused=most_confused(cm, list(classes)),
     )

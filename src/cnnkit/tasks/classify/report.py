@@ -10,6 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from cnnkit.tasks.classify.interpret import plot_reliability
 from cnnkit.tasks.classify.metrics import ClassificationReport
 
 
@@ -38,8 +39,12 @@ def print_report(report: ClassificationReport, console: Console | None = None) -
     console.print(table)
     console.print(
         f"loss {report.loss:.4f}   top-1 {report.top1:.2%}   top-5 {report.top5:.2%}   "
-        f"macro F1 {report.macro_f1:.3f}   images {sum(report.support)}"
+        f"macro F1 {report.macro_f1:.3f}   balanced accuracy {report.balanced_accuracy:.2%}   "
+        f"ECE {report.ece:.3f}   images {sum(report.support)}"
     )
+    if report.confused:
+        pairs = ", ".join(f"{t} as {p} ({n})" for t, p, n in report.confused[:3])
+        console.print(f"most confused: {pairs}")
     if report.top1_without_tta is not None:
         gain = (report.top1 - report.top1_without_tta) * 100
         console.print(
@@ -49,13 +54,16 @@ def print_report(report: ClassificationReport, console: Console | None = None) -
 
 
 def write_report(report: ClassificationReport, out_dir: Path) -> dict[str, Path]:
-    """metrics.json, per_class.csv, confusion_matrix.csv and confusion_matrix.png in out_dir."""
+    """metrics.json, per_class.csv, confusion_matrix.csv/.png, most_confused.csv and
+    reliability.png in out_dir."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {
         "metrics": out_dir / "metrics.json",
         "per_class": out_dir / "per_class.csv",
         "confusion_csv": out_dir / "confusion_matrix.csv",
         "confusion_png": out_dir / "confusion_matrix.png",
+        "most_confused": out_dir / "most_confused.csv",
+        "reliability": out_dir / "reliability.png",
     }
     paths["metrics"].write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     with open(paths["per_class"], "w", newline="") as f:
@@ -77,6 +85,12 @@ def write_report(report: ClassificationReport, out_dir: Path) -> dict[str, Path]
         for name, row in zip(report.classes, report.confusion.tolist(), strict=True):
             writer.writerow([name, *row])
     plot_confusion(report, paths["confusion_png"])
+    with open(paths["most_confused"], "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["true", "predicted", "images"])
+        writer.writerows(report.confused)
+    if report.calibration_bins:
+        plot_reliability(report.calibration_bins, report.ece, paths["reliability"])
     return paths
 
 
