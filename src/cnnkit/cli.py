@@ -65,8 +65,11 @@ TRAIN_HELP = {
     "output_stride": "segmenters: 32, 16 or 8: dilate the backbone's last stages instead of"
     " downsampling (finer masks, more computation; default 16, FCN 8)",
     "dice": "segmenters: weight of a soft Dice loss added to the cross-entropy (0: off)",
-    "class_weights": "segmenters: cross-entropy class weights: auto (median-frequency"
-    " balancing of the training pixels), none, or one number per class (w1,w2,...)",
+    "class_weights": "cross-entropy class weights (classifiers, segmenters): auto"
+    " (median-frequency balancing of the training images or pixels), none, or one number per"
+    " class (w1,w2,...)",
+    "sampler": "classifiers: balanced draws every class equally often (with replacement) each"
+    " epoch; none (default) shuffles",
     "instances": "segmentation masks: auto | foreground (object ids of one class -> background"
     " / that class: Penn-Fudan's PedMasks, the default there) | classes (each value a class)",
     "freeze": "keep the pretrained backbone frozen and train the head only (the default with"

@@ -61,7 +61,8 @@ class TrainConfig:
     fpn_channels: int | None = None  # detectors: the feature pyramid's width (default 128)
     output_stride: int | None = None  # segmenters: 8 | 16 | 32 (default: the architecture's)
     dice: float = 0.0  # segmenters: weight of the Dice loss added to cross-entropy (0: off)
-    class_weights: str | None = None  # segmenters: auto | none | w1,w2,... (cross-entropy)
+    class_weights: str | None = None  # auto | none | w1,w2,... (cross-entropy)
+    sampler: str | None = None  # classifiers: balanced (every class drawn equally often)
     instances: str | None = None  # segmentation masks: auto | foreground | classes
     freeze: bool = False  # keep the whole backbone frozen: train the head only
     unfreeze: str | None = None  # backbone blocks to train: N (the last N) or "all"

@@ -37,12 +37,15 @@ def iterate_batches(
     device: str | torch.device = "cpu",
     drop_last: bool = False,
     with_indices: bool = False,
+    weights: torch.Tensor | None = None,
 ) -> Iterator[tuple[torch.Tensor, ...]]:
     """Yield (uint8 images (B, 3, H, W), int64 labels (B,)) on ``device``; ``with_indices``
     adds each batch's positions in ``data`` (int64 (B,), on the CPU) as a third item.
 
     With ``shuffle``, the order is ``torch.randperm(len(data), generator=generator)`` (drawn on
     the CPU when the epoch starts); otherwise the stored order, as views of the device copy.
+    With ``shuffle`` and per-image ``weights``, an epoch is ``len(data)`` draws with
+    replacement in proportion to them (``torch.multinomial``: a balanced sampler).
     """
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -59,7 +62,10 @@ def iterate_batches(
                 batch += (torch.arange(start, min(start + batch_size, n)),)
             yield batch
         return
-    order_cpu = torch.randperm(n, generator=generator)
+    if weights is not None:
+        order_cpu = torch.multinomial(weights.double(), n, replacement=True, generator=generator)
+    else:
+        order_cpu = torch.randperm(n, generator=generator)
     order = order_cpu.to(device)
     for start in range(0, end, batch_size):
         idx = order[start : start + batch_size]

@@ -100,7 +100,8 @@ TASK_OPTIONS: dict[str, tuple[str, ...]] = {
     "fpn_channels": ("detect",),
     "output_stride": ("segment",),
     "dice": ("segment",),
-    "class_weights": ("segment",),
+    "class_weights": ("classify", "segment"),
+    "sampler": ("classify",),
     "instances": ("segment",),
 }
 _TASK_NOUNS = {"classify": "classifiers", "detect": "detectors", "segment": "segmenters"}

@@ -79,10 +79,14 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
 
 
 def shuffled_batches(
-    data: ImageSet, batch_size: int, device: torch.device
+    data: ImageSet,
+    batch_size: int,
+    device: torch.device,
+    weights: torch.Tensor | None = None,
 ) -> Callable[[torch.Generator], object]:
-    """An epoch's shuffled batches (images, labels, indices) on the device. A final batch of
-    one image breaks BatchNorm in training; it is dropped in that case only."""
+    """An epoch's shuffled batches (images, labels, indices) on the device; with per-image
+    ``weights``, drawn in proportion to them. A final batch of one image breaks BatchNorm in
+    training; it is dropped in that case only."""
 
     def make(generator: torch.Generator):
         return iterate_batches(
@@ -93,6 +97,7 @@ def shuffled_batches(
             device=device,
             drop_last=len(data) % batch_size == 1,
             with_indices=True,
+            weights=weights,
         )
 
     return make

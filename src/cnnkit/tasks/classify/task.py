@@ -21,6 +21,7 @@ from cnnkit.models import ModelSpec, create_model, model_input_size, resolve_spe
 from cnnkit.models.pretrained import pretrained_preprocessing
 from cnnkit.models.transfer import TransferModel
 from cnnkit.tasks.base import Metrics
+from cnnkit.tasks.class_balance import balanced_sample_weights, class_weights
 from cnnkit.tasks.classify.features import backbone_features, can_cache_features
 from cnnkit.tasks.classify.loop import (
     Prepare,
@@ -150,6 +151,7 @@ class ClassifyTask:
         self._flips: tuple[int, torch.Tensor] | None = None  # (epoch, alternating_flips)
         # training loss: cross-entropy with the run's label smoothing; reported losses are plain
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        self.sample_weights: torch.Tensor | None = None  # --sampler balanced's, per image
 
     # ---- data and model ------------------------------------------------------------------------
     def load_data(self, progress: bool) -> None:
@@ -174,6 +176,22 @@ class ClassifyTask:
             )
         if not self.augmentation.is_identity():
             self.augment = BatchAugment(self.augmentation, len(self.data.classes))
+        self._balance(self.data.train.labels, len(self.data.classes))
+
+    def _balance(self, labels: torch.Tensor, num_classes: int) -> None:
+        """--class-weights (the training loss's) and --sampler balanced (the epochs' draws)."""
+        cfg = self.cfg
+        if cfg.sampler not in (None, "none", "balanced"):
+            raise CnnkitError(f"--sampler is none or balanced, not '{cfg.sampler}'")
+        counts = torch.bincount(labels.long(), minlength=num_classes)
+        weights = class_weights(cfg.class_weights, counts)
+        if weights is not None:
+            self.loss_fn = nn.CrossEntropyLoss(
+                weight=weights.to(self.device), label_smoothing=cfg.label_smoothing
+            )
+        self.sample_weights = (
+            balanced_sample_weights(labels, num_classes) if cfg.sampler == "balanced" else None
+        )
 
     def build(self, resuming: bool) -> nn.Module:
         model, self.spec, self.preprocessing = build_model_for(
@@ -249,7 +267,7 @@ class ClassifyTask:
         module.train()
         return (
             classification_step(module, prepare, self.precision, self.loss_fn, augment, progress),
-            shuffled_batches(data, self.cfg.batch_size, self.device),
+            shuffled_batches(data, self.cfg.batch_size, self.device, self.sample_weights),
         )
 
     # ---- evaluation ----------------------------------------------------------------------------
@@ -296,5 +314,10 @@ class ClassifyTask:
         return self.spec.name
 
     def describe_recipe(self) -> tuple[str, str]:
-        tta = f"; tta {self.cfg.tta}" if self.cfg.tta != "none" else ""
-        return f"augment: {self.augmentation.describe()}", tta
+        cfg = self.cfg
+        extra = f"; tta {cfg.tta}" if cfg.tta != "none" else ""
+        if cfg.class_weights not in (None, "none"):
+            extra += f"; class weights {cfg.class_weights}"
+        if cfg.sampler == "balanced":
+            extra += "; sampler balanced"
+        return f"augment: {self.augmentation.describe()}", extra

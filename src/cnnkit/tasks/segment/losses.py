@@ -5,19 +5,19 @@ Dice loss is written here (a few lines; the libraries that have one, segmentatio
 or MONAI, would be a large dependency for it): 1 - mean over classes of 2 sum(p t) / (sum(p) +
 sum(t)) with softmax probabilities p and one-hot truth t over the pixels that are not ignored,
 smoothed by 1 so a class absent from the batch and not predicted scores as perfect.
-``class_weights("auto", counts)`` is median-frequency balancing (Eigen and Fergus, 2015):
-weight_c = median(freq) / freq_c over the training pixels, so rare classes count more.
+Class weights come from cnnkit.tasks.class_balance (median-frequency balancing over the
+training pixels, shared with classification).
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch.nn import functional as F
 
-from cnnkit.errors import CnnkitError
+from cnnkit.tasks.class_balance import class_weights
 from cnnkit.tasks.segment.dataset import IGNORE_INDEX
+
+__all__ = ["class_weights", "dice_loss", "segmentation_losses"]
 
 
 def dice_loss(logits: torch.Tensor, masks: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
@@ -50,32 +50,3 @@ def segmentation_losses(
         losses["dice"] = dice_loss(logits, masks)
         total = total + dice * losses["dice"]
     return {"loss": total, **losses}
-
-
-def class_weights(value: str | None, counts: torch.Tensor) -> torch.Tensor | None:
-    """The --class-weights setting: None / "none" (all 1), "auto" (median-frequency balancing
-    over ``counts``, the training pixels per class), or "w1,w2,..." (one per class)."""
-    if value is None or str(value).strip().lower() == "none":
-        return None
-    text = str(value).strip().lower()
-    n = len(counts)
-    if text == "auto":
-        freq = counts.double() / max(int(counts.sum()), 1)
-        present = freq > 0
-        if not present.any():
-            return None
-        median = freq[present].median()
-        out = torch.where(present, median / freq.clamp_min(1e-12), torch.zeros_like(freq))
-        return out.float()
-    try:
-        weights = [float(w) for w in text.split(",")]
-    except ValueError:
-        raise CnnkitError(
-            f"--class-weights is auto, none or one number per class, got '{value}'"
-        ) from None
-    finite = all(math.isfinite(w) for w in weights)
-    if len(weights) != n or not finite or any(w < 0 for w in weights) or not any(weights):
-        raise CnnkitError(
-            f"--class-weights needs {n} non-negative numbers (one per class), got '{value}'"
-        )
-    return torch.tensor(weights, dtype=torch.float32)
