@@ -32,3 +32,43 @@ def empty_hub(tmp_path, monkeypatch):
     monkeypatch.setenv("CNNKIT_OFFLINE", "1")
     assert str(hub_checkpoint_dir()).startswith(str(tmp_path))
     return hub_checkpoint_dir()
+
+
+# ---- small trained runs, shared by the export, serve, explain and interpretation tests ----
+@pytest.fixture(scope="session")
+def cls_run(tmp_path_factory):
+    """simple_cnn trained for one epoch on the bundled cifar10-sample."""
+    import cnnkit
+
+    return cnnkit.train(
+        data="cifar10-sample",
+        model="simple_cnn",
+        epochs=1,
+        project=str(tmp_path_factory.mktemp("cls-runs")),
+        name="c",
+        progress=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_detector_run(tmp_path_factory):
+    """(run, an image of its data): FCOS trained for two epochs on rectangles the test draws."""
+    import cnnkit
+    from test_detect_task import detect_options, write_masks_dataset
+
+    data = write_masks_dataset(tmp_path_factory.mktemp("boxes") / "data")
+    project = str(tmp_path_factory.mktemp("det-runs"))
+    run = cnnkit.train(project=project, name="d", progress=False, **detect_options(data))
+    return run, data / "images" / "p0.png"
+
+
+@pytest.fixture(scope="session")
+def tiny_segmenter_run(tmp_path_factory):
+    """(run, an image of its data): LR-ASPP trained for two epochs on drawn rectangles."""
+    import cnnkit
+    from test_segment_task import seg_options, write_dataset
+
+    data = write_dataset(tmp_path_factory.mktemp("seg") / "data")
+    project = str(tmp_path_factory.mktemp("seg-runs"))
+    run = cnnkit.train(project=project, name="s", progress=False, **seg_options(data))
+    return run, data / "images" / "s0.png"

@@ -63,3 +63,26 @@ def test_a_classifier_trains_with_both_remedies_and_records_them(tmp_path):
             data="cifar10-sample", model="simple_cnn", epochs=1, sampler="uniform",
             project=str(tmp_path), progress=False,
         )  # fmt: skip
+
+
+def test_datasets_inspect_warns_about_an_imbalanced_folder(tmp_path, capsys):
+    import json
+
+    from PIL import Image
+
+    from cnnkit.cli import main
+
+    for name, n in (("common", 24), ("rare", 2)):
+        folder = tmp_path / "data" / "train" / name
+        folder.mkdir(parents=True)
+        for i in range(n):
+            Image.new("RGB", (8, 8), (i, 0, 0)).save(folder / f"{i}.png")
+    root = str(tmp_path / "data")
+    assert main(["datasets", "--inspect", root, "--task", "classify"]) == 0
+    printed = capsys.readouterr().out
+    assert "warning: imbalanced training classes (12:1: common 24, rare 2)" in printed
+    assert main(["datasets", "--inspect", root, "--task", "classify", "--json"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert found["images"]["train"] == {"common": 24, "rare": 2} and found["imbalance"] == 12
+    assert main(["datasets", "--inspect", str(tmp_path / "nope"), "--task", "classify"]) != 0
+    assert "give a folder of class folders" in capsys.readouterr().err

@@ -146,15 +146,6 @@ def test_to_image_pixels_undoes_a_letterbox():
     assert out.shape == (50, 100) and out.min() > 0.99
 
 
-@pytest.fixture(scope="module")
-def cls_run(tmp_path_factory):
-    project = tmp_path_factory.mktemp("runs")
-    return cnnkit.train(
-        data="cifar10-sample", model="simple_cnn", epochs=1, project=str(project), name="c",
-        progress=False,
-    )  # fmt: skip
-
-
 def test_cli_explain_filters_and_features(cls_run, tmp_path, capsys):
     image = str(sorted(SAMPLE.rglob("*.png"))[0])
     out = tmp_path / "cams"

@@ -22,20 +22,9 @@ from cnnkit.export.metadata import read_metadata
 from cnnkit.export.runtime import open_graph
 from cnnkit.tasks.detect.models import build_detector
 from cnnkit.tasks.detect.postprocess import PostProcess, apply_postprocess
-from test_detect_task import detect_options, write_masks_dataset
-from test_segment_task import seg_options, write_dataset
 
 SAMPLE = Path(cnnkit.__file__).parent / "data" / "samples" / "cifar10-sample" / "test"
 FORMATS = ("onnx", "pt2", "torchscript")
-
-
-@pytest.fixture(scope="module")
-def cls_run(tmp_path_factory):
-    project = tmp_path_factory.mktemp("runs")
-    return cnnkit.train(
-        data="cifar10-sample", model="simple_cnn", epochs=1, project=str(project), name="c",
-        progress=False,
-    )  # fmt: skip
 
 
 def sample_images(n: int = 12) -> list[Path]:
@@ -198,15 +187,11 @@ def test_faster_rcnn_is_refused_in_one_line():
         DenseDetector(model)
 
 
-@pytest.fixture(scope="module")
-def det_run(tmp_path_factory):
-    data = write_masks_dataset(tmp_path_factory.mktemp("boxes") / "data")
-    project = tmp_path_factory.mktemp("runs")
-    return cnnkit.train(project=str(project), name="det", progress=False, **detect_options(data))
-
-
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_a_detector_exports_with_its_postprocessing_and_finds_the_same_boxes(det_run, fmt):
+def test_a_detector_exports_with_its_postprocessing_and_finds_the_same_boxes(
+    tiny_detector_run, fmt
+):
+    det_run, _ = tiny_detector_run
     result = export_model(det_run.run_dir, fmt, dynamic_batch=True)
     assert result.parity["passed"] and result.parity["boxes"] > 0
     meta = read_metadata(result.path)
@@ -227,15 +212,9 @@ def test_a_detector_exports_with_its_postprocessing_and_finds_the_same_boxes(det
 # ---- segmentation -------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def seg_run(tmp_path_factory):
-    data = write_dataset(tmp_path_factory.mktemp("seg") / "data")
-    project = tmp_path_factory.mktemp("runs")
-    return cnnkit.train(project=str(project), name="seg", progress=False, **seg_options(data))
-
-
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_a_segmenter_exports_and_predicts_the_same_masks(seg_run, fmt):
+def test_a_segmenter_exports_and_predicts_the_same_masks(tiny_segmenter_run, fmt):
+    seg_run, _ = tiny_segmenter_run
     result = export_model(seg_run.run_dir, fmt, dynamic_batch=True)
     assert result.parity["passed"] and result.parity["pixel_agreement"] >= 0.999
     reference = cnnkit.load(seg_run.run_dir, device="cpu", precision="fp32")

@@ -54,15 +54,6 @@ def test_most_confused_pairs_and_top_losses_come_largest_first():
     assert top_losses(logits, labels, 2) == [3, 1]  # the surest wrong answers
 
 
-@pytest.fixture(scope="module")
-def cls_run(tmp_path_factory):
-    project = tmp_path_factory.mktemp("runs")
-    return cnnkit.train(
-        data="cifar10-sample", model="simple_cnn", epochs=1, project=str(project), name="c",
-        progress=False,
-    )  # fmt: skip
-
-
 def test_evaluate_writes_calibration_confusions_and_top_losses(cls_run, tmp_path, capsys):
     out = tmp_path / "eval"
     report = cnnkit.load(cls_run.run_dir).evaluate("cifar10-sample", out_dir=out, progress=False)

@@ -26,8 +26,6 @@ from PIL import Image
 import cnnkit
 from cnnkit.export import export_model
 from cnnkit.serve.app import ServeOptions, create_app
-from test_detect_task import detect_options, write_masks_dataset
-from test_segment_task import seg_options, write_dataset
 
 SAMPLE = Path(cnnkit.__file__).parent / "data" / "samples" / "cifar10-sample" / "test"
 
@@ -55,15 +53,6 @@ def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
     return (
         b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
     )
-
-
-@pytest.fixture(scope="module")
-def cls_run(tmp_path_factory):
-    project = tmp_path_factory.mktemp("runs")
-    return cnnkit.train(
-        data="cifar10-sample", model="simple_cnn", epochs=1, project=str(project), name="c",
-        progress=False,
-    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -150,17 +139,8 @@ def test_an_api_key_guards_predict(cls_run):
 
 
 @pytest.fixture(scope="module")
-def box_runs(tmp_path_factory):
-    """A detector and a segmenter trained for two epochs on images the test draws."""
-    runs = tmp_path_factory.mktemp("runs")
-    boxes = write_masks_dataset(tmp_path_factory.mktemp("boxes") / "data")
-    det = cnnkit.train(project=str(runs), name="d", progress=False, **detect_options(boxes))
-    masks = write_dataset(tmp_path_factory.mktemp("seg") / "data")
-    seg = cnnkit.train(project=str(runs), name="s", progress=False, **seg_options(masks))
-    return {
-        "detect": (det, boxes / "images" / "p0.png"),
-        "segment": (seg, masks / "images" / "s0.png"),
-    }
+def box_runs(tiny_detector_run, tiny_segmenter_run):
+    return {"detect": tiny_detector_run, "segment": tiny_segmenter_run}
 
 
 def test_detector_and_segmenter_json(box_runs):
@@ -245,14 +225,17 @@ def test_a_real_server_batches_an_onnx_model_and_refuses_bad_files_under_load(on
         proc.wait(timeout=20)
 
 
-def test_a_full_queue_answers_503_with_retry_after(onnx_model):
-    proc, url = start_server(onnx_model, "--max-batch", "1", "--queue", "1", "--max-wait-ms", "0")
+def test_a_full_queue_answers_503_with_retry_after(box_runs):
+    """A detector (tens of ms a call) behind a queue of one: small uploads decode far faster
+    than the model answers, so most of a burst of 40 finds the queue full."""
+    run, image = box_runs["detect"]
+    proc, url = start_server(run.run_dir, "--max-batch", "1", "--queue", "1", "--max-wait-ms", "0")
     try:
-        big = png_bytes(Image.fromarray(np.zeros((900, 900, 3), np.uint8)))
-        replies = asyncio.run(burst(url, [big] * 40, 40))
+        replies = asyncio.run(burst(url, [image.read_bytes()] * 40, 40))
         codes = [r.status_code for r in replies]
         assert set(codes) <= {200, 503} and 503 in codes and 200 in codes
         assert all(r.headers.get("retry-after") == "1" for r in replies if r.status_code == 503)
+        assert all(r.json()["error"] == "busy" for r in replies if r.status_code == 503)
     finally:
         proc.terminate()
         proc.wait(timeout=20)

@@ -296,9 +296,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inspect", metavar="PATH", help="say what a dataset's files hold")
     p.add_argument(
         "--task",
-        choices=("detect", "segment"),
+        choices=("classify", "detect", "segment"),
         default="detect",
-        help="with --inspect: read PATH as boxes (detect) or as class masks (segment)",
+        help="with --inspect: read PATH as class folders or a CSV list (classify: images per"
+        " class, an imbalance warning), boxes (detect) or class masks (segment)",
     )
     p.add_argument("--json", action="store_true", help="with --inspect: JSON output")
     command("presets", cmd_presets, "list the named training recipes and their measured results")

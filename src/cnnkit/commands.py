@@ -322,6 +322,10 @@ def cmd_datasets(args: argparse.Namespace) -> int:
             from cnnkit.tasks.segment.inspect import inspect_segmentation
 
             found = inspect_segmentation(args.inspect)
+        elif args.task == "classify":
+            from cnnkit.tasks.classify.inspect import inspect_classification
+
+            found = inspect_classification(args.inspect)
         else:
             from cnnkit.tasks.detect.inspect import inspect_detection
 

@@ -1,0 +1,80 @@
+"""`cnnkit datasets --inspect PATH --task classify`: a classification dataset's files per split
+and class, read from the folder or CSV list without decoding a pixel, and a warning when the
+training classes are imbalanced."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cnnkit.data.sources import read_csv_list, scan_folder
+from cnnkit.errors import CnnkitError
+
+IMBALANCE_WARNING = 10.0  # largest / smallest training class above this: say so
+
+
+@dataclass
+class ClassificationInspection:
+    path: str
+    classes: list[str]
+    counts: dict[str, list[int]]  # split -> images per class
+
+    @property
+    def imbalance(self) -> float | None:
+        """Largest over smallest training class (inf when a class has none)."""
+        train = self.counts.get("train")
+        if not train:
+            return None
+        return max(train) / min(train) if min(train) else float("inf")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "task": "classify",
+            "classes": self.classes,
+            "images": {
+                split: dict(zip(self.classes, c, strict=True)) for split, c in self.counts.items()
+            },
+            "imbalance": self.imbalance,
+        }
+
+    def lines(self) -> list[str]:
+        out = [f"{self.path}: classification, {len(self.classes)} classes"]
+        for split, counts in self.counts.items():
+            out.append(f"  {split}: {sum(counts):,} images")
+        train = self.counts.get("train")
+        if train:
+            width = max(len(c) for c in self.classes)
+            for name, n in zip(self.classes, train, strict=True):
+                out.append(f"    {name:<{width}}  {n:>7,}")
+        ratio = self.imbalance
+        if ratio is not None and ratio > IMBALANCE_WARNING:
+            low = self.classes[train.index(min(train))]
+            high = self.classes[train.index(max(train))]
+            shown = "no images" if ratio == float("inf") else f"{ratio:.0f}:1"
+            out.append(
+                f"warning: imbalanced training classes ({shown}: {high} {max(train):,},"
+                f" {low} {min(train):,}); consider --class-weights auto or --sampler balanced,"
+                " and read balanced accuracy beside top-1"
+            )
+        return out
+
+
+def inspect_classification(path: str | os.PathLike) -> ClassificationInspection:
+    """The images per split and class of a folder of class folders or a CSV list."""
+    where = Path(path)
+    if where.is_dir():
+        found = scan_folder(where)
+    elif where.is_file() and where.suffix.lower() == ".csv":
+        found = read_csv_list(where)
+    else:
+        raise CnnkitError(f"{path}: give a folder of class folders or a CSV list to inspect")
+    counts = {}
+    for split, files in found.lists.items():
+        per_class = [0] * len(found.classes)
+        for label in files.labels:
+            per_class[label] += 1
+        counts[split] = per_class
+    return ClassificationInspection(str(path), list(found.classes), counts)
