@@ -83,12 +83,17 @@ def _quiet():
         yield
 
 
+def _batch_shapes(dynamic: bool) -> tuple | None:
+    """torch.export's dynamic_shapes for the one input: its batch axis, or None (fixed)."""
+    return ({0: torch.export.Dim("batch", min=1, max=MAX_BATCH)},) if dynamic else None
+
+
 def _onnx_exporter_options(dynamic: bool, outputs: list[str]) -> dict[str, Any]:
     """torch.onnx's dynamo exporter (torch >= 2.6: dynamic_shapes, one self-contained file);
     torch 2.5's TorchScript-based exporter with a named dynamic axis before that."""
     parameters = inspect.signature(torch.onnx.export).parameters
     if "dynamic_shapes" in parameters and "external_data" in parameters:
-        shapes = ({0: torch.export.Dim("batch", min=1, max=MAX_BATCH)},) if dynamic else None
+        shapes = _batch_shapes(dynamic)
         # external_data=False: one file (cnnkit's models are far under ONNX's 2 GB limit)
         return {"dynamo": True, "dynamic_shapes": shapes, "external_data": False, "verbose": False}
     axes = {name: {0: "batch"} for name in ["images", *outputs]} if dynamic else None
@@ -97,7 +102,7 @@ def _onnx_exporter_options(dynamic: bool, outputs: list[str]) -> dict[str, Any]:
 
 def _write(graph: Graph, fmt: str, path: Path, dynamic: bool, meta: dict, opset: int | None):
     example = graph.example if dynamic else graph.example[:1]
-    shapes = ({0: torch.export.Dim("batch", min=1, max=MAX_BATCH)},) if dynamic else None
+    shapes = _batch_shapes(dynamic)
     with _quiet(), torch.no_grad():
         if fmt == "onnx":
             torch.onnx.export(
