@@ -28,6 +28,7 @@ from cnnkit.config import TrainConfig
 from cnnkit.deploy_commands import add_export_parser, add_serve_parser
 from cnnkit.errors import CnnkitError
 from cnnkit.explain_commands import add_explain_parsers
+from cnnkit.report_commands import add_report_parsers
 from cnnkit.tasks.classify.tta import check_mode as check_tta
 
 TRAIN_HELP = {
@@ -112,6 +113,9 @@ TRAIN_HELP = {
     "project": "parent folder of run folders",
     "name": "run folder name (default: the model's name, numbered)",
     "tensorboard": "also write TensorBoard event files into the run folder",
+    "report": "write report.html (a self-contained page: curves, evaluation, top losses with"
+    " Grad-CAM, calibration, filters) into the run folder at the end; `cnnkit report RUN`"
+    " rebuilds it",
     "channels_last": "channels-last memory format (faster convolutions on most hardware)",
     "compile": "torch.compile the model for training (pays off on GPUs; slower on small CPUs)",
 }
@@ -182,6 +186,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML file of options; flags override it")
     p.add_argument("--resume", metavar="RUN", help="continue a run folder from its last.pt")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--sweep",
+        action="append",
+        metavar="KEY=V1,V2",
+        help="train one run per combination of these values (repeat for more keys; ';'"
+        " separates values that hold commas) into one sweep folder, compared in its"
+        " compare.html; rerunning skips the finished runs",
+    )
     _add_train_flags(p)
 
     def inference_flags(p: argparse.ArgumentParser) -> None:
@@ -266,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_export_parser(command)
     add_serve_parser(command)
     add_explain_parsers(command, pretrained_flags)
+    add_report_parsers(command)
 
     p = command("embed", cmd_embed, "write backbone features and labels of a dataset (npz)")
     p.add_argument("source", help="a checkpoint or run folder, or a model name with --pretrained")

@@ -25,6 +25,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from cnnkit.engine import train
 
     given = given_train_flags(args)
+    if args.sweep:
+        from cnnkit.report_commands import run_sweep
+
+        if args.resume:
+            raise CnnkitError("--sweep and --resume do not go together: rerun the sweep to go on")
+        return run_sweep(args.sweep, build_config(args.config, given), not args.no_progress)
     if args.resume:  # the saved config, then the file's values, then the flags
         from_file = read_yaml_config(args.config) if args.config else {}
         if args.config:

@@ -96,6 +96,7 @@ class TrainConfig:
     project: str = "runs"  # parent folder of run folders
     name: str | None = None  # run folder name; default: <model>-<n>
     tensorboard: bool = False
+    report: bool = True  # write report.html into the run folder at the end
     channels_last: bool = True
     compile: bool = False  # torch.compile the model for training (see bench/step_speed.py)
     preset: str | None = None  # a named config (cnnkit.presets); any other key overrides it

@@ -253,6 +253,8 @@ class Trainer:
         if writer is not None:
             writer.close()
         metrics = self._final_metrics(interrupted)
+        if self.cfg.report and not interrupted and self.epoch:
+            self._write_report()
         return RunResult(self.run_dir, metrics, self.history, interrupted, self.stop.signum)
 
     def _epochs(self, writer: Any) -> bool:
@@ -412,6 +414,17 @@ class Trainer:
         return metrics
 
     # ---- output --------------------------------------------------------------------------------
+    def _write_report(self) -> None:
+        """report.html; a failure to draw it costs the page, never the trained run."""
+        from cnnkit.report import build_report
+
+        try:
+            path = build_report(self.run_dir, device=str(self.device))
+        except CnnkitError as exc:
+            print(f"cnnkit: report.html not written: {exc}")
+            return
+        print(f"report: {path}")
+
     def _announce(self) -> None:
         d = self.data
         n_params = sum(p.numel() for p in self.model.parameters())

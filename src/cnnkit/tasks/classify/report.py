@@ -94,13 +94,16 @@ def write_report(report: ClassificationReport, out_dir: Path) -> dict[str, Path]
     return paths
 
 
-def plot_confusion(report: ClassificationReport, path: Path) -> None:
+def plot_confusion(report: ClassificationReport, path: Path, normalize: bool = False) -> None:
+    """The confusion matrix as counts, or (``normalize``) as each true class's share."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     cm = report.confusion.numpy()
+    if normalize:
+        cm = cm / cm.sum(1, keepdims=True).clip(min=1)
     n = len(report.classes)
     size = max(5.0, 0.45 * n + 2)
     fig, ax = plt.subplots(figsize=(size, size))
@@ -110,13 +113,15 @@ def plot_confusion(report: ClassificationReport, path: Path) -> None:
     ax.set_yticks(ticks, report.classes)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(f"confusion matrix (top-1 {report.top1:.1%})")
+    kind = "share of each true class" if normalize else f"top-1 {report.top1:.1%}"
+    ax.set_title(f"confusion matrix ({kind})")
     if n <= 20:
         limit = cm.max() / 2 if cm.size else 0
         for i in range(n):
             for j in range(n):
                 color = "white" if cm[i, j] > limit else "black"
-                ax.text(j, i, str(cm[i, j]), ha="center", va="center", color=color, fontsize=8)
+                shown = f"{cm[i, j]:.2f}" if normalize else str(cm[i, j])
+                ax.text(j, i, shown, ha="center", va="center", color=color, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

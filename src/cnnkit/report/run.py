@@ -1,0 +1,188 @@
+"""What every run's report shows, whatever its task: the summary, the recipe, the curves and the
+export parity table, read from the run folder's own files."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cnnkit.config import TrainConfig
+from cnnkit.engine import run_folder
+from cnnkit.errors import CnnkitError
+from cnnkit.report.page import Page
+
+# the config keys a recipe shows even at their defaults
+ALWAYS_SHOWN = ("data", "model", "epochs", "batch_size", "optimizer", "lr", "augment")
+# keys that only say where things go, not how the model was trained
+NOT_RECIPE = ("project", "name", "device", "tensorboard", "report", "data_root")
+SCORES = {"classify": "accuracy", "detect": "map", "segment": "miou"}
+
+
+@dataclass
+class RunFiles:
+    """A run folder's records: its resolved config, metrics.json and history.csv."""
+
+    run_dir: Path
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+    history: list[dict[str, str]]
+
+    @property
+    def task(self) -> str:
+        return str(self.metrics.get("task") or "classify")
+
+    @property
+    def score_name(self) -> str:
+        return SCORES.get(self.task, "accuracy")
+
+    @property
+    def title(self) -> str:
+        return self.run_dir.resolve().name
+
+
+def read_run(run: str | Path) -> RunFiles:
+    """A run folder's files, or one line saying what is missing."""
+    run_dir = Path(run)
+    if run_dir.is_file() and run_dir.suffix == ".pt":
+        run_dir = run_dir.parent
+    if not run_dir.is_dir():
+        raise CnnkitError(f"{run}: no such run folder")
+    if not (run_dir / "config.yaml").is_file():
+        raise CnnkitError(f"{run_dir} is not a run folder (it has no config.yaml)")
+    try:
+        config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+        metrics_file = run_dir / "metrics.json"
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+        history = run_folder.read_history(run_dir) if (run_dir / "history.csv").is_file() else []
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        raise CnnkitError(f"{run_dir}: cannot read its records ({exc})") from None
+    if not isinstance(config, dict) or not isinstance(metrics, dict):
+        raise CnnkitError(f"{run_dir}: config.yaml or metrics.json is not a mapping")
+    return RunFiles(run_dir, config, metrics, history)
+
+
+def recipe(config: dict[str, Any]) -> dict[str, Any]:
+    """The settings that made the run: those that differ from TrainConfig's defaults, and the
+    few a reader always wants to see."""
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    shown = {}
+    for key, value in config.items():
+        if key in NOT_RECIPE:
+            continue
+        if key in ALWAYS_SHOWN or defaults.get(key, object()) != value:
+            shown[key] = value
+    return shown
+
+
+def test_score(files: RunFiles) -> float | None:
+    value = files.metrics.get(f"test_{files.score_name}")
+    return float(value) if isinstance(value, int | float) else None
+
+
+def images_per_second(files: RunFiles) -> float | None:
+    values = [row.get("images_per_second") for row in files.history]
+    numbers = [float(v) for v in values if v not in (None, "")]
+    return sum(numbers) / len(numbers) if numbers else None
+
+
+def summary_section(page: Page, files: RunFiles) -> None:
+    m, score = files.metrics, files.score_name
+    best = m.get(f"best_val_{score}")
+    items: list[tuple[str, Any]] = [
+        ("task", files.task),
+        ("model", files.config.get("model")),
+        ("parameters", f"{m['parameters']:,}" if "parameters" in m else None),
+        ("epochs", f"{m.get('epochs_done', '?')} / {m.get('epochs', '?')}"),
+        (f"best validation {score}", _percent(best, score)),
+        (f"test {score}", _percent(test_score(files), score)),
+        ("training time", f"{m['wall_seconds']:.1f} s" if "wall_seconds" in m else None),
+        ("images / s", _rate(images_per_second(files))),
+        ("device", f"{m.get('device', '?')} {m.get('precision', '')}".strip()),
+    ]
+    section = page.section("Summary").figures((k, v) for k, v in items if v is not None)
+    notes = []
+    if m.get("interrupted"):
+        notes.append("the run was interrupted: best.pt holds the best epoch it finished")
+    if m.get("stopped_early"):
+        notes.append(f"early stopping ended the run; best.pt holds epoch {m.get('best_epoch')}")
+    if m.get("skipped_images"):
+        notes.append(f"{m['skipped_images']} unreadable image(s) were skipped")
+    for note in notes:
+        section.text(note, note=True)
+    page.section("Recipe").table(["setting", "value"], recipe(files.config).items())
+
+
+def curves_section(page: Page, files: RunFiles, tmp: Path) -> None:
+    if not files.history:
+        return
+    history = [dict(row) for row in files.history]
+    label = "test (no validation split)" if files.metrics.get("validation") == "test" else None
+    path = run_folder.plot_history(
+        tmp,
+        history,
+        files.metrics.get("best_epoch"),
+        label or "validation",
+        files.score_name,
+    )
+    if path is not None:
+        section = page.section("Training curves")
+        section.image(path, "training and validation curves")
+        section.text(
+            "A validation curve that turns up while the training loss keeps falling is "
+            "overfitting; the dashed line is the epoch best.pt keeps.",
+            note=True,
+        )
+
+
+def export_section(page: Page, files: RunFiles) -> None:
+    """The parity table of every export_report.json in the run folder (and one level down)."""
+    entries: list[dict[str, Any]] = []
+    reports = [files.run_dir / "export_report.json", *files.run_dir.glob("*/export_report.json")]
+    for report in sorted(r for r in reports if r.is_file()):
+        with contextlib.suppress(OSError, ValueError):
+            loaded = json.loads(report.read_text())
+            if isinstance(loaded, dict):
+                entries += [e for e in loaded.values() if isinstance(e, dict)]
+    if not entries:
+        return
+    rows = []
+    for e in entries:
+        parity = e.get("parity") or {}
+        agreement = [
+            f"{k.replace('_', ' ')} {v:.1%}"
+            for k, v in parity.items()
+            if isinstance(v, float) and (k.endswith("agreement") or k == "matched_boxes")
+        ]
+        error = parity.get("relative_error")
+        rows.append(
+            [
+                e.get("file"),
+                e.get("format"),
+                e.get("batch") or "dynamic",
+                parity.get("images"),
+                f"{error:.2e}" if isinstance(error, float) else error,
+                ", ".join(agreement),
+                "yes" if parity.get("passed") else "no (refused)",
+            ]
+        )
+    page.section("Export parity").table(
+        ["file", "format", "batch", "images", "relative error", "agreement", "kept"], rows
+    ).text(
+        "Each exported file is checked against best.pt on real images before it is kept.",
+        note=True,
+    )
+
+
+def _percent(value: Any, score: str) -> str | None:
+    if not isinstance(value, int | float):
+        return None
+    return f"{value:.2%}" if score == "accuracy" else f"{value:.4f}"
+
+
+def _rate(value: float | None) -> str | None:
+    return None if value is None else f"{value:,.0f}"

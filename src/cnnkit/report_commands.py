@@ -1,0 +1,63 @@
+"""`cnnkit report` and `cnnkit compare`, and the sweep half of `cnnkit train`: a few lines over
+cnnkit.report and cnnkit.sweep."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+from collections.abc import Callable
+from typing import Any
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from cnnkit.report import build_report
+
+    path = build_report(args.run, out=args.out, data=args.data, device=args.device)
+    print(f"report written to {path}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from cnnkit.report.compare import compare_runs
+
+    path = compare_runs(args.runs, args.out)
+    print(f"comparison written to {path}")
+    return 0
+
+
+def run_sweep(items: list[str], config: Any, progress: bool) -> int:
+    """`cnnkit train --sweep ...`: every combination trained, then compared."""
+    from cnnkit.sweep import parse_sweep, sweep
+
+    result = sweep(parse_sweep(items), config, progress=progress)
+    done = f"{len(result.finished)} of {len(result.runs)} runs finished"
+    if result.interrupted:
+        print(f"sweep interrupted: {done}; rerun the same command to go on")
+        return 128 + (result.stopped_by or signal.SIGINT)
+    if result.compare is not None:
+        print(f"sweep folder: {result.folder} ({done}); comparison: {result.compare}")
+    else:
+        print(f"sweep folder: {result.folder} ({done})")
+    return 0
+
+
+def add_report_parsers(command: Callable[..., argparse.ArgumentParser]) -> None:
+    p = command(
+        "report",
+        cmd_report,
+        "rebuild a run's report.html: one self-contained page with its curves, evaluation,"
+        " confusion, top losses with Grad-CAM, calibration, an augmented batch and filters",
+    )
+    p.add_argument("run", help="a run folder")
+    p.add_argument("--out", help="the page to write (default: RUN/report.html)")
+    p.add_argument("--data", help="data to evaluate on (default: the data the run trained on)")
+    p.add_argument("--device", default="auto")
+
+    p = command(
+        "compare",
+        cmd_compare,
+        "put runs side by side in one page: model, parameters, the settings that differ,"
+        " scores, time and overlaid validation curves",
+    )
+    p.add_argument("runs", nargs="+", help="run folders, or folders of runs (a sweep's)")
+    p.add_argument("--out", default="compare.html", help="the page to write")

@@ -1,0 +1,115 @@
+"""A classifier's part of report.html: the test evaluation, its confusion, top losses with their
+Grad-CAM, calibration, an augmented batch, and the first layer's filters and one image's
+feature maps."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from cnnkit.errors import CnnkitError
+from cnnkit.report.page import Page
+from cnnkit.report.run import RunFiles
+from cnnkit.tasks.classify.report import plot_confusion
+
+CONFUSED_SHOWN = 10
+
+
+def add_sections(
+    page: Page, files: RunFiles, classifier: Any, data: str | os.PathLike, tmp: Path
+) -> None:
+    images, split = classifier.split_images(data, "test", progress=False)
+    tta = str(files.config.get("tta") or "none")
+    report = classifier.evaluate(images, out_dir=tmp / "eval", progress=False, tta=tta)
+    section = page.section(f"Test evaluation ({split} split, {len(images):,} images)")
+    section.figures(
+        [
+            ("top-1 accuracy", f"{report.top1:.2%}"),
+            ("top-5 accuracy", f"{report.top5:.2%}"),
+            ("balanced accuracy", f"{report.balanced_accuracy:.2%}"),
+            ("macro F1", f"{report.macro_f1:.3f}"),
+            ("expected calibration error", f"{report.ece:.3f}"),
+            ("loss", f"{report.loss:.4f}"),
+        ]
+    )
+    if tta != "none":
+        section.text(f"with test-time augmentation ({tta}), as the run's final test", note=True)
+    section.table(
+        ["class", "precision", "recall", "F1", "images"],
+        [
+            [name, report.precision[i], report.recall[i], report.f1[i], report.support[i]]
+            for i, name in enumerate(report.classes)
+        ],
+    )
+
+    plot_confusion(report, tmp / "confusion_normalised.png", normalize=True)
+    confusion = page.section("Confusion matrix").images(
+        [
+            (tmp / "eval" / "confusion_matrix.png", "confusion matrix, counts"),
+            (tmp / "confusion_normalised.png", "confusion matrix, normalised by row"),
+        ]
+    )
+    if report.confused:
+        confusion.heading("Most confused pairs")
+        confusion.table(["true", "predicted as", "images"], report.confused[:CONFUSED_SHOWN])
+
+    if report.top_losses:
+        losses = page.section("Top losses")
+        losses.text(
+            "The test images the model was surest of and wrong about (true -> predicted, "
+            "probability), each beside its Grad-CAM for the predicted class: where it looked.",
+            note=True,
+        )
+        losses.image(tmp / "eval" / "top_losses.png", "top losses with Grad-CAM")
+
+    reliability = tmp / "eval" / "reliability.png"
+    if reliability.is_file():
+        page.section("Calibration").image(reliability, "reliability diagram").text(
+            "Bars on the diagonal mean the predicted probability is the chance of being right; "
+            "below it, the model is overconfident.",
+            note=True,
+        )
+
+    _augmented_batch(page, files, data, tmp)
+    _what_it_learned(page, classifier, images, tmp)
+
+
+def _augmented_batch(page: Page, files: RunFiles, data: str | os.PathLike, tmp: Path) -> None:
+    from cnnkit.config import TrainConfig
+    from cnnkit.data.show import show_batch
+
+    cfg = TrainConfig.from_dict({**files.config, "data": str(data)}, source="config.yaml")
+    try:
+        shown = show_batch(
+            str(data),
+            cfg.augment,
+            n=32,
+            out=tmp / "batch.png",
+            seed=cfg.seed,
+            data_root=cfg.data_root,
+            **cfg.augment_overrides(),
+        )
+    except CnnkitError as exc:  # the training images are gone: the rest of the page stands
+        page.section("An augmented batch").text(f"not drawn: {exc}", note=True)
+        return
+    page.section("An augmented batch").image(shown.path, "augmented training images").text(
+        f"32 training images as the first epoch's augmentation ({shown.augmentation.describe()}) "
+        "gives them to the model.",
+        note=True,
+    )
+
+
+def _what_it_learned(page: Page, classifier: Any, images: Any, tmp: Path) -> None:
+    from cnnkit.explain.visuals import draw_features, draw_filters
+
+    section = page.section("What the network learned")
+    try:
+        layer, path = draw_filters(classifier, tmp / "filters.png")
+        section.heading(f"First-layer filters ({layer})").image(path, "first-layer filters")
+        image = images.images[0].permute(1, 2, 0).numpy()
+        layer, path = draw_features(classifier, image, tmp / "features.png", max_maps=32)
+        section.heading(f"Feature maps of one test image ({layer})")
+        section.image(path, "feature maps")
+    except CnnkitError as exc:
+        section.text(f"not drawn: {exc}", note=True)

@@ -1,0 +1,64 @@
+"""A segmenter's part of report.html: mIoU, per-class IoU and Dice on the test split, the
+pixel confusion matrix, predicted vs true masks, and an augmented training batch."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from cnnkit.errors import CnnkitError
+from cnnkit.report.page import Page
+from cnnkit.report.run import RunFiles
+
+
+def add_sections(
+    page: Page, files: RunFiles, segmenter: Any, data: str | os.PathLike, tmp: Path
+) -> None:
+    images, split = segmenter.split_images(data, "test", progress=False)
+    tta = str(files.config.get("tta") or "none")
+    report = segmenter.evaluate(images, out_dir=tmp / "eval", progress=False, tta=tta)
+    m = report.metrics
+    section = page.section(f"Test evaluation ({split} split, {report.images:,} images)")
+    section.figures(
+        [
+            ("mIoU", f"{m.miou:.4f}"),
+            ("pixel accuracy", f"{m.pixel_accuracy:.4f}"),
+            ("mean Dice", f"{m.dice:.4f}"),
+            ("mean class accuracy", f"{m.mean_accuracy:.4f}"),
+            ("labelled pixels", f"{m.pixels:,}"),
+        ]
+    )
+    rows = m.confusion.sum(1)
+    section.table(
+        ["class", "IoU", "Dice", "pixels"],
+        [
+            [name, m.per_class_iou[name], m.per_class_dice[name], int(rows[i])]
+            for i, name in enumerate(report.classes)
+        ],
+    )
+    confusion = tmp / "eval" / "confusion_matrix.png"
+    if confusion.is_file():
+        page.section("Pixel confusion matrix").image(confusion, "pixel confusion matrix")
+    gallery = tmp / "eval" / "gallery.png"
+    if gallery.is_file():
+        page.section("Predicted vs true masks").image(gallery, "predicted and true masks")
+    _augmented_batch(page, files, data, tmp)
+
+
+def _augmented_batch(page: Page, files: RunFiles, data: str | os.PathLike, tmp: Path) -> None:
+    from cnnkit.config import TrainConfig
+    from cnnkit.tasks.segment.show import show_segmentation_batch
+
+    cfg = TrainConfig.from_dict({**files.config, "data": str(data)}, source="config.yaml")
+    section = page.section("An augmented batch")
+    try:
+        shown = show_segmentation_batch(cfg, n=8, out=tmp / "batch.png")
+    except CnnkitError as exc:
+        section.text(f"not drawn: {exc}", note=True)
+        return
+    section.image(shown.path, "augmented training images with their masks").text(
+        f"Training images as the segmenter sees them ({shown.augmentation}), masks moved with "
+        "the pixels.",
+        note=True,
+    )
