@@ -58,7 +58,9 @@ def tiny_detector_run(tmp_path_factory):
 
     data = write_masks_dataset(tmp_path_factory.mktemp("boxes") / "data")
     project = str(tmp_path_factory.mktemp("det-runs"))
-    run = cnnkit.train(project=project, name="d", progress=False, **detect_options(data))
+    run = cnnkit.train(
+        project=project, name="d", progress=False, **detect_options(data, report=True)
+    )
     return run, data / "images" / "p0.png"
 
 
@@ -70,5 +72,5 @@ def tiny_segmenter_run(tmp_path_factory):
 
     data = write_dataset(tmp_path_factory.mktemp("seg") / "data")
     project = str(tmp_path_factory.mktemp("seg-runs"))
-    run = cnnkit.train(project=project, name="s", progress=False, **seg_options(data))
+    run = cnnkit.train(project=project, name="s", progress=False, **seg_options(data, report=True))
     return run, data / "images" / "s0.png"

@@ -62,6 +62,7 @@ def seg_options(data: Path, **extra):
         lr=0.01,
         augment="standard",
         precision="fp32",
+        report=False,  # report.html has its own tests (test_report.py)
     )
     options.update(extra)
     return options

@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import os
-import shutil
 import socket
 import struct
 import subprocess
@@ -24,6 +22,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 import cnnkit
+from browser import browser, needs_browser
 from cnnkit.export import export_model
 from cnnkit.serve.app import ServeOptions, create_app
 
@@ -253,24 +252,6 @@ def test_serve_refuses_a_missing_model_in_one_line(tmp_path):
 
 
 # ---- the page in a browser ---------------------------------------------------------------------
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-needs_browser = pytest.mark.skipif(
-    not (CHROMIUM and CHROMEDRIVER) and os.environ.get("CNNKIT_REQUIRE_BROWSER") != "1",
-    reason="Debian's chromium and chromium-driver are not installed",
-)
-
-
-def browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
-        options.add_argument(flag)
-    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
 
 
 def upload_on_the_page(driver, url: str, image: Path, shot: Path) -> str:

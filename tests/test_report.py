@@ -1,0 +1,274 @@
+"""report.html as a user gets it: written at the end of training, rebuilt by `cnnkit report`,
+self-contained (every image inline and decodable, no network), under 5 MB, with each task's
+own sections, and rendered by a real browser; `cnnkit compare` and `cnnkit train --sweep`."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from browser import artifact, browser, needs_browser
+from PIL import Image
+
+import cnnkit
+from cnnkit.cli import main
+from cnnkit.report import build_report
+from cnnkit.report.compare import compare_runs, differing_settings
+from cnnkit.report.run import read_run, recipe
+from cnnkit.sweep import parse_sweep, run_name
+
+IMG = re.compile(r'<img src="data:image/(png|jpeg);base64,([^"]+)" alt="([^"]*)"')
+CLASSIFIER_SECTIONS = (
+    "Summary",
+    "Recipe",
+    "Training curves",
+    "Test evaluation",
+    "Confusion matrix",
+    "Top losses",
+    "Calibration",
+    "An augmented batch",
+    "What the network learned",
+)
+
+
+def inline_images(html: str) -> dict[str, Image.Image]:
+    """alt text -> the decoded image, for every <img> of the page."""
+    found = {}
+    for _, data, alt in IMG.findall(html):
+        image = Image.open(io.BytesIO(base64.b64decode(data)))
+        image.load()
+        found[alt] = image
+    return found
+
+
+def assert_self_contained(page: Path) -> str:
+    html = page.read_text(encoding="utf-8")
+    assert page.stat().st_size < 5 * 1024 * 1024
+    assert "http://" not in html and "https://" not in html  # nothing fetched from a network
+    sources = re.findall(r'src="([^"]*)"', html)
+    assert sources and all(s.startswith("data:image/") for s in sources)
+    assert len(inline_images(html)) == len(sources)
+    return html
+
+
+def test_training_writes_a_self_contained_report(cls_run):
+    page = cls_run.run_dir / "report.html"
+    html = assert_self_contained(page)
+    for title in CLASSIFIER_SECTIONS:
+        assert f"<h2>{title}" in html, title
+    assert "<h3>Most confused pairs</h3>" in html and "<h3>First-layer filters" in html
+    images = inline_images(html)
+    for alt in (
+        "training and validation curves",
+        "confusion matrix, counts",
+        "confusion matrix, normalised by row",
+        "top losses with Grad-CAM",
+        "reliability diagram",
+        "augmented training images",
+        "first-layer filters",
+        "feature maps",
+    ):
+        assert min(images[alt].size) > 32, alt
+    # the figures are the run's own: its test accuracy, its classes in the per-class table
+    metrics = json.loads((cls_run.run_dir / "metrics.json").read_text())
+    assert f"<b>{metrics['test_accuracy']:.2%}</b>" in html
+    for name in (cls_run.run_dir / "classes.txt").read_text().split():
+        assert f"<td>{name}</td>" in html
+
+
+def test_report_rebuilds_from_the_command_line_elsewhere(cls_run, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # the run's data is found from any working directory
+    out = tmp_path / "again.html"
+    assert main(["report", str(cls_run.run_dir), "--out", str(out)]) == 0
+    assert "report written to" in capsys.readouterr().out
+    html = assert_self_contained(out)
+    assert "<h2>Top losses" in html
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["report", "no-such-run"], "no such run folder"),
+        (["report", "."], "is not a run folder"),
+        (["report", "{run}", "--out", "page.pdf"], "must end in .html"),
+        (["report", "{run}", "--out", "missing/page.html"], "does not exist"),
+        (["compare", "{run}"], "at least two runs"),
+    ],
+)
+def test_bad_report_requests_are_one_line(cls_run, tmp_path, monkeypatch, capsys, args, message):
+    monkeypatch.chdir(tmp_path)
+    code = main([a.format(run=cls_run.run_dir) for a in args])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and message in err
+
+
+def test_report_shows_the_export_parity_table(cls_run, tmp_path):
+    from cnnkit.export import export_model
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(cls_run.run_dir, run_dir)
+    result = export_model(run_dir, "onnx")
+    html = build_report(run_dir).read_text()
+    assert "<h2>Export parity" in html
+    assert f"<td>{result.path.name}</td>" in html and "<td>yes</td>" in html
+
+
+@pytest.mark.parametrize(
+    ("fixture", "titles"),
+    [
+        (
+            "tiny_detector_run",
+            ("Precision-recall", "Predicted vs true boxes", "An augmented batch"),
+        ),
+        ("tiny_segmenter_run", ("Pixel confusion matrix", "Predicted vs true masks")),
+    ],
+)
+def test_detection_and_segmentation_reports_show_their_own_plots(request, fixture, titles):
+    run, _ = request.getfixturevalue(fixture)
+    html = assert_self_contained(run.run_dir / "report.html")
+    for title in ("Summary", "Training curves", "Test evaluation", *titles):
+        assert f"<h2>{title}" in html, title
+    assert "Top losses" not in html  # a classifier's section
+
+
+def test_recipe_lists_what_differs_from_the_defaults():
+    shown = recipe(
+        {"model": "simple_cnn", "lr": 0.003, "dropout": 0.0, "project": "x", "data": "d"}
+    )
+    assert shown["lr"] == 0.003 and "dropout" not in shown and "project" not in shown
+    assert shown["model"] == "simple_cnn"  # always shown
+
+
+@needs_browser
+def test_the_report_renders_in_a_browser_with_every_image_loaded(cls_run):
+    driver = browser(1280, 1000)
+    try:
+        driver.get((cls_run.run_dir / "report.html").resolve().as_uri())
+        loaded = driver.execute_script(
+            "return Array.from(document.images).map(i => i.complete && i.naturalWidth > 0)"
+        )
+        assert len(loaded) >= 8 and all(loaded)
+        height = driver.execute_script("return document.body.scrollHeight")
+        driver.set_window_size(1280, min(int(height) + 100, 16000))
+        shot = artifact("report.png")
+        driver.save_screenshot(str(shot))
+        assert Image.open(shot).size[1] > 1000
+    finally:
+        driver.quit()
+
+
+# ---- compare and sweep ---------------------------------------------------------------------
+
+
+def train_small(project: Path, name: str, **options):
+    return cnnkit.train(
+        data="cifar10-sample",
+        epochs=1,
+        project=str(project),
+        name=name,
+        progress=False,
+        report=False,
+        **options,
+    )
+
+
+def test_compare_puts_runs_side_by_side(cls_run, tmp_path):
+    other = train_small(tmp_path, "wide-lr", lr=0.003, dropout=0.2)
+    out = compare_runs([cls_run.run_dir, other.run_dir], tmp_path / "compare.html")
+    html = assert_self_contained(out)
+    assert "<td>c</td>" in html and "<td>wide-lr</td>" in html
+    settings = differing_settings([read_run(cls_run.run_dir), read_run(other.run_dir)])
+    assert settings["lr"] == [0.001, 0.003] and settings["dropout"] == [0.0, 0.2]
+    assert "project" not in settings and "name" not in settings
+    assert "<td>lr</td>" in html and "validation curves" in html
+
+
+def test_compare_refuses_runs_of_two_tasks(cls_run, tiny_detector_run, tmp_path, capsys):
+    run, _ = tiny_detector_run
+    code = main(
+        ["compare", str(cls_run.run_dir), str(run.run_dir), "--out", str(tmp_path / "c.html")]
+    )
+    assert code == 2 and "one task" in capsys.readouterr().err
+
+
+def test_parse_sweep_types_the_values():
+    grid = parse_sweep(["lr=0.001,0.01", "batch-size=32,64", "flip=true,false"])
+    assert grid == {"lr": [0.001, 0.01], "batch_size": [32, 64], "flip": [True, False]}
+    specs = parse_sweep(["model=conv:8,relu,flatten,dense;conv:16,relu,flatten,dense"])
+    assert specs["model"] == ["conv:8,relu,flatten,dense", "conv:16,relu,flatten,dense"]
+    assert run_name(3, {"model": "a/b c"}) == "03_model=a-b-c"
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ("lrr=1,2", "did you mean 'lr'"),
+        ("lr=fast", "not a float"),
+        ("lr", "KEY=V1,V2"),
+        ("project=a,b", "cannot vary project"),
+        ("epochs=1,1", "repeats a value"),
+    ],
+)
+def test_bad_sweeps_are_one_line(item, message, capsys):
+    assert main(["train", "--sweep", item]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
+
+
+def sweep_command(project: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "cnnkit",
+        "train",
+        "--data",
+        "cifar10-sample",
+        "--project",
+        str(project),
+        "--name",
+        "s",
+        "--no-report",
+        "--no-progress",
+        "--sweep",
+        "epochs=1,6",
+    ]
+
+
+def test_an_interrupted_sweep_keeps_its_runs_and_a_rerun_goes_on(tmp_path):
+    folder = tmp_path / "s"
+    second = folder / "02_epochs=6"
+    proc = subprocess.Popen(
+        sweep_command(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (second / "last.pt").is_file():  # the second run has finished an epoch
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    assert "sweep interrupted: 1 of 2 runs finished" in out
+    first_best = (folder / "01_epochs=1" / "best.pt").stat().st_mtime_ns
+
+    done = subprocess.run(sweep_command(tmp_path), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "finished before, skipped" in done.stdout and "resuming" in done.stdout
+    assert (folder / "01_epochs=1" / "best.pt").stat().st_mtime_ns == first_best
+    assert json.loads((second / "metrics.json").read_text())["epochs_done"] == 6
+    html = assert_self_contained(folder / "compare.html")
+    assert "<td>epochs</td>" in html
+    # another sweep in the same folder is refused, in one line
+    other = subprocess.run(
+        [*sweep_command(tmp_path)[:-1], "epochs=2,3"], capture_output=True, text=True, timeout=120
+    )
+    assert other.returncode == 2 and "holds another sweep" in other.stderr
