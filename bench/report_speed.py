@@ -24,10 +24,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
-from common import SHARED_CIFAR10, print_machine  # noqa: E402
 
 import cnnkit  # noqa: E402
 from cnnkit.report import build_report  # noqa: E402
+from common import SHARED_CIFAR10, print_machine  # noqa: E402
 
 
 def time_report(project: Path, epochs: int) -> tuple[Path, list[float], int]:

@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 
 import pytest
-from browser import artifact, browser, needs_browser
 from PIL import Image
 
 import cnnkit
+from browser import artifact, browser, needs_browser
 from cnnkit.cli import main
 from cnnkit.report import build_report
 from cnnkit.report.compare import compare_runs, differing_settings
