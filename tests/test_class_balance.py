@@ -63,6 +63,8 @@ def test_a_classifier_trains_with_both_remedies_and_records_them(tmp_path):
             data="cifar10-sample", model="simple_cnn", epochs=1, sampler="uniform",
             project=str(tmp_path), progress=False,
         )  # fmt: skip
+    with pytest.raises(CnnkitError, match="--sampler is none or balanced"):
+        cnnkit.TrainConfig(sampler="uniform")  # refused in the config, before any data loads
 
 
 def test_datasets_inspect_warns_about_an_imbalanced_folder(tmp_path, capsys):
@@ -86,3 +88,15 @@ def test_datasets_inspect_warns_about_an_imbalanced_folder(tmp_path, capsys):
     assert found["images"]["train"] == {"common": 24, "rare": 2} and found["imbalance"] == 12
     assert main(["datasets", "--inspect", str(tmp_path / "nope"), "--task", "classify"]) != 0
     assert "give a folder of class folders" in capsys.readouterr().err
+
+
+def test_datasets_inspect_reads_a_named_dataset(capsys):
+    import json
+
+    from cnnkit.cli import main
+
+    assert main(["datasets", "--inspect", "cifar10-sample", "--task", "classify", "--json"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert len(found["classes"]) == 10 and found["imbalance"] == 1.0
+    assert set(found["images"]["train"].values()) == {200}
+    assert set(found["images"]["test"].values()) == {50}

@@ -136,6 +136,8 @@ class TrainConfig:
             raise CnnkitError(f"dice must be a number >= 0, got {self.dice!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise CnnkitError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.sampler not in (None, "none", "balanced"):
+            raise CnnkitError(f"--sampler is none or balanced, not '{self.sampler}'")
         if not self.muon_lr > 0 or not 0 <= self.muon_momentum < 1:
             raise CnnkitError(
                 f"muon_lr must be positive and muon_momentum in [0, 1), got {self.muon_lr}"

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from cnnkit.data.sources import read_csv_list, scan_folder
 from cnnkit.errors import CnnkitError
 
@@ -63,8 +65,14 @@ class ClassificationInspection:
 
 
 def inspect_classification(path: str | os.PathLike) -> ClassificationInspection:
-    """The images per split and class of a folder of class folders or a CSV list."""
-    where = Path(path)
+    """The images per split and class of a folder of class folders, a CSV list, or a named
+    dataset (cifar10, ...: read as training would read it)."""
+    from cnnkit.data.datasets import SAMPLE_NAME, named_dataset, sample_path
+
+    name = named_dataset(path)
+    if name is not None and name != SAMPLE_NAME:
+        return _inspect_named(name)
+    where = sample_path() if name == SAMPLE_NAME else Path(path)
     if where.is_dir():
         found = scan_folder(where)
     elif where.is_file() and where.suffix.lower() == ".csv":
@@ -78,3 +86,15 @@ def inspect_classification(path: str | os.PathLike) -> ClassificationInspection:
             per_class[label] += 1
         counts[split] = per_class
     return ClassificationInspection(str(path), list(found.classes), counts)
+
+
+def _inspect_named(name: str) -> ClassificationInspection:
+    from cnnkit.data.datasets import load_data
+
+    data = load_data(name, val_split=0.0, splits=("train", "test"), progress=False)
+    counts = {}
+    for split in ("train", "test"):
+        images = getattr(data, split)
+        if images is not None:
+            counts[split] = torch.bincount(images.labels, minlength=len(data.classes)).tolist()
+    return ClassificationInspection(name, list(data.classes), counts)

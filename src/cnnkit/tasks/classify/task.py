@@ -181,8 +181,6 @@ class ClassifyTask:
     def _balance(self, labels: torch.Tensor, num_classes: int) -> None:
         """--class-weights (the training loss's) and --sampler balanced (the epochs' draws)."""
         cfg = self.cfg
-        if cfg.sampler not in (None, "none", "balanced"):
-            raise CnnkitError(f"--sampler is none or balanced, not '{cfg.sampler}'")
         counts = torch.bincount(labels.long(), minlength=num_classes)
         weights = class_weights(cfg.class_weights, counts)
         if weights is not None:
