@@ -28,7 +28,7 @@ th{background:#f0f3f6}td:first-child,th:first-child{text-align:left}
 img{max-width:100%;height:auto;border:1px solid #d0d7de;background:#fff}
 .note{color:#57606a;font-size:.85rem}nav a{margin-right:.8rem;font-size:.85rem}
 .row{display:flex;flex-wrap:wrap;gap:.8rem;align-items:flex-start}
-.row img{max-width:calc(50% - .4rem)}
+.row>div{flex:1 1 0;min-width:280px}
 code{background:#eef1f4;padding:.05rem .3rem;border-radius:3px;font-size:.85rem}
 """
 
@@ -101,7 +101,8 @@ class Section:
     def images(self, items: Sequence[tuple[bytes | Path, str]]) -> Section:
         """Images side by side (wrapping on a narrow window)."""
         cells = "".join(
-            f'<img src="{data_uri(image)}" alt="{html.escape(alt)}">' for image, alt in items
+            f'<div><img src="{data_uri(image)}" alt="{html.escape(alt)}"></div>'
+            for image, alt in items
         )
         self.parts.append(f'<div class="row">{cells}</div>')
         return self

@@ -101,6 +101,11 @@ def _augmented_batch(page: Page, files: RunFiles, data: str | os.PathLike, tmp: 
 
 
 def _what_it_learned(page: Page, classifier: Any, images: Any, tmp: Path) -> None:
+    """The first layer's filters, and where they fire on one test image: its feature maps at
+    that layer (the image beside them, enlarged)."""
+    from PIL import Image
+
+    from cnnkit.explain.layers import first_conv
     from cnnkit.explain.visuals import draw_features, draw_filters
 
     section = page.section("What the network learned")
@@ -108,8 +113,14 @@ def _what_it_learned(page: Page, classifier: Any, images: Any, tmp: Path) -> Non
         layer, path = draw_filters(classifier, tmp / "filters.png")
         section.heading(f"First-layer filters ({layer})").image(path, "first-layer filters")
         image = images.images[0].permute(1, 2, 0).numpy()
-        layer, path = draw_features(classifier, image, tmp / "features.png", max_maps=32)
-        section.heading(f"Feature maps of one test image ({layer})")
-        section.image(path, "feature maps")
+        name, _ = first_conv(classifier.model)
+        layer, path = draw_features(classifier, image, tmp / "features.png", name, max_maps=32)
+        scale = max(1, 192 // max(image.shape[:2]))
+        shown = Image.fromarray(image).resize(
+            (image.shape[1] * scale, image.shape[0] * scale), Image.Resampling.NEAREST
+        )
+        shown.save(tmp / "feature_image.png")
+        section.heading(f"Feature maps of one test image at {layer}")
+        section.images([(tmp / "feature_image.png", "the image"), (path, "feature maps")])
     except CnnkitError as exc:
         section.text(f"not drawn: {exc}", note=True)
