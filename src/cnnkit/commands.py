@@ -345,7 +345,10 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
     for name, description in list_datasets():
         print(f"{name:<15}  {description}")
-    print("or a folder of class folders (train/ val/ test/), or a CSV file of path,label rows")
+    print(
+        "or a folder of class folders (train/ val/ test/), a CSV file of path,label rows, or a"
+        " MedMNIST-style .npz ({split}_images, {split}_labels)"
+    )
     print(
         "detection: COCO JSON, YOLO (data.yaml), Pascal VOC, or images + instance masks "
         "(`cnnkit datasets --inspect PATH` says what it finds)"

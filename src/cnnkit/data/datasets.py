@@ -24,6 +24,7 @@ from tqdm import tqdm
 from cnnkit.data import cache as cache_mod
 from cnnkit.data.decode import ImageDecodeError, check_resize_policy, decode_image, read_size
 from cnnkit.data.imageset import DataSplits, ImageSet
+from cnnkit.data.medmnist import MEDMNIST, NpzFile, named_medmnist_file
 from cnnkit.data.named import load_named, named_descriptions
 from cnnkit.data.sources import (
     SPLIT_NAMES,
@@ -202,6 +203,18 @@ def _named_source(name: str) -> Callable[[_Request], _Source]:
     return make
 
 
+def _npz_source(path: Path) -> _Source:
+    npz = NpzFile(path)
+    return _Source(npz.classes, {s: (lambda s=s: npz.split(s)) for s in npz.splits})
+
+
+def _medmnist_source(name: str) -> Callable[[_Request], _Source]:
+    def make(req: _Request) -> _Source:
+        return _npz_source(named_medmnist_file(name, req.data_root))
+
+    return make
+
+
 def sample_path() -> Path:
     """Folder of the bundled cifar10-sample (200 train + 50 test PNGs per class)."""
     return Path(str(resources.files("cnnkit.data") / "samples" / SAMPLE_NAME))
@@ -220,6 +233,7 @@ DATASETS: dict[str, tuple[Callable[[_Request], _Source], str]] = {
         _sample_source,
         "CIFAR-10 sample bundled with cnnkit: 200 train + 50 test PNGs per class (no download)",
     ),
+    **{name: (_medmnist_source(name), info.description) for name, info in MEDMNIST.items()},
 }
 
 
@@ -229,7 +243,9 @@ def list_datasets() -> list[tuple[str, str]]:
 
 
 def _looks_like_path(spec: str) -> bool:
-    return any(ch in spec for ch in "/\\~") or spec.startswith(".") or spec.endswith(".csv")
+    return (
+        any(ch in spec for ch in "/\\~") or spec.startswith(".") or spec.endswith((".csv", ".npz"))
+    )
 
 
 def named_dataset(spec: str | os.PathLike) -> str | None:
@@ -248,8 +264,10 @@ def _resolve(spec: str | os.PathLike, req: _Request) -> tuple[str, _Source]:
     if path.is_dir():
         return text, _file_source(scan_folder(path), req)
     if path.is_file():
+        if path.suffix.lower() == ".npz":
+            return text, _npz_source(path)
         if path.suffix.lower() != ".csv":
-            raise CnnkitError(f"{text} is a file but not a .csv list of images")
+            raise CnnkitError(f"{text} is a file but neither a .csv list of images nor an .npz")
         return text, _file_source(read_csv_list(path), req)
     if isinstance(spec, str) and not _looks_like_path(text):
         raise did_you_mean("dataset", text, DATASETS)

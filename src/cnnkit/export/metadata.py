@@ -83,6 +83,8 @@ def build_metadata(
         "data_location": predictor.data_location,
         **extra,
     }
+    if predictor.task == "classify" and predictor.decision_threshold is not None:
+        meta["decision_threshold"] = predictor.decision_threshold
     if predictor.task == "detect":
         meta["postprocess"] = predictor.postprocess.to_dict()
     if predictor.task == "segment":

@@ -143,7 +143,10 @@ def predictor_from_graph(
     if task == "classify":
         from cnnkit.tasks.classify.predictor import Classifier
 
-        return Classifier(graph, classes, prep, device, "fp32", None, config, path, where)
+        threshold = meta.get("decision_threshold")
+        return Classifier(
+            graph, classes, prep, device, "fp32", None, config, path, where, threshold
+        )
     if task == "segment":
         from cnnkit.tasks.segment.predictor import Segmenter
 

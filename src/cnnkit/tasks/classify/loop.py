@@ -183,14 +183,14 @@ def evaluate_epoch(
     prepare: Prepare,
     precision: Precision,
     batch_size: int = 256,
-) -> tuple[float, float]:
-    """(mean plain cross-entropy, top-1 accuracy) of `model` on `data`. The loss is the plain
-    cross-entropy, without the label smoothing training may use, so validation, the final test
-    and `cnnkit evaluate` report the same number for the same logits."""
+) -> tuple[float, float, torch.Tensor]:
+    """(mean plain cross-entropy, top-1 accuracy, logits) of `model` on `data`. The loss is the
+    plain cross-entropy, without the label smoothing training may use, so validation, the final
+    test and `cnnkit evaluate` report the same number for the same logits."""
     logits = predict_logits(model, data.images, prepare, precision, batch_size)
     labels = data.labels
     if not len(labels):
-        return 0.0, 0.0
+        return 0.0, 0.0, logits
     loss = float(F.cross_entropy(logits, labels))
     accuracy = float((logits.argmax(1) == labels).float().mean())
-    return loss, accuracy
+    return loss, accuracy, logits

@@ -9,6 +9,12 @@ import torch
 import torch.nn.functional as F
 
 from cnnkit.tasks.classify.interpret import balanced_accuracy, calibration, most_confused
+from cnnkit.tasks.classify.roc import (
+    BinaryOperatingPoint,
+    one_vs_rest,
+    operating_point,
+    plot_roc,
+)
 
 
 @dataclass
@@ -32,6 +38,12 @@ class ClassificationReport:
     calibration_bins: list = field(default_factory=list)  # interpret.CalibrationBin
     confused: list = field(default_factory=list)  # (true, predicted, images), most first
     top_losses: list = field(default_factory=list)  # dicts, highest loss first (evaluate's)
+    auc: float | None = None  # ROC AUC (two classes: the positive's; else macro one-vs-rest)
+    average_precision: float | None = None
+    # two classes: the operating point of the threshold chosen on validation (or 0.5)
+    operating: BinaryOperatingPoint | None = None
+    threshold_chosen: bool = False  # the threshold came from validation, not the 0.5 default
+    _scores: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
 
     @property
     def macro_f1(self) -> float:
@@ -63,7 +75,21 @@ class ClassificationReport:
             ],
             "calibration": [asdict(b) for b in self.calibration_bins],
             "top_losses": self.top_losses,
+            "auc": self.auc,
+            "average_precision": self.average_precision,
+            "operating_point": None
+            if self.operating is None
+            else {
+                **asdict(self.operating),
+                "positive_class": self.classes[1],
+                "threshold_from": "validation" if self.threshold_chosen else "default 0.5",
+            },
         }
+
+    def plot_roc(self, path: Path) -> Path | None:
+        if self._scores is None or self.auc is None:
+            return None
+        return plot_roc(*self._scores, self.classes, path, self.operating)
 
 
 def top_k(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,8 +118,13 @@ def confusion_matrix(
 
 
 def classification_report(
-    logits: torch.Tensor, labels: torch.Tensor, classes: list[str]
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    classes: list[str],
+    threshold: float | None = None,
 ) -> ClassificationReport:
+    """The report of these logits; for two classes, ``threshold`` (the one chosen on
+    validation; default 0.5) on class 1's probability gives sensitivity and specificity."""
     n = len(classes)
     cm = confusion_matrix(logits.argmax(1), labels, n)
     true_pos = cm.diag().double()
@@ -104,7 +135,12 @@ def classification_report(
     denom = precision + recall
     f1 = torch.where(denom > 0, 2 * precision * recall / denom.clamp(min=1e-12), 0.0)
     loss = float(F.cross_entropy(logits, labels)) if len(labels) else 0.0
-    ece, bins = calibration(logits.float().softmax(1), labels) if len(labels) else (0.0, [])
+    probs = logits.float().softmax(1)
+    ece, bins = calibration(probs, labels) if len(labels) else (0.0, [])
+    ranking = one_vs_rest(probs, labels) if len(labels) else {}
+    operating = None
+    if n == 2 and len(labels):
+        operating = operating_point(probs[:, 1], labels, 0.5 if threshold is None else threshold)
     return ClassificationReport(
         classes=list(classes),
         loss=loss,
@@ -119,4 +155,9 @@ def classification_report(
         ece=ece,
         calibration_bins=bins,
         confused=most_confused(cm, list(classes)),
+        auc=ranking.get("auc"),
+        average_precision=ranking.get("average_precision"),
+        operating=operating,
+        threshold_chosen=threshold is not None,
+        _scores=(probs, labels),
     )

@@ -39,23 +39,30 @@ class Prediction:
     source: str
     top_k: list[tuple[str, float]]
     tta: str = "none"  # the test-time augmentation the probabilities average over
+    # two classes with a threshold chosen on validation: the class it decides, and its
+    # probability (which may be below 0.5: the threshold, not the larger probability, decides)
+    decided: tuple[str, float] | None = None
+    threshold: float | None = None
 
     @property
     def label(self) -> str:
-        return self.top_k[0][0]
+        return self.decided[0] if self.decided is not None else self.top_k[0][0]
 
     @property
     def probability(self) -> float:
-        return self.top_k[0][1]
+        return self.decided[1] if self.decided is not None else self.top_k[0][1]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "source": self.source,
             "label": self.label,
             "probability": self.probability,
             "top_k": [{"label": c, "probability": p} for c, p in self.top_k],
             "tta": self.tta,
         }
+        if self.threshold is not None:
+            out["threshold"] = self.threshold
+        return out
 
 
 class Classifier:
@@ -72,6 +79,7 @@ class Classifier:
         config: dict[str, Any] | None = None,
         path: Path | None = None,
         data_location: str | None = None,
+        decision_threshold: float | None = None,
     ) -> None:
         self.device = resolve_device(device)
         self.precision = Precision(self.device, resolve_precision(precision, self.device))
@@ -85,6 +93,10 @@ class Classifier:
         self.config = config or {}
         self.path = path
         self.data_location = data_location  # where the training data was (absolute), if known
+        if decision_threshold is not None and len(self.classes) != 2:
+            raise CnnkitError("a decision threshold is for two classes only")
+        # two classes: class 1 when its probability reaches this (chosen on validation)
+        self.decision_threshold = decision_threshold
 
     task = "classify"
 
@@ -112,7 +124,10 @@ class Classifier:
         except RuntimeError:
             raise CnnkitError(f"{path}: weights do not fit model '{spec.name}'") from None
         config, where = ckpt["config"], ckpt.get("data_location")
-        return cls(model, ckpt["classes"], prep, device, precision, spec, config, path, where)
+        threshold = ckpt.get("decision_threshold")
+        return cls(
+            model, ckpt["classes"], prep, device, precision, spec, config, path, where, threshold
+        )
 
     @classmethod
     def from_pretrained(
@@ -150,6 +165,7 @@ class Classifier:
             state_dict=unwrap_model(self.model).state_dict(),
             config=self.config,
             data_location=self.data_location,
+            decision_threshold=self.decision_threshold,
         )
         return path
 
@@ -228,10 +244,16 @@ class Classifier:
         probs = self.predict_images(images, tta=tta)
         k = min(top_k, len(self.classes))
         values, indices = ranked_top_k(probs, k)
-        return [
+        out = [
             Prediction(name, [(self.classes[j], p) for p, j in zip(vals, idx, strict=True)], tta)
             for name, vals, idx in zip(names, values.tolist(), indices.tolist(), strict=True)
         ]
+        if self.decision_threshold is not None:
+            for prediction, row in zip(out, probs.tolist(), strict=True):
+                decided = 1 if row[1] >= self.decision_threshold else 0
+                prediction.decided = (self.classes[decided], row[decided])
+                prediction.threshold = self.decision_threshold
+        return out
 
     # ---- evaluation ------------------------------------------------------------------------
     def evaluate(
@@ -255,7 +277,7 @@ class Classifier:
             images, split = self.split_images(data, split, data_root, progress)
         labels = self._labels_in_our_order(images)
         logits, plain = self.logits(images.images, batch_size, tta)
-        report = classification_report(logits, labels, self.classes)
+        report = classification_report(logits, labels, self.classes, self.decision_threshold)
         if tta != "none":
             report.tta = tta
             report.top1_without_tta = float((plain.argmax(1) == labels).float().mean())

@@ -42,6 +42,19 @@ def print_report(report: ClassificationReport, console: Console | None = None) -
         f"macro F1 {report.macro_f1:.3f}   balanced accuracy {report.balanced_accuracy:.2%}   "
         f"ECE {report.ece:.3f}   images {sum(report.support)}"
     )
+    if report.auc is not None:
+        console.print(
+            f"ROC AUC {report.auc:.4f}   average precision {report.average_precision:.4f}"
+            + ("" if len(report.classes) == 2 else "   (one class against the rest, macro)")
+        )
+    point = report.operating
+    if point is not None:
+        source = "chosen on validation" if report.threshold_chosen else "default"
+        console.print(
+            f"positive class '{report.classes[1]}' at threshold {point.threshold:.3f} ({source}):"
+            f"   sensitivity {point.sensitivity:.2%}   specificity {point.specificity:.2%}"
+            f"   accuracy {point.accuracy:.2%}"
+        )
     if report.confused:
         pairs = ", ".join(f"{t} as {p} ({n})" for t, p, n in report.confused[:3])
         console.print(f"most confused: {pairs}")
@@ -54,8 +67,8 @@ def print_report(report: ClassificationReport, console: Console | None = None) -
 
 
 def write_report(report: ClassificationReport, out_dir: Path) -> dict[str, Path]:
-    """metrics.json, per_class.csv, confusion_matrix.csv/.png, most_confused.csv and
-    reliability.png in out_dir."""
+    """metrics.json, per_class.csv, confusion_matrix.csv/.png, most_confused.csv,
+    reliability.png and roc.png in out_dir."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {
         "metrics": out_dir / "metrics.json",
@@ -91,6 +104,9 @@ def write_report(report: ClassificationReport, out_dir: Path) -> dict[str, Path]
         writer.writerows(report.confused)
     if report.calibration_bins:
         plot_reliability(report.calibration_bins, report.ece, paths["reliability"])
+    roc = report.plot_roc(out_dir / "roc.png")
+    if roc is not None:
+        paths["roc"] = roc
     return paths
 
 

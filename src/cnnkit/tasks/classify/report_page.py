@@ -23,16 +23,31 @@ def add_sections(
     tta = str(files.config.get("tta") or "none")
     report = classifier.evaluate(images, out_dir=tmp / "eval", progress=False, tta=tta)
     section = page.section(f"Test evaluation ({split} split, {len(images):,} images)")
-    section.figures(
-        [
-            ("top-1 accuracy", f"{report.top1:.2%}"),
-            ("top-5 accuracy", f"{report.top5:.2%}"),
-            ("balanced accuracy", f"{report.balanced_accuracy:.2%}"),
-            ("macro F1", f"{report.macro_f1:.3f}"),
-            ("expected calibration error", f"{report.ece:.3f}"),
-            ("loss", f"{report.loss:.4f}"),
+    figures = [
+        ("top-1 accuracy", f"{report.top1:.2%}"),
+        ("top-5 accuracy", f"{report.top5:.2%}"),
+        ("balanced accuracy", f"{report.balanced_accuracy:.2%}"),
+        ("macro F1", f"{report.macro_f1:.3f}"),
+        ("expected calibration error", f"{report.ece:.3f}"),
+        ("loss", f"{report.loss:.4f}"),
+    ]
+    if report.auc is not None:
+        figures += [("ROC AUC", f"{report.auc:.4f}")]
+        figures += [("average precision", f"{report.average_precision:.4f}")]
+    point = report.operating
+    if point is not None:
+        figures += [
+            (f"sensitivity at {point.threshold:.3f}", f"{point.sensitivity:.2%}"),
+            (f"specificity at {point.threshold:.3f}", f"{point.specificity:.2%}"),
         ]
-    )
+    section.figures(figures)
+    if point is not None:
+        source = "chosen on validation" if report.threshold_chosen else "the default"
+        section.text(
+            f"Positive class: {report.classes[1]}; threshold {point.threshold:.3f} on its "
+            f"probability ({source}, stored in best.pt and used by predict).",
+            note=True,
+        )
     if tta != "none":
         section.text(f"with test-time augmentation ({tta}), as the run's final test", note=True)
     section.table(
@@ -62,6 +77,10 @@ def add_sections(
             note=True,
         )
         losses.image(tmp / "eval" / "top_losses.png", "top losses with Grad-CAM")
+
+    roc = tmp / "eval" / "roc.png"
+    if roc.is_file():
+        page.section("ROC").image(roc, "ROC curve")
 
     reliability = tmp / "eval" / "reliability.png"
     if reliability.is_file():

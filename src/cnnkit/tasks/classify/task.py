@@ -29,9 +29,12 @@ from cnnkit.tasks.classify.loop import (
     evaluate_epoch,
     feature_input,
     image_input,
+    predict_logits,
     shuffled_batches,
     steps_per_epoch,
 )
+from cnnkit.tasks.classify.metrics import classification_report
+from cnnkit.tasks.classify.roc import choose_threshold
 from cnnkit.tasks.classify.tta import tta_and_plain_logits
 
 
@@ -152,6 +155,8 @@ class ClassifyTask:
         # training loss: cross-entropy with the run's label smoothing; reported losses are plain
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         self.sample_weights: torch.Tensor | None = None  # --sampler balanced's, per image
+        # two classes: the threshold on class 1's probability chosen on this epoch's validation
+        self.decision_threshold: float | None = None
 
     # ---- data and model ------------------------------------------------------------------------
     def load_data(self, progress: bool) -> None:
@@ -273,7 +278,10 @@ class ClassifyTask:
         data, prepare = self._split(split)
         if data is None or not len(data):
             return None
-        loss, accuracy = evaluate_epoch(module, data, prepare, self.precision)
+        loss, accuracy, logits = evaluate_epoch(module, data, prepare, self.precision)
+        if split == "val" and len(self.data.classes) == 2 and len(data):
+            positive = logits.float().softmax(1)[:, 1]
+            self.decision_threshold = choose_threshold(positive, data.labels)
         return Metrics({"loss": loss, "accuracy": accuracy}, self.score_name)
 
     def test(self, model: nn.Module, best_epoch: int) -> dict[str, Any]:
@@ -297,6 +305,38 @@ class ClassifyTask:
                 f"test accuracy with TTA ({cfg.tta}): {tta_acc:.2%} "
                 f"({(tta_acc - acc) * 100:+.2f} points)"
             )
+        fields.update(self._ranking_fields(model, plain, test.labels))
+        return fields
+
+    def _ranking_fields(
+        self, model: nn.Module, logits: torch.Tensor, labels: torch.Tensor
+    ) -> dict[str, Any]:
+        """AUC and average precision; for two classes the sensitivity and specificity at the
+        threshold best.pt's validation chose (metrics.json's test fields)."""
+        val = self.data.val
+        if len(self.data.classes) == 2 and val is not None and len(val):  # best.pt's own choice
+            val_logits = predict_logits(model, val.images, self.images_in, self.precision)
+            self.decision_threshold = choose_threshold(
+                val_logits.float().softmax(1)[:, 1], val.labels
+            )
+        report = classification_report(logits, labels, self.data.classes, self.decision_threshold)
+        fields: dict[str, Any] = {}
+        if report.auc is not None:
+            fields.update(test_auc=report.auc, test_average_precision=report.average_precision)
+            print(
+                f"test ROC AUC {report.auc:.4f}  average precision {report.average_precision:.4f}"
+            )
+        point = report.operating
+        if point is not None:
+            fields.update(
+                decision_threshold=point.threshold,
+                test_sensitivity=point.sensitivity,
+                test_specificity=point.specificity,
+            )
+            print(
+                f"test at threshold {point.threshold:.3f} on '{self.data.classes[1]}': "
+                f"sensitivity {point.sensitivity:.2%}  specificity {point.specificity:.2%}"
+            )
         return fields
 
     # ---- checkpoint and console ----------------------------------------------------------------
@@ -306,6 +346,7 @@ class ClassifyTask:
             "num_classes": len(self.data.classes),
             "classes": list(self.data.classes),
             "preprocessing": self.preprocessing.to_dict(),
+            "decision_threshold": self.decision_threshold,
         }
 
     def model_name(self) -> str:

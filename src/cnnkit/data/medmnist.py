@@ -1,0 +1,236 @@
+"""MedMNIST v2's npz files (Yang et al., Scientific Data 2023) -> ImageSets.
+
+Each file holds ``{split}_images`` ((N, 28, 28) grey or (N, 28, 28, 3) RGB uint8) and
+``{split}_labels`` ((N, 1) class indices; (N, 14) multi-hot for ChestMNIST) for train, val and
+test. A named set (``pneumoniamnist``, ...) is read from <data root>/<name>.npz and downloaded
+from MedMNIST's Zenodo record with its MD5 (MedMNIST's own INFO) when absent and allowed. Grey
+images are repeated into three channels, so every model (scratch or ImageNet-pretrained) takes
+them as they are.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cnnkit.data.imageset import ImageSet
+from cnnkit.errors import CnnkitError
+
+RECORD = "https://zenodo.org/records/10519652/files"
+
+
+@dataclass(frozen=True)
+class MedMnistSet:
+    md5: str  # of the 28 x 28 file, as MedMNIST's INFO gives it
+    task: str  # binary-class | multi-class | ordinal-regression | multi-label
+    classes: tuple[str, ...]
+    description: str
+
+    def url(self, name: str) -> str:
+        return f"{RECORD}/{name}.npz?download=1"
+
+
+# the 2D sets of MedMNIST v2 at 28 x 28 (medmnist 3.0.2's INFO: MD5s, tasks, label names)
+MEDMNIST: dict[str, MedMnistSet] = {
+    "pneumoniamnist": MedMnistSet(
+        "28209eda62fecd6e6a2d98b1501bb15f",
+        "binary-class",
+        ("normal", "pneumonia"),
+        "MedMNIST PneumoniaMNIST: 5,856 paediatric chest X-rays, grey 28x28, normal / pneumonia",
+    ),
+    "breastmnist": MedMnistSet(
+        "750601b1f35ba3300ea97c75c52ff8f6",
+        "binary-class",
+        ("malignant", "normal, benign"),
+        "MedMNIST BreastMNIST: 780 breast ultrasounds, grey 28x28, malignant / normal or benign",
+    ),
+    "retinamnist": MedMnistSet(
+        "bd4c0672f1bba3e3a89f0e4e876791e4",
+        "ordinal-regression",
+        ("0", "1", "2", "3", "4"),
+        "MedMNIST RetinaMNIST: 1,600 retina fundus photos, RGB 28x28, 5 grades of diabetic"
+        " retinopathy",
+    ),
+    "dermamnist": MedMnistSet(
+        "0744692d530f8e62ec473284d019b0c7",
+        "multi-class",
+        (
+            "actinic keratoses and intraepithelial carcinoma",
+            "basal cell carcinoma",
+            "benign keratosis-like lesions",
+            "dermatofibroma",
+            "melanoma",
+            "melanocytic nevi",
+            "vascular lesions",
+        ),
+        "MedMNIST DermaMNIST: 10,015 dermatoscope images, RGB 28x28, 7 skin lesions",
+    ),
+    "bloodmnist": MedMnistSet(
+        "7053d0359d879ad8a5505303e11de1dc",
+        "multi-class",
+        (
+            "basophil",
+            "eosinophil",
+            "erythroblast",
+            "immature granulocytes",
+            "lymphocyte",
+            "monocyte",
+            "neutrophil",
+            "platelet",
+        ),
+        "MedMNIST BloodMNIST: 17,092 blood cell microscopy images, RGB 28x28, 8 cell types",
+    ),
+    "pathmnist": MedMnistSet(
+        "a8b06965200029087d5bd730944a56c1",
+        "multi-class",
+        (
+            "adipose",
+            "background",
+            "debris",
+            "lymphocytes",
+            "mucus",
+            "smooth muscle",
+            "normal colon mucosa",
+            "cancer-associated stroma",
+            "colorectal adenocarcinoma epithelium",
+        ),
+        "MedMNIST PathMNIST: 107,180 colon pathology patches, RGB 28x28, 9 tissue types",
+    ),
+    "octmnist": MedMnistSet(
+        "c68d92d5b585d8d81f7112f81e2d0842",
+        "multi-class",
+        ("choroidal neovascularization", "diabetic macular edema", "drusen", "normal"),
+        "MedMNIST OCTMNIST: 109,309 retinal OCT scans, grey 28x28, 4 diagnoses",
+    ),
+    "chestmnist": MedMnistSet(
+        "02c8a6516a18b556561a56cbdd36c4a8",
+        "multi-label",
+        (),
+        "MedMNIST ChestMNIST: 112,120 chest X-rays, grey 28x28, 14 findings (multi-label)",
+    ),
+}
+
+
+def medmnist_name(path: Path) -> str | None:
+    """The MedMNIST set a file is (by its name: pneumoniamnist.npz, pneumoniamnist_28.npz)."""
+    stem = path.stem.lower().removesuffix("_28")
+    return stem if stem in MEDMNIST else None
+
+
+def named_medmnist_file(name: str, data_root: str | os.PathLike | None) -> Path:
+    """<data root>/<name>.npz, downloaded (MD5-checked) when absent unless offline."""
+    from cnnkit.data.named import _offline, default_data_root
+
+    info = MEDMNIST[name]
+    root = Path(data_root).expanduser() if data_root is not None else default_data_root()
+    path = root / f"{name}.npz"
+    if path.is_file():
+        return path
+    reason = "CNNKIT_OFFLINE=1"
+    if not _offline():
+        try:
+            _download(info.url(name), path, info.md5)
+            return path
+        except Exception as exc:  # URLError, timeout, bad MD5, unwritable folder, ...
+            reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+    raise CnnkitError(
+        f"{name} not found and could not be downloaded ({reason}): put {name}.npz (from "
+        f"{info.url(name)}) in {root}{os.sep} and run again"
+    )
+
+
+def _download(url: str, path: Path, md5: str) -> None:
+    import socket
+
+    from torchvision.datasets.utils import download_url
+
+    from cnnkit.data.named import DOWNLOAD_TIMEOUT_S
+
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    try:
+        download_url(url, str(path.parent), path.name, md5)
+    finally:
+        socket.setdefaulttimeout(old)
+    if not path.is_file():
+        raise CnnkitError(f"the download of {url} failed its MD5 check")
+
+
+class NpzFile:
+    """One MedMNIST-style npz: which splits it holds, and each split as an ImageSet."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self.arrays = np.load(path, allow_pickle=False)
+            keys = set(self.arrays.files)
+        except (OSError, ValueError, zipfile.BadZipFile) as exc:
+            raise CnnkitError(f"{path}: not a readable .npz file ({exc})") from None
+        self.splits = [
+            s for s in ("train", "val", "test") if {f"{s}_images", f"{s}_labels"} <= keys
+        ]
+        if not self.splits:
+            raise CnnkitError(
+                f"{path} holds no train_images/train_labels (nor val_ or test_) arrays: "
+                "MedMNIST's layout is {split}_images (N, H, W[, 3]) and {split}_labels (N, 1)"
+            )
+        name = medmnist_name(path)
+        self.info = MEDMNIST.get(name) if name else None
+        if self.info is not None and self.info.task == "multi-label":
+            raise CnnkitError(
+                f"{path.name} is multi-label ({self.info.description.split(': ')[1]}); "
+                "cnnkit's classifiers take one label per image"
+            )
+        self._labels = {s: self._read_labels(s) for s in self.splits}
+        self.classes = self._class_names()
+
+    def _read_labels(self, split: str) -> np.ndarray:
+        labels = np.asarray(self.arrays[f"{split}_labels"])
+        if labels.ndim == 2 and labels.shape[1] != 1:
+            raise CnnkitError(
+                f"{self.path.name}: {split}_labels has {labels.shape[1]} columns (multi-label); "
+                "cnnkit's classifiers take one label per image"
+            )
+        labels = labels.reshape(-1)
+        if labels.size and (labels.min() < 0 or not np.issubdtype(labels.dtype, np.integer)):
+            raise CnnkitError(f"{self.path.name}: {split}_labels must be class indices >= 0")
+        return labels.astype(np.int64)
+
+    def _class_names(self) -> list[str]:
+        if self.info is not None:
+            return list(self.info.classes)
+        top = max(int(labels.max()) for labels in self._labels.values() if labels.size)
+        return [str(i) for i in range(top + 1)]
+
+    def split(self, name: str) -> ImageSet:
+        images = np.asarray(self.arrays[f"{name}_images"])
+        labels = self._labels[name]
+        if images.dtype != np.uint8:
+            raise CnnkitError(f"{self.path.name}: {name}_images must be uint8, not {images.dtype}")
+        if images.ndim == 3:  # grey (N, H, W): the same plane in all three channels
+            images = np.repeat(images[:, None], 3, axis=1)
+        elif images.ndim == 4 and images.shape[-1] in (1, 3):
+            images = np.repeat(images, 3, axis=-1) if images.shape[-1] == 1 else images
+            images = images.transpose(0, 3, 1, 2)
+        else:
+            raise CnnkitError(
+                f"{self.path.name}: {name}_images has shape {images.shape}; expected "
+                "(N, H, W) grey or (N, H, W, 3) colour"
+            )
+        if len(images) != len(labels):
+            raise CnnkitError(
+                f"{self.path.name}: {len(images)} {name} images but {len(labels)} labels"
+            )
+        if labels.size and labels.max() >= len(self.classes):
+            raise CnnkitError(
+                f"{self.path.name}: {name}_labels has class {labels.max()}, but the set has "
+                f"{len(self.classes)} classes"
+            )
+        return ImageSet(
+            torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels), self.classes
+        )
