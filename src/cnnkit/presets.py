@@ -158,6 +158,29 @@ PRESETS: dict[str, Preset] = {
             "EPYC (Zen 4, AVX512-BF16), torch 2.14.1, bench/speedrun.py, 2026-11-21/22",
         ),
         Preset(
+            "medmnist",
+            "MedMNIST's 28x28 sets on 2 CPU cores (give --data pneumoniamnist, breastmnist, "
+            "retinamnist, ... or an .npz): fastnet_cpu at 32 px, batch 128, 20 epochs, AdamW "
+            "lr 2e-3 (weight decay 0.05) on a one-cycle schedule, flip + translate 2, label "
+            "smoothing 0.1, bf16 where native; best.pt and the two-class decision threshold are "
+            "chosen on the validation split; target: each set within 10 minutes",
+            {  # no data: MedMNIST's sets differ only in their files
+                "model": "fastnet_cpu",
+                "image_size": 32,  # fastnet's 3 pooling stages want a multiple of 8
+                "epochs": 20,
+                "batch_size": 128,
+                "optimizer": "adamw",
+                "lr": 0.002,
+                "weight_decay": 0.05,
+                "schedule": "onecycle",
+                "augment": "basic",
+                "crop_padding": 2,
+                "label_smoothing": 0.1,
+                "precision": "auto",
+            },
+            "not measured yet (bench/medmnist.py)",
+        ),
+        Preset(
             "detect-pennfudan",
             "pedestrian detection on Penn-Fudan from ImageNet weights only, for 2 CPU cores: "
             "FCOS on MobileNetV2 (its last 3 stages trained) with a 64-wide pyramid and heads, "

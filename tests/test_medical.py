@@ -1,0 +1,249 @@
+"""Medical images as their users work with them: MedMNIST's npz files (the shared official
+train/val arrays and files the tests write), the named sets offline, ROC AUC and average
+precision on hand-computed cases, the two-class threshold chosen on validation and used by
+predict, evaluate, export and the report."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import cnnkit
+from cnnkit.cli import main
+from cnnkit.data import load_data
+from cnnkit.errors import CnnkitError
+from cnnkit.tasks.classify.metrics import classification_report
+from cnnkit.tasks.classify.roc import choose_threshold, one_vs_rest, operating_point
+
+MEDMNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "medmnist"
+
+
+@pytest.fixture
+def pneumonia() -> Path:
+    path = MEDMNIST / "pneumoniamnist.npz"
+    if not path.is_file():
+        if os.environ.get("CNNKIT_REQUIRE_SHARED_DATA") == "1":
+            pytest.fail(f"CNNKIT_REQUIRE_SHARED_DATA=1 but {path} is missing")
+        pytest.skip(f"shared MedMNIST not found at {MEDMNIST}")
+    return path
+
+
+def write_npz(path: Path, grey: bool = True, splits=("train", "val", "test"), n=40, classes=3):
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split in splits:
+        shape = (n, 28, 28) if grey else (n, 28, 28, 3)
+        labels = np.arange(n) % classes
+        images = rng.integers(0, 60, size=shape, dtype=np.uint8)
+        images[labels == 1] += 120  # a class a network can tell apart
+        arrays[f"{split}_images"] = images
+        arrays[f"{split}_labels"] = labels[:, None].astype(np.uint8)
+    np.savez(path, **arrays)
+    return path
+
+
+# ---- reading -----------------------------------------------------------------------------------
+
+
+def test_the_shared_pneumonia_file_reads_with_its_class_names_and_splits(pneumonia):
+    data = load_data(str(pneumonia), progress=False)
+    assert data.classes == ["normal", "pneumonia"]
+    assert (len(data.train), len(data.val), data.test) == (4708, 524, None)
+    assert data.val_source == "folder"  # MedMNIST's own val split, not a carve-out
+    images = data.train.images
+    assert images.shape[1:] == (3, 28, 28)
+    assert torch.equal(images[:, 0], images[:, 1]) and torch.equal(images[:, 1], images[:, 2])
+    raw = np.load(pneumonia)
+    assert np.array_equal(images[:5, 0].numpy(), raw["train_images"][:5])
+    assert data.train.labels[:5].tolist() == raw["train_labels"][:5, 0].tolist()
+
+
+def test_an_npz_of_any_name_reads_colour_and_grey(tmp_path):
+    grey = load_data(str(write_npz(tmp_path / "mine.npz")), progress=False)
+    assert grey.classes == ["0", "1", "2"] and len(grey.test) == 40
+    colour = load_data(str(write_npz(tmp_path / "rgb.npz", grey=False)), progress=False)
+    assert colour.train.images.shape == (40, 3, 28, 28)
+    resized = load_data(str(tmp_path / "rgb.npz"), image_size=32, progress=False)
+    assert resized.train.images.shape[2:] == (32, 32)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: p.write_bytes(b"not a zip at all"), "not a readable .npz"),
+        (lambda p: np.savez(p, images=np.zeros((2, 28, 28), np.uint8)), "holds no train_images"),
+        (
+            lambda p: np.savez(
+                p,
+                train_images=np.zeros((2, 28, 28), np.uint8),
+                train_labels=np.zeros((2, 14), np.uint8),
+            ),
+            "multi-label",
+        ),
+        (
+            lambda p: np.savez(
+                p,
+                train_images=np.zeros((3, 28, 28), np.uint8),
+                train_labels=np.zeros((2, 1), np.uint8),
+            ),
+            "3 train images but 2 labels",
+        ),
+        (
+            lambda p: np.savez(
+                p,
+                train_images=np.zeros((2, 28, 28), np.float32),
+                train_labels=np.zeros((2, 1), np.uint8),
+            ),
+            "must be uint8",
+        ),
+    ],
+)
+def test_bad_npz_files_are_one_line(tmp_path, capsys, make, message):
+    path = tmp_path / "bad.npz"
+    make(path)
+    assert main(["train", "--data", str(path), "--epochs", "1", "--project", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
+    assert not (tmp_path / "simple_cnn").exists()  # nothing half-made
+
+
+def test_a_named_set_offline_says_which_file_to_put_where(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CNNKIT_OFFLINE", "1")
+    monkeypatch.setenv("CNNKIT_DATA", str(tmp_path / "root"))
+    assert main(["train", "--data", "breastmnist", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "breastmnist.npz" in err and "zenodo.org/records/10519652" in err
+    assert str(tmp_path / "root") in err and len(err.splitlines()) == 1
+
+
+def test_a_named_set_in_the_data_root_is_used(pneumonia, tmp_path):
+    shutil.copy(pneumonia, tmp_path / "pneumoniamnist.npz")
+    data = load_data("pneumoniamnist", data_root=tmp_path, splits=("val",), progress=False)
+    assert data.name == "pneumoniamnist" and len(data.val) == 524
+
+
+def test_chestmnist_is_refused_as_multi_label(tmp_path):
+    np.savez(
+        tmp_path / "chestmnist.npz",
+        train_images=np.zeros((2, 28, 28), np.uint8),
+        train_labels=np.zeros((2, 14), np.uint8),
+    )
+    with pytest.raises(CnnkitError, match="multi-label"):
+        load_data(str(tmp_path / "chestmnist.npz"), progress=False)
+
+
+# ---- metrics on hand-computed cases ------------------------------------------------------------
+
+
+def test_auc_ap_and_the_youden_threshold_on_a_hand_computed_case():
+    scores = torch.tensor([0.1, 0.4, 0.35, 0.8])
+    labels = torch.tensor([0, 0, 1, 1])
+    probs = torch.stack([1 - scores, scores], 1)
+    ranking = one_vs_rest(probs, labels)
+    # pairs (positive, negative) ranked right: (0.35>0.1), (0.8>0.1), (0.8>0.4) of 4 -> 0.75
+    assert ranking["auc"] == pytest.approx(0.75)
+    # precision at each positive: 0.8 -> 1/1, 0.35 -> 2/3; AP = (1 + 2/3) / 2
+    assert ranking["average_precision"] == pytest.approx(5 / 6)
+    # J = sens + spec - 1 is 0.5 at 0.8 (1/2 + 1 - 1) and at 0.35 (1 + 1/2 - 1): nearest 0.5
+    assert choose_threshold(scores, labels) == pytest.approx(0.35)
+    point = operating_point(scores, labels, 0.35)
+    assert (point.sensitivity, point.specificity, point.accuracy) == (1.0, 0.5, 0.75)
+
+
+def test_multi_class_auc_is_the_macro_mean_one_against_the_rest():
+    probs = torch.tensor([[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.3, 0.3, 0.4], [0.5, 0.4, 0.1]])
+    labels = torch.tensor([0, 1, 2, 1])
+    # class 0 vs rest: its scores 0.8 (pos) over 0.2, 0.3, 0.5: 1.0; class 1: positives 0.7,
+    # 0.4 over negatives 0.1, 0.3: 1.0; class 2: 0.4 over 0.1, 0.1, 0.1: 1.0
+    assert one_vs_rest(probs, labels)["auc"] == pytest.approx(1.0)
+    probs[1] = torch.tensor([0.2, 0.3, 0.5])
+    # class 0 still 1.0; class 1: positives 0.3, 0.4 against negatives 0.1, 0.3: 3.5 of 4
+    # pairs (a tie counts half); class 2: 0.4 against 0.1, 0.5, 0.1: 2 of 3
+    expected = (1.0 + 3.5 / 4 + 2 / 3) / 3
+    assert one_vs_rest(probs, labels)["auc"] == pytest.approx(expected)
+
+
+def test_the_report_uses_the_threshold_it_is_given():
+    logits = torch.tensor([[0.0, 0.2], [0.0, -0.2], [0.0, 1.0], [0.0, -1.0]])
+    labels = torch.tensor([0, 1, 1, 0])
+    default = classification_report(logits, labels, ["neg", "pos"])
+    assert default.operating.threshold == 0.5 and not default.threshold_chosen
+    strict = classification_report(logits, labels, ["neg", "pos"], threshold=0.7)
+    assert strict.operating.sensitivity == 0.5 and strict.operating.specificity == 1.0
+    assert strict.to_dict()["operating_point"]["threshold_from"] == "validation"
+
+
+# ---- end to end --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pneumonia_run(tmp_path_factory):
+    path = MEDMNIST / "pneumoniamnist.npz"
+    if not path.is_file():
+        pytest.skip("shared MedMNIST missing")
+    return cnnkit.train(
+        data=str(path),
+        epochs=1,
+        project=str(tmp_path_factory.mktemp("med")),
+        name="p",
+        progress=False,
+    )
+
+
+def test_training_chooses_the_threshold_on_validation_and_stores_it(pneumonia_run):
+    ckpt = torch.load(pneumonia_run.best, weights_only=True)
+    threshold = ckpt["decision_threshold"]
+    assert 0.0 < threshold < 1.0
+    report = cnnkit.evaluate(pneumonia_run.run_dir, split="val", progress=False)
+    assert report.operating.threshold == pytest.approx(threshold)
+    assert report.threshold_chosen and report.auc > 0.8
+    # the stored threshold is Youden's best on the validation images themselves
+    clf = cnnkit.load(pneumonia_run.run_dir)
+    data = load_data(str(MEDMNIST / "pneumoniamnist.npz"), splits=("val",), progress=False)
+    positive = clf.predict_images(data.val.images)[:, 1]
+    assert choose_threshold(positive, data.val.labels) == pytest.approx(threshold, abs=1e-6)
+    html = (pneumonia_run.run_dir / "report.html").read_text()
+    assert "<h2>ROC" in html and "sensitivity at" in html
+
+
+def test_predict_decides_by_the_threshold(pneumonia_run, tmp_path):
+    from PIL import Image
+
+    data = np.load(MEDMNIST / "pneumoniamnist.npz")
+    files = []
+    for i in range(12):
+        files.append(tmp_path / f"x{i}.png")
+        Image.fromarray(data["val_images"][i]).save(files[-1])
+    clf = cnnkit.load(pneumonia_run.run_dir)
+    found = clf.predict([str(f) for f in files])
+    for p in found:
+        pneumonia = dict(p.top_k)["pneumonia"]
+        expected = "pneumonia" if pneumonia >= clf.decision_threshold else "normal"
+        assert p.label == expected and p.to_dict()["threshold"] == clf.decision_threshold
+    clf.decision_threshold = 1.01  # nothing reaches it: every image is called normal
+    assert {p.label for p in clf.predict([str(f) for f in files])} == {"normal"}
+
+
+def test_the_threshold_travels_with_an_export(pneumonia_run, tmp_path):
+    from cnnkit.export import export_model
+
+    result = export_model(pneumonia_run.run_dir, "onnx", tmp_path / "p.onnx")
+    exported = cnnkit.load(result.path)
+    assert exported.decision_threshold == pytest.approx(
+        cnnkit.load(pneumonia_run.run_dir).decision_threshold
+    )
+
+
+def test_evaluate_json_has_auc_and_the_operating_point(pneumonia_run, capsys):
+    assert main(["evaluate", str(pneumonia_run.run_dir), "--split", "val", "--json",
+                 "--no-progress"]) == 0  # fmt: skip
+    found = json.loads(capsys.readouterr().out)
+    assert found["auc"] > 0.8 and 0 < found["average_precision"] <= 1
+    point = found["operating_point"]
+    assert point["positive_class"] == "pneumonia" and 0 <= point["sensitivity"] <= 1
