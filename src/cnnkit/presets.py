@@ -160,14 +160,17 @@ PRESETS: dict[str, Preset] = {
         Preset(
             "medmnist",
             "MedMNIST's 28x28 sets on 2 CPU cores (give --data pneumoniamnist, breastmnist, "
-            "retinamnist, ... or an .npz): fastnet_cpu at 32 px, batch 128, 20 epochs, AdamW "
+            "retinamnist, ... or an .npz): fastnet_cpu at 32 px, batch 128, 40 epochs, AdamW "
             "lr 2e-3 (weight decay 0.05) on a one-cycle schedule, flip + translate 2, label "
             "smoothing 0.1, bf16 where native; best.pt and the two-class decision threshold are "
             "chosen on the validation split; target: each set within 10 minutes",
             {  # no data: MedMNIST's sets differ only in their files
                 "model": "fastnet_cpu",
                 "image_size": 32,  # fastnet's 3 pooling stages want a multiple of 8
-                "epochs": 20,
+                # BreastMNIST's val AUC / ACC: 0.901 / 0.897 at 20 epochs, 0.913 / 0.936 at 40,
+                # 0.918 / 0.949 at 80 (its 546 images make 5 steps an epoch); 40 keeps
+                # PneumoniaMNIST near 2 minutes
+                "epochs": 40,
                 "batch_size": 128,
                 "optimizer": "adamw",
                 "lr": 0.002,
