@@ -101,7 +101,9 @@ def test_report_rebuilds_from_the_command_line_elsewhere(cls_run, tmp_path, monk
         (["report", "."], "is not a run folder"),
         (["report", "{run}", "--out", "page.pdf"], "must end in .html"),
         (["report", "{run}", "--out", "missing/page.html"], "does not exist"),
-        (["compare", "{run}"], "at least two runs"),
+        (["compare", "{run}"], "at least two different runs"),
+        (["compare", "{run}", "{run}"], "at least two different runs"),
+        (["report", "{run}/metrics.json"], "is a file: give its run folder"),
     ],
 )
 def test_bad_report_requests_are_one_line(cls_run, tmp_path, monkeypatch, capsys, args, message):
@@ -138,6 +140,33 @@ def test_detection_and_segmentation_reports_show_their_own_plots(request, fixtur
     for title in ("Summary", "Training curves", "Test evaluation", *titles):
         assert f"<h2>{title}" in html, title
     assert "Top losses" not in html  # a classifier's section
+
+
+def test_large_pictures_are_inlined_as_jpeg_under_the_budget():
+    import numpy as np
+
+    from cnnkit.report.page import MAX_SIDE, PNG_BUDGET, compact
+
+    noise = np.random.default_rng(0).integers(0, 255, (2000, 2400, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noise).save(buffer, format="PNG")
+    assert len(buffer.getvalue()) > PNG_BUDGET
+    data, mime = compact(buffer.getvalue())
+    assert mime == "image/jpeg" and len(data) < len(buffer.getvalue())
+    assert max(Image.open(io.BytesIO(data)).size) == MAX_SIDE
+    small = io.BytesIO()
+    Image.fromarray(noise[:40, :40]).save(small, format="PNG")
+    assert compact(small.getvalue()) == (small.getvalue(), "image/png")
+
+
+def test_a_malformed_history_is_one_line(cls_run, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    shutil.copytree(cls_run.run_dir, run_dir)
+    (run_dir / "history.csv").write_text("epoch,val_accuracy\nabc,xyz\n")
+    assert main(["report", str(run_dir)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "history.csv line 2 is malformed" in err
+    assert main(["compare", str(run_dir), str(cls_run.run_dir)]) == 2
 
 
 def test_recipe_lists_what_differs_from_the_defaults():
@@ -206,6 +235,12 @@ def test_parse_sweep_types_the_values():
     specs = parse_sweep(["model=conv:8,relu,flatten,dense;conv:16,relu,flatten,dense"])
     assert specs["model"] == ["conv:8,relu,flatten,dense", "conv:16,relu,flatten,dense"]
     assert run_name(3, {"model": "a/b c"}) == "03_model=a-b-c"
+    # one layer spec is one value, its commas its own
+    one = parse_sweep(["model=conv2d:8:3,relu,flatten,dense"])
+    assert one == {"model": ["conv2d:8:3,relu,flatten,dense"]}
+    # the order the flags come in does not change the sweep (its run names, its record)
+    assert list(parse_sweep(["lr=1,2", "batch-size=8,16"])) == ["batch_size", "lr"]
+    assert parse_sweep(["lr=1,2", "batch-size=8,16"]) == parse_sweep(["batch-size=8,16", "lr=1,2"])
 
 
 @pytest.mark.parametrize(
@@ -216,6 +251,8 @@ def test_parse_sweep_types_the_values():
         ("lr", "KEY=V1,V2"),
         ("project=a,b", "cannot vary project"),
         ("epochs=1,1", "repeats a value"),
+        ("lr=,", "gives no values"),
+        ("epochs=none,1", "'none' is not an int"),
     ],
 )
 def test_bad_sweeps_are_one_line(item, message, capsys):

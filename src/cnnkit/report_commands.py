@@ -30,7 +30,7 @@ def run_sweep(items: list[str], config: Any, progress: bool) -> int:
     from cnnkit.sweep import parse_sweep, sweep
 
     result = sweep(parse_sweep(items), config, progress=progress)
-    done = f"{len(result.finished)} of {len(result.runs)} runs finished"
+    done = f"{len(result.finished)} of {result.total} runs finished"
     if result.interrupted:
         print(f"sweep interrupted: {done}; rerun the same command to go on")
         return 128 + (result.stopped_by or signal.SIGINT)

@@ -430,7 +430,9 @@ class Trainer:
         n_params = sum(p.numel() for p in self.model.parameters())
         val = f"{len(d.val)} val ({d.val_source})" if d.val is not None else "no validation"
         test = f", {len(d.test)} test" if d.test is not None else ""
-        stages = " then ".join(f"{s.name} {s.epochs} epochs" for s in self.stages)
+        stages = " then ".join(
+            f"{s.name} {s.epochs} epoch{'s' if s.epochs != 1 else ''}" for s in self.stages
+        )
         print(
             f"cnnkit: {self.task.model_name()} ({n_params:,} params) on {d.name}: "
             f"{len(d.train)} train, {val}{test}, {len(d.classes)} classes; {self.device} "

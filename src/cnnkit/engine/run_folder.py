@@ -122,7 +122,10 @@ def plot_history(
                 best_epoch, color="gray", linestyle="--", label=f"best.pt (epoch {best_epoch})"
             )
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if len(epochs) <= 12:
+            ax.set_xticks(epochs)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(key)
         ax.grid(alpha=0.3)
         ax.legend()

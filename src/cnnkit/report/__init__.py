@@ -9,6 +9,7 @@ registry, so this package imports no task's code until it builds a page for one.
 from __future__ import annotations
 
 import os
+import shlex
 import tempfile
 import time
 from pathlib import Path
@@ -58,6 +59,12 @@ def build_report(
         if best.is_file():
             predictor = load(best, device=device)
             chosen = evaluation_data(data, predictor.data_location, predictor.config)
+            if data is not None:
+                page.section("Evaluation data").text(
+                    f"best.pt is evaluated on {data}, not on the data it trained on "
+                    f"({files.config.get('data')}); the summary's figures are the run's own.",
+                    note=True,
+                )
             _resolve(SECTIONS[predictor.task])(page, files, predictor, chosen, Path(tmp))
         else:
             page.section("Evaluation").text(
@@ -67,7 +74,7 @@ def build_report(
         export_section(page, files)
         page.section("About this page").text(
             f"Built by cnnkit in {time.perf_counter() - started:.1f} s from {files.run_dir}; "
-            f"rebuild it with `cnnkit report {files.run_dir}`.",
+            f"rebuild it with `cnnkit report {shlex.quote(str(files.run_dir))}`.",
             note=True,
         )
         return page.write(path)

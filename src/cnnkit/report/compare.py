@@ -9,22 +9,40 @@ from typing import Any
 
 from cnnkit.errors import CnnkitError
 from cnnkit.report.page import Page, figure_png
-from cnnkit.report.run import NOT_RECIPE, RunFiles, images_per_second, read_run, test_score
+from cnnkit.report.run import (
+    NOT_RECIPE,
+    RunFiles,
+    images_per_second,
+    percent,
+    read_run,
+    test_score,
+)
 
 
-def expand_runs(paths: list[str | os.PathLike]) -> list[Path]:
-    """Run folders as given; a folder that is not a run but holds runs (a sweep's, a project's)
-    stands for the runs in it, in name order."""
-    found: list[Path] = []
+def expand_runs(paths: list[str | os.PathLike]) -> list[RunFiles]:
+    """The runs as given; a folder that is not a run but holds runs (a sweep's, a project's)
+    stands for the readable runs in it, in name order (an unreadable one is named and left
+    out). The same run given twice counts once."""
+    found: list[RunFiles] = []
+    seen: set[Path] = set()
     for given in paths:
         path = Path(given)
         if path.is_dir() and not (path / "config.yaml").is_file():
             inside = sorted(p for p in path.iterdir() if (p / "config.yaml").is_file())
             if not inside:
                 raise CnnkitError(f"{path} is neither a run folder nor a folder of runs")
-            found += inside
+            runs = []
+            for run in inside:
+                try:
+                    runs.append(read_run(run))
+                except CnnkitError as exc:
+                    print(f"cnnkit: left out {run}: {exc}")
         else:
-            found.append(path)
+            runs = [read_run(path)]
+        for run in runs:
+            if run.run_dir.resolve() not in seen:
+                seen.add(run.run_dir.resolve())
+                found.append(run)
     return found
 
 
@@ -46,9 +64,11 @@ def differing_settings(runs: list[RunFiles]) -> dict[str, list[Any]]:
 
 def compare_runs(runs: list[str | os.PathLike], out: str | os.PathLike = "compare.html") -> Path:
     """Write compare.html for the runs (run folders, or folders of runs) and return its path."""
-    found = [read_run(p) for p in expand_runs(list(runs))]
+    if isinstance(runs, str | os.PathLike):
+        runs = [runs]
+    found = expand_runs(list(runs))
     if len(found) < 2:
-        raise CnnkitError("give at least two runs to compare (or a folder holding them)")
+        raise CnnkitError("give at least two different runs to compare (or a folder of them)")
     tasks = sorted({r.task for r in found})
     if len(tasks) > 1:
         raise CnnkitError(f"compare runs of one task; these are {' and '.join(tasks)} runs")
@@ -71,14 +91,18 @@ def compare_runs(runs: list[str | os.PathLike], out: str | os.PathLike = "compar
                 name,
                 run.config.get("model"),
                 f"{m['parameters']:,}" if "parameters" in m else "",
-                _score(m.get(f"best_val_{score}")),
-                _score(test_score(run)),
+                percent(m.get(f"best_val_{score}"), score) or "",
+                percent(test_score(run), score) or "",
                 m.get("epochs_done", ""),
                 f"{m['wall_seconds']:.1f}" if "wall_seconds" in m else "",
                 f"{rate:,.0f}" if rate else "",
             ]
         )
-    rows.sort(key=lambda r: -float(r[3]) if r[3] else float("inf"))
+    order = {
+        id(r): -(run.metrics.get(f"best_val_{score}") or -1.0)
+        for r, run in zip(rows, found, strict=True)
+    }
+    rows.sort(key=lambda r: order[id(r)])
     page.section("Runs").table(
         [
             "run",
@@ -110,10 +134,6 @@ def _names(runs: list[RunFiles]) -> list[str]:
     return [f"{r.run_dir.resolve().parent.name}/{r.run_dir.resolve().name}" for r in runs]
 
 
-def _score(value: Any) -> str:
-    return f"{float(value):.4f}" if isinstance(value, int | float) else ""
-
-
 def _curves(runs: list[RunFiles], names: list[str], score: str) -> bytes:
     import matplotlib
 
@@ -131,7 +151,7 @@ def _curves(runs: list[RunFiles], names: list[str], score: str) -> bytes:
     from matplotlib.ticker import MaxNLocator
 
     for ax, title in ((ax_loss, "validation loss"), (ax_score, f"validation {score}")):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)

@@ -27,18 +27,42 @@ td,th{border:1px solid #d0d7de;padding:.2rem .5rem;text-align:right}
 th{background:#f0f3f6}td:first-child,th:first-child{text-align:left}
 img{max-width:100%;height:auto;border:1px solid #d0d7de;background:#fff}
 .note{color:#57606a;font-size:.85rem}nav a{margin-right:.8rem;font-size:.85rem}
+.scroll{overflow-x:auto;max-width:100%}
 .row{display:flex;flex-wrap:wrap;gap:.8rem;align-items:flex-start}
 .row>div{flex:1 1 0;min-width:280px}
 code{background:#eef1f4;padding:.05rem .3rem;border-radius:3px;font-size:.85rem}
 """
 
 
-def data_uri(image: bytes | Path, mime: str | None = None) -> str:
-    """An image file's bytes (or a path) as a data: URI."""
-    if isinstance(image, Path):
-        mime = mime or ("image/jpeg" if image.suffix.lower() in (".jpg", ".jpeg") else "image/png")
-        image = image.read_bytes()
-    return f"data:{mime or 'image/png'};base64,{base64.b64encode(image).decode('ascii')}"
+# a picture larger than this is re-encoded as a JPEG no wider than MAX_SIDE: the page of a run
+# on large photos (its augmented batch, its feature maps) stays well under 5 MB
+PNG_BUDGET = 300_000
+MAX_SIDE = 1600
+
+
+def compact(data: bytes) -> tuple[bytes, str]:
+    """(bytes, mime): a small PNG as it is, a large one as a JPEG (quality 85), scaled down to
+    MAX_SIDE on its longer side."""
+    if len(data) <= PNG_BUDGET:
+        return data, "image/png"
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(data)).convert("RGB")
+    image.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=85, optimize=True)
+    smaller = buffer.getvalue()
+    return (smaller, "image/jpeg") if len(smaller) < len(data) else (data, "image/png")
+
+
+def data_uri(image: bytes | Path) -> str:
+    """An image (PNG or JPEG bytes, or a file) as a data: URI, compacted (see compact)."""
+    data = image.read_bytes() if isinstance(image, Path) else image
+    if data[:3] == b"\xff\xd8\xff":
+        mime = "image/jpeg"
+    else:
+        data, mime = compact(data)
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
 def figure_png(fig: Any, dpi: int = 90) -> bytes:
@@ -91,11 +115,14 @@ class Section:
         body = "".join(
             "<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>" for row in rows
         )
-        self.parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        self.parts.append(
+            f'<div class="scroll"><table><thead><tr>{head}</tr></thead>'
+            f"<tbody>{body}</tbody></table></div>"
+        )
         return self
 
-    def image(self, image: bytes | Path, alt: str, mime: str | None = None) -> Section:
-        self.parts.append(f'<p><img src="{data_uri(image, mime)}" alt="{html.escape(alt)}"></p>')
+    def image(self, image: bytes | Path, alt: str) -> Section:
+        self.parts.append(f'<p><img src="{data_uri(image)}" alt="{html.escape(alt)}"></p>')
         return self
 
     def images(self, items: Sequence[tuple[bytes | Path, str]]) -> Section:

@@ -46,24 +46,51 @@ class RunFiles:
 
 
 def read_run(run: str | Path) -> RunFiles:
-    """A run folder's files, or one line saying what is missing."""
+    """A run folder's files, or one line saying what is missing or broken."""
     run_dir = Path(run)
     if run_dir.is_file() and run_dir.suffix == ".pt":
         run_dir = run_dir.parent
+    if run_dir.is_file():
+        raise CnnkitError(f"{run} is a file: give its run folder ({run_dir.parent})")
     if not run_dir.is_dir():
         raise CnnkitError(f"{run}: no such run folder")
     if not (run_dir / "config.yaml").is_file():
         raise CnnkitError(f"{run_dir} is not a run folder (it has no config.yaml)")
-    try:
-        config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-        metrics_file = run_dir / "metrics.json"
-        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-        history = run_folder.read_history(run_dir) if (run_dir / "history.csv").is_file() else []
-    except (OSError, ValueError, yaml.YAMLError) as exc:
-        raise CnnkitError(f"{run_dir}: cannot read its records ({exc})") from None
+    config = _read(run_dir / "config.yaml", yaml.safe_load) or {}
+    metrics_file = run_dir / "metrics.json"
+    metrics = _read(metrics_file, json.loads) if metrics_file.is_file() else {}
     if not isinstance(config, dict) or not isinstance(metrics, dict):
         raise CnnkitError(f"{run_dir}: config.yaml or metrics.json is not a mapping")
-    return RunFiles(run_dir, config, metrics, history)
+    try:
+        rows = run_folder.read_history(run_dir) if (run_dir / "history.csv").is_file() else []
+    except (OSError, ValueError) as exc:
+        raise CnnkitError(f"{run_dir / 'history.csv'}: cannot be read ({exc})") from None
+    return RunFiles(run_dir, config, metrics, _checked_history(run_dir, rows))
+
+
+def _read(path: Path, parse: Any) -> Any:
+    try:
+        return parse(path.read_text())
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CnnkitError(f"{path}: cannot be read ({first})") from None
+
+
+def _checked_history(run_dir: Path, rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    """history.csv's rows, each with a whole-number epoch and numbers (or blanks) in every
+    loss, score and rate column; a file that breaks this is named in one line."""
+    for i, row in enumerate(rows, 2):
+        try:
+            int(row.get("epoch") or "")
+            for key, value in row.items():
+                if key not in ("epoch", "stage") and value not in (None, ""):
+                    float(value)
+        except (TypeError, ValueError):
+            raise CnnkitError(
+                f"{run_dir / 'history.csv'} line {i} is malformed (an epoch number and numbers "
+                "in every other column but stage expected)"
+            ) from None
+    return rows
 
 
 def recipe(config: dict[str, Any]) -> dict[str, Any]:
@@ -85,29 +112,53 @@ def test_score(files: RunFiles) -> float | None:
 
 
 def images_per_second(files: RunFiles) -> float | None:
-    values = [row.get("images_per_second") for row in files.history]
-    numbers = [float(v) for v in values if v not in (None, "")]
-    return sum(numbers) / len(numbers) if numbers else None
+    """Training images over training seconds, all epochs together."""
+    images = seconds = 0.0
+    for row in files.history:
+        rate, took = row.get("images_per_second"), row.get("seconds")
+        if rate not in (None, "") and took not in (None, ""):
+            images += float(rate) * float(took)
+            seconds += float(took)
+    return images / seconds if seconds > 0 else None
 
 
 def summary_section(page: Page, files: RunFiles) -> None:
     m, score = files.metrics, files.score_name
     best = m.get(f"best_val_{score}")
+    on_test = m.get("validation") == "test"
     items: list[tuple[str, Any]] = [
         ("task", files.task),
         ("model", files.config.get("model")),
         ("parameters", f"{m['parameters']:,}" if "parameters" in m else None),
         ("epochs", f"{m.get('epochs_done', '?')} / {m.get('epochs', '?')}"),
-        (f"best validation {score}", _percent(best, score)),
-        (f"test {score}", _percent(test_score(files), score)),
+        (
+            f"best {'test (chosen on it)' if on_test else 'validation'} {score}",
+            _percent(best, score),
+        ),
+        (
+            f"test {score}" + (" without TTA" if m.get("tta") else ""),
+            _percent(test_score(files), score),
+        ),
         ("training time", f"{m['wall_seconds']:.1f} s" if "wall_seconds" in m else None),
         ("images / s", _rate(images_per_second(files))),
         ("device", f"{m.get('device', '?')} {m.get('precision', '')}".strip()),
     ]
+    if m.get("tta"):
+        tta = m.get(f"test_{score}_tta")
+        items.insert(6, (f"test {score} with TTA ({m['tta']})", _percent(tta, score)))
     section = page.section("Summary").figures((k, v) for k, v in items if v is not None)
     notes = []
+    if on_test:
+        notes.append(
+            "validated on the test split (--val-split 0): best.pt was chosen on these images, "
+            "so its test score is not a figure for unseen data"
+        )
     if m.get("interrupted"):
-        notes.append("the run was interrupted: best.pt holds the best epoch it finished")
+        has_best = (files.run_dir / "best.pt").is_file()
+        notes.append(
+            "the run was interrupted: "
+            + ("best.pt holds the best epoch it finished" if has_best else "no epoch finished")
+        )
     if m.get("stopped_early"):
         notes.append(f"early stopping ended the run; best.pt holds epoch {m.get('best_epoch')}")
     if m.get("skipped_images"):
@@ -176,6 +227,10 @@ def export_section(page: Page, files: RunFiles) -> None:
         "Each exported file is checked against best.pt on real images before it is kept.",
         note=True,
     )
+
+
+def percent(value: Any, score: str) -> str | None:
+    return _percent(value, score)
 
 
 def _percent(value: Any, score: str) -> str | None:

@@ -294,11 +294,16 @@ class Classifier:
     def _top_losses(
         self, images: ImageSet, logits: torch.Tensor, labels: torch.Tensor, k: int = 16
     ) -> list[dict[str, Any]]:
-        """The k images with the highest loss: the model's surest mistakes first."""
+        """The k misclassified images with the highest loss: the model's surest mistakes
+        first (fewer when it made fewer mistakes)."""
         probs = logits.float().softmax(1)
         out = []
-        for i in top_losses(logits, labels, k):
+        for i in top_losses(logits, labels, len(labels)):
+            if len(out) == k:
+                break
             predicted = int(probs[i].argmax())
+            if predicted == int(labels[i]):
+                continue
             out.append(
                 {
                     "index": i,

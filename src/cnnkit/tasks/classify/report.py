@@ -129,8 +129,7 @@ def plot_confusion(report: ClassificationReport, path: Path, normalize: bool = F
     ax.set_yticks(ticks, report.classes)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    kind = "share of each true class" if normalize else f"top-1 {report.top1:.1%}"
-    ax.set_title(f"confusion matrix ({kind})")
+    ax.set_title("row shares" if normalize else f"counts (top-1 {report.top1:.1%})")
     if n <= 20:
         limit = cm.max() / 2 if cm.size else 0
         for i in range(n):

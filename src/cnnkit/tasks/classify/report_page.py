@@ -48,15 +48,20 @@ def add_sections(
             f"probability ({source}, stored in best.pt and used by predict).",
             note=True,
         )
-    if tta != "none":
-        section.text(f"with test-time augmentation ({tta}), as the run's final test", note=True)
+    if tta != "none" and report.top1_without_tta is not None:
+        section.text(
+            f"with test-time augmentation ({tta}), as the run's final test; without it top-1 "
+            f"is {report.top1_without_tta:.2%}",
+            note=True,
+        )
     section.table(
         ["class", "precision", "recall", "F1", "images"],
         [
-            [name, report.precision[i], report.recall[i], report.f1[i], report.support[i]]
+            [name, *(f"{v:.3f}" for v in (report.precision[i], report.recall[i], report.f1[i])),
+             report.support[i]]
             for i, name in enumerate(report.classes)
         ],
-    )
+    )  # fmt: skip
 
     plot_confusion(report, tmp / "confusion_normalised.png", normalize=True)
     confusion = page.section("Confusion matrix").images(
@@ -69,14 +74,16 @@ def add_sections(
         confusion.heading("Most confused pairs")
         confusion.table(["true", "predicted as", "images"], report.confused[:CONFUSED_SHOWN])
 
+    losses = page.section("Top losses")
     if report.top_losses:
-        losses = page.section("Top losses")
         losses.text(
             "The test images the model was surest of and wrong about (true -> predicted, "
             "probability), each beside its Grad-CAM for the predicted class: where it looked.",
             note=True,
         )
         losses.image(tmp / "eval" / "top_losses.png", "top losses with Grad-CAM")
+    else:
+        losses.text("no test image was misclassified", note=True)
 
     roc = tmp / "eval" / "roc.png"
     if roc.is_file():

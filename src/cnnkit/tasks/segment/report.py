@@ -123,7 +123,7 @@ def _plot_confusion(m: SegmentationMetrics, path: Path) -> None:
         for i in range(len(names)):
             for j in range(len(names)):
                 ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=8)
-    ax.set_title("pixels of each true class (row-normalised)")
+    ax.set_title("pixels: row shares")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

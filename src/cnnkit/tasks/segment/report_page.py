@@ -42,7 +42,11 @@ def add_sections(
         page.section("Pixel confusion matrix").image(confusion, "pixel confusion matrix")
     gallery = tmp / "eval" / "gallery.png"
     if gallery.is_file():
-        page.section("Predicted vs true masks").image(gallery, "predicted and true masks")
+        page.section("Predicted vs true masks").image(gallery, "predicted and true masks").text(
+            "Each row: the image, its true mask over it, the predicted mask over it (one colour "
+            "per class, as in the augmented batch).",
+            note=True,
+        )
     _augmented_batch(page, files, data, tmp)
 
 
