@@ -157,6 +157,7 @@ def test_bad_files_and_options_fail_in_one_line(cls_run, tmp_path, capsys):
         assert main(argv) != 0
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, (argv, err)
+        assert len(err.strip().splitlines()) == 1, err  # no "exporting ..." before the refusal
 
 
 # ---- detection ----------------------------------------------------------------------------------

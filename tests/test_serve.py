@@ -251,6 +251,24 @@ def test_serve_refuses_a_missing_model_in_one_line(tmp_path):
     assert out.stderr.strip().startswith("cnnkit: error:")
 
 
+def test_a_port_in_use_is_one_line_before_the_model_loads(cls_run):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = subprocess.run(
+            [sys.executable, "-m", "cnnkit", "serve", str(cls_run.run_dir), "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip() == f"cnnkit: error: cannot listen on 127.0.0.1:{port}: " + (
+        "Address already in use"
+    )
+    assert "serving" not in out.stdout
+
+
 # ---- the page in a browser ---------------------------------------------------------------------
 
 

@@ -10,7 +10,8 @@ from cnnkit.errors import CnnkitError
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from cnnkit.export import export_model, verify
+    from cnnkit.engine.checkpoint import resolve_checkpoint_path
+    from cnnkit.export import export_model, output_path, verify
     from cnnkit.export.parity import summary
 
     if args.check:
@@ -19,6 +20,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         if not result["passed"]:
             raise CnnkitError(f"{args.check} does not answer as {args.checkpoint} does")
         return 0
+    output_path(resolve_checkpoint_path(args.checkpoint), args.format, args.out)  # bad: say so now
     print(f"exporting {args.checkpoint} as {args.format} ...", file=sys.stderr)
     result = export_model(
         args.checkpoint,

@@ -181,7 +181,10 @@ PRESETS: dict[str, Preset] = {
                 "label_smoothing": 0.1,
                 "precision": "auto",
             },
-            "not measured yet (bench/medmnist.py)",
+            "validation (the official test arrays are held back): PneumoniaMNIST AUC 0.999 / "
+            "ACC 98.9% in 146 s, BreastMNIST 0.913 / 93.6% in 22 s, RetinaMNIST 0.789 / 59.2% "
+            "in 43 s (1 seed each) on a 2-core AMD EPYC, torch 2.14.1; bench/medmnist.py, "
+            "2026-12-02",
         ),
         Preset(
             "detect-pennfudan",

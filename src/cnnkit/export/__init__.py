@@ -66,7 +66,9 @@ class ExportResult:
         }
 
 
-def _output_path(checkpoint: Path, fmt: str, out: str | os.PathLike | None) -> Path:
+def output_path(checkpoint: Path, fmt: str, out: str | os.PathLike | None) -> Path:
+    """Where an export of ``checkpoint`` goes: ``out`` (checked to end in the format's suffix),
+    else beside the checkpoint."""
     if out is None:
         return checkpoint.with_suffix(SUFFIX[fmt])
     path = Path(out)
@@ -159,7 +161,7 @@ def export_model(
     checkpoint = resolve_checkpoint_path(source)
     if format_of(checkpoint) is not None:
         raise CnnkitError(f"{checkpoint} is already exported: export from its checkpoint")
-    path = _output_path(checkpoint, format, out)
+    path = output_path(checkpoint, format, out)
     reference = load(checkpoint, device="cpu", precision="fp32")
     arrays, _ = parity_images(reference, images)  # before the slow export: fail early
     started = time.perf_counter()

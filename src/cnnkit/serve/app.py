@@ -19,6 +19,7 @@ import io
 import logging
 import os
 import secrets
+import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -298,13 +299,36 @@ def serve(
     options: ServeOptions | None = None,
     log_level: str = "info",
 ) -> None:
-    """Load ``model`` and serve it until interrupted."""
+    """Load ``model`` and serve it until interrupted. The address is bound before the model
+    loads, so a port in use is one line, not a loaded model and a server error."""
     import uvicorn
 
-    app = create_app(model, options)
-    print(
-        f"cnnkit: serving {model} ({app.state.predictor.task}) on http://{host}:{port}"
-        f"  (page /, API /docs, POST /predict)",
-        flush=True,
-    )
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    sock = listening_socket(host, port)
+    try:
+        app = create_app(model, options)
+        print(
+            f"cnnkit: serving {model} ({app.state.predictor.task}) on http://{host}:{port}"
+            f"  (page /, API /docs, POST /predict)",
+            flush=True,
+        )
+        server = uvicorn.Server(uvicorn.Config(app, log_level=log_level))
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to (host, port), or CnnkitError saying why it cannot be."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+    except (OSError, UnicodeError) as exc:
+        raise CnnkitError(f"cannot listen on {host}:{port}: {exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        reason = exc.strerror or str(exc)
+        raise CnnkitError(f"cannot listen on {host}:{port}: {reason}") from None
+    return sock
