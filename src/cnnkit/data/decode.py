@@ -23,7 +23,9 @@ from cnnkit.data.preprocess import RESIZE_POLICIES
 from cnnkit.errors import CnnkitError, did_you_mean
 
 DEFAULT_MAX_PIXELS = 89_478_485  # PIL's own default Image.MAX_IMAGE_PIXELS (~ 0.25 GiB RGBA)
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+IMAGE_EXTENSIONS = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
+)
 
 _MAGIC = (
     (b"\x89PNG", "PNG"),
