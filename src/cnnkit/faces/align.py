@@ -2,8 +2,8 @@
 template, so every crop shows the face at the same place, size and angle.
 
 The template is the 112 x 112 one of ArcFace (InsightFace), the layout face-embedding models
-expect; other sizes scale it. The transform is the least-squares similarity over all 5 points (rotation, one scale,
-translation; Umeyama's fit, scikit-image's SimilarityTransform: OpenCV's
+expect; other sizes scale it. The transform is the least-squares similarity over all 5 points
+(rotation, one scale, translation: Umeyama's fit, scikit-image's SimilarityTransform; OpenCV's
 estimateAffinePartial2D only fits robustly, dropping points); OpenCV warps the pixels.
 """
 
