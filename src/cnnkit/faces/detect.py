@@ -95,7 +95,12 @@ class FaceDetector:
         scores = np.asarray(scores, dtype=np.float64).reshape(-1)
         points = np.asarray(points, dtype=np.float64).reshape(-1, 5, 2)
         faces = [
-            Face(tuple(b), float(s), p, align_face(image, p, align) if align else None)
+            Face(
+                tuple(float(v) for v in b),
+                float(s),
+                p,
+                align_face(image, p, align) if align else None,
+            )
             for b, s, p in zip(boxes, scores, points, strict=True)
             if s >= self.min_score
         ]

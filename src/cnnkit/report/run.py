@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -241,3 +243,32 @@ def _percent(value: Any, score: str) -> str | None:
 
 def _rate(value: float | None) -> str | None:
     return None if value is None else f"{value:,.0f}"
+
+
+def fixed(value: float | None, digits: int = 4) -> str:
+    """A metric for a table: fixed decimals, '-' where there is none."""
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def augmented_batch_section(
+    page: Page,
+    files: RunFiles,
+    data: str | os.PathLike,
+    tmp: Path,
+    show: Callable[..., Any],
+    targets: str,
+) -> None:
+    """ "An augmented batch": 8 training images as the task's show-batch draws them (a
+    detector's with boxes, a segmenter's with masks); a failure is noted on the page."""
+    cfg = TrainConfig.from_dict({**files.config, "data": str(data)}, source="config.yaml")
+    section = page.section("An augmented batch")
+    try:
+        shown = show(cfg, n=8, out=tmp / "batch.png")
+    except CnnkitError as exc:
+        section.text(f"not drawn: {exc}", note=True)
+        return
+    section.image(shown.path, f"augmented training images with their {targets}").text(
+        f"Training images as the model sees them ({shown.augmentation}), {targets} moved with "
+        "the pixels.",
+        note=True,
+    )

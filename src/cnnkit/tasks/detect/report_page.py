@@ -7,9 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from cnnkit.errors import CnnkitError
 from cnnkit.report.page import Page
-from cnnkit.report.run import RunFiles
+from cnnkit.report.run import RunFiles, augmented_batch_section, fixed
 
 
 def add_sections(
@@ -30,7 +29,10 @@ def add_sections(
     )
     section.table(
         ["class", "AP", "AP@.5"],
-        [[name, m.per_class.get(name), m.per_class_50.get(name)] for name in report.classes],
+        [
+            [name, fixed(m.per_class.get(name)), fixed(m.per_class_50.get(name))]
+            for name in report.classes
+        ],  # fmt: skip
     )
     curves = tmp / "eval" / "pr_curves.png"
     if curves.is_file():
@@ -41,22 +43,6 @@ def add_sections(
             f"Predictions scoring at least {report.gallery_conf:.2f} beside the true boxes.",
             note=True,
         )
-    _augmented_batch(page, files, data, tmp)
-
-
-def _augmented_batch(page: Page, files: RunFiles, data: str | os.PathLike, tmp: Path) -> None:
-    from cnnkit.config import TrainConfig
     from cnnkit.tasks.detect.show import show_detection_batch
 
-    cfg = TrainConfig.from_dict({**files.config, "data": str(data)}, source="config.yaml")
-    section = page.section("An augmented batch")
-    try:
-        shown = show_detection_batch(cfg, n=8, out=tmp / "batch.png")
-    except CnnkitError as exc:
-        section.text(f"not drawn: {exc}", note=True)
-        return
-    section.image(shown.path, "augmented training images with their boxes").text(
-        f"Training images as the detector sees them ({shown.augmentation}), boxes moved with "
-        "the pixels.",
-        note=True,
-    )
+    augmented_batch_section(page, files, data, tmp, show_detection_batch, "boxes")

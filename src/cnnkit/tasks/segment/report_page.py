@@ -7,9 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from cnnkit.errors import CnnkitError
 from cnnkit.report.page import Page
-from cnnkit.report.run import RunFiles
+from cnnkit.report.run import RunFiles, augmented_batch_section, fixed
 
 
 def add_sections(
@@ -33,7 +32,7 @@ def add_sections(
     section.table(
         ["class", "IoU", "Dice", "pixels"],
         [
-            [name, m.per_class_iou[name], m.per_class_dice[name], int(rows[i])]
+            [name, fixed(m.per_class_iou[name]), fixed(m.per_class_dice[name]), int(rows[i])]
             for i, name in enumerate(report.classes)
         ],
     )
@@ -47,22 +46,6 @@ def add_sections(
             "per class, as in the augmented batch).",
             note=True,
         )
-    _augmented_batch(page, files, data, tmp)
-
-
-def _augmented_batch(page: Page, files: RunFiles, data: str | os.PathLike, tmp: Path) -> None:
-    from cnnkit.config import TrainConfig
     from cnnkit.tasks.segment.show import show_segmentation_batch
 
-    cfg = TrainConfig.from_dict({**files.config, "data": str(data)}, source="config.yaml")
-    section = page.section("An augmented batch")
-    try:
-        shown = show_segmentation_batch(cfg, n=8, out=tmp / "batch.png")
-    except CnnkitError as exc:
-        section.text(f"not drawn: {exc}", note=True)
-        return
-    section.image(shown.path, "augmented training images with their masks").text(
-        f"Training images as the segmenter sees them ({shown.augmentation}), masks moved with "
-        "the pixels.",
-        note=True,
-    )
+    augmented_batch_section(page, files, data, tmp, show_segmentation_batch, "masks")
