@@ -146,6 +146,13 @@ class Page:
         self.sections.append(found)
         return found
 
+    def image_section(self, title: str, image: Path, alt: str, note: str = "") -> None:
+        """A section of one picture (and a note under it), when the picture was drawn."""
+        if image.is_file():
+            section = self.section(title).image(image, alt)
+            if note:
+                section.text(note, note=True)
+
     def render(self) -> str:
         shown = [s for s in self.sections if s.parts]
         nav = "".join(f'<a href="#{s.anchor}">{html.escape(s.title)}</a>' for s in shown)

@@ -245,6 +245,18 @@ def _rate(value: float | None) -> str | None:
     return None if value is None else f"{value:,.0f}"
 
 
+def test_evaluation(
+    page: Page, predictor: Any, data: str | os.PathLike, tmp: Path, **options: Any
+) -> tuple[Any, Any, Any]:
+    """(the images, the task's report, its page section): best.pt evaluated through the
+    predictor's own `evaluate` on the run's test split (its validation split where there is
+    none), the plots written to tmp/eval."""
+    images, split = predictor.split_images(data, "test", progress=False)
+    report = predictor.evaluate(images, out_dir=tmp / "eval", progress=False, **options)
+    section = page.section(f"Test evaluation ({split} split, {len(images):,} images)")
+    return images, report, section
+
+
 def fixed(value: float | None, digits: int = 4) -> str:
     """A metric for a table: fixed decimals, '-' where there is none."""
     return "-" if value is None else f"{value:.{digits}f}"

@@ -10,7 +10,7 @@ from typing import Any
 
 from cnnkit.errors import CnnkitError
 from cnnkit.report.page import Page
-from cnnkit.report.run import RunFiles
+from cnnkit.report.run import RunFiles, test_evaluation
 from cnnkit.tasks.classify.report import plot_confusion
 
 CONFUSED_SHOWN = 10
@@ -19,10 +19,8 @@ CONFUSED_SHOWN = 10
 def add_sections(
     page: Page, files: RunFiles, classifier: Any, data: str | os.PathLike, tmp: Path
 ) -> None:
-    images, split = classifier.split_images(data, "test", progress=False)
     tta = str(files.config.get("tta") or "none")
-    report = classifier.evaluate(images, out_dir=tmp / "eval", progress=False, tta=tta)
-    section = page.section(f"Test evaluation ({split} split, {len(images):,} images)")
+    images, report, section = test_evaluation(page, classifier, data, tmp, tta=tta)
     figures = [
         ("top-1 accuracy", f"{report.top1:.2%}"),
         ("top-5 accuracy", f"{report.top5:.2%}"),
@@ -85,17 +83,14 @@ def add_sections(
     else:
         losses.text("no test image was misclassified", note=True)
 
-    roc = tmp / "eval" / "roc.png"
-    if roc.is_file():
-        page.section("ROC").image(roc, "ROC curve")
-
-    reliability = tmp / "eval" / "reliability.png"
-    if reliability.is_file():
-        page.section("Calibration").image(reliability, "reliability diagram").text(
-            "Bars on the diagonal mean the predicted probability is the chance of being right; "
-            "below it, the model is overconfident.",
-            note=True,
-        )
+    page.image_section("ROC", tmp / "eval" / "roc.png", "ROC curve")
+    page.image_section(
+        "Calibration",
+        tmp / "eval" / "reliability.png",
+        "reliability diagram",
+        "Bars on the diagonal mean the predicted probability is the chance of being right; "
+        "below it, the model is overconfident.",
+    )
 
     _augmented_batch(page, files, data, tmp)
     _what_it_learned(page, classifier, images, tmp)

@@ -8,16 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from cnnkit.report.page import Page
-from cnnkit.report.run import RunFiles, augmented_batch_section, fixed
+from cnnkit.report.run import RunFiles, augmented_batch_section, fixed, test_evaluation
 
 
 def add_sections(
     page: Page, files: RunFiles, detector: Any, data: str | os.PathLike, tmp: Path
 ) -> None:
-    images, split = detector.split_images(data, "test", progress=False)
-    report = detector.evaluate(images, out_dir=tmp / "eval", progress=False)
+    _, report, section = test_evaluation(page, detector, data, tmp)
     m = report.metrics
-    section = page.section(f"Test evaluation ({split} split, {report.images:,} images)")
     section.figures(
         [
             ("mAP@[.5:.95]", f"{m.map:.4f}"),
@@ -34,15 +32,15 @@ def add_sections(
             for name in report.classes
         ],  # fmt: skip
     )
-    curves = tmp / "eval" / "pr_curves.png"
-    if curves.is_file():
-        page.section("Precision-recall").image(curves, "precision-recall curves per class")
-    gallery = tmp / "eval" / "gallery.png"
-    if gallery.is_file():
-        page.section("Predicted vs true boxes").image(gallery, "predicted and true boxes").text(
-            f"Predictions scoring at least {report.gallery_conf:.2f} beside the true boxes.",
-            note=True,
-        )
+    page.image_section(
+        "Precision-recall", tmp / "eval" / "pr_curves.png", "precision-recall curves per class"
+    )
+    page.image_section(
+        "Predicted vs true boxes",
+        tmp / "eval" / "gallery.png",
+        "predicted and true boxes",
+        f"Predictions scoring at least {report.gallery_conf:.2f} beside the true boxes.",
+    )
     from cnnkit.tasks.detect.show import show_detection_batch
 
     augmented_batch_section(page, files, data, tmp, show_detection_batch, "boxes")

@@ -8,17 +8,15 @@ from pathlib import Path
 from typing import Any
 
 from cnnkit.report.page import Page
-from cnnkit.report.run import RunFiles, augmented_batch_section, fixed
+from cnnkit.report.run import RunFiles, augmented_batch_section, fixed, test_evaluation
 
 
 def add_sections(
     page: Page, files: RunFiles, segmenter: Any, data: str | os.PathLike, tmp: Path
 ) -> None:
-    images, split = segmenter.split_images(data, "test", progress=False)
     tta = str(files.config.get("tta") or "none")
-    report = segmenter.evaluate(images, out_dir=tmp / "eval", progress=False, tta=tta)
+    _, report, section = test_evaluation(page, segmenter, data, tmp, tta=tta)
     m = report.metrics
-    section = page.section(f"Test evaluation ({split} split, {report.images:,} images)")
     section.figures(
         [
             ("mIoU", f"{m.miou:.4f}"),
@@ -36,16 +34,16 @@ def add_sections(
             for i, name in enumerate(report.classes)
         ],
     )
-    confusion = tmp / "eval" / "confusion_matrix.png"
-    if confusion.is_file():
-        page.section("Pixel confusion matrix").image(confusion, "pixel confusion matrix")
-    gallery = tmp / "eval" / "gallery.png"
-    if gallery.is_file():
-        page.section("Predicted vs true masks").image(gallery, "predicted and true masks").text(
-            "Each row: the image, its true mask over it, the predicted mask over it (one colour "
-            "per class, as in the augmented batch).",
-            note=True,
-        )
+    page.image_section(
+        "Pixel confusion matrix", tmp / "eval" / "confusion_matrix.png", "pixel confusion matrix"
+    )
+    page.image_section(
+        "Predicted vs true masks",
+        tmp / "eval" / "gallery.png",
+        "predicted and true masks",
+        "Each row: the image, its true mask over it, the predicted mask over it (one colour per "
+        "class, as in the augmented batch).",
+    )
     from cnnkit.tasks.segment.show import show_segmentation_batch
 
     augmented_batch_section(page, files, data, tmp, show_segmentation_batch, "masks")
