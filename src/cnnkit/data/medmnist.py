@@ -124,7 +124,7 @@ def medmnist_name(path: Path) -> str | None:
 
 def named_medmnist_file(name: str, data_root: str | os.PathLike | None) -> Path:
     """<data root>/<name>.npz, downloaded (MD5-checked) when absent unless offline."""
-    from cnnkit.data.named import _offline, default_data_root
+    from cnnkit.data.named import default_data_root, offline
 
     info = MEDMNIST[name]
     root = Path(data_root).expanduser() if data_root is not None else default_data_root()
@@ -132,7 +132,7 @@ def named_medmnist_file(name: str, data_root: str | os.PathLike | None) -> Path:
     if path.is_file():
         return path
     reason = "CNNKIT_OFFLINE=1"
-    if not _offline():
+    if not offline():
         try:
             _download(info.url(name), path, info.md5)
             return path
@@ -145,18 +145,12 @@ def named_medmnist_file(name: str, data_root: str | os.PathLike | None) -> Path:
 
 
 def _download(url: str, path: Path, md5: str) -> None:
-    import socket
-
     from torchvision.datasets.utils import download_url
 
-    from cnnkit.data.named import DOWNLOAD_TIMEOUT_S
+    from cnnkit.data.named import download_timeout
 
-    old = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
-    try:
+    with download_timeout():
         download_url(url, str(path.parent), path.name, md5)
-    finally:
-        socket.setdefaulttimeout(old)
     if not path.is_file():
         raise CnnkitError(f"the download of {url} failed its MD5 check")
 
@@ -204,7 +198,11 @@ class NpzFile:
     def _class_names(self) -> list[str]:
         if self.info is not None:
             return list(self.info.classes)
-        top = max(int(labels.max()) for labels in self._labels.values() if labels.size)
+        top = max(
+            (int(labels.max()) for labels in self._labels.values() if labels.size), default=-1
+        )
+        if top < 0:
+            raise CnnkitError(f"{self.path.name} holds no labelled images")
         return [str(i) for i in range(top + 1)]
 
     def split(self, name: str) -> ImageSet:

@@ -7,9 +7,10 @@ without internet fails in seconds with a one-line message saying which archive t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -27,7 +28,8 @@ def default_data_root() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "cnnkit" / "data"
 
 
-def _offline() -> bool:
+def offline() -> bool:
+    """CNNKIT_OFFLINE=1 (or true/yes/on): never try a download."""
     return os.environ.get("CNNKIT_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
@@ -85,13 +87,20 @@ def named_descriptions() -> dict[str, str]:
     return {name: entry[3] for name, entry in _TORCHVISION.items()}
 
 
-def _download(cls: type, root: Path, train: bool):
+@contextlib.contextmanager
+def download_timeout() -> Iterator[None]:
+    """Sockets opened inside give up after DOWNLOAD_TIMEOUT_S: offline fails in seconds."""
     old = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
     try:
-        return cls(str(root), train=train, download=True)
+        yield
     finally:
         socket.setdefaulttimeout(old)
+
+
+def _download(cls: type, root: Path, train: bool):
+    with download_timeout():
+        return cls(str(root), train=train, download=True)
 
 
 def load_named(name: str, split: str, data_root: str | os.PathLike | None = None) -> ImageSet:
@@ -106,7 +115,7 @@ def load_named(name: str, split: str, data_root: str | os.PathLike | None = None
         have_archives = all((folder / n).is_file() for n in names)  # extracting needs no network
         reason = "CNNKIT_OFFLINE=1"
         ds = None
-        if have_archives or not _offline():
+        if have_archives or not offline():
             try:
                 ds = _download(cls, root, train)
             except Exception as e:  # URLError, timeout, bad md5, unwritable folder, ...

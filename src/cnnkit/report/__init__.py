@@ -42,7 +42,7 @@ def build_report(
     evaluate best.pt on (default: the run's own, from any working directory)."""
     from cnnkit.data.datasets import evaluation_data
     from cnnkit.predict import load
-    from cnnkit.tasks.base import _resolve
+    from cnnkit.tasks.base import resolve_target
 
     files = read_run(run)
     path = Path(out) if out is not None else files.run_dir / REPORT
@@ -65,7 +65,7 @@ def build_report(
                     f"({files.config.get('data')}); the summary's figures are the run's own.",
                     note=True,
                 )
-            _resolve(SECTIONS[predictor.task])(page, files, predictor, chosen, Path(tmp))
+            resolve_target(SECTIONS[predictor.task])(page, files, predictor, chosen, Path(tmp))
         else:
             page.section("Evaluation").text(
                 "no best.pt in this run folder (the run stopped before its first epoch ended)",

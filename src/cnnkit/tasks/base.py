@@ -107,7 +107,8 @@ TASK_OPTIONS: dict[str, tuple[str, ...]] = {
 _TASK_NOUNS = {"classify": "classifiers", "detect": "detectors", "segment": "segmenters"}
 
 
-def _resolve(target: str) -> Any:
+def resolve_target(target: str) -> Any:
+    """The object a "module:attr.path" registry entry names, imported on first use."""
     module, _, attr = target.partition(":")
     obj: Any = importlib.import_module(module)
     for part in attr.split("."):
@@ -182,7 +183,7 @@ def make_task(
 ) -> Task:
     name = task_name(cfg)
     check_task_options(cfg, name)
-    return _resolve(TASKS[name])(cfg, device, precision, channels_last)
+    return resolve_target(TASKS[name])(cfg, device, precision, channels_last)
 
 
 def load_predictor(
@@ -192,4 +193,4 @@ def load_predictor(
     name = ckpt.get("task", "classify")
     if name not in PREDICTORS:
         raise CnnkitError(f"{path} holds a '{name}' model, which this cnnkit cannot load")
-    return _resolve(PREDICTORS[name])(ckpt, path, device, precision)
+    return resolve_target(PREDICTORS[name])(ckpt, path, device, precision)
