@@ -228,7 +228,9 @@ def with_progress_bar(args: list[str]) -> list[str]:
 def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
     """Ctrl-C mid-epoch writes last.pt; --resume ends bit-identical to an uninterrupted run."""
     project = tmp_path / "runs"
-    common = ["--epochs", "3", "--batch-size", "16", "--seed", "3", "--precision", "fp32"]
+    # batches of 4 make epoch 2 long (450 steps) next to the bar's 0.5 s refresh and the signal's
+    # latency on a loaded machine, so the signal lands inside it
+    common = ["--epochs", "3", "--batch-size", "4", "--seed", "3", "--precision", "fp32"]
     assert main(train_args(project, "full", *common)) == 0
 
     args = with_progress_bar(train_args(project, "cut", *common))
@@ -236,8 +238,8 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
     assert rc == 130, err
     assert "--resume" in out
     cut = torch.load(project / "cut" / "last.pt", weights_only=True)
-    # stopped inside epoch 2: 1,800 training images are 113 batches of 16
-    assert cut["epoch"] == 1 and 0 < cut["progress"]["step"] < 113, cut["progress"]
+    # stopped inside epoch 2: 1,800 training images are 450 batches of 4
+    assert cut["epoch"] == 1 and 0 < cut["progress"]["step"] < 450, cut["progress"]["step"]
 
     assert main(["train", "--resume", str(project / "cut"), "--no-progress"]) == 0
     full = torch.load(project / "full" / "last.pt", weights_only=True)
@@ -250,13 +252,13 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
 def test_sigterm_mid_epoch_saves_last_pt_to_resume_from(tmp_path):
     """kill, timeout and job schedulers send SIGTERM: the run stops as on Ctrl-C."""
     project = tmp_path / "runs"
-    args = train_args(project, "t", "--epochs", "3", "--batch-size", "8", "--precision", "fp32")
+    args = train_args(project, "t", "--epochs", "3", "--batch-size", "4", "--precision", "fp32")
     rc, out, err = signalled_mid_epoch_2(with_progress_bar(args), signal.SIGTERM)
     assert rc == 143, err  # 128 + SIGTERM, as a shell reports a terminated job
     assert "terminated: stopping after this batch" in err and "--resume" in out
     cut = torch.load(project / "t" / "last.pt", weights_only=True)
-    # stopped in epoch 2, after some of its 225 batches (by default SIGTERM kills: exit -15)
-    assert cut["epoch"] == 1 and 0 < cut["progress"]["step"] < 225, cut["progress"]
+    # stopped in epoch 2, after some of its 450 batches (by default SIGTERM kills: exit -15)
+    assert cut["epoch"] == 1 and 0 < cut["progress"]["step"] < 450, cut["progress"]["step"]
 
 
 def run_cli(*args):
