@@ -65,7 +65,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
-        if predictor.task in ("detect", "segment"):
+        if predictor.task in ("detect", "segment", "embed"):
             report.show()
         else:
             from cnnkit.tasks.classify import print_report
@@ -94,6 +94,11 @@ def predictor_for(args: argparse.Namespace, paths: list[str]) -> tuple[Any, list
 
 def cmd_predict(args: argparse.Namespace) -> int:
     predictor, paths = predictor_for(args, args.inputs)
+    if predictor.task == "embed":
+        raise CnnkitError(
+            "an embedding model compares faces: use `cnnkit faces verify`, `enroll` and "
+            "`identify` (or cnnkit.load(run).embed(images) in Python)"
+        )
     if predictor.task == "detect":
         return _predict_boxes(predictor, paths, args)
     if predictor.task == "segment":

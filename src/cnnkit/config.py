@@ -64,6 +64,10 @@ class TrainConfig:
     class_weights: str | None = None  # auto | none | w1,w2,... (cross-entropy)
     sampler: str | None = None  # classifiers: balanced (every class drawn equally often)
     instances: str | None = None  # segmentation masks: auto | foreground | classes
+    embedding_dim: int | None = None  # embedding models: the embedding's length (default 512)
+    margin_loss: str | None = None  # embedding models: arcface | cosface (default arcface)
+    margin: float | None = None  # embedding models: the margin (arcface 0.5 rad, cosface 0.35)
+    margin_scale: float | None = None  # embedding models: the logits' scale s (default 30)
     freeze: bool = False  # keep the whole backbone frozen: train the head only
     unfreeze: str | None = None  # backbone blocks to train: N (the last N) or "all"
     finetune: bool = False  # head_epochs head-only, then `epochs` with blocks unfrozen
@@ -173,6 +177,18 @@ class TrainConfig:
             raise CnnkitError(f"patience must be a whole number >= 0, got {self.patience}")
         if self.clip_grad < 0:
             raise CnnkitError(f"clip_grad must not be negative, got {self.clip_grad}")
+        if self.embedding_dim is not None and (
+            not isinstance(self.embedding_dim, int) or self.embedding_dim < 2
+        ):
+            raise CnnkitError(
+                f"embedding_dim must be a whole number >= 2, got {self.embedding_dim}"
+            )
+        if self.margin_loss not in (None, "arcface", "cosface"):
+            raise did_you_mean("margin loss", str(self.margin_loss), ["arcface", "cosface"])
+        if self.margin is not None and not 0.0 <= self.margin < 1.5:
+            raise CnnkitError(f"margin must be in [0, 1.5), got {self.margin}")
+        if self.margin_scale is not None and self.margin_scale <= 0:
+            raise CnnkitError(f"margin_scale must be positive, got {self.margin_scale}")
         if self.task is not None:
             from cnnkit.tasks.base import check_task
 

@@ -348,7 +348,11 @@ class Trainer:
         self.wall_seconds += time.perf_counter() - started
         self.save_last()
         run_folder.write_history(self.run_dir, self.history)
-        labels = {"test": "validation (the test split)", "split": "validation (held out)"}
+        labels = {
+            "test": "validation (the test split)",
+            "split": "validation (held out)",
+            "people": "validation (held-out people)",
+        }
         val_label = labels.get(self.data.val_source, "validation")
         run_folder.plot_history(
             self.run_dir, self.history, self.best_epoch, val_label, self.task.score_name
@@ -399,7 +403,7 @@ class Trainer:
             metrics.update(self.task.test(self.model, self.best_epoch))
             timing["test_evaluation"] = round(time.perf_counter() - started, 3)
         elif not interrupted and self.epoch:
-            if self.data.val_source in ("split", "folder"):
+            if self.data.val_source in ("split", "folder", "people"):
                 then = (
                     f"`cnnkit evaluate {self.run_dir}` evaluates best.pt on its validation images"
                 )

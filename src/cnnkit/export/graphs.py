@@ -56,6 +56,11 @@ class Graph:
 def task_graph(predictor: Any, bake: bool = False) -> Graph:
     """The graph of a loaded predictor (Classifier, Detector or Segmenter), on the CPU in fp32
     and eval mode; the predictor itself is left as it was."""
+    if predictor.task not in ("classify", "segment", "detect"):
+        raise CnnkitError(
+            f"cnnkit export takes classifiers, detectors and segmenters, not {predictor.task} "
+            "models (yet)"
+        )
     net = copy.deepcopy(predictor.model).float().cpu().eval()
     net = net.to(memory_format=torch.contiguous_format)
     height, width = predictor.preprocessing.size

@@ -180,6 +180,11 @@ def create_app(model: Any, options: ServeOptions | None = None) -> FastAPI:
         predictor = load(model)
     else:
         predictor, name = model, str(getattr(model, "path", None) or type(model).__name__)
+    if predictor.task not in ("classify", "segment", "detect"):
+        raise CnnkitError(
+            f"cnnkit serve takes classifiers, detectors and segmenters, not {predictor.task} "
+            "models (yet)"
+        )
     metrics = ServerMetrics()
     batcher = Batcher(
         _predict_batch(predictor, options.top_k),

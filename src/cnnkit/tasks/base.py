@@ -42,7 +42,7 @@ class Metrics:
 class Task(Protocol):
     """One training run's task-specific half. Made by `make_task(cfg, device, precision)`."""
 
-    name: str  # "classify" | "detect"
+    name: str  # "classify" | "detect" | "segment" | "embed"
     score_name: str  # the metric that picks best.pt: "accuracy", "map"
     metric_names: tuple[str, ...]  # what evaluate() reports, in history.csv's order
     data: Any  # the splits: .train .val .test .classes .name .val_source .skipped
@@ -88,12 +88,14 @@ TASKS: dict[str, str] = {
     "classify": "cnnkit.tasks.classify.task:ClassifyTask",
     "detect": "cnnkit.tasks.detect.task:DetectTask",
     "segment": "cnnkit.tasks.segment.task:SegmentTask",
+    "embed": "cnnkit.tasks.embed.task:EmbedTask",
 }
 # name -> "module:function(checkpoint dict, path, device, precision) -> predictor"
 PREDICTORS: dict[str, str] = {
     "classify": "cnnkit.tasks.classify.predictor:Classifier.from_checkpoint",
     "detect": "cnnkit.tasks.detect.predictor:Detector.from_checkpoint",
     "segment": "cnnkit.tasks.segment.predictor:Segmenter.from_checkpoint",
+    "embed": "cnnkit.tasks.embed.predictor:Embedder.from_checkpoint",
 }
 # options only some tasks take (None / 0 is "not given"), refused in one line by the others
 TASK_OPTIONS: dict[str, tuple[str, ...]] = {
@@ -101,10 +103,19 @@ TASK_OPTIONS: dict[str, tuple[str, ...]] = {
     "output_stride": ("segment",),
     "dice": ("segment",),
     "class_weights": ("classify", "segment"),
-    "sampler": ("classify",),
+    "sampler": ("classify", "embed"),
     "instances": ("segment",),
+    "embedding_dim": ("embed",),
+    "margin_loss": ("embed",),
+    "margin": ("embed",),
+    "margin_scale": ("embed",),
 }
-_TASK_NOUNS = {"classify": "classifiers", "detect": "detectors", "segment": "segmenters"}
+_TASK_NOUNS = {
+    "classify": "classifiers",
+    "detect": "detectors",
+    "segment": "segmenters",
+    "embed": "embedding models",
+}
 
 
 def resolve_target(target: str) -> Any:
@@ -140,6 +151,8 @@ def task_name(cfg: TrainConfig) -> str:
     if cfg.task is None:
         return implied
     check_task(cfg.task)
+    if cfg.task == "embed" and implied == "classify":
+        return "embed"  # any classifier architecture, its outputs the embedding
     if cfg.task == "segment" and implied == "classify":
         from cnnkit.tasks.segment.models import is_layer_spec
 

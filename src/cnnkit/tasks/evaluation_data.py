@@ -37,7 +37,7 @@ def choose_split(splits: Any, split: str, own: bool, data: str | os.PathLike) ->
     if split == "val" and splits.val_source == "test" and not own:
         chosen = None
     if chosen is None and split == "test":
-        if own and splits.val_source in ("split", "folder"):
+        if own and splits.val_source in ("split", "folder", "people"):
             chosen, split = splits.val, "val"
         elif own:
             raise CnnkitError(

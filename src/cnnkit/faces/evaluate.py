@@ -1,0 +1,173 @@
+"""Face verification measured: pairs from a pairs file (LFW's format) or drawn from a folder
+of people, scored by an embedding model with LFW's 10-fold protocol."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnnkit.errors import CnnkitError
+from cnnkit.tasks.embed.pairs import (
+    Pairs,
+    accuracy_at,
+    read_pairs,
+    roc_auc,
+    sample_pairs,
+    ten_fold_accuracy,
+)
+
+PAIRS_FROM_FOLDER = 6000
+
+
+@dataclass
+class VerificationReport:
+    """10-fold accuracy (mean, std), ROC AUC, and the accuracy at the model's threshold."""
+
+    accuracy: float
+    accuracy_std: float
+    auc: float
+    pairs: int
+    same_pairs: int
+    threshold: float | None
+    accuracy_at_threshold: float | None
+    no_face: list[str] = field(default_factory=list)  # embedded whole: no face was found
+    source: str = ""
+    out_dir: Path | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "accuracy": self.accuracy,
+            "accuracy_std": self.accuracy_std,
+            "auc": self.auc,
+            "pairs": self.pairs,
+            "same_pairs": self.same_pairs,
+            "threshold": self.threshold,
+            "accuracy_at_threshold": self.accuracy_at_threshold,
+            "no_face": len(self.no_face),
+        }
+
+    def show(self) -> None:
+        print(
+            f"verification on {self.pairs} pairs ({self.same_pairs} of one person) of "
+            f"{self.source}: accuracy {self.accuracy:.2%} +- {self.accuracy_std:.2%} "
+            f"(10 folds), ROC AUC {self.auc:.4f}"
+        )
+        if self.accuracy_at_threshold is not None:
+            print(
+                f"accuracy at the model's threshold {self.threshold:.3f}: "
+                f"{self.accuracy_at_threshold:.2%}"
+            )
+        if self.no_face:
+            print(f"no face found in {len(self.no_face)} image(s): embedded whole")
+
+
+def score_pairs(
+    embedder: Any,
+    paths: list[str],
+    pairs: Pairs,
+    source: str,
+    aligned: bool = False,
+    roc: str | os.PathLike | None = None,
+) -> VerificationReport:
+    """Embed each distinct image once, then score every pair."""
+    result = embedder.embed(paths, whole_if_no_face=True, aligned=aligned)
+    if result.failed:
+        name, reason = result.failed[0]
+        more = f" (and {len(result.failed) - 1} more)" if len(result.failed) > 1 else ""
+        raise CnnkitError(f"{name}: {reason}{more}")
+    vectors = result.embeddings
+    scores = np.einsum("nd,nd->n", vectors[pairs.first], vectors[pairs.second])
+    mean, std = ten_fold_accuracy(scores, pairs.same, pairs.fold)
+    at = accuracy_at(scores, pairs.same, embedder.threshold) if embedder.threshold else None
+    report = VerificationReport(
+        mean,
+        std,
+        roc_auc(scores, pairs.same),
+        len(pairs),
+        int(pairs.same.sum()),
+        embedder.threshold,
+        at,
+        result.whole,
+        source,
+    )
+    if roc is not None:
+        write_roc(scores, pairs.same, Path(roc))
+    return report
+
+
+def verify_pair_file(
+    embedder: Any,
+    pairs_file: str | os.PathLike,
+    root: str | os.PathLike,
+    roc: str | os.PathLike | None = None,
+) -> VerificationReport:
+    """LFW's protocol on a pairs file whose images lie under ``root``."""
+    from cnnkit.tasks.embed.task import aligned_faces
+
+    found = read_pairs(pairs_file, root)
+    aligned = aligned_faces(str(root)) is not None
+    return score_pairs(embedder, found.paths, found.pairs, str(pairs_file), aligned, roc)
+
+
+def evaluate_folder(
+    embedder: Any,
+    data: str | os.PathLike,
+    split: str = "test",
+    out_dir: str | os.PathLike | None = None,
+    **_: Any,
+) -> VerificationReport:
+    """Verification on pairs drawn from the people of ``data`` (its test split, or for the
+    run's own data the people it held out)."""
+    from cnnkit.config import TrainConfig
+    from cnnkit.data import load_data
+    from cnnkit.tasks.embed.task import aligned_faces, identity_splits
+    from cnnkit.tasks.evaluation_data import check_split, choose_split, trained_on
+
+    check_split(split)
+    own = trained_on(data, embedder.data_location, embedder.config)
+    if own:
+        cfg = TrainConfig.from_dict({**embedder.config, "data": str(data)})
+        splits = identity_splits(cfg)
+    else:
+        splits = load_data(data, val_split=0.0, progress=False)
+    chosen, split = choose_split(splits, split, own, data)
+    if chosen.paths is None:
+        raise CnnkitError(f"{data}: verification needs image files (a folder per person)")
+    pairs = sample_pairs(chosen.labels.numpy(), PAIRS_FROM_FOLDER, seed=0)
+    aligned = Path(data).is_dir() and aligned_faces(str(data)) is not None
+    roc = None
+    if out_dir is not None:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        roc = Path(out_dir) / "roc.png"
+    report = score_pairs(embedder, list(chosen.paths), pairs, f"{data} ({split})", aligned, roc)
+    report.out_dir = Path(out_dir) if out_dir is not None else None
+    return report
+
+
+def write_roc(scores: np.ndarray, same: np.ndarray, path: Path) -> Path:
+    """The ROC curve (true accept rate against false accept rate) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    order = np.argsort(-scores, kind="stable")  # lower the threshold one pair at a time
+    accepted_same = np.concatenate([[0], np.cumsum(same[order])])
+    accepted_diff = np.concatenate([[0], np.cumsum(~same[order])])
+    tar = accepted_same / max(int(same.sum()), 1)
+    far = accepted_diff / max(int((~same).sum()), 1)
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
+    ax.plot(far, tar, lw=2)
+    ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1)
+    ax.set(xlabel="false accept rate", ylabel="true accept rate", title="verification ROC")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -1,0 +1,180 @@
+"""Face verification's measures: pairs of images (same person or not), the similarity
+threshold that separates them best, and LFW's protocol (10 folds, each scored with the
+threshold the other nine chose).
+
+The threshold search is a sort and two cumulative sums (exact, over every distinct score);
+sklearn's roc_curve would give the same points, and ROC AUC comes from torchmetrics.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cnnkit.errors import CnnkitError
+
+FOLDS = 10
+
+
+@dataclass
+class Pairs:
+    """Index pairs into one set of images and whether each pair shows one person;
+    ``fold`` numbers 0..9 when the pairs come in folds (LFW's file), else None."""
+
+    first: np.ndarray
+    second: np.ndarray
+    same: np.ndarray  # bool
+    fold: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.same.size)
+
+
+def sample_pairs(labels: np.ndarray, max_pairs: int = 6000, seed: int = 0) -> Pairs:
+    """Up to ``max_pairs`` / 2 pairs of one person (all of them when fewer) and as many of two
+    different people, drawn with a fixed seed (the same pairs every epoch)."""
+    labels = np.asarray(labels).reshape(-1)
+    rng = np.random.default_rng(seed)
+    i, j = np.triu_indices(labels.size, k=1)
+    same = labels[i] == labels[j]
+    pos = np.flatnonzero(same)
+    half = max_pairs // 2
+    if pos.size > half:
+        pos = np.sort(rng.choice(pos, half, replace=False))
+    neg_all = np.flatnonzero(~same)
+    neg = np.sort(rng.choice(neg_all, min(neg_all.size, max(pos.size, 1)), replace=False))
+    pick = np.concatenate([pos, neg])
+    if pos.size == 0 or neg.size == 0:
+        raise CnnkitError(
+            "verification needs at least two people with two images each among the images"
+        )
+    return Pairs(i[pick], j[pick], same[pick])
+
+
+def best_threshold(scores: np.ndarray, same: np.ndarray) -> tuple[float, float]:
+    """(threshold, accuracy): "same person" when the score is above the threshold; the
+    threshold lies halfway between two neighbouring distinct scores."""
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    same = np.asarray(same, dtype=bool).reshape(-1)
+    order = np.argsort(scores, kind="stable")
+    s, y = scores[order], same[order]
+    n = s.size
+    below_diff = np.concatenate([[0], np.cumsum(~y)])  # k lowest called "different"
+    below_same = np.concatenate([[0], np.cumsum(y)])
+    correct = below_diff + (y.sum() - below_same)
+    valid = np.ones(n + 1, dtype=bool)
+    valid[1:n] = s[1:] != s[:-1]  # never split ties
+    k = int(np.argmax(np.where(valid, correct, -1)))
+    if k == 0:
+        threshold = s[0] - 1e-6
+    elif k == n:
+        threshold = s[-1] + 1e-6
+    else:
+        threshold = (s[k - 1] + s[k]) / 2
+    return float(threshold), float(correct[k] / max(n, 1))
+
+
+def accuracy_at(scores: np.ndarray, same: np.ndarray, threshold: float) -> float:
+    return float(np.mean((np.asarray(scores) > threshold) == np.asarray(same, dtype=bool)))
+
+
+def ten_fold_accuracy(
+    scores: np.ndarray, same: np.ndarray, fold: np.ndarray | None = None, seed: int = 0
+) -> tuple[float, float]:
+    """LFW's protocol: (mean, std) over 10 folds of the accuracy on each fold at the threshold
+    chosen on the other nine. Without given folds, pairs are dealt into 10 stratified folds."""
+    scores = np.asarray(scores, dtype=np.float64)
+    same = np.asarray(same, dtype=bool)
+    if fold is None:
+        fold = np.empty(same.size, dtype=np.int64)
+        rng = np.random.default_rng(seed)
+        for value in (True, False):
+            idx = rng.permutation(np.flatnonzero(same == value))
+            fold[idx] = np.arange(idx.size) % FOLDS
+    accuracies = []
+    for k in np.unique(fold):
+        held = fold == k
+        threshold, _ = best_threshold(scores[~held], same[~held])
+        accuracies.append(accuracy_at(scores[held], same[held], threshold))
+    return float(np.mean(accuracies)), float(np.std(accuracies))
+
+
+def roc_auc(scores: np.ndarray, same: np.ndarray) -> float:
+    from torchmetrics.functional.classification import binary_auroc
+
+    return float(
+        binary_auroc(torch.as_tensor(scores, dtype=torch.float64), torch.as_tensor(same).long())
+    )
+
+
+@dataclass
+class PairFile:
+    """LFW's pairs.txt read against a root folder: the distinct image paths and the pairs
+    as indices into them."""
+
+    paths: list[str]
+    pairs: Pairs
+
+
+_HEADER = re.compile(r"^\s*(\d+)\s+(\d+)\s*$")
+
+
+def read_pairs(path: str | os.PathLike, root: str | os.PathLike) -> PairFile:
+    """Read LFW's pairs format: ``name i j`` (one person) and ``name1 i name2 j`` (two), image
+    ``ROOT/name/name_%04d.jpg``; an optional first line ``folds n`` (n same and n different
+    pairs per fold, in order) gives LFW's own folds."""
+    file, root = Path(path), Path(root)
+    if not file.is_file():
+        raise CnnkitError(f"pairs file not found: {file}")
+    if not root.is_dir():
+        raise CnnkitError(f"image folder not found: {root}")
+    try:
+        lines = file.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CnnkitError(f"{file} cannot be read as a text pairs file ({exc})") from None
+    per_fold = None
+    numbered = list(enumerate(lines, 1))
+    if numbered and _HEADER.match(numbered[0][1]) and len(numbered[0][1].split()) == 2:
+        folds, n = (int(v) for v in numbered[0][1].split())
+        per_fold = 2 * n if folds > 0 and n > 0 else None
+        numbered = numbered[1:]
+    index: dict[str, int] = {}
+    first, second, same = [], [], []
+    for line_no, line in numbered:
+        parts = line.split()
+        if not parts:
+            continue
+        try:
+            if len(parts) == 3:
+                a, b = (parts[0], int(parts[1])), (parts[0], int(parts[2]))
+            elif len(parts) == 4:
+                a, b = (parts[0], int(parts[1])), (parts[2], int(parts[3]))
+            else:
+                raise ValueError
+        except ValueError:
+            raise CnnkitError(
+                f"{file}:{line_no}: expected 'name i j' or 'name1 i name2 j', got {line.strip()!r}"
+            ) from None
+        ids = []
+        for name, number in (a, b):
+            image = root / name / f"{name}_{number:04d}.jpg"
+            ids.append(index.setdefault(str(image), len(index)))
+        first.append(ids[0])
+        second.append(ids[1])
+        same.append(len(parts) == 3)
+    if not same:
+        raise CnnkitError(f"{file} holds no pairs")
+    missing = [p for p in index if not Path(p).is_file()]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise CnnkitError(f"{file}: image not found: {missing[0]}{more}")
+    fold = None
+    if per_fold is not None and len(same) % per_fold == 0 and len(same) // per_fold > 1:
+        fold = np.arange(len(same)) // per_fold
+    pairs = Pairs(np.array(first), np.array(second), np.array(same, dtype=bool), fold)
+    return PairFile(list(index), pairs)

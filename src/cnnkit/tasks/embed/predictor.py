@@ -1,0 +1,215 @@
+"""Embedder: a trained embedding model (`cnnkit.load(run)` of an embedding run) that turns
+images into unit vectors and compares them: verify two faces, enrol a gallery, identify.
+
+A model trained on `cnnkit faces align` output finds and aligns the face in each photo the
+same way (MTCNN, 5 points, the same crop) before embedding it; a photo without a face is
+reported, never an error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cnnkit.data import decode_image
+from cnnkit.data.preprocess import Preprocessing
+from cnnkit.engine.device import Precision, resolve_device, resolve_precision
+from cnnkit.errors import CnnkitError
+from cnnkit.inputs import ImageInput, describe_input
+from cnnkit.models import ModelSpec, create_model
+from cnnkit.models.pretrained import spec_for_rebuild
+from cnnkit.tasks.classify.loop import image_input
+from cnnkit.tasks.embed.margin import MarginHead
+from cnnkit.tasks.embed.model import embedding_model
+from cnnkit.tasks.embed.task import embed_images
+
+NO_FACE = "no face found"
+
+
+@dataclass
+class Embedded:
+    """Unit embeddings (N, D) of the inputs that gave one, and why the others gave none."""
+
+    sources: list[str]
+    embeddings: np.ndarray
+    failed: list[tuple[str, str]]  # (input, reason): unreadable, or no face found
+    whole: list[str] = field(default_factory=list)  # no face found: embedded whole (if asked)
+
+
+@dataclass
+class Verification:
+    """Two images compared: cosine similarity and the decision at the model's threshold."""
+
+    first: str
+    second: str
+    score: float
+    threshold: float
+    same: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "first": self.first,
+            "second": self.second,
+            "score": round(self.score, 6),
+            "threshold": round(self.threshold, 6),
+            "same": self.same,
+        }
+
+
+class Embedder:
+    """The predictor of an embedding run: ``embed``, ``verify``, and through cnnkit.faces the
+    gallery's ``enroll`` and ``identify``."""
+
+    task = "embed"
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        preprocessing: Preprocessing,
+        decode_size: tuple[int, int],
+        threshold: float | None,
+        align: dict[str, Any] | None,
+        device: str = "auto",
+        precision: str = "auto",
+        config: dict[str, Any] | None = None,
+        path: Path | None = None,
+        data_location: str | None = None,
+        classes: list[str] | None = None,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.precision = Precision(self.device, resolve_precision(precision, self.device))
+        self.model = model.to(self.device).eval()
+        self.preprocessing = preprocessing
+        self.decode_size = decode_size
+        self.threshold = threshold
+        self.align = align
+        self.config = config or {}
+        self.path = path
+        self.data_location = data_location
+        self.classes = classes or []  # the training identities (not who it can recognise)
+        self._prepare = image_input(preprocessing)
+        self._detector: Any = None
+
+    @classmethod
+    def from_checkpoint(
+        cls, ckpt: dict[str, Any], path: Path, device: str = "auto", precision: str = "auto"
+    ) -> Embedder:
+        spec = spec_for_rebuild(ModelSpec.from_dict(ckpt["model"]))
+        prep = Preprocessing.from_dict(ckpt["preprocessing"])
+        dim = int(ckpt["embedding_dim"])
+        net = create_model(spec, num_classes=dim, input_size=(3, *prep.size))
+        m = ckpt.get("margin") or {}
+        margin = MarginHead(dim, int(ckpt["num_classes"]), m.get("kind", "arcface"))
+        model = embedding_model(net, dim, margin)
+        try:
+            model.load_state_dict(ckpt["state_dict"])
+        except RuntimeError:
+            raise CnnkitError(f"{path}: weights do not fit model '{spec.name}'") from None
+        return cls(
+            model,
+            prep,
+            tuple(ckpt["decode_size"]),
+            ckpt.get("threshold"),
+            ckpt.get("face_align"),
+            device,
+            precision,
+            ckpt.get("config"),
+            path,
+            ckpt.get("data_location"),
+            ckpt.get("classes"),
+        )
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.bn.num_features)
+
+    # ---- images -> embeddings ------------------------------------------------------------------
+    def _face(self, image: np.ndarray) -> np.ndarray | None:
+        """The aligned crop of the largest face (None: no face), or the image as it is for a
+        model trained on whole images."""
+        if self.align is None:
+            return image
+        if self._detector is None:
+            from cnnkit.faces.detect import FaceDetector
+
+            self._detector = FaceDetector()
+        faces = self._detector.detect(image, align=int(self.align["size"]))
+        return faces[0].crop if faces else None
+
+    def crops(
+        self, items: list[ImageInput], whole_if_no_face: bool = False, aligned: bool = False
+    ) -> tuple[list[str], list[np.ndarray], list[tuple[str, str]], list[str]]:
+        """Decoded (and, for an aligned model, aligned) images at the training decode size;
+        ``aligned``: the inputs already are `cnnkit faces align` crops."""
+        sources, crops, failed, whole = [], [], [], []
+        for item in items:
+            name = describe_input(item)
+            try:
+                image = decode_image(item)
+            except CnnkitError as exc:
+                failed.append((name, str(exc)))
+                continue
+            face = image if aligned else self._face(image)
+            if face is None and whole_if_no_face:
+                face = image
+                whole.append(name)
+            if face is None:
+                failed.append((name, NO_FACE))
+                continue
+            crops.append(decode_image(face, size=self.decode_size))
+            sources.append(name)
+        return sources, crops, failed, whole
+
+    def embed_arrays(self, crops: list[np.ndarray], batch_size: int = 64) -> np.ndarray:
+        """(N, D) unit embeddings of decoded crops (H, W, 3) at the decode size."""
+        if not crops:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        images = torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).contiguous()
+        out = [
+            embed_images(self.model, images[i : i + batch_size], self._prepare, self.precision)
+            for i in range(0, len(images), batch_size)
+        ]
+        return torch.cat(out).numpy()
+
+    def embed(
+        self, items: list[ImageInput], whole_if_no_face: bool = False, aligned: bool = False
+    ) -> Embedded:
+        """Embed files, PIL images or arrays; inputs that give no embedding are listed.
+        ``whole_if_no_face``: embed the whole image where no face is found (pairs must all
+        be scored); ``aligned``: the inputs already are aligned crops."""
+        sources, crops, failed, whole = self.crops(list(items), whole_if_no_face, aligned)
+        return Embedded(sources, self.embed_arrays(crops), failed, whole)
+
+    # ---- comparisons ---------------------------------------------------------------------------
+    def _threshold(self, threshold: float | None) -> float:
+        if threshold is not None:
+            return float(threshold)
+        if self.threshold is None:
+            raise CnnkitError(
+                "this model has no verification threshold (it trained without validation "
+                "people): pass --threshold"
+            )
+        return float(self.threshold)
+
+    def verify(
+        self, first: ImageInput, second: ImageInput, threshold: float | None = None
+    ) -> Verification:
+        """Whether two photos show the same person: cosine similarity above the threshold
+        chosen on the run's validation pairs (or the one given)."""
+        limit = self._threshold(threshold)
+        result = self.embed([first, second])
+        if result.failed:
+            name, reason = result.failed[0]
+            raise CnnkitError(f"{name}: {reason}")
+        score = float(result.embeddings[0] @ result.embeddings[1])
+        return Verification(result.sources[0], result.sources[1], score, limit, score > limit)
+
+    def evaluate(self, data: Any, split: str = "test", **options: Any) -> Any:
+        """Verification on pairs of the people in ``data``'s split (LFW's 10-fold accuracy)."""
+        from cnnkit.faces.evaluate import evaluate_folder
+
+        return evaluate_folder(self, data, split, **options)
