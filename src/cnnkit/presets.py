@@ -187,6 +187,39 @@ PRESETS: dict[str, Preset] = {
             "2026-12-02",
         ),
         Preset(
+            "faces",
+            "face embeddings for verification and identification of people never seen in "
+            "training, on 2 CPU cores (give --data a `cnnkit faces align` folder, one "
+            "sub-folder per person): ImageNet EfficientNet-Lite0 fine-tuned whole at 112 px "
+            "into 256-d embeddings with an ArcFace margin (0.5, scale 30), AdamW lr 2e-3 "
+            "(backbone blocks lower) on a cosine schedule, 20 epochs, batch 64, flip + shift "
+            "4 px + colour jitter, 10% of the people held out to pick best.pt and the "
+            "verification threshold; target: 95% verification on unseen LFW people",
+            {  # no data: give --data the aligned folder
+                "task": "embed",
+                "model": "efficientnet_lite0",
+                "pretrained": "imagenet",
+                "unfreeze": "all",
+                "input_size": 112,  # ArcFace's aligned crop
+                "embedding_dim": 256,
+                "margin_loss": "arcface",
+                "epochs": 20,
+                "batch_size": 64,
+                "optimizer": "adamw",
+                "lr": 0.002,
+                "weight_decay": 0.05,
+                "backbone_lr_ratio": 0.5,
+                "schedule": "cosine",
+                "warmup_epochs": 1.0,
+                "augment": "basic",
+                "crop_padding": 4,
+                "color_jitter": 0.2,
+                "val_split": 0.1,
+                "precision": "auto",
+            },
+            "not measured yet (bench/faces.py)",
+        ),
+        Preset(
             "detect-pennfudan",
             "pedestrian detection on Penn-Fudan from ImageNet weights only, for 2 CPU cores: "
             "FCOS on MobileNetV2 (its last 3 stages trained) with a 64-wide pyramid and heads, "

@@ -36,24 +36,32 @@ class Pairs:
 
 
 def sample_pairs(labels: np.ndarray, max_pairs: int = 6000, seed: int = 0) -> Pairs:
-    """Up to ``max_pairs`` / 2 pairs of one person (all of them when fewer) and as many of two
-    different people, drawn with a fixed seed (the same pairs every epoch)."""
+    """Pairs drawn person by person, as LFW's are: half of one person (a person with two or
+    more images chosen uniformly, then two of their images), half of two different people
+    (two people chosen uniformly, one image each); at most ``max_pairs`` and no more pairs of
+    one person than exist. A fixed seed gives the same pairs every epoch."""
     labels = np.asarray(labels).reshape(-1)
-    rng = np.random.default_rng(seed)
-    i, j = np.triu_indices(labels.size, k=1)
-    same = labels[i] == labels[j]
-    pos = np.flatnonzero(same)
-    half = max_pairs // 2
-    if pos.size > half:
-        pos = np.sort(rng.choice(pos, half, replace=False))
-    neg_all = np.flatnonzero(~same)
-    neg = np.sort(rng.choice(neg_all, min(neg_all.size, max(pos.size, 1)), replace=False))
-    pick = np.concatenate([pos, neg])
-    if pos.size == 0 or neg.size == 0:
+    people = np.unique(labels)
+    images = {p: np.flatnonzero(labels == p) for p in people.tolist()}
+    several = [p for p, idx in images.items() if idx.size >= 2]
+    if not several or people.size < 2:
         raise CnnkitError(
-            "verification needs at least two people with two images each among the images"
+            "verification needs two people, one of them with two or more images"
         )
-    return Pairs(i[pick], j[pick], same[pick])
+    existing = sum(images[p].size * (images[p].size - 1) // 2 for p in several)
+    half = max(1, min(max_pairs // 2, existing))
+    rng = np.random.default_rng(seed)
+    first, second = [], []
+    for p in rng.choice(several, half):
+        a, b = rng.choice(images[int(p)], 2, replace=False)
+        first.append(a)
+        second.append(b)
+    for _ in range(half):
+        p, q = rng.choice(people, 2, replace=False)
+        first.append(rng.choice(images[int(p)]))
+        second.append(rng.choice(images[int(q)]))
+    same = np.arange(2 * half) < half
+    return Pairs(np.array(first), np.array(second), same)
 
 
 def best_threshold(scores: np.ndarray, same: np.ndarray) -> tuple[float, float]:

@@ -1,0 +1,267 @@
+"""Face recognition's second half: the margin losses and verification measures on hand-made
+cases, LFW's pairs format, and align -> train -> enroll / identify / verify end to end on the
+shared ORL and LFW faces, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from skimage import data as skdata
+
+import cnnkit
+from cnnkit.cli import main
+from cnnkit.errors import CnnkitError
+from cnnkit.tasks.embed.margin import MarginHead
+from cnnkit.tasks.embed.pairs import (
+    best_threshold,
+    read_pairs,
+    sample_pairs,
+    ten_fold_accuracy,
+)
+
+FACES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces"
+ORL, LFW = FACES / "orl", FACES / "lfw-62"
+
+
+# ---- margins and measures ------------------------------------------------------------------
+def test_arcface_adds_the_angle_to_the_true_identity_only():
+    head = MarginHead(2, 3, "arcface", margin=0.5, scale=10.0)
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]]))
+    theta = 0.3
+    emb = torch.tensor([[math.cos(theta), math.sin(theta)]])
+    logits = head(emb, torch.tensor([0]))
+    assert logits[0, 0].item() == pytest.approx(10 * math.cos(theta + 0.5), abs=1e-5)
+    assert logits[0, 1].item() == pytest.approx(10 * math.sin(theta), abs=1e-5)  # cos(90 - t)
+    assert logits[0, 2].item() == pytest.approx(-10 * math.cos(theta), abs=1e-5)
+
+
+def test_cosface_subtracts_the_margin_from_the_true_cosine():
+    head = MarginHead(2, 2, "cosface", margin=0.35, scale=30.0)
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+    emb = torch.tensor([[0.6, 0.8]])
+    logits = head(emb, torch.tensor([1]))
+    assert logits[0, 1].item() == pytest.approx(30 * (0.8 - 0.35), abs=1e-5)
+    assert logits[0, 0].item() == pytest.approx(30 * 0.6, abs=1e-5)
+
+
+def test_arcface_keeps_penalising_beyond_pi_minus_the_margin():
+    """Past pi - m, cos(theta + m) would rise again: the logit must keep falling."""
+    head = MarginHead(2, 1, "arcface", margin=0.5, scale=1.0)
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor([[1.0, 0.0]]))
+    angles = torch.linspace(2.4, 3.1, 8)
+    emb = torch.stack([angles.cos(), angles.sin()], 1)
+    logits = head(emb, torch.zeros(8, dtype=torch.long))[:, 0]
+    assert bool((logits[1:] < logits[:-1]).all()), logits
+
+
+def test_the_best_threshold_separates_a_hand_made_case():
+    scores = np.array([0.1, 0.2, 0.35, 0.4, 0.8, 0.9])
+    same = np.array([False, False, True, False, True, True])
+    threshold, accuracy = best_threshold(scores, same)
+    assert accuracy == pytest.approx(5 / 6)
+    assert 0.2 < threshold < 0.35 or 0.4 < threshold < 0.8
+    assert best_threshold(np.array([0.1, 0.9]), np.array([False, True])) == (0.5, 1.0)
+
+
+def test_ten_folds_score_each_fold_at_the_others_threshold():
+    rng = np.random.default_rng(0)
+    same = np.arange(200) < 100
+    scores = np.where(same, 0.8, 0.2) + rng.normal(0, 0.01, 200)
+    assert ten_fold_accuracy(scores, same) == (1.0, 0.0)
+    flipped = ten_fold_accuracy(-scores, same)[0]  # no threshold on "higher = same" works
+    assert flipped <= 0.55
+
+
+def test_pairs_are_drawn_person_by_person():
+    labels = np.array([0] * 500 + [1] * 10 + [2] * 2 + [3])
+    pairs = sample_pairs(labels, 600, seed=1)
+    assert len(pairs) == 600 and pairs.same.sum() == 300
+    assert (labels[pairs.first] == labels[pairs.second]).tolist() == pairs.same.tolist()
+    assert (pairs.first != pairs.second).all()
+    people = np.bincount(labels[pairs.first[pairs.same]], minlength=4)
+    assert people[3] == 0 and min(people[:3]) > 60  # not 500:10:2 as all pairs would be
+    again = sample_pairs(labels, 600, seed=1)
+    assert (again.first == pairs.first).all() and (again.second == pairs.second).all()
+    with pytest.raises(CnnkitError, match="two people"):
+        sample_pairs(np.array([0, 1, 2]))
+
+
+def test_lfw_pairs_files_are_read_with_their_folds(tmp_path):
+    names = sorted(p.name for p in LFW.iterdir())[:4]
+    lines = ["2\t2"]
+    for fold in range(2):
+        lines += [f"{names[fold]}\t1\t2", f"{names[fold + 2]}\t3\t4"]
+        lines += [f"{names[0]}\t1\t{names[1]}\t{fold + 1}", f"{names[2]}\t2\t{names[3]}\t5"]
+    (tmp_path / "pairs.txt").write_text("\n".join(lines) + "\n")
+    found = read_pairs(tmp_path / "pairs.txt", LFW)
+    assert found.pairs.same.tolist() == [True, True, False, False] * 2
+    assert found.pairs.fold.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+    first = found.paths[found.pairs.first[0]]
+    assert first == str(LFW / names[0] / f"{names[0]}_0001.jpg")
+    assert len(found.paths) == len(set(found.paths))  # each image embedded once
+
+    (tmp_path / "bad.txt").write_text(f"{names[0]}\t1\t2\n{names[0]}\tone\t2\n")
+    with pytest.raises(CnnkitError, match=r"bad.txt:2: expected"):
+        read_pairs(tmp_path / "bad.txt", LFW)
+    (tmp_path / "missing.txt").write_text(f"{names[0]}\t1\t999\n")
+    with pytest.raises(CnnkitError, match="image not found"):
+        read_pairs(tmp_path / "missing.txt", LFW)
+
+
+# ---- end to end ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def face_run(tmp_path_factory):
+    """`cnnkit faces align` on 12 ORL people, then a small embedding model trained on them."""
+    root = tmp_path_factory.mktemp("faces")
+    people = root / "people"
+    people.mkdir()
+    for i in range(1, 13):
+        (people / f"s{i}").symlink_to(ORL / f"s{i}")
+    aligned = root / "aligned"
+    assert main(["faces", "align", str(people), "--out", str(aligned), "--size", "64"]) == 0
+    args = ["train", "--data", str(aligned), "--task", "embed", "--model", "simple_cnn"]
+    args += ["--epochs", "3", "--batch-size", "16", "--embedding-dim", "32", "--val-split", "0.25"]
+    args += ["--project", str(root / "runs"), "--name", "faces", "--no-progress", "--seed", "1"]
+    args += ["--margin-loss", "cosface"]
+    assert main(args) == 0
+    return root, aligned, root / "runs" / "faces"
+
+
+def test_align_writes_one_crop_per_photo_and_a_record(face_run):
+    _, aligned, _ = face_run
+    crops = sorted(aligned.rglob("*.png"))
+    assert len(crops) == 120
+    assert Image.open(crops[0]).size == (64, 64)
+    record = json.loads((aligned / "cnnkit-faces.json").read_text())
+    assert record["detector"] == "mtcnn" and record["size"] == 64
+
+
+def test_the_checkpoint_holds_the_threshold_and_the_alignment(face_run):
+    _, _, run = face_run
+    ckpt = torch.load(run / "best.pt", weights_only=True)
+    assert ckpt["task"] == "embed" and ckpt["embedding_dim"] == 32
+    assert ckpt["face_align"] == {"detector": "mtcnn", "size": 64}
+    assert -1.0 < ckpt["threshold"] < 1.0
+    assert len(ckpt["classes"]) == 9  # 3 of the 12 people held out for validation
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["validation"] == "people" and metrics["best_by"] == "val_pair_accuracy"
+    history = (run / "history.csv").read_text().splitlines()
+    assert "val_pair_accuracy" in history[0] and len(history) == 4
+
+
+def test_embeddings_are_unit_vectors_and_the_same_image_matches_itself(face_run):
+    _, _, run = face_run
+    embedder = cnnkit.load(run)
+    photo = str(ORL / "s20" / "1.pgm")  # a person the model never saw
+    result = embedder.embed([photo, photo, str(ORL / "s21" / "1.pgm")])
+    assert result.embeddings.shape == (3, 32)
+    assert np.allclose(np.linalg.norm(result.embeddings, axis=1), 1.0, atol=1e-5)
+    assert float(result.embeddings[0] @ result.embeddings[1]) == pytest.approx(1.0, abs=1e-5)
+    check = embedder.verify(photo, photo)
+    assert check.same and check.score == pytest.approx(1.0, abs=1e-5)
+
+
+def test_enroll_identify_and_verify_unseen_people(face_run, tmp_path, capsys):
+    root, _, run = face_run
+    gallery, probes = tmp_path / "gallery", tmp_path / "probes"
+    for i in range(20, 26):  # people the model never trained on
+        (gallery / f"s{i}").mkdir(parents=True)
+        (probes / f"s{i}").mkdir(parents=True)
+        for j in range(1, 11):
+            target = (gallery if j <= 5 else probes) / f"s{i}" / f"{j}.pgm"
+            target.symlink_to(ORL / f"s{i}" / f"{j}.pgm")
+    npz = tmp_path / "gallery.npz"
+    assert main(["faces", "enroll", str(run), str(gallery), "--out", str(npz)]) == 0
+    assert "enrolled 6 people (30 photos)" in capsys.readouterr().out
+
+    coffee = tmp_path / "coffee.png"
+    Image.fromarray(skdata.coffee()).save(coffee)
+    args = ["faces", "identify", str(run), str(probes), str(coffee), "--gallery", str(npz)]
+    assert main([*args, "--json", "--threshold", "-1"]) == 0
+    found = {Path(r["source"]).parent.name + "/" + Path(r["source"]).name: r
+             for r in json.loads(capsys.readouterr().out)}
+    assert found[f"{tmp_path.name}/coffee.png"]["name"] is None
+    named = [r for r in found.values() if r["name"] is not None]
+    assert len(named) == 30
+    right = sum(r["name"] == Path(r["source"]).parent.name for r in named)
+    assert right >= 18, right  # rank-1 over 6 unseen people (chance: 5 of 30)
+
+    assert main(["faces", "verify", str(run), str(ORL / "s20/1.pgm"), str(ORL / "s20/2.pgm"),
+                 "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"first", "second", "score", "threshold", "same"}
+
+
+def test_lfw_pairs_are_verified_with_ten_folds_and_a_roc(face_run, tmp_path, capsys):
+    _, _, run = face_run
+    names = sorted(p.name for p in LFW.iterdir())[:6]
+    lines = [f"{n}\t{a}\t{b}" for n in names for a, b in ((1, 2), (3, 4))]
+    lines += [f"{names[i]}\t{i + 1}\t{names[(i + 1) % 6]}\t{i + 2}" for i in range(6)]
+    lines += [f"{names[i]}\t5\t{names[(i + 2) % 6]}\t6" for i in range(6)]
+    (tmp_path / "pairs.txt").write_text("\n".join(lines) + "\n")
+    roc = tmp_path / "roc.png"
+    args = ["faces", "verify", str(run), "--pairs", str(tmp_path / "pairs.txt"), "--root", str(LFW)]
+    assert main([*args, "--roc", str(roc), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["pairs"] == 24 and report["same_pairs"] == 12
+    assert 0.0 <= report["accuracy"] <= 1.0 and 0.0 <= report["auc"] <= 1.0
+    assert Image.open(roc).size[0] > 100
+
+
+def test_a_gallery_from_another_model_is_refused(face_run, tmp_path, capsys):
+    _, _, run = face_run
+    gallery = tmp_path / "g"
+    (gallery / "s20").mkdir(parents=True)
+    (gallery / "s20" / "1.pgm").symlink_to(ORL / "s20" / "1.pgm")
+    npz = tmp_path / "g.npz"
+    assert main(["faces", "enroll", str(run), str(gallery), "--out", str(npz)]) == 0
+    other = tmp_path / "other.pt"
+    ckpt = torch.load(run / "best.pt", weights_only=True)
+    ckpt["state_dict"] = {k: v + 0.01 if v.is_floating_point() else v
+                          for k, v in ckpt["state_dict"].items()}
+    torch.save(ckpt, other)
+    capsys.readouterr()
+    rc = main(["faces", "identify", str(other), str(ORL / "s20/2.pgm"), "--gallery", str(npz)])
+    assert rc == 2
+    assert "enrolled with another model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["verify", "{run}", "{coffee}", "{face}"], "no face found"),
+        (["verify", "{run}", "{face}"], "give two images"),
+        (["verify", "{run}", "--pairs", "{coffee}"], "--pairs needs --root"),
+        (["identify", "{run}", "{face}", "--gallery", "{coffee}"], "not a cnnkit face gallery"),
+        (["enroll", "{run}", "{face}", "--out", "g.npz"], "gallery folder not found"),
+        (["align", "{face}", "--out", "x"], "folder not found"),
+    ],
+)
+def test_bad_input_is_one_line(face_run, tmp_path, capsys, args, expected):
+    _, _, run = face_run
+    coffee = tmp_path / "coffee.png"
+    Image.fromarray(skdata.coffee()).save(coffee)
+    values = {"run": str(run), "coffee": str(coffee), "face": str(ORL / "s20" / "1.pgm")}
+    assert main(["faces", *[a.format(**values) for a in args]]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and expected in err[0], err
+
+
+def test_a_classifier_is_not_a_face_model(cls_run, capsys):
+    assert main(["faces", "verify", str(cls_run.run_dir), "a.png", "b.png"]) == 2
+    assert "face commands need an embedding model" in capsys.readouterr().err
+
+
+def test_mixup_is_refused_for_embeddings(tmp_path, capsys):
+    args = ["train", "--data", str(ORL), "--task", "embed", "--mixup", "0.2", "--epochs", "1"]
+    assert main([*args, "--project", str(tmp_path)]) == 2
+    assert "margin loss needs whole" in capsys.readouterr().err
