@@ -83,8 +83,9 @@ def verification(vectors: np.ndarray, pairs: Pairs) -> dict:
     return {"accuracy": mean, "accuracy_std": std, "auc": roc_auc(scores, pairs.same)}
 
 
-def rank1(enrolled: np.ndarray, enrolled_people: list[int], probes: np.ndarray,
-          probe_people: list[int]) -> float:
+def rank1(
+    enrolled: np.ndarray, enrolled_people: list[int], probes: np.ndarray, probe_people: list[int]
+) -> float:
     """Nearest mean embedding among the enrolled people."""
     ids = sorted(set(enrolled_people))
     means = np.stack([enrolled[np.array(enrolled_people) == i].mean(0) for i in ids])
@@ -125,8 +126,11 @@ def main() -> None:
         results["train_people"] = aligned.people
         overrides = {"epochs": args.epochs} if args.epochs else {}
         cfg = TrainConfig(
-            preset="faces", data=str(aligned.out), project=str(Path(tmp) / "runs"),
-            name="faces", **overrides,
+            preset="faces",
+            data=str(aligned.out),
+            project=str(Path(tmp) / "runs"),
+            name="faces",
+            **overrides,
         )
         run = train(cfg, progress=False)
         results["cnnkit_train_minutes"] = round(run.metrics["wall_seconds"] / 60, 2)

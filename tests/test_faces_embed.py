@@ -187,16 +187,22 @@ def test_enroll_identify_and_verify_unseen_people(face_run, tmp_path, capsys):
     Image.fromarray(skdata.coffee()).save(coffee)
     args = ["faces", "identify", str(run), str(probes), str(coffee), "--gallery", str(npz)]
     assert main([*args, "--json", "--threshold", "-1"]) == 0
-    found = {Path(r["source"]).parent.name + "/" + Path(r["source"]).name: r
-             for r in json.loads(capsys.readouterr().out)}
+    found = {
+        Path(r["source"]).parent.name + "/" + Path(r["source"]).name: r
+        for r in json.loads(capsys.readouterr().out)
+    }
     assert found[f"{tmp_path.name}/coffee.png"]["name"] is None
     named = [r for r in found.values() if r["name"] is not None]
     assert len(named) == 30
     right = sum(r["name"] == Path(r["source"]).parent.name for r in named)
     assert right >= 18, right  # rank-1 over 6 unseen people (chance: 5 of 30)
 
-    assert main(["faces", "verify", str(run), str(ORL / "s20/1.pgm"), str(ORL / "s20/2.pgm"),
-                 "--json"]) == 0
+    assert (
+        main(
+            ["faces", "verify", str(run), str(ORL / "s20/1.pgm"), str(ORL / "s20/2.pgm"), "--json"]
+        )
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
     assert set(out) == {"first", "second", "score", "threshold", "same"}
 
@@ -226,8 +232,9 @@ def test_a_gallery_from_another_model_is_refused(face_run, tmp_path, capsys):
     assert main(["faces", "enroll", str(run), str(gallery), "--out", str(npz)]) == 0
     other = tmp_path / "other.pt"
     ckpt = torch.load(run / "best.pt", weights_only=True)
-    ckpt["state_dict"] = {k: v + 0.01 if v.is_floating_point() else v
-                          for k, v in ckpt["state_dict"].items()}
+    ckpt["state_dict"] = {
+        k: v + 0.01 if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()
+    }
     torch.save(ckpt, other)
     capsys.readouterr()
     rc = main(["faces", "identify", str(other), str(ORL / "s20/2.pgm"), "--gallery", str(npz)])
@@ -243,6 +250,7 @@ def test_a_gallery_from_another_model_is_refused(face_run, tmp_path, capsys):
         (["verify", "{run}", "--pairs", "{coffee}"], "--pairs needs --root"),
         (["identify", "{run}", "{face}", "--gallery", "{coffee}"], "not a cnnkit face gallery"),
         (["enroll", "{run}", "{face}", "--out", "g.npz"], "gallery folder not found"),
+        (["enroll", "{run}", "{face}", "--out", "g.txt"], "a gallery is an .npz file"),
         (["align", "{face}", "--out", "x"], "folder not found"),
     ],
 )
@@ -265,3 +273,26 @@ def test_mixup_is_refused_for_embeddings(tmp_path, capsys):
     args = ["train", "--data", str(ORL), "--task", "embed", "--mixup", "0.2", "--epochs", "1"]
     assert main([*args, "--project", str(tmp_path)]) == 2
     assert "margin loss needs whole" in capsys.readouterr().err
+
+
+def test_an_exported_embedding_model_answers_as_its_checkpoint(face_run, tmp_path, capsys):
+    """ONNX through onnxruntime: the same embeddings (fp32 both), the same threshold, and a
+    gallery enrolled with the run identifies with the file (same checkpoint sha256)."""
+    _, _, run = face_run
+    onnx = tmp_path / "faces.onnx"
+    assert main(["export", str(run), "--out", str(onnx), "--dynamic-batch"]) == 0
+    assert "lowest cosine" in capsys.readouterr().out
+    ours, theirs = cnnkit.load(run, precision="fp32"), cnnkit.load(onnx)
+    photos = [str(ORL / "s22" / f"{j}.pgm") for j in (1, 2, 3)]
+    a, b = ours.embed(photos).embeddings, theirs.embed(photos).embeddings
+    assert np.abs(a - b).max() < 1e-4
+    assert theirs.threshold == ours.threshold and theirs.align == ours.align
+
+    gallery = tmp_path / "g"
+    (gallery / "s22").mkdir(parents=True)
+    (gallery / "s22" / "1.pgm").symlink_to(ORL / "s22" / "1.pgm")
+    npz = tmp_path / "g.npz"
+    assert main(["faces", "enroll", str(run), str(gallery), "--out", str(npz)]) == 0
+    capsys.readouterr()
+    assert main(["faces", "identify", str(onnx), photos[1], "--gallery", str(npz), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["nearest"] == "s22"

@@ -59,8 +59,12 @@ def _embedder(run: str, device: str) -> Any:
 
 
 def cmd_faces_enroll(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from cnnkit.faces.gallery import enroll
 
+    if Path(args.out).suffix != ".npz":  # say so before enrolling, not after
+        raise CnnkitError(f"a gallery is an .npz file, not {Path(args.out).name}")
     gallery = enroll(_embedder(args.run, args.device), args.folder)
     path = gallery.save(args.out)
     _print_skipped(gallery.skipped)

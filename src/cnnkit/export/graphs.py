@@ -3,6 +3,7 @@
 - classify: the model's logits (B, classes). Its input is the normalised float image the
   checkpoint's preprocessing makes, or with ``bake=True`` the uint8 pixels (B, 3, H, W), scaled
   and normalised inside the graph.
+- embed: the unit embeddings (B, dim) of an embedding model, its input as a classifier's.
 - segment: logits (B, classes, S, S) for uint8 letterboxed (B, 3, S, S) images; the network
   normalises its input itself, so the graph always takes pixels.
 - detect: the dense form of ``cnnkit.export.dense_detect`` (boxes and scores of every anchor)
@@ -56,20 +57,16 @@ class Graph:
 def task_graph(predictor: Any, bake: bool = False) -> Graph:
     """The graph of a loaded predictor (Classifier, Detector or Segmenter), on the CPU in fp32
     and eval mode; the predictor itself is left as it was."""
-    if predictor.task not in ("classify", "segment", "detect"):
-        raise CnnkitError(
-            f"cnnkit export takes classifiers, detectors and segmenters, not {predictor.task} "
-            "models (yet)"
-        )
     net = copy.deepcopy(predictor.model).float().cpu().eval()
     net = net.to(memory_format=torch.contiguous_format)
     height, width = predictor.preprocessing.size
     pixels = torch.randint(0, 256, (2, 3, height, width), dtype=torch.uint8)
-    if predictor.task == "classify":
+    if predictor.task in ("classify", "embed"):
         prep = predictor.preprocessing
         module = ClassifierGraph(net, prep.mean, prep.std, bake).eval()
         example = pixels if bake else prep.to_input(pixels)
-        return Graph(module, example, ["logits"], bake)
+        outputs = ["logits"] if predictor.task == "classify" else ["embeddings"]
+        return Graph(module, example, outputs, bake)
     if predictor.task == "segment":
         return Graph(net, pixels, ["logits"], True)
     if predictor.task == "detect":
@@ -80,4 +77,4 @@ def task_graph(predictor: Any, bake: bool = False) -> Graph:
             )
         dense = DenseDetector(net).eval()
         return Graph(dense, pixels, ["boxes", "scores"], True, {"dense": dense.layout()})
-    raise ValueError(f"no export for task {predictor.task!r}")
+    raise CnnkitError(f"cnnkit export does not take {predictor.task} models")

@@ -89,6 +89,8 @@ def build_metadata(
         meta["postprocess"] = predictor.postprocess.to_dict()
     if predictor.task == "segment":
         meta["instances"] = predictor.instances
+    if predictor.task == "embed":
+        meta.update(predictor.export_fields())
     return meta
 
 

@@ -24,6 +24,7 @@ MAX_RELATIVE_ERROR = 1e-3
 MIN_AGREEMENT = 0.99  # top-1, matched boxes
 MIN_PIXEL_AGREEMENT = 0.999
 MAX_SCORE_DIFFERENCE = 1e-3
+MIN_COSINE = 0.9999  # an exported embedding against the checkpoint's
 BOX_TOLERANCE = 1e-4  # of the image's longer side, for box corners
 SAMPLES = Path(__file__).resolve().parent.parent / "data" / "samples"
 
@@ -112,6 +113,9 @@ def graph_input(predictor: Any, arrays: list[np.ndarray], pixels: bool) -> torch
         if pixels:
             return batch
         return predictor.preprocessing.to_input(batch)
+    if predictor.task == "embed":
+        batch = torch.from_numpy(np.stack(predictor.decoded(arrays))).permute(0, 3, 1, 2)
+        return batch.contiguous() if pixels else predictor.preprocessing.to_input(batch)
     from cnnkit.tasks.segment.batch import letterbox_batch
 
     tensors = [torch.from_numpy(np.array(a)).permute(2, 0, 1) for a in arrays]
@@ -202,6 +206,15 @@ def _segment(reference: Any, exported: Any, arrays: list[np.ndarray]) -> dict[st
     return {"pixel_agreement": agreement, "task_passed": agreement >= MIN_PIXEL_AGREEMENT}
 
 
+def _embed(reference: Any, exported: Any, arrays: list[np.ndarray]) -> dict[str, Any]:
+    """The embeddings' agreement: the lowest cosine similarity between the checkpoint's and
+    the file's embedding of one image (the images as they are: no face search)."""
+    ours = reference.embed_arrays(reference.decoded(arrays))
+    theirs = exported.embed_arrays(exported.decoded(arrays))
+    lowest = float(np.min(np.sum(ours * theirs, axis=1)))
+    return {"min_cosine": lowest, "task_passed": lowest >= MIN_COSINE}
+
+
 def check_parity(
     reference: Any,
     exported: Any,
@@ -214,7 +227,8 @@ def check_parity(
     batch = graph_input(reference, arrays, pixels)
     runner = exported.model.graph if reference.task == "detect" else exported.model
     error = raw_error(module, runner, batch)
-    task = {"classify": _classify, "detect": _detect, "segment": _segment}[reference.task]
+    checks = {"classify": _classify, "detect": _detect, "segment": _segment, "embed": _embed}
+    task = checks[reference.task]
     result = task(reference, exported, arrays)
     result = {"images": len(arrays), "relative_error": error, **result}
     result["passed"] = bool(result.pop("task_passed") and error <= MAX_RELATIVE_ERROR)
@@ -227,6 +241,8 @@ def summary(result: dict[str, Any]) -> str:
     for key, value in result.items():
         if key.endswith("agreement") or key == "matched_boxes":
             parts.append(f"{key.replace('_', ' ')} {value:.1%}")
+    if "min_cosine" in result:
+        parts.append(f"lowest cosine {result['min_cosine']:.6f}")
     if "max_score_difference" in result:
         parts.append(f"max score difference {result['max_score_difference']:.1e}")
     return f"{', '.join(parts)} on {result['images']} images"

@@ -159,6 +159,10 @@ def predictor_from_graph(
         postprocess = PostProcess.from_dict(meta.get("postprocess") or {})
         model = DenseDetections(graph, meta["dense"], postprocess)
         return Detector(model, classes, prep, postprocess, device, "fp32", config, path, where)
+    if task == "embed":
+        from cnnkit.tasks.embed.predictor import Embedder
+
+        return Embedder.from_exported(graph, meta, path, device)
     raise CnnkitError(f"{path} holds a '{task}' model, which this cnnkit cannot run")
 
 

@@ -87,14 +87,6 @@ class Identification:
         return out
 
 
-def model_sha256(embedder: Any) -> str:
-    from cnnkit.export.metadata import sha256_of
-
-    if embedder.path is None:
-        raise CnnkitError("this embedding model has no checkpoint file to fingerprint")
-    return sha256_of(embedder.path)
-
-
 def enroll(embedder: Any, folder: str | os.PathLike) -> Gallery:
     """Every sub-folder of ``folder`` is one person; their photos' embeddings are averaged
     (photos without a face or unreadable are skipped and listed)."""
@@ -120,7 +112,7 @@ def enroll(embedder: Any, folder: str | os.PathLike) -> Gallery:
         counts.append(len(result.embeddings))
     if not names:
         raise CnnkitError(f"no person in {root} could be enrolled: {skipped[0][1]}")
-    return Gallery(names, np.stack(means), counts, model_sha256(embedder), skipped)
+    return Gallery(names, np.stack(means), counts, embedder.fingerprint, skipped)
 
 
 def identify(
@@ -131,12 +123,12 @@ def identify(
 ) -> tuple[list[Identification], list[tuple[str, str]]]:
     """Each photo's nearest enrolled person, or `unknown` below the threshold (the model's
     verification threshold unless given); unreadable inputs come back as (input, reason)."""
-    if gallery.model_sha256 != model_sha256(embedder):
+    if gallery.model_sha256 != embedder.fingerprint:
         raise CnnkitError(
             "this gallery was enrolled with another model: enroll again with this one "
             "(`cnnkit faces enroll`)"
         )
-    limit = embedder._threshold(threshold)
+    limit = embedder.resolve_threshold(threshold)
     result = embedder.embed(items)
     out: list[Identification] = []
     scores = result.embeddings @ gallery.embeddings.T if len(result.embeddings) else None

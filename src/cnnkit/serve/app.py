@@ -182,8 +182,8 @@ def create_app(model: Any, options: ServeOptions | None = None) -> FastAPI:
         predictor, name = model, str(getattr(model, "path", None) or type(model).__name__)
     if predictor.task not in ("classify", "segment", "detect"):
         raise CnnkitError(
-            f"cnnkit serve takes classifiers, detectors and segmenters, not {predictor.task} "
-            "models (yet)"
+            "cnnkit serve takes classifiers, detectors and segmenters; an embedding model "
+            "is used through `cnnkit faces` (or cnnkit.load(...).embed in Python)"
         )
     metrics = ServerMetrics()
     batcher = Batcher(

@@ -45,9 +45,7 @@ def sample_pairs(labels: np.ndarray, max_pairs: int = 6000, seed: int = 0) -> Pa
     images = {p: np.flatnonzero(labels == p) for p in people.tolist()}
     several = [p for p, idx in images.items() if idx.size >= 2]
     if not several or people.size < 2:
-        raise CnnkitError(
-            "verification needs two people, one of them with two or more images"
-        )
+        raise CnnkitError("verification needs two people, one of them with two or more images")
     existing = sum(images[p].size * (images[p].size - 1) // 2 for p in several)
     half = max(1, min(max_pairs // 2, existing))
     rng = np.random.default_rng(seed)

@@ -22,7 +22,7 @@ from cnnkit.errors import CnnkitError
 from cnnkit.inputs import ImageInput, describe_input
 from cnnkit.models import ModelSpec, create_model
 from cnnkit.models.pretrained import spec_for_rebuild
-from cnnkit.tasks.classify.loop import image_input
+from cnnkit.tasks.classify.loop import image_input, pixel_input
 from cnnkit.tasks.embed.margin import MarginHead
 from cnnkit.tasks.embed.model import embedding_model
 from cnnkit.tasks.embed.task import embed_images
@@ -79,6 +79,8 @@ class Embedder:
         path: Path | None = None,
         data_location: str | None = None,
         classes: list[str] | None = None,
+        dim: int | None = None,
+        fingerprint: str | None = None,
     ) -> None:
         self.device = resolve_device(device)
         self.precision = Precision(self.device, resolve_precision(precision, self.device))
@@ -91,7 +93,13 @@ class Embedder:
         self.path = path
         self.data_location = data_location
         self.classes = classes or []  # the training identities (not who it can recognise)
-        self._prepare = image_input(preprocessing)
+        self.dim = int(dim if dim is not None else model.bn.num_features)
+        # the checkpoint's sha256: what a gallery records (an exported file carries its own)
+        self._fingerprint = fingerprint
+        if getattr(model, "takes_pixels", False):  # an exported graph that normalises inside
+            self._prepare = pixel_input(preprocessing)
+        else:
+            self._prepare = image_input(preprocessing)
         self._detector: Any = None
 
     @classmethod
@@ -123,9 +131,47 @@ class Embedder:
             ckpt.get("classes"),
         )
 
+    @classmethod
+    def from_exported(
+        cls, graph: torch.nn.Module, meta: dict[str, Any], path: Path, device: str = "cpu"
+    ) -> Embedder:
+        """The predictor around an exported graph (`cnnkit export` of an embedding run)."""
+        return cls(
+            graph,
+            Preprocessing.from_dict(meta["preprocessing"]),
+            tuple(meta["decode_size"]),
+            meta.get("threshold"),
+            meta.get("face_align"),
+            device,
+            "fp32",
+            meta.get("config"),
+            path,
+            meta.get("data_location"),
+            meta.get("classes"),
+            int(meta["embedding_dim"]),
+            meta.get("checkpoint_sha256"),
+        )
+
+    def export_fields(self) -> dict[str, Any]:
+        """What an exported file's metadata needs besides the common fields."""
+        return {
+            "embedding_dim": self.dim,
+            "decode_size": list(self.decode_size),
+            "threshold": self.threshold,
+            "face_align": self.align,
+        }
+
     @property
-    def dim(self) -> int:
-        return int(self.model.bn.num_features)
+    def fingerprint(self) -> str:
+        """The sha256 of the checkpoint these embeddings come from (an exported file of it
+        answers with the same), so a gallery can tell which model enrolled it."""
+        if self._fingerprint is None:
+            from cnnkit.export.metadata import sha256_of
+
+            if self.path is None:
+                raise CnnkitError("this embedding model has no checkpoint file to fingerprint")
+            self._fingerprint = sha256_of(self.path)
+        return self._fingerprint
 
     # ---- images -> embeddings ------------------------------------------------------------------
     def _face(self, image: np.ndarray) -> np.ndarray | None:
@@ -164,6 +210,10 @@ class Embedder:
             sources.append(name)
         return sources, crops, failed, whole
 
+    def decoded(self, images: list[Any]) -> list[np.ndarray]:
+        """Images as they are (no face search), decoded at the training decode size."""
+        return [decode_image(image, size=self.decode_size) for image in images]
+
     def embed_arrays(self, crops: list[np.ndarray], batch_size: int = 64) -> np.ndarray:
         """(N, D) unit embeddings of decoded crops (H, W, 3) at the decode size."""
         if not crops:
@@ -185,7 +235,8 @@ class Embedder:
         return Embedded(sources, self.embed_arrays(crops), failed, whole)
 
     # ---- comparisons ---------------------------------------------------------------------------
-    def _threshold(self, threshold: float | None) -> float:
+    def resolve_threshold(self, threshold: float | None) -> float:
+        """The threshold given, else the one best.pt's validation chose."""
         if threshold is not None:
             return float(threshold)
         if self.threshold is None:
@@ -200,7 +251,7 @@ class Embedder:
     ) -> Verification:
         """Whether two photos show the same person: cosine similarity above the threshold
         chosen on the run's validation pairs (or the one given)."""
-        limit = self._threshold(threshold)
+        limit = self.resolve_threshold(threshold)
         result = self.embed([first, second])
         if result.failed:
             name, reason = result.failed[0]

@@ -97,9 +97,13 @@ def identity_splits(cfg: TrainConfig, progress: bool = False) -> DataSplits:
 def embed_images(
     model: nn.Module, images: torch.Tensor, prepare: Any, precision: Precision
 ) -> torch.Tensor:
-    """(N, D) unit embeddings, float32 on the CPU."""
+    """(N, D) unit embeddings, float32 on the CPU: each image's and its mirror image's
+    embeddings summed, as face verification's evaluations do (a face and its mirror are one
+    person; the sum is steadier than either)."""
     with torch.no_grad():
-        return F.normalize(predict_logits(model, images, prepare, precision), dim=1)
+        plain = predict_logits(model, images, prepare, precision)
+        mirrored = predict_logits(model, images.flip(-1), prepare, precision)
+        return F.normalize(plain + mirrored, dim=1)
 
 
 def pair_scores(embeddings: torch.Tensor, pairs: Pairs) -> np.ndarray:
