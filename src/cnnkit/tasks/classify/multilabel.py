@@ -10,6 +10,7 @@ macro means (None in its row).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,8 +89,10 @@ def per_label_ranking(
     if not len(targets):
         return [None] * count, [None] * count
     truth = (targets > 0.5).int()
-    auc = multilabel_auroc(probs.float(), truth, count, average="none", thresholds=None)
-    ap = multilabel_average_precision(probs.float(), truth, count, average="none", thresholds=None)
+    with warnings.catch_warnings():  # a one-sided label's warning: it is reported as None
+        warnings.simplefilter("ignore", UserWarning)
+        auc = multilabel_auroc(probs.float(), truth, count, average="none", thresholds=None)
+        ap = multilabel_average_precision(probs.float(), truth, count, average="none")
     present = _present(truth).tolist()
     return (
         [float(a) if p else None for a, p in zip(auc.tolist(), present, strict=True)],

@@ -374,6 +374,11 @@ class Classifier:
 
     def _labels_in_our_order(self, images: ImageSet) -> torch.Tensor:
         """Map the data's label indices onto the checkpoint's class order."""
+        if images.multilabel:
+            raise CnnkitError(
+                "the data is multi-label (several labels per image) but this model picks one "
+                "class per image: train a model on it (multi-hot data trains multi-label)"
+            )
         if list(images.classes) == self.classes:
             return images.labels
         ours = {name: i for i, name in enumerate(self.classes)}
