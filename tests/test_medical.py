@@ -17,7 +17,6 @@ import torch
 import cnnkit
 from cnnkit.cli import main
 from cnnkit.data import load_data
-from cnnkit.errors import CnnkitError
 from cnnkit.tasks.classify.metrics import classification_report
 from cnnkit.tasks.classify.roc import choose_threshold, one_vs_rest, operating_point
 
