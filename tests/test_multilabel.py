@@ -271,3 +271,23 @@ def test_unknown_labels_export_and_serve_are_one_line(squares_run, tmp_path, cap
     assert main(["train", "--data", str(listing), "--sampler", "balanced",
                  "--project", str(tmp_path), "--no-progress"]) == 2  # fmt: skip
     assert "--sampler balanced" in one_line_error(capsys)
+
+
+def test_a_resumed_multi_label_run_with_mixup_ends_bit_identical(squares_run, tmp_path):
+    common = dict(
+        data=str(squares_run[1]),
+        epochs=2,
+        augment="standard",
+        mixup=0.2,
+        class_weights="auto",
+        precision="fp32",
+        project=str(tmp_path),
+        progress=False,
+    )
+    full = cnnkit.train(name="full", **common)
+    first = cnnkit.train(name="cut", **{**common, "epochs": 1})
+    resumed = cnnkit.train(resume=first.run_dir, epochs=2, progress=False)
+    a = torch.load(full.last, weights_only=True)
+    b = torch.load(resumed.last, weights_only=True)
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    assert a["label_thresholds"] == b["label_thresholds"]
