@@ -291,3 +291,13 @@ def test_a_resumed_multi_label_run_with_mixup_ends_bit_identical(squares_run, tm
     b = torch.load(resumed.last, weights_only=True)
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
     assert a["label_thresholds"] == b["label_thresholds"]
+
+
+def test_inspect_counts_images_and_each_labels_positives(tmp_path, capsys):
+    for i, image in enumerate(photos(3)):
+        image.save(tmp_path / f"{i}.png")
+    (tmp_path / "labels.csv").write_text("path,labels\n0.png,a;b\n1.png,b\n2.png,\n")
+    assert main(["datasets", "--inspect", str(tmp_path), "--task", "classify", "--json"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert found["multilabel"] and found["totals"] == {"train": 3}
+    assert found["images"]["train"] == {"a": 1, "b": 2}
