@@ -17,7 +17,6 @@ import torch
 import cnnkit
 from cnnkit.cli import main
 from cnnkit.data import load_data
-from cnnkit.errors import CnnkitError
 from cnnkit.tasks.classify.metrics import classification_report
 from cnnkit.tasks.classify.roc import choose_threshold, one_vs_rest, operating_point
 
@@ -82,9 +81,9 @@ def test_an_npz_of_any_name_reads_colour_and_grey(tmp_path):
             lambda p: np.savez(
                 p,
                 train_images=np.zeros((2, 28, 28), np.uint8),
-                train_labels=np.zeros((2, 14), np.uint8),
+                train_labels=np.full((2, 14), 2, np.uint8),
             ),
-            "multi-label",
+            "read as multi-label; each must be 0 or 1",
         ),
         (
             lambda p: np.savez(
@@ -128,14 +127,17 @@ def test_a_named_set_in_the_data_root_is_used(pneumonia, tmp_path):
     assert data.name == "pneumoniamnist" and len(data.val) == 524
 
 
-def test_chestmnist_is_refused_as_multi_label(tmp_path):
+def test_chestmnist_reads_as_multi_label_with_its_finding_names(tmp_path):
+    labels = np.zeros((2, 14), np.uint8)
+    labels[0, [0, 13]] = 1
     np.savez(
         tmp_path / "chestmnist.npz",
         train_images=np.zeros((2, 28, 28), np.uint8),
-        train_labels=np.zeros((2, 14), np.uint8),
+        train_labels=labels,
     )
-    with pytest.raises(CnnkitError, match="multi-label"):
-        load_data(str(tmp_path / "chestmnist.npz"), progress=False)
+    data = load_data(str(tmp_path / "chestmnist.npz"), val_split=0.0, progress=False)
+    assert data.classes[0] == "atelectasis" and data.classes[13] == "hernia"
+    assert data.train.multilabel and data.train.labels.tolist()[0][13] == 1.0
 
 
 # ---- metrics on hand-computed cases ------------------------------------------------------------

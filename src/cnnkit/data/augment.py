@@ -332,6 +332,8 @@ class BatchAugment:
 
     ``targets`` are the int64 labels unchanged unless mixup/cutmix is on; then float
     (B, num_classes) probabilities whose rows sum to 1 (CrossEntropyLoss accepts them as is).
+    Multi-hot labels (B, num_classes) come back as float targets, blended by mixup/cutmix with
+    the same weights as the images (soft targets for binary cross-entropy).
     """
 
     def __init__(self, cfg: AugmentConfig, num_classes: int) -> None:
@@ -373,7 +375,8 @@ class BatchAugment:
             raise ValueError("BatchAugment draws from a CPU torch.Generator")
         cfg, g = self.cfg, generator
         b, _, h, w = images.shape
-        labels = labels.to(device=images.device, dtype=torch.int64)
+        dtype = torch.float32 if labels.dim() == 2 else torch.int64  # multi-hot: float
+        labels = labels.to(device=images.device, dtype=dtype)
         if cfg.is_identity() or b == 0:
             return images, self._targets(labels)
         x = images
@@ -423,7 +426,7 @@ class BatchAugment:
         return x, labels
 
     def _targets(self, labels: torch.Tensor) -> torch.Tensor:
-        if not self.soft_targets:
+        if not self.soft_targets or labels.dim() == 2:
             return labels
         return F.one_hot(labels, self.num_classes).float()
 
@@ -454,5 +457,5 @@ class BatchAugment:
             # while each image stays dominated by (and its argmax target is) its own label.
             lam = max(lam, 1.0 - lam)
             out = _to_uint8(x.float() * lam + x[perm].float() * (1.0 - lam))
-        onehot = F.one_hot(labels, self.num_classes).float()
+        onehot = labels if labels.dim() == 2 else F.one_hot(labels, self.num_classes).float()
         return out, onehot * lam + onehot[perm] * (1.0 - lam)

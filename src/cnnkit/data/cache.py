@@ -41,20 +41,24 @@ class CacheEntry:
 
 def cache_key(
     paths: list[str],
-    labels: list[int],
+    labels: list,
     stats: list[tuple[int, int]],
     size: object,
     resize: str,
 ) -> str:
     """sha256 over the format version, the sorted (path, bytes, mtime_ns, label) rows, the
-    target size and the resize policy (built with joins and numpy: 60k files in ~50 ms)."""
+    target size and the resize policy (built with joins and numpy: 60k files in ~50 ms); a
+    label is a class index or a multi-hot row."""
     if not len(paths) == len(labels) == len(stats):
         raise ValueError("paths, labels and stats must have the same length")
     h = hashlib.sha256(f"cnnkit-decode-cache {CACHE_FORMAT}\n{size}\n{resize}\n".encode())
     order = sorted(range(len(paths)), key=paths.__getitem__)
     h.update("\0".join([paths[i] for i in order]).encode("utf-8", "surrogateescape"))
     h.update(np.asarray(stats, dtype=np.int64).reshape(-1, 2)[order].tobytes())
-    h.update(np.asarray(labels, dtype=np.int64)[order].tobytes())
+    rows = np.asarray(labels, dtype=np.int64)
+    if rows.ndim == 2:  # multi-hot rows: the label count is part of what they mean
+        h.update(f"multi-hot {rows.shape[1]}\n".encode())
+    h.update(rows[order].tobytes())
     return h.hexdigest()[:32]
 
 

@@ -38,6 +38,7 @@ from cnnkit.errors import CnnkitError, did_you_mean
 
 POOL_THRESHOLD = 2000  # decode in worker processes above this many files
 SAMPLE_NAME = "cifar10-sample"
+MULTILABEL_LIST = "labels.csv"  # a folder holding one is read as that list (multi-label)
 
 
 @dataclass
@@ -125,6 +126,8 @@ def _decode_list(files: ImageList, req: _Request, size: tuple[int, int]) -> cach
         images = images[ok]
     kept = [todo[j] for j in ok]
     labels = np.asarray([files.labels[i] for i in kept], dtype=np.int64)
+    if kept and labels.ndim == 2:  # multi-hot rows: stored compactly
+        labels = labels.astype(np.uint8)
     skipped = [(paths[i], r) for i, r in enumerate(reasons) if r is not None]
     return cache_mod.CacheEntry(images, labels, [paths[i] for i in kept], skipped)
 
@@ -261,6 +264,8 @@ def _resolve(spec: str | os.PathLike, req: _Request) -> tuple[str, _Source]:
     if name is not None:
         return name, DATASETS[name][0](req)
     path = Path(text).expanduser()
+    if path.is_dir() and (path / MULTILABEL_LIST).is_file():  # images with a multi-label list
+        return text, _file_source(read_csv_list(path / MULTILABEL_LIST), req)
     if path.is_dir():
         return text, _file_source(scan_folder(path), req)
     if path.is_file():

@@ -8,9 +8,24 @@ import numpy as np
 import torch
 
 
+def checked_labels(labels: torch.Tensor, n: int, classes: list[str]) -> torch.Tensor:
+    """int64 class indices (N,), or for multi-label data float32 multi-hot targets (N, C)
+    with one 0/1 column per name in ``classes``."""
+    if labels.dim() == 2:
+        if labels.shape != (n, len(classes)):
+            raise ValueError(f"multi-hot labels must be (N, {len(classes)}) matching the data")
+        return labels.to(torch.float32)
+    if labels.shape != (n,):
+        raise ValueError("labels must be (N,) matching the data (or multi-hot (N, C))")
+    return labels.to(torch.int64)
+
+
 @dataclass
 class ImageSet:
-    """uint8 images (N, 3, H, W), int64 labels (N,), class names, and source paths if any."""
+    """uint8 images (N, 3, H, W), labels, class names, and source paths if any.
+
+    Labels are int64 class indices (N,), or for multi-label data float32 multi-hot targets
+    (N, C), a 0/1 column per class: batching, subsets and device copies treat both alike."""
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -25,14 +40,17 @@ class ImageSet:
                 f"images must be uint8 (N, 3, H, W), got {self.images.dtype} "
                 f"{tuple(self.images.shape)}"
             )
-        if self.labels.shape != (self.images.shape[0],):
-            raise ValueError("labels must be (N,) matching images")
-        self.labels = self.labels.to(torch.int64)
+        self.labels = checked_labels(self.labels, self.images.shape[0], self.classes)
         if not self.images.is_contiguous():
             self.images = self.images.contiguous()
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
+
+    @property
+    def multilabel(self) -> bool:
+        """True when the labels are multi-hot targets (N, C)."""
+        return self.labels.dim() == 2
 
     @property
     def size(self) -> tuple[int, int]:
@@ -60,9 +78,7 @@ class FeatureSet(ImageSet):
     features, batched exactly like images."""
 
     def __post_init__(self) -> None:
-        if self.labels.shape != (self.images.shape[0],):
-            raise ValueError("labels must be (N,) matching the stored inputs")
-        self.labels = self.labels.to(torch.int64)
+        self.labels = checked_labels(self.labels, self.images.shape[0], self.classes)
 
 
 @dataclass

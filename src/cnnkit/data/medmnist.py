@@ -2,7 +2,9 @@
 
 Each file holds ``{split}_images`` ((N, 28, 28) grey or (N, 28, 28, 3) RGB uint8) and
 ``{split}_labels`` ((N, 1) class indices; (N, 14) multi-hot for ChestMNIST) for train, val and
-test. A named set (``pneumoniamnist``, ...) is read from <data root>/<name>.npz and downloaded
+test. Labels with several columns are read as multi-label data: 0/1 columns, one per finding
+(ChestMNIST's 14 named as MedMNIST's INFO names them, other files' "0", "1", ...).
+A named set (``pneumoniamnist``, ...) is read from <data root>/<name>.npz and downloaded
 from MedMNIST's Zenodo record with its MD5 (MedMNIST's own INFO) when absent and allowed. Grey
 images are repeated into three channels, so every model (scratch or ImageNet-pretrained) takes
 them as they are.
@@ -110,7 +112,22 @@ MEDMNIST: dict[str, MedMnistSet] = {
     "chestmnist": MedMnistSet(
         "02c8a6516a18b556561a56cbdd36c4a8",
         "multi-label",
-        (),
+        (
+            "atelectasis",
+            "cardiomegaly",
+            "effusion",
+            "infiltration",
+            "mass",
+            "nodule",
+            "pneumonia",
+            "pneumothorax",
+            "consolidation",
+            "edema",
+            "emphysema",
+            "fibrosis",
+            "pleural",
+            "hernia",
+        ),
         "MedMNIST ChestMNIST: 112,120 chest X-rays, grey 28x28, 14 findings (multi-label)",
     ),
 }
@@ -175,29 +192,59 @@ class NpzFile:
             )
         name = medmnist_name(path)
         self.info = MEDMNIST.get(name) if name else None
-        if self.info is not None and self.info.task == "multi-label":
-            raise CnnkitError(
-                f"{path.name} is multi-label ({self.info.description.split(': ')[1]}); "
-                "cnnkit's classifiers take one label per image"
-            )
         self._labels = {s: self._read_labels(s) for s in self.splits}
+        widths = {labels.shape[1] if labels.ndim == 2 else 0 for labels in self._labels.values()}
+        if len(widths) > 1:
+            raise CnnkitError(
+                f"{path.name}: its splits' labels have different numbers of columns "
+                f"({', '.join(map(str, sorted(widths)))})"
+            )
+        self.multilabel = widths != {0}
+        self._check_task()
         self.classes = self._class_names()
 
     def _read_labels(self, split: str) -> np.ndarray:
+        """Class indices (N,), or multi-hot 0/1 rows (N, C) when the labels have C > 1 columns."""
         labels = np.asarray(self.arrays[f"{split}_labels"])
-        if labels.ndim == 2 and labels.shape[1] != 1:
-            raise CnnkitError(
-                f"{self.path.name}: {split}_labels has {labels.shape[1]} columns (multi-label); "
-                "cnnkit's classifiers take one label per image"
-            )
+        if labels.ndim == 2 and labels.shape[1] > 1:
+            if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool) or (
+                labels.size and not np.isin(labels, (0, 1)).all()
+            ):
+                raise CnnkitError(
+                    f"{self.path.name}: {split}_labels has {labels.shape[1]} columns, read as "
+                    "multi-label; each must be 0 or 1"
+                )
+            return labels.astype(np.uint8)
         labels = labels.reshape(-1)
         if labels.size and (labels.min() < 0 or not np.issubdtype(labels.dtype, np.integer)):
             raise CnnkitError(f"{self.path.name}: {split}_labels must be class indices >= 0")
         return labels.astype(np.int64)
 
+    def _check_task(self) -> None:
+        """A named MedMNIST set's file must hold its labels: ChestMNIST's 14 columns, one
+        column for the others."""
+        info = self.info
+        if info is None:
+            return
+        columns = next(iter(self._labels.values())).shape
+        columns = columns[1] if len(columns) == 2 else 1
+        if info.task == "multi-label" and columns != len(info.classes):
+            raise CnnkitError(
+                f"{self.path.name}: its labels have {columns} column(s), but "
+                f"{info.description.split(':')[0]} has {len(info.classes)} findings "
+                f"({', '.join(info.classes[:3])}, ...), one 0/1 column each"
+            )
+        if info.task != "multi-label" and self.multilabel:
+            raise CnnkitError(
+                f"{self.path.name}: its labels have {columns} columns, but "
+                f"{info.description.split(':')[0]} is {info.task} (one class index per image)"
+            )
+
     def _class_names(self) -> list[str]:
         if self.info is not None:
             return list(self.info.classes)
+        if self.multilabel:
+            return [str(i) for i in range(next(iter(self._labels.values())).shape[1])]
         top = max(
             (int(labels.max()) for labels in self._labels.values() if labels.size), default=-1
         )
@@ -224,7 +271,7 @@ class NpzFile:
             raise CnnkitError(
                 f"{self.path.name}: {len(images)} {name} images but {len(labels)} labels"
             )
-        if labels.size and labels.max() >= len(self.classes):
+        if not self.multilabel and labels.size and labels.max() >= len(self.classes):
             raise CnnkitError(
                 f"{self.path.name}: {name}_labels has class {labels.max()}, but the set has "
                 f"{len(self.classes)} classes"

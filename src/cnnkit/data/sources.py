@@ -23,17 +23,18 @@ _CSV_SPLITS = {"train": "train", "val": "val", "valid": "val", "validation": "va
 
 @dataclass
 class ImageList:
-    """Files of one split: absolute paths, class indices, and (size, mtime_ns) per file."""
+    """Files of one split: absolute paths, class indices (multi-label lists: a 0/1 row per
+    file), and (size, mtime_ns) per file."""
 
     paths: list[str] = field(default_factory=list)
-    labels: list[int] = field(default_factory=list)
+    labels: list = field(default_factory=list)  # int, or list[int] multi-hot
     stats: list[tuple[int, int]] = field(default_factory=list)  # (-1, -1): could not stat
     where: str = ""  # for messages: "train/" or "rows of list.csv marked test"
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def add(self, path: str, label: int, stat: tuple[int, int]) -> None:
+    def add(self, path: str, label: int | list[int], stat: tuple[int, int]) -> None:
         self.paths.append(path)
         self.labels.append(label)
         self.stats.append(stat)
@@ -136,34 +137,60 @@ def _stat(path: str) -> tuple[int, int]:
         return (-1, -1)
 
 
-def read_csv_list(csv_path: str | os.PathLike) -> SourceSplits:
-    """Read ``path,label[,split]`` rows; a header row is detected by a 2nd cell "label"."""
-    csv_path = Path(csv_path).resolve()
-    base = csv_path.parent
+def _csv_rows(csv_path: Path) -> tuple[list[tuple[int, list[str]]], bool]:
+    """(line number, cells) of the non-empty rows after an optional header, and whether the
+    header's second cell says ``labels`` (a multi-label list)."""
     with open(csv_path, newline="", encoding="utf-8-sig") as f:
         rows = [(n, [c.strip() for c in r]) for n, r in enumerate(csv.reader(f), 1)]
     rows = [(n, r) for n, r in rows if any(r)]
-    if rows and len(rows[0][1]) >= 2 and rows[0][1][1].lower() == "label":
+    header = rows[0][1][1].lower() if rows and len(rows[0][1]) >= 2 else ""
+    if header in ("label", "labels"):
         rows = rows[1:]
+    return rows, header == "labels"
+
+
+def read_csv_list(csv_path: str | os.PathLike) -> SourceSplits:
+    """Read ``path,label[,split]`` rows; a header row is detected by a 2nd cell "label".
+
+    Multi-label lists (a header ``path,labels``, or any label cell with a ``;``) name each
+    image's labels as ``label1;label2``; an empty cell is an image with none of them (all
+    negatives). Their labels become multi-hot rows over the sorted label names."""
+    csv_path = Path(csv_path).resolve()
+    base = csv_path.parent
+    rows, multilabel = _csv_rows(csv_path)
     if not rows:
         raise CnnkitError(f"{csv_path} lists no images (expected rows of path,label[,split])")
+    multilabel = multilabel or any(len(r) > 1 and ";" in r[1] for _, r in rows)
     entries = []
     for n, r in rows:
-        if len(r) not in (2, 3) or not r[0] or not r[1]:
-            raise CnnkitError(f"{csv_path} line {n}: expected path,label[,split], got {r}")
+        if len(r) not in (2, 3) or not r[0] or not (r[1] or multilabel):
+            expected = "path,label1;label2[,split]" if multilabel else "path,label[,split]"
+            raise CnnkitError(f"{csv_path} line {n}: expected {expected}, got {r}")
         split = _CSV_SPLITS.get(r[2].lower()) if len(r) == 3 else "train"
         if split is None:
             raise CnnkitError(
                 f"{csv_path} line {n}: unknown split '{r[2]}' (use train, val or test)"
             )
-        entries.append((str(base / r[0]), r[1], split))
-    classes = sorted({label for _, label, _ in entries})
+        labels = sorted({x.strip() for x in r[1].split(";") if x.strip()}) if multilabel else r[1]
+        entries.append((str(base / r[0]), labels, split))
+    if multilabel:
+        classes = sorted({name for _, names, _ in entries for name in names})
+        if not classes:
+            raise CnnkitError(f"{csv_path} names no label in any row (path,label1;label2)")
+    else:
+        classes = sorted({label for _, label, _ in entries})
     index = {c: i for i, c in enumerate(classes)}
     lists: dict[str, ImageList] = {}
     for path, label, split in entries:
         where = f"rows of {csv_path.name}" + ("" if split == "train" else f" marked {split}")
         lst = lists.setdefault(split, ImageList(where=where))
-        lst.add(os.path.normpath(path), index[label], _stat(path))
+        if multilabel:
+            row = [0] * len(classes)
+            for name in label:
+                row[index[name]] = 1
+            lst.add(os.path.normpath(path), row, _stat(path))
+        else:
+            lst.add(os.path.normpath(path), index[label], _stat(path))
     return SourceSplits(classes, {s: lists[s] for s in SPLIT_NAMES if s in lists})
 
 
@@ -174,8 +201,12 @@ def stratified_split(
 
     Each class gives ``round(n * val_split)`` images to validation (at least 1 when it has 2 or
     more, and never all of them), chosen by a ``numpy.random.Generator(seed)`` permutation.
+    Multi-hot labels (N, C) have no single class to stratify by: a seeded random split of the
+    same size rule over all images.
     """
     labels = np.asarray(labels)
+    if labels.ndim == 2:
+        labels = np.zeros(len(labels), dtype=np.int64)  # one stratum: a plain random split
     rng = np.random.Generator(np.random.PCG64(seed))
     val_parts = []
     for c in np.unique(labels):

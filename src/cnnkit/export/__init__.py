@@ -39,6 +39,10 @@ from cnnkit.export.runtime import load_exported
 __all__ = ["ExportResult", "export_model", "load_exported", "verify"]
 
 REPORT = "export_report.json"
+MULTILABEL_REFUSED = (
+    "cnnkit {command} takes single-label classifiers; this model is multi-label (a sigmoid "
+    "and a threshold per label): use `cnnkit predict` or cnnkit.load(run).predict in Python"
+)
 MAX_BATCH = 4096
 
 
@@ -163,6 +167,8 @@ def export_model(
         raise CnnkitError(f"{checkpoint} is already exported: export from its checkpoint")
     path = output_path(checkpoint, format, out)
     reference = load(checkpoint, device="cpu", precision="fp32")
+    if getattr(reference, "multilabel", False):
+        raise CnnkitError(MULTILABEL_REFUSED.format(command="export"))
     arrays, _ = parity_images(reference, images)  # before the slow export: fail early
     started = time.perf_counter()
     graph = task_graph(reference, bake_preprocessing)

@@ -40,6 +40,8 @@ class RunFiles:
 
     @property
     def score_name(self) -> str:
+        if self.task == "classify" and self.metrics.get("best_by") == "val_auc":
+            return "auc"  # a multi-label classifier: best.pt by the validation macro AUC
         return SCORES.get(self.task, "accuracy")
 
     @property

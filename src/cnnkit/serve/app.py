@@ -185,6 +185,10 @@ def create_app(model: Any, options: ServeOptions | None = None) -> FastAPI:
             "cnnkit serve takes classifiers, detectors and segmenters; an embedding model "
             "is used through `cnnkit faces` (or cnnkit.load(...).embed in Python)"
         )
+    if getattr(predictor, "multilabel", False):
+        from cnnkit.export import MULTILABEL_REFUSED
+
+        raise CnnkitError(MULTILABEL_REFUSED.format(command="serve"))
     metrics = ServerMetrics()
     batcher = Batcher(
         _predict_batch(predictor, options.top_k),

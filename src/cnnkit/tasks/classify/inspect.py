@@ -21,7 +21,8 @@ IMBALANCE_WARNING = 10.0  # largest / smallest training class above this: say so
 class ClassificationInspection:
     path: str
     classes: list[str]
-    counts: dict[str, list[int]]  # split -> images per class
+    counts: dict[str, list[int]]  # split -> images per class (multi-label: per label)
+    totals: dict[str, int] | None = None  # multi-label: split -> images (each has 0+ labels)
 
     @property
     def imbalance(self) -> float | None:
@@ -40,12 +41,16 @@ class ClassificationInspection:
                 split: dict(zip(self.classes, c, strict=True)) for split, c in self.counts.items()
             },
             "imbalance": self.imbalance,
+            "multilabel": self.totals is not None,
+            **({"totals": self.totals} if self.totals is not None else {}),
         }
 
     def lines(self) -> list[str]:
-        out = [f"{self.path}: classification, {len(self.classes)} classes"]
+        kind = "multi-label classification" if self.totals is not None else "classification"
+        out = [f"{self.path}: {kind}, {len(self.classes)} classes"]
         for split, counts in self.counts.items():
-            out.append(f"  {split}: {sum(counts):,} images")
+            total = self.totals[split] if self.totals is not None else sum(counts)
+            out.append(f"  {split}: {total:,} images")
         train = self.counts.get("train")
         if train:
             width = max(len(c) for c in self.classes)
@@ -67,34 +72,52 @@ class ClassificationInspection:
 def inspect_classification(path: str | os.PathLike) -> ClassificationInspection:
     """The images per split and class of a folder of class folders, a CSV list, or a named
     dataset (cifar10, ...: read as training would read it)."""
-    from cnnkit.data.datasets import SAMPLE_NAME, named_dataset, sample_path
+    from cnnkit.data.datasets import MULTILABEL_LIST, SAMPLE_NAME, named_dataset, sample_path
 
     name = named_dataset(path)
     if name is not None and name != SAMPLE_NAME:
         return _inspect_named(name)
     where = sample_path() if name == SAMPLE_NAME else Path(path)
+    if where.is_dir() and (where / MULTILABEL_LIST).is_file():
+        where = where / MULTILABEL_LIST
     if where.is_dir():
         found = scan_folder(where)
     elif where.is_file() and where.suffix.lower() == ".csv":
         found = read_csv_list(where)
     else:
         raise CnnkitError(f"{path}: give a folder of class folders or a CSV list to inspect")
-    counts = {}
+    counts, totals = {}, {}
     for split, files in found.lists.items():
+        totals[split] = len(files)
         per_class = [0] * len(found.classes)
         for label in files.labels:
-            per_class[label] += 1
+            if isinstance(label, list):  # a multi-hot row: count each label it has
+                per_class = [n + k for n, k in zip(per_class, label, strict=True)]
+            else:
+                per_class[label] += 1
         counts[split] = per_class
-    return ClassificationInspection(str(path), list(found.classes), counts)
+    multilabel = any(
+        isinstance(label, list) for files in found.lists.values() for label in files.labels
+    )
+    return ClassificationInspection(
+        str(path), list(found.classes), counts, totals if multilabel else None
+    )
 
 
 def _inspect_named(name: str) -> ClassificationInspection:
     from cnnkit.data.datasets import load_data
 
     data = load_data(name, val_split=0.0, splits=("train", "test"), progress=False)
-    counts = {}
+    counts, totals = {}, {}
     for split in ("train", "test"):
         images = getattr(data, split)
         if images is not None:
-            counts[split] = torch.bincount(images.labels, minlength=len(data.classes)).tolist()
-    return ClassificationInspection(name, list(data.classes), counts)
+            totals[split] = len(images)
+            if images.multilabel:  # images per label
+                counts[split] = images.labels.sum(0).long().tolist()
+            else:
+                counts[split] = torch.bincount(images.labels, minlength=len(data.classes)).tolist()
+    multilabel = data.train is not None and data.train.multilabel
+    return ClassificationInspection(
+        name, list(data.classes), counts, totals if multilabel else None
+    )

@@ -13,6 +13,7 @@ from cnnkit.data import ImageSet, iterate_batches
 from cnnkit.data.preprocess import Preprocessing
 from cnnkit.engine.device import Precision
 from cnnkit.engine.loop import EpochProgress, Optimization, StepOutput, run_epoch
+from cnnkit.tasks.classify.multilabel import label_tally
 
 Prepare = Callable[[torch.Tensor], torch.Tensor]  # a stored batch -> the model's input
 # (images, labels, step, indices in the data) -> (augmented images, targets: labels or soft (B, C))
@@ -112,7 +113,8 @@ def classification_step(
     progress: EpochProgress,
 ) -> Callable[[tuple[torch.Tensor, ...]], StepOutput]:
     """One step on a batch: augment (outside autocast), prepare, forward and loss in autocast;
-    the tally is the count of correct predictions of the batch's true labels."""
+    the tally is the count of correct predictions of the batch's true labels (multi-hot labels:
+    the share of each image's labels right at 0.5, summed)."""
 
     def step(batch: tuple[torch.Tensor, ...]) -> StepOutput:
         images, labels, indices = batch
@@ -123,8 +125,11 @@ def classification_step(
         with precision.autocast():
             logits = model(x)
             loss = loss_fn(logits, targets)  # cross-entropy takes soft targets as they are
-        correct = (logits.detach().argmax(1) == labels).sum()
-        return StepOutput({"loss": loss}, labels.numel(), {"accuracy": correct})
+        if labels.dim() == 2:
+            correct = label_tally(logits, labels)
+        else:
+            correct = (logits.detach().argmax(1) == labels).sum()
+        return StepOutput({"loss": loss}, len(labels), {"accuracy": correct})
 
     return step
 

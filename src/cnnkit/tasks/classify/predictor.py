@@ -99,6 +99,7 @@ class Classifier:
         self.decision_threshold = decision_threshold
 
     task = "classify"
+    multilabel = False  # MultilabelClassifier: independent labels, sigmoid and thresholds
 
     @classmethod
     def load(
@@ -125,6 +126,13 @@ class Classifier:
             raise CnnkitError(f"{path}: weights do not fit model '{spec.name}'") from None
         config, where = ckpt["config"], ckpt.get("data_location")
         threshold = ckpt.get("decision_threshold")
+        if ckpt.get("label_thresholds") is not None:  # a multi-label model
+            from cnnkit.tasks.classify.multilabel_predictor import MultilabelClassifier
+
+            return MultilabelClassifier(
+                model, ckpt["classes"], prep, device, precision, spec, config, path, where,
+                label_thresholds=ckpt["label_thresholds"],
+            )  # fmt: skip
         return cls(
             model, ckpt["classes"], prep, device, precision, spec, config, path, where, threshold
         )
@@ -166,6 +174,7 @@ class Classifier:
             config=self.config,
             data_location=self.data_location,
             decision_threshold=self.decision_threshold,
+            label_thresholds=getattr(self, "label_thresholds", None),
         )
         return path
 
@@ -365,6 +374,11 @@ class Classifier:
 
     def _labels_in_our_order(self, images: ImageSet) -> torch.Tensor:
         """Map the data's label indices onto the checkpoint's class order."""
+        if images.multilabel:
+            raise CnnkitError(
+                "the data is multi-label (several labels per image) but this model picks one "
+                "class per image: train a model on it (multi-hot data trains multi-label)"
+            )
         if list(images.classes) == self.classes:
             return images.labels
         ours = {name: i for i, name in enumerate(self.classes)}

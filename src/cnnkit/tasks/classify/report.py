@@ -25,6 +25,9 @@ def output_console() -> Console:
 
 def print_report(report: ClassificationReport, console: Console | None = None) -> None:
     console = console or output_console()
+    if getattr(report, "multilabel", False):  # a MultilabelReport prints its per-label table
+        report.show(console)  # type: ignore[attr-defined]
+        return
     table = Table(title="per-class metrics", show_lines=False)
     for column in ("class", "precision", "recall", "f1", "support"):
         table.add_column(column, justify="left" if column == "class" else "right")

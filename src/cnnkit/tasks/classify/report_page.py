@@ -21,6 +21,13 @@ def add_sections(
 ) -> None:
     tta = str(files.config.get("tta") or "none")
     images, report, section = test_evaluation(page, classifier, data, tmp, tta=tta)
+    if getattr(report, "multilabel", False):
+        from cnnkit.tasks.classify.multilabel_report import add_multilabel_sections
+
+        add_multilabel_sections(page, report, section, tmp)
+        _augmented_batch(page, files, data, tmp)
+        _what_it_learned(page, classifier, images, tmp)
+        return
     figures = [
         ("top-1 accuracy", f"{report.top1:.2%}"),
         ("top-5 accuracy", f"{report.top5:.2%}"),

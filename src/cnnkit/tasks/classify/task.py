@@ -1,4 +1,8 @@
-"""Classification as a task: class folders in, logits out, cross-entropy, accuracy picks best.pt."""
+"""Classification as a task: class folders in, logits out, cross-entropy, accuracy picks best.pt.
+
+Multi-label data (multi-hot targets, see multilabel.py) switches the loss to binary
+cross-entropy, the tally to per-label accuracy, best.pt's score to the validation macro AUC, and
+stores a threshold per label chosen on validation."""
 
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ from cnnkit.models.pretrained import pretrained_preprocessing
 from cnnkit.models.transfer import TransferModel
 from cnnkit.tasks.base import Metrics
 from cnnkit.tasks.class_balance import balanced_sample_weights, class_weights
+from cnnkit.tasks.classify import multilabel
 from cnnkit.tasks.classify.features import backbone_features, can_cache_features
 from cnnkit.tasks.classify.loop import (
     Prepare,
@@ -157,6 +162,8 @@ class ClassifyTask:
         self.sample_weights: torch.Tensor | None = None  # --sampler balanced's, per image
         # two classes: the threshold on class 1's probability chosen on this epoch's validation
         self.decision_threshold: float | None = None
+        self.multilabel = False  # multi-hot targets: BCE, per-label thresholds (multilabel.py)
+        self.label_thresholds: list[float] | None = None
 
     # ---- data and model ------------------------------------------------------------------------
     def load_data(self, progress: bool) -> None:
@@ -181,6 +188,15 @@ class ClassifyTask:
             )
         if not self.augmentation.is_identity():
             self.augment = BatchAugment(self.augmentation, len(self.data.classes))
+        self.multilabel = self.data.train.multilabel
+        if self.multilabel:
+            val = self.data.val
+            self.score_name = multilabel.score_name(val.labels if val is not None else None)
+            self.metric_names = multilabel.TRAIN_METRICS
+            self.loss_fn = multilabel.multilabel_loss(
+                cfg.class_weights, cfg.sampler, self.data.train.labels, cfg.label_smoothing
+            ).to(self.device)
+            return
         self._balance(self.data.train.labels, len(self.data.classes))
 
     def _balance(self, labels: torch.Tensor, num_classes: int) -> None:
@@ -278,6 +294,13 @@ class ClassifyTask:
         data, prepare = self._split(split)
         if data is None or not len(data):
             return None
+        if self.multilabel:
+            logits = predict_logits(module, data.images, prepare, self.precision)
+            if split == "val":
+                probs = logits.sigmoid()
+                self.label_thresholds = multilabel.choose_label_thresholds(probs, data.labels)
+            values = multilabel.validation_values(logits, data.labels)
+            return Metrics(values, self.score_name)  # type: ignore[arg-type]
         loss, accuracy, logits = evaluate_epoch(module, data, prepare, self.precision)
         if split == "val" and len(self.data.classes) == 2 and len(data):
             positive = logits.float().softmax(1)[:, 1]
@@ -287,6 +310,10 @@ class ClassifyTask:
     def test(self, model: nn.Module, best_epoch: int) -> dict[str, Any]:
         """best.pt on the test split, with TTA when asked (one pass gives both: the plain
         logits are TTA's identity view)."""
+        if self.multilabel:
+            from cnnkit.tasks.classify.multilabel_task import multilabel_test
+
+            return multilabel_test(self, model, best_epoch)
         test, cfg = self.data.test, self.cfg
         tta, plain = tta_and_plain_logits(
             model, test.images, self.images_in, self.precision, mode=cfg.tta
@@ -347,6 +374,7 @@ class ClassifyTask:
             "classes": list(self.data.classes),
             "preprocessing": self.preprocessing.to_dict(),
             "decision_threshold": self.decision_threshold,
+            "label_thresholds": self.label_thresholds,
         }
 
     def model_name(self) -> str:
@@ -359,4 +387,6 @@ class ClassifyTask:
             extra += f"; class weights {cfg.class_weights}"
         if cfg.sampler == "balanced":
             extra += "; sampler balanced"
+        if self.multilabel:
+            extra += f"; multi-label ({len(self.data.classes)} labels, binary cross-entropy)"
         return f"augment: {self.augmentation.describe()}", extra
