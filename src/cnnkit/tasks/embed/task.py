@@ -87,6 +87,11 @@ def identity_splits(cfg: TrainConfig, progress: bool = False) -> DataSplits:
     )
     if data.train is None or len(data.train) == 0:
         raise CnnkitError(f"no training images in {cfg.data}")
+    if data.train.multilabel:
+        raise CnnkitError(
+            f"{cfg.data} is multi-label; an embedding model trains on one identity per image "
+            "(a folder per person)"
+        )
     if data.val_source != "folder":
         data.train, data.val = hold_out_people(data.train, cfg.val_split, cfg.seed)
         data.val_source = "people" if data.val is not None else "none"
