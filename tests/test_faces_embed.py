@@ -296,3 +296,10 @@ def test_an_exported_embedding_model_answers_as_its_checkpoint(face_run, tmp_pat
     capsys.readouterr()
     assert main(["faces", "identify", str(onnx), photos[1], "--gallery", str(npz), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["nearest"] == "s22"
+
+
+def test_too_few_pairs_for_folds_give_no_fold_accuracy_not_a_crash():
+    scores, same = np.array([0.9, 0.2, 0.8]), np.array([True, False, True])
+    mean, std = ten_fold_accuracy(scores, same)
+    assert np.isnan(mean) and np.isnan(std)
+    assert ten_fold_accuracy(np.r_[scores, 0.1], np.r_[same, False])[0] == 1.0  # 2 folds

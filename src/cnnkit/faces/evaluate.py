@@ -39,11 +39,12 @@ class VerificationReport:
     out_dir: Path | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        folds = not np.isnan(self.accuracy)
         return {
             "source": self.source,
-            "accuracy": self.accuracy,
-            "accuracy_std": self.accuracy_std,
-            "auc": self.auc,
+            "accuracy": self.accuracy if folds else None,
+            "accuracy_std": self.accuracy_std if folds else None,
+            "auc": None if np.isnan(self.auc) else self.auc,
             "pairs": self.pairs,
             "same_pairs": self.same_pairs,
             "threshold": self.threshold,
@@ -52,10 +53,15 @@ class VerificationReport:
         }
 
     def show(self) -> None:
+        folds = (
+            f"accuracy {self.accuracy:.2%} +- {self.accuracy_std:.2%} (LFW's folds)"
+            if not np.isnan(self.accuracy)
+            else "too few pairs for folds (2 of each kind at least)"
+        )
+        auc = f", ROC AUC {self.auc:.4f}" if not np.isnan(self.auc) else ""
         print(
             f"verification on {self.pairs} pairs ({self.same_pairs} of one person) of "
-            f"{self.source}: accuracy {self.accuracy:.2%} +- {self.accuracy_std:.2%} "
-            f"(10 folds), ROC AUC {self.auc:.4f}"
+            f"{self.source}: {folds}{auc}"
         )
         if self.accuracy_at_threshold is not None:
             print(

@@ -93,15 +93,20 @@ def ten_fold_accuracy(
     scores: np.ndarray, same: np.ndarray, fold: np.ndarray | None = None, seed: int = 0
 ) -> tuple[float, float]:
     """LFW's protocol: (mean, std) over 10 folds of the accuracy on each fold at the threshold
-    chosen on the other nine. Without given folds, pairs are dealt into 10 stratified folds."""
+    chosen on the other nine. Without given folds, pairs are dealt into stratified folds (as
+    many as the rarer kind of pair allows, up to 10); with fewer than 2 pairs of each kind
+    there are no folds to score, and both figures are NaN."""
     scores = np.asarray(scores, dtype=np.float64)
     same = np.asarray(same, dtype=bool)
     if fold is None:
+        folds = min(FOLDS, int(same.sum()), int((~same).sum()))
+        if folds < 2:
+            return float("nan"), float("nan")
         fold = np.empty(same.size, dtype=np.int64)
         rng = np.random.default_rng(seed)
         for value in (True, False):
             idx = rng.permutation(np.flatnonzero(same == value))
-            fold[idx] = np.arange(idx.size) % FOLDS
+            fold[idx] = np.arange(idx.size) % folds
     accuracies = []
     for k in np.unique(fold):
         held = fold == k
@@ -111,7 +116,12 @@ def ten_fold_accuracy(
 
 
 def roc_auc(scores: np.ndarray, same: np.ndarray) -> float:
+    """ROC AUC of "same person" against the score; NaN unless both kinds of pair are there."""
     from torchmetrics.functional.classification import binary_auroc
+
+    same = np.asarray(same, dtype=bool)
+    if same.all() or not same.any():
+        return float("nan")
 
     return float(
         binary_auroc(torch.as_tensor(scores, dtype=torch.float64), torch.as_tensor(same).long())
