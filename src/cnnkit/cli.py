@@ -305,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("models", cmd_models, "list the built-in models")
     p.add_argument("filter", nargs="?", help="show only names containing this")
-    p.add_argument("--task", choices=("classify", "detect", "segment"), default="classify")
+    p.add_argument("--task", choices=("classify", "detect", "segment", "embed"), default="classify")
 
     p = command("datasets", cmd_datasets, "list the named datasets, or inspect a dataset's files")
     p.add_argument("--inspect", metavar="PATH", help="say what a dataset's files hold")

@@ -324,6 +324,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(f"{name:<{width}}  {description}")
     if args.task == "classify":
         print("detectors: `cnnkit models --task detect`; segmenters: `--task segment`")
+    if args.task == "embed":
+        print("any of these trains as an embedding model: `cnnkit train --task embed --model NAME`")
     return 0
 
 

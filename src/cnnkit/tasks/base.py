@@ -164,7 +164,10 @@ def task_name(cfg: TrainConfig) -> str:
         )
     if cfg.task != implied:
         hint = "; `cnnkit models --task detect` lists the detectors" if cfg.task == "detect" else ""
-        raise CnnkitError(f"model '{cfg.model}' is a {implied} model, not a {cfg.task} one{hint}")
+        raise CnnkitError(
+            f"model '{cfg.model}' is one of the {_TASK_NOUNS[implied]}, not of the "
+            f"{_TASK_NOUNS[cfg.task]}{hint}"
+        )
     return cfg.task
 
 
