@@ -111,11 +111,12 @@ def test_cli_export_then_predict_on_the_onnx_file(cls_run, tmp_path, capsys):
 def test_a_broken_export_is_refused_and_leaves_no_file(cls_run, tmp_path, monkeypatch, capsys):
     real = export_module.task_graph
 
-    def broken(predictor, bake=False):  # an exporter that gets one filter's sign wrong
+    def broken(predictor, bake=False):  # an exporter that mixes up the class outputs' order
         graph = real(predictor, bake)
-        conv = next(m for m in graph.module.modules() if isinstance(m, torch.nn.Conv2d))
-        with torch.no_grad():
-            conv.weight[0].neg_()
+        last = [m for m in graph.module.modules() if isinstance(m, torch.nn.Linear)][-1]
+        with torch.no_grad():  # (one filter's sign flipped left a 1-epoch model's top-1 as it
+            last.weight.copy_(last.weight.roll(1, 0))  # was on some thread counts)
+            last.bias.copy_(last.bias.roll(1, 0))
         return graph
 
     monkeypatch.setattr(export_module, "task_graph", broken)
