@@ -37,9 +37,9 @@ TRAIN_HELP = {
     " (a bare dataset name always means the dataset: ./NAME names a folder called so); for"
     " detection a COCO, YOLO, VOC or image + mask folder; for segmentation image + mask PNGs,"
     " a VOC or a COCO folder",
-    "task": "classify | detect | segment (default: the model's task: a detector such as fcos"
-    " means detect, a segmenter such as lraspp segment; a layer spec with --task segment is a"
-    " fully convolutional segmenter)",
+    "task": "classify | detect | segment | generate (default: the model's task: a detector such"
+    " as fcos means detect, a segmenter such as lraspp segment, dcgan generate; a layer spec"
+    " with --task segment is a fully convolutional segmenter)",
     "model": "model name (see `cnnkit models`), timm:NAME, a layer string, or a YAML layer file",
     "epochs": "passes over the training data",
     "batch_size": "images per optimisation step",
@@ -74,6 +74,14 @@ TRAIN_HELP = {
     " epoch; none (default) shuffles",
     "instances": "segmentation masks: auto | foreground (object ids of one class -> background"
     " / that class: Penn-Fudan's PedMasks, the default there) | classes (each value a class)",
+    "gan_loss": "GANs: bce (the non-saturating loss of DCGAN, default) | hinge",
+    "spectral_norm": "GANs: spectral normalisation of the discriminator's layers (then no"
+    " BatchNorm in it)",
+    "latent_dim": "GANs: the size of the generator's noise vector (default 100)",
+    "fd_images": "GANs: generated and real validation images per epoch's fd_lite0 / kid_lite0"
+    " (default 1000, at most the validation images; each costs a Lite0 pass at 224 px)",
+    "time_limit": "stop after this many minutes of training steps (evaluation excluded): the"
+    " epoch in progress ends there and is validated and saved as the last",
     "freeze": "keep the pretrained backbone frozen and train the head only (the default with"
     " --pretrained unless --unfreeze or --finetune)",
     "unfreeze": "backbone blocks to train: N (the last N) or all",

@@ -29,14 +29,21 @@ if TYPE_CHECKING:
 @dataclass
 class Metrics:
     """A task's evaluation: named figures (history.csv's val_<name> columns) and the name of
-    the one that picks best.pt (higher is better)."""
+    the one that picks best.pt, which is better higher (accuracy, mAP) or, with
+    `higher_is_better=False`, lower (a GAN's Fréchet distance). The figures are shown as they
+    are, never negated."""
 
     values: dict[str, float]
     score_name: str
+    higher_is_better: bool = True
 
     @property
     def score(self) -> float:
         return float(self.values[self.score_name])
+
+    def better(self, score: float, than: float) -> bool:
+        """Whether `score` beats `than` in this metric's direction."""
+        return score > than if self.higher_is_better else score < than
 
 
 class Task(Protocol):
@@ -88,12 +95,14 @@ TASKS: dict[str, str] = {
     "classify": "cnnkit.tasks.classify.task:ClassifyTask",
     "detect": "cnnkit.tasks.detect.task:DetectTask",
     "segment": "cnnkit.tasks.segment.task:SegmentTask",
+    "generate": "cnnkit.tasks.generate.task:GenerateTask",
 }
 # name -> "module:function(checkpoint dict, path, device, precision) -> predictor"
 PREDICTORS: dict[str, str] = {
     "classify": "cnnkit.tasks.classify.predictor:Classifier.from_checkpoint",
     "detect": "cnnkit.tasks.detect.predictor:Detector.from_checkpoint",
     "segment": "cnnkit.tasks.segment.predictor:Segmenter.from_checkpoint",
+    "generate": "cnnkit.tasks.generate.predictor:Generator.from_checkpoint",
 }
 # options only some tasks take (None / 0 is "not given"), refused in one line by the others
 TASK_OPTIONS: dict[str, tuple[str, ...]] = {
@@ -103,8 +112,17 @@ TASK_OPTIONS: dict[str, tuple[str, ...]] = {
     "class_weights": ("classify", "segment"),
     "sampler": ("classify",),
     "instances": ("segment",),
+    "gan_loss": ("generate",),
+    "spectral_norm": ("generate",),
+    "latent_dim": ("generate",),
+    "fd_images": ("generate",),
 }
-_TASK_NOUNS = {"classify": "classifiers", "detect": "detectors", "segment": "segmenters"}
+_TASK_NOUNS = {
+    "classify": "classifiers",
+    "detect": "detectors",
+    "segment": "segmenters",
+    "generate": "GANs",
+}
 
 
 def resolve_target(target: str) -> Any:
@@ -124,12 +142,15 @@ def check_task(name: str) -> str:
 
 def task_of_model(model: str) -> str:
     """The task a model name implies: a detection architecture means "detect", a segmentation
-    architecture "segment"."""
+    architecture "segment", a GAN (dcgan, dcgan_conditional) "generate"."""
     from cnnkit.tasks.detect.names import is_detector
+    from cnnkit.tasks.generate.names import is_gan
     from cnnkit.tasks.segment.names import is_segmenter
 
     if is_detector(model):
         return "detect"
+    if is_gan(model):
+        return "generate"
     return "segment" if is_segmenter(model) else "classify"
 
 
