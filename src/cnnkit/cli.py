@@ -29,6 +29,7 @@ from cnnkit.deploy_commands import add_export_parser, add_serve_parser
 from cnnkit.errors import CnnkitError
 from cnnkit.explain_commands import add_explain_parsers
 from cnnkit.faces_commands import add_faces_parser
+from cnnkit.generate_commands import add_generate_parser
 from cnnkit.report_commands import add_report_parsers
 from cnnkit.tasks.classify.tta import check_mode as check_tta
 
@@ -289,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_explain_parsers(command, pretrained_flags)
     add_report_parsers(command)
     add_faces_parser(command)
+    add_generate_parser(command)
 
     p = command("embed", cmd_embed, "write backbone features and labels of a dataset (npz)")
     p.add_argument("source", help="a checkpoint or run folder, or a model name with --pretrained")
@@ -313,7 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("models", cmd_models, "list the built-in models")
     p.add_argument("filter", nargs="?", help="show only names containing this")
-    p.add_argument("--task", choices=("classify", "detect", "segment"), default="classify")
+    p.add_argument(
+        "--task", choices=("classify", "detect", "segment", "generate"), default="classify"
+    )
 
     p = command("datasets", cmd_datasets, "list the named datasets, or inspect a dataset's files")
     p.add_argument("--inspect", metavar="PATH", help="say what a dataset's files hold")

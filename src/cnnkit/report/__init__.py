@@ -28,6 +28,7 @@ SECTIONS: dict[str, str] = {
     "classify": "cnnkit.tasks.classify.report_page:add_sections",
     "detect": "cnnkit.tasks.detect.report_page:add_sections",
     "segment": "cnnkit.tasks.segment.report_page:add_sections",
+    "generate": "cnnkit.tasks.generate.report_page:add_sections",
 }
 REPORT = "report.html"
 

@@ -180,6 +180,8 @@ def create_app(model: Any, options: ServeOptions | None = None) -> FastAPI:
         predictor = load(model)
     else:
         predictor, name = model, str(getattr(model, "path", None) or type(model).__name__)
+    if predictor.task == "generate":
+        raise CnnkitError("cnnkit serve does not serve GANs yet; `cnnkit generate` makes images")
     metrics = ServerMetrics()
     batcher = Batcher(
         _predict_batch(predictor, options.top_k),

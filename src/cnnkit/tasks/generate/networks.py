@@ -157,3 +157,11 @@ def gan_spec(cfg: Any, image_size: int, num_classes: int) -> GANSpec:
         num_classes=num_classes if name == "dcgan_conditional" else 0,
         spectral_norm=bool(cfg.spectral_norm),
     )
+
+
+def list_gans() -> list[tuple[str, str]]:
+    """(name, description) of every GAN, for `cnnkit models --task generate`."""
+    return [
+        ("dcgan", "DCGAN: transposed-convolution generator, strided-convolution discriminator"),
+        ("dcgan_conditional", "DCGAN given a class (one-hot noise input, projection D)"),
+    ]
