@@ -142,21 +142,14 @@ def test_an_interrupted_gan_run_resumes_bit_exact(tmp_path, small_cifar):
         for i, state in a["optimizer"][opt]["state"].items():
             assert torch.equal(state["exp_avg"], b["optimizer"][opt]["state"][i]["exp_avg"])
     assert full.history[-1]["val_fd_lite0"] == resumed.history[-1]["val_fd_lite0"]
-
-
-def test_best_pt_is_the_epoch_with_the_lowest_distance(tmp_path, small_cifar):
-    options = tiny(data=small_cifar, batch_size=16, model="dcgan", epochs=3)
-    run = cnnkit.train(project=str(tmp_path), progress=False, **options)
-    distances = [row["val_fd_lite0"] for row in run.history]
-    assert run.metrics["best_epoch"] == 1 + int(np.argmin(distances))
-    assert run.metrics["best_val_fd_lite0"] == min(distances)
-    assert sorted(p.name for p in (run.run_dir / "samples").iterdir()) == [
-        "epoch_001.png",
-        "epoch_002.png",
-        "epoch_003.png",
-    ]
+    # best.pt is the epoch of the lowest validation distance; a grid per epoch
+    distances = [row["val_fd_lite0"] for row in full.history]
+    assert full.metrics["best_epoch"] == 1 + int(np.argmin(distances))
+    assert full.metrics["best_val_fd_lite0"] == min(distances)
+    grids = sorted(p.name for p in (full.run_dir / "samples").iterdir())
+    assert grids == ["epoch_001.png", "epoch_002.png"]
     for key in ("test_fd_lite0", "floor_fd_lite0", "test_kid_lite0", "floor_kid_lite0"):
-        assert np.isfinite(run.metrics[key]), key
+        assert np.isfinite(full.metrics[key]), key
 
 
 def test_metrics_pick_by_their_direction():
@@ -211,7 +204,7 @@ def test_evaluate_reports_the_distance_and_its_floor(conditional_run, capsys):
 
 
 def test_the_distance_of_a_set_to_itself_is_zero_and_grows_with_noise(sample_test_images):
-    images = sample_test_images[:40]
+    images = sample_test_images[:30]
     clean = features(images)
     assert frechet_distance(clean, clean) == pytest.approx(0.0, abs=1e-6)
     gen = torch.Generator().manual_seed(0)
