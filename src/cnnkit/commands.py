@@ -372,8 +372,14 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 def cmd_summary(args: argparse.Namespace) -> int:
     from cnnkit.models import summarize
     from cnnkit.tasks.detect.names import is_detector
+    from cnnkit.tasks.generate.names import is_gan
     from cnnkit.tasks.segment.names import is_segmenter
 
+    if is_gan(args.model):
+        raise CnnkitError(
+            f"cnnkit summary does not cover GANs yet; `cnnkit train --model {args.model}` prints"
+            " the parameter count"
+        )
     if is_segmenter(args.model):
         from cnnkit.tasks.segment.models import build_segmenter
 
