@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -126,7 +127,7 @@ class Generator:
         if not isinstance(n, int) or n < 1:
             raise CnnkitError(f"n must be a positive whole number, got {n!r}")
         labels = self.labels_for(n, class_name)
-        seed = int(torch.seed()) if seed is None else int(seed)
+        seed = secrets.randbits(62) if seed is None else int(seed)  # global RNG untouched
         z = noise(n, self.spec.latent_dim, seed)
         return generate_images(self.model.generator, z, labels, self.precision), labels
 
