@@ -109,9 +109,9 @@ def train_reference(images: torch.Tensor, minutes: float, seed: int) -> tuple[nn
             if spent >= 60 * minutes:
                 break
         epochs += 1
+        d_loss = (loss_real + loss_fake).item()
         print(
-            f"reference: {steps} steps, {spent / 60:.1f} min, D {float(loss_real + loss_fake):.3f}"
-            f" G {float(loss_g):.3f}",
+            f"reference: {steps} steps, {spent / 60:.1f} min, D {d_loss:.3f} G {loss_g.item():.3f}",
             flush=True,
         )
     return net_g, {"steps": steps, "images_seen": steps * BATCH, "train_seconds": spent}
