@@ -252,3 +252,11 @@ def test_gan_options_are_refused_by_other_tasks_and_classifier_options_by_gans(t
         cnnkit.train(model="dcgan", mixup=0.2, project=str(tmp_path))
     with pytest.raises(cnnkit.CnnkitError, match="gan-loss"):
         TrainConfig(model="dcgan", gan_loss="wasserstein")
+
+
+def test_the_report_page_shows_the_distances_losses_and_grids(conditional_run):
+    from cnnkit.report import build_report
+
+    html = build_report(conditional_run.run_dir).read_text()
+    for words in ("real-vs-real floor fd_lite0", "Losses and distance per epoch", "epoch_001"):
+        assert words in html, words
