@@ -29,6 +29,7 @@ from cnnkit.deploy_commands import add_export_parser, add_serve_parser
 from cnnkit.errors import CnnkitError
 from cnnkit.explain_commands import add_explain_parsers
 from cnnkit.faces_commands import add_faces_parser
+from cnnkit.generate_commands import add_generate_parser
 from cnnkit.report_commands import add_report_parsers
 from cnnkit.tasks.classify.tta import check_mode as check_tta
 
@@ -37,9 +38,9 @@ TRAIN_HELP = {
     " (a bare dataset name always means the dataset: ./NAME names a folder called so); for"
     " detection a COCO, YOLO, VOC or image + mask folder; for segmentation image + mask PNGs,"
     " a VOC or a COCO folder",
-    "task": "classify | detect | segment (default: the model's task: a detector such as fcos"
-    " means detect, a segmenter such as lraspp segment; a layer spec with --task segment is a"
-    " fully convolutional segmenter)",
+    "task": "classify | detect | segment | generate (default: the model's task: a detector such"
+    " as fcos means detect, a segmenter such as lraspp segment, dcgan generate; a layer spec"
+    " with --task segment is a fully convolutional segmenter)",
     "model": "model name (see `cnnkit models`), timm:NAME, a layer string, or a YAML layer file",
     "epochs": "passes over the training data",
     "batch_size": "images per optimisation step",
@@ -74,6 +75,14 @@ TRAIN_HELP = {
     " epoch; none (default) shuffles",
     "instances": "segmentation masks: auto | foreground (object ids of one class -> background"
     " / that class: Penn-Fudan's PedMasks, the default there) | classes (each value a class)",
+    "gan_loss": "GANs: bce (the non-saturating loss of DCGAN, default) | hinge",
+    "spectral_norm": "GANs: spectral normalisation of the discriminator's layers (then no"
+    " BatchNorm in it)",
+    "latent_dim": "GANs: the size of the generator's noise vector (default 100)",
+    "fd_images": "GANs: generated and real validation images per epoch's fd_lite0 / kid_lite0"
+    " (default 1000, at most the validation images; each costs a Lite0 pass at 224 px)",
+    "time_limit": "stop after this many minutes of training steps (evaluation excluded): the"
+    " epoch in progress ends there and is validated and saved as the last",
     "freeze": "keep the pretrained backbone frozen and train the head only (the default with"
     " --pretrained unless --unfreeze or --finetune)",
     "unfreeze": "backbone blocks to train: N (the last N) or all",
@@ -281,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_explain_parsers(command, pretrained_flags)
     add_report_parsers(command)
     add_faces_parser(command)
+    add_generate_parser(command)
 
     p = command("embed", cmd_embed, "write backbone features and labels of a dataset (npz)")
     p.add_argument("source", help="a checkpoint or run folder, or a model name with --pretrained")
@@ -305,7 +315,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("models", cmd_models, "list the built-in models")
     p.add_argument("filter", nargs="?", help="show only names containing this")
-    p.add_argument("--task", choices=("classify", "detect", "segment", "embed"), default="classify")
+    p.add_argument(
+        "--task",
+        choices=("classify", "detect", "segment", "embed", "generate"),
+        default="classify",
+    )
 
     p = command("datasets", cmd_datasets, "list the named datasets, or inspect a dataset's files")
     p.add_argument("--inspect", metavar="PATH", help="say what a dataset's files hold")

@@ -52,7 +52,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     predictor = load(args.checkpoint, device=args.device, precision=args.precision)
     data = evaluation_data(args.data, predictor.data_location, predictor.config)
-    batch_size = args.batch_size or {"detect": 8, "segment": 4}.get(predictor.task, 256)
+    batch_size = args.batch_size or {"detect": 8, "segment": 4, "generate": 50}.get(
+        predictor.task, 256
+    )
     report = predictor.evaluate(
         data,
         tta=args.tta,
@@ -65,7 +67,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
-        if predictor.task in ("detect", "segment", "embed"):
+        if predictor.task in ("detect", "segment", "embed", "generate"):
             report.show()
         else:
             from cnnkit.tasks.classify import print_report
@@ -314,6 +316,10 @@ def cmd_models(args: argparse.Namespace) -> int:
         from cnnkit.tasks.segment.models import list_segmenters
 
         listed = list_segmenters()
+    elif args.task == "generate":
+        from cnnkit.tasks.generate.networks import list_gans
+
+        listed = list_gans()
     else:
         from cnnkit.models import list_models
 
@@ -323,7 +329,10 @@ def cmd_models(args: argparse.Namespace) -> int:
     for name, description in rows:
         print(f"{name:<{width}}  {description}")
     if args.task == "classify":
-        print("detectors: `cnnkit models --task detect`; segmenters: `--task segment`")
+        print(
+            "detectors: `cnnkit models --task detect`; segmenters: `--task segment`; GANs:"
+            " `--task generate`"
+        )
     if args.task == "embed":
         print("any of these trains as an embedding model: `cnnkit train --task embed --model NAME`")
     return 0
@@ -370,8 +379,14 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 def cmd_summary(args: argparse.Namespace) -> int:
     from cnnkit.models import summarize
     from cnnkit.tasks.detect.names import is_detector
+    from cnnkit.tasks.generate.names import is_gan
     from cnnkit.tasks.segment.names import is_segmenter
 
+    if is_gan(args.model):
+        raise CnnkitError(
+            f"cnnkit summary does not cover GANs yet; `cnnkit train --model {args.model}` prints"
+            " the parameter count"
+        )
     if is_segmenter(args.model):
         from cnnkit.tasks.segment.models import build_segmenter
 

@@ -68,6 +68,10 @@ class TrainConfig:
     margin_loss: str | None = None  # embedding models: arcface | cosface (default arcface)
     margin: float | None = None  # embedding models: the margin (arcface 0.5 rad, cosface 0.35)
     margin_scale: float | None = None  # embedding models: the logits' scale s (default 30)
+    gan_loss: str | None = None  # GANs: bce (non-saturating, default) | hinge
+    spectral_norm: bool | None = None  # GANs: spectral norm on the discriminator's layers
+    latent_dim: int | None = None  # GANs: the generator's noise size (default 100)
+    fd_images: int | None = None  # GANs: generated and real images per validation distance
     freeze: bool = False  # keep the whole backbone frozen: train the head only
     unfreeze: str | None = None  # backbone blocks to train: N (the last N) or "all"
     finetune: bool = False  # head_epochs head-only, then `epochs` with blocks unfrozen
@@ -99,6 +103,7 @@ class TrainConfig:
     data_root: str | None = None  # where named datasets live (env CNNKIT_DATA)
     project: str = "runs"  # parent folder of run folders
     name: str | None = None  # run folder name; default: <model>-<n>
+    time_limit: float = 0.0  # minutes of training steps; the epoch in progress then ends
     tensorboard: bool = False
     report: bool = True  # write report.html into the run folder at the end
     channels_last: bool = True
@@ -175,6 +180,14 @@ class TrainConfig:
             )
         if not isinstance(self.patience, int) or self.patience < 0:
             raise CnnkitError(f"patience must be a whole number >= 0, got {self.patience}")
+        if self.gan_loss not in (None, "bce", "hinge"):
+            raise did_you_mean("gan-loss", str(self.gan_loss), ["bce", "hinge"])
+        for key in ("latent_dim", "fd_images"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise CnnkitError(f"{key} must be a positive whole number, got {value!r}")
+        if not isinstance(self.time_limit, (int, float)) or self.time_limit < 0:
+            raise CnnkitError(f"time_limit must be minutes >= 0, got {self.time_limit!r}")
         if self.clip_grad < 0:
             raise CnnkitError(f"clip_grad must not be negative, got {self.clip_grad}")
         if self.embedding_dim is not None and (
@@ -302,7 +315,15 @@ def with_overrides(values: dict[str, Any], overrides: dict[str, Any] | None) -> 
 
 
 # what a resumed run keeps: the saved weights are this model's, its epochs see this data
-RESUME_KEEPS = ("model", "data", "output_stride", "instances", "fpn_channels")
+RESUME_KEEPS = (
+    "model",
+    "data",
+    "output_stride",
+    "instances",
+    "fpn_channels",
+    "latent_dim",
+    "spectral_norm",
+)
 
 
 def resume_values(saved: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
@@ -321,7 +342,7 @@ def resume_values(saved: dict[str, Any], overrides: dict[str, Any] | None) -> di
                 f"{who} changes the resumed run's model ({old} -> {new}); its weights are "
                 f"{old}'s: train a new run for {new}"
             )
-        if key in ("output_stride", "instances", "fpn_channels"):
+        if key in ("output_stride", "instances", "fpn_channels", "latent_dim", "spectral_norm"):
             raise CnnkitError(
                 f"{who} changes the resumed run's {key} ({old} -> {new}); its weights were "
                 f"trained with {old}: train a new run for {new}"

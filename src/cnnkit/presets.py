@@ -29,6 +29,11 @@ scaled by (9/256)^2); weight decay 0.004 per step is ``weight_decay = 0.004 / 1.
 whitening bias learns at the shifts' rate (fastnet_muon); airbench decays that rate to zero over
 the 3 epochs it trains, where here it follows the run's schedule until it is frozen.
 
+dcgan-cifar10 is DCGAN (Radford et al. 2015) with PyTorch examples/dcgan's settings plus what
+measured better on this CPU in a fixed time: bf16 autocast (more steps in the same minutes), an
+exponential moving average of the weights for sampling, random flips, and best.pt chosen by
+the distance; its time limit, not its epochs, ends the run.
+
 cifar10-95 is airbench95's changes to that recipe: the wider fastnet_wide, 15 epochs and a
 lower learning rate (airbench's 10 instead of 11.5). It is not measured yet: 5 seeds of it
 would take about 6 hours on the 2-core CPU, and no GPU has been lent.
@@ -289,6 +294,34 @@ PRESETS: dict[str, Preset] = {
             "training on a 2-core AMD EPYC in bf16 (goals 0.85 / 0.90 not met); torchvision's "
             "references/segmentation FCN on MobileNetV2 in the same time: 0.678 / 0.799; "
             "bench/segment_pennfudan.py, 2026-12-02",
+        ),
+        Preset(
+            "dcgan-cifar10",
+            "DCGAN on CIFAR-10 for 2 CPU cores in 30 minutes of training steps: 32 px, "
+            "generator and discriminator 64 wide, noise 100, batch 64, Adam lr 2e-4 betas "
+            "(0.5, 0.999) for both, the non-saturating BCE loss, random flips, an EMA of the "
+            "weights (0.999) for sampling, bf16 (1.75x PyTorch's fp32 step here: "
+            "bench/gan_step_speed.py), best.pt by fd_lite0 on 500 validation images",
+            {
+                "model": "dcgan",
+                "data": "cifar10",
+                "epochs": 60,  # an upper bound: the time limit ends the run
+                "time_limit": 30.0,
+                "batch_size": 64,
+                "optimizer": "adam",
+                "lr": 0.0002,
+                "schedule": "constant",
+                "augment": "none",
+                "flip": True,
+                "ema": 0.999,
+                "precision": "bf16",
+                "fd_images": 500,
+                "val_split": 0.1,
+            },
+            "not measured at 30 minutes yet; a reduced 8-minute run on the shared 2-core "
+            "AMD EPYC (heavy load from other jobs, under one epoch each): fd_lite0 277.3 / "
+            "kid_lite0 0.371 on 1,000 test images against examples/dcgan's recipe's 315.2 / "
+            "0.482 in the same run (real-vs-real floor 39.3); bench/gan_cifar10.py, 2026-12-06",
         ),
     )
 }

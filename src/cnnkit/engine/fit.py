@@ -8,7 +8,6 @@ model, one step's losses, the metrics whose `score` picks best.pt, and the final
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +31,8 @@ from cnnkit.engine.optim import build_optimizer, build_scheduler
 from cnnkit.engine.stages import apply_stage, plan_stages, stage_at
 from cnnkit.errors import CnnkitError
 from cnnkit.tasks.base import Metrics, Task, make_task
+
+MAIN = "model"  # the one optimisation's name for a task that trains one network
 
 
 @dataclass
@@ -97,7 +98,11 @@ class Trainer:
         self.steps = self.task.steps_per_epoch()
         self.stages = plan_stages(cfg, self.model)
         self.total_epochs = sum(stage.epochs for stage in self.stages)
-        self.scaler = self.precision.make_scaler()
+        # one Optimization per name: "model" for a task with one network; a task with
+        # `optimizer_groups` (a GAN: "D", "G") gets one per name, each its own optimiser,
+        # schedule and GradScaler (scalers live for the run, optimisers for a stage)
+        self.optimizations: dict[str, Optimization] = {}
+        self.scalers: dict[str, torch.amp.GradScaler] = {}
         self.ema = ModelEMA(self.model, cfg.ema) if cfg.ema else None
         # pulls every 5 steps, or every epoch's last step when epochs are shorter
         self.lookahead = (
@@ -125,12 +130,64 @@ class Trainer:
         stage = self.stages[index]
         self.stage_index = index
         groups = apply_stage(self.model, stage)
-        self.optimizer = build_optimizer(groups, self.cfg)
-        self.scheduler = build_scheduler(self.optimizer, self.cfg, self.steps, stage.epochs)
+        named = getattr(self.task, "optimizer_groups", None)
+        by_name = named(self.model, stage) if callable(named) else {MAIN: groups}
+        self.optimizations = {}
+        for name, name_groups in by_name.items():
+            optimizer = build_optimizer(name_groups, self.cfg)
+            self.optimizations[name] = Optimization(
+                optimizer,
+                build_scheduler(optimizer, self.cfg, self.steps, stage.epochs),
+                self.scalers.setdefault(name, self.precision.make_scaler()),
+                self.precision,
+                self.cfg.clip_grad,
+            )
         if self.cfg.patience and index == len(self.stages) - 1:
             # counted in the last stage only: a plateau of the head must not skip fine-tuning
             self.early = EarlyStopping(self.cfg.patience)
         self.task.enter_stage(self.model, stage)
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """The (first) optimisation's optimiser: the only one unless the task names several."""
+        return next(iter(self.optimizations.values())).optimizer
+
+    @property
+    def scheduler(self) -> torch.optim.lr_scheduler.LRScheduler:
+        return next(iter(self.optimizations.values())).scheduler
+
+    @property
+    def scaler(self) -> torch.amp.GradScaler:
+        return self.scalers.get(MAIN) or next(iter(self.scalers.values()))
+
+    @property
+    def single(self) -> bool:
+        """One optimisation (every task but a GAN): last.pt keeps format 2's plain fields."""
+        return list(self.optimizations) == [MAIN]
+
+    def _optimization_states(self) -> dict[str, Any]:
+        """last.pt's optimizer / scheduler / scaler: one state each, or {name: state} each."""
+        states: dict[str, Any] = {"optimizer": {}, "scheduler": {}, "scaler": {}}
+        for name, opt in self.optimizations.items():
+            states["optimizer"][name] = opt.optimizer.state_dict()
+            states["scheduler"][name] = opt.scheduler.state_dict()
+            states["scaler"][name] = opt.scaler.state_dict()
+        if self.single:
+            return {key: value[MAIN] for key, value in states.items()}
+        return states
+
+    def _restore_optimizations(self, ckpt: dict[str, Any]) -> None:
+        for name, opt in self.optimizations.items():
+            saved = ckpt["optimizer"] if self.single else ckpt["optimizer"].get(name)
+            if saved is None:
+                raise CnnkitError(f"last.pt holds no optimiser state for '{name}'; cannot resume")
+            for group in saved["param_groups"]:  # the update implementation is this run's
+                for key in ("fused", "foreach"):  # choice, not the saved one (which may
+                    if key in opt.optimizer.defaults:  # predate it); set before loading,
+                        group[key] = opt.optimizer.defaults[key]  # which places state by it
+            opt.optimizer.load_state_dict(saved)
+            for key, target in (("scheduler", opt.scheduler), ("scaler", opt.scaler)):
+                target.load_state_dict(ckpt[key] if self.single else ckpt[key][name])
 
     def trained_module(self, averaged: bool = False) -> nn.Module:
         """What trains (or, averaged, what is evaluated: the EMA when on), compiled if asked."""
@@ -189,9 +246,7 @@ class Trainer:
             self.run_dir / "last.pt",
             **self.checkpoint_fields(),
             stage=self.stage_index,
-            optimizer=self.optimizer.state_dict(),
-            scheduler=self.scheduler.state_dict(),
-            scaler=self.scaler.state_dict(),
+            **self._optimization_states(),
             rng=_rng_state(),
             generator=self.generator.get_state(),
             progress=self.progress.to_dict(),
@@ -209,14 +264,7 @@ class Trainer:
         """Continue exactly where last.pt stopped: weights, stage, optimiser, schedule, RNG."""
         unwrap_model(self.model).load_state_dict(ckpt["state_dict"])
         self.enter_stage(ckpt.get("stage", 0))
-        saved = ckpt["optimizer"]
-        for group in saved["param_groups"]:  # the update implementation is this run's choice,
-            for key in ("fused", "foreach"):  # not the saved one (which may predate it); set
-                if key in self.optimizer.defaults:  # before loading, which places state by it
-                    group[key] = self.optimizer.defaults[key]
-        self.optimizer.load_state_dict(saved)
-        self.scheduler.load_state_dict(ckpt["scheduler"])
-        self.scaler.load_state_dict(ckpt["scaler"])
+        self._restore_optimizations(ckpt)
         _set_rng_state(ckpt["rng"])
         self.generator.set_state(ckpt["generator"])
         self.progress = EpochProgress.from_dict(ckpt["progress"])
@@ -269,9 +317,7 @@ class Trainer:
             module = self.trained_module()
             step, make_batches = self.task.epoch(module, self.epoch, self.progress)
             bar = self._bar()
-            opt = Optimization(
-                self.optimizer, self.scheduler, self.scaler, self.precision, self.cfg.clip_grad
-            )
+            opt = self.optimizations[MAIN] if self.single else self.optimizations
             run_epoch(
                 step,
                 make_batches,
@@ -279,21 +325,33 @@ class Trainer:
                 self.generator,
                 self.progress,
                 self.device,
-                should_stop=self.stop,
+                should_stop=lambda: self.stop() or self.out_of_time(),
                 on_step=self._after_step(bar),
             )
             if bar:
                 bar.close()
             self.wall_seconds += time.perf_counter() - started
-            if not math.isfinite(self.progress.loss):
+            if not self.progress.finite:
                 raise self._diverged()
             if self.stop.requested:
                 self.save_last()
                 return True
+            timed_out = self.out_of_time()
             self._end_epoch(writer)
             if self.stopped_early:
                 break
+            if timed_out:
+                print(f"time limit: {self.cfg.time_limit:g} minutes of training reached")
+                break
         return False
+
+    def out_of_time(self) -> bool:
+        """--time-limit: the training steps (not evaluation or checkpoints) have used up the
+        minutes given; the epoch in progress ends at the next step boundary as the last one."""
+        if not self.cfg.time_limit:
+            return False
+        spent = sum(row["seconds"] for row in self.history) + self.progress.seconds
+        return spent >= 60.0 * self.cfg.time_limit
 
     def _diverged(self) -> CnnkitError:
         """The one line for a loss that became NaN or infinite: training stops before those
@@ -304,8 +362,9 @@ class Trainer:
             else "no epoch finished, so nothing was saved"
         )
         return CnnkitError(
-            f"training diverged in epoch {self.epoch + 1}: the loss became "
-            f"{self.progress.loss}; lower --lr or clip the gradients (--clip-grad 10); {kept}"
+            f"training diverged in epoch {self.epoch + 1}: the running mean of "
+            f"{self.progress.first_non_finite()}; lower --lr or clip the gradients "
+            f"(--clip-grad 10); {kept}"
         )
 
     def _history_row(self, val: Metrics | None) -> dict[str, Any]:
@@ -331,13 +390,13 @@ class Trainer:
         self.history.append(row)
         # with validation images, best.pt is the best score's epoch; without, the latest
         score = val.score if val is not None else None
-        if score is None or self.best_score is None or score > self.best_score:
+        if score is None or self.best_score is None or val.better(score, self.best_score):
             self.best_score, self.best_epoch = score, self.epoch
             save_checkpoint(self.run_dir / "best.pt", **self.checkpoint_fields(averaged=True))
         # early stopping watches the validation score; without validation the training score
         # (a classifier's accuracy), or the training loss where training has no score (mAP)
         if score is not None:
-            watched = score
+            watched = score if val.higher_is_better else -score
         elif self.task.score_name in self.progress.sums:
             watched = self.progress.mean(self.task.score_name)
         else:
@@ -345,6 +404,9 @@ class Trainer:
         if self.early is not None and self.early.step(watched):
             self.stopped_early = True
         self.progress = EpochProgress()
+        after_epoch = getattr(self.task, "after_epoch", None)
+        if callable(after_epoch):  # per-epoch pictures (a GAN's fixed-noise grid)
+            after_epoch(self.trained_module(averaged=True), self.epoch, self.run_dir)
         self.wall_seconds += time.perf_counter() - started
         self.save_last()
         run_folder.write_history(self.run_dir, self.history)

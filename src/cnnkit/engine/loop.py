@@ -5,6 +5,12 @@ first of which is back-propagated, and optional tallies such as correct predicti
 runs backward, clipping, the optimiser, the scaler and the schedule, and keeps the epoch's
 running means. It is written once for every precision: an autocast context that is a no-op in
 fp32 and a GradScaler that is disabled unless fp16.
+
+A task that trains several networks in sequence within one step (a GAN: the discriminator, then
+the generator) gets named optimisations instead of one: its step is called as
+`step(batch, update)` and calls `update(name, loss)` for each update, in its order; each is the
+same backward-clip-step path through that name's optimiser, scaler and schedule. Its
+`StepOutput.losses` are then only logged.
 """
 
 from __future__ import annotations
@@ -74,6 +80,18 @@ class EpochProgress:
         return int(self.sums.get("accuracy", 0))
 
     @property
+    def finite(self) -> bool:
+        """Whether every running sum is still a finite number (no loss diverged)."""
+        return all(math.isfinite(value) for value in self.sums.values())
+
+    def first_non_finite(self) -> str:
+        """'name value' of the first diverged running mean, for the error line."""
+        for name in self.sums:
+            if not math.isfinite(self.sums[name]):
+                return f"{name} {self.mean(name)}"
+        return f"loss {self.loss}"
+
+    @property
     def images_per_second(self) -> float:
         return self.seen / max(self.seconds, 1e-9)
 
@@ -115,10 +133,13 @@ class Optimization:
         self.scheduler.step()
 
 
+Update = Callable[[str, torch.Tensor], None]  # update(name, loss): one named optimisation's step
+
+
 def run_epoch(
-    step: Callable[[Any], StepOutput],
+    step: Callable[..., StepOutput],
     make_batches: Callable[[torch.Generator], Iterable[Any]],
-    opt: Optimization,
+    opt: Optimization | dict[str, Optimization],
     generator: torch.Generator,
     progress: EpochProgress,
     device: torch.device,
@@ -128,6 +149,8 @@ def run_epoch(
 ) -> EpochProgress:
     """Train over the batches `make_batches(generator)` yields, continuing from `progress.step`;
     stops early if should_stop(). `step(batch)` is the task's: it returns the batch's losses.
+    With named optimisations (a dict) the step is called as `step(batch, update)` and updates
+    the networks itself through `update(name, loss)`.
 
     `progress` gets the running sums every `sync_every` steps (default: every step on the CPU,
     every GPU_SYNC_EVERY on other devices) and at the end; a loss that is no longer finite at
@@ -162,11 +185,17 @@ def run_epoch(
             sums[name] = torch.zeros((), device=device)
         sums[name] += value.detach().float()
 
+    def update(name: str, loss: torch.Tensor) -> None:
+        opt[name].step(loss)  # type: ignore[index]
+
     for batch in itertools.islice(batches, progress.step, None):
         if should_stop():
             break
-        out = step(batch)
-        opt.step(out.total)
+        if isinstance(opt, Optimization):
+            out = step(batch)
+            opt.step(out.total)
+        else:
+            out = step(batch, update)
         for name, loss in out.losses.items():
             add(name, loss * out.size)
         for name, tally in out.tallies.items():
@@ -175,7 +204,7 @@ def run_epoch(
         progress.step += 1
         if progress.step % sync_every == 0:
             flush()
-            if not math.isfinite(progress.loss):  # diverged: the caller stops the run
+            if not progress.finite:  # diverged: the caller stops the run
                 break
         if on_step is not None:
             on_step(progress)

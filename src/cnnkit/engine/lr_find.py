@@ -13,6 +13,7 @@ import torch
 from cnnkit.config import TrainConfig
 from cnnkit.engine.fit import Trainer
 from cnnkit.engine.loop import EpochProgress, Optimization, run_epoch
+from cnnkit.errors import CnnkitError
 
 
 @dataclass
@@ -53,6 +54,11 @@ def lr_find(
     out_dir.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(cfg, out_dir, progress)
     trainer.enter_stage(0)
+    if not trainer.single:
+        names = " and ".join(trainer.optimizations)
+        raise CnnkitError(
+            f"lr-find tests one optimiser's rate; this model trains {names} in turn (a GAN)"
+        )
     module = trainer.trained_module()
     steps = max(10, min(steps, 10 * trainer.steps))
     scale = start_lr / cfg.lr  # every parameter group keeps its ratio to the head's rate

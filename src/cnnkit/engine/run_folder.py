@@ -111,12 +111,20 @@ def plot_history(
 
     epochs = [int(row["epoch"]) for row in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, key in ((ax_loss, "loss"), (ax_acc, score_name)):
-        for prefix, label in (("train", "training"), ("val", val_label)):
-            values = [row.get(f"{prefix}_{key}") for row in history]
-            if any(v is not None and v != "" for v in values):
-                shown = [float(v) if v not in (None, "") else float("nan") for v in values]
-                ax.plot(epochs, shown, "o-", label=label)
+    # a task without one "loss" (a GAN: d_loss, g_loss) gets a curve per loss item
+    named = [k.removeprefix("train_") for k in history[0] if k.startswith("train_")]
+    losses = [k for k in named if k.endswith("loss")] if "loss" not in named else []
+    losses = losses or ["loss"]
+    for ax, keys in ((ax_loss, losses), (ax_acc, [score_name])):
+        for key in keys:
+            for prefix, label in (("train", "training"), ("val", val_label)):
+                values = [row.get(f"{prefix}_{key}") for row in history]
+                if any(v is not None and v != "" for v in values):
+                    shown = [float(v) if v not in (None, "") else float("nan") for v in values]
+                    ax.plot(
+                        epochs, shown, "o-", label=label if len(keys) == 1 else f"{label} {key}"
+                    )
+        key = keys[0] if len(keys) == 1 else "losses"
         if best_epoch:
             ax.axvline(
                 best_epoch, color="gray", linestyle="--", label=f"best.pt (epoch {best_epoch})"

@@ -57,6 +57,8 @@ class Graph:
 def task_graph(predictor: Any, bake: bool = False) -> Graph:
     """The graph of a loaded predictor (Classifier, Detector or Segmenter), on the CPU in fp32
     and eval mode; the predictor itself is left as it was."""
+    if predictor.task == "generate":
+        raise CnnkitError("cnnkit export does not export GANs yet; `cnnkit generate` makes images")
     net = copy.deepcopy(predictor.model).float().cpu().eval()
     net = net.to(memory_format=torch.contiguous_format)
     height, width = predictor.preprocessing.size

@@ -29,6 +29,7 @@ SECTIONS: dict[str, str] = {
     "detect": "cnnkit.tasks.detect.report_page:add_sections",
     "segment": "cnnkit.tasks.segment.report_page:add_sections",
     "embed": "cnnkit.tasks.embed.report_page:add_sections",
+    "generate": "cnnkit.tasks.generate.report_page:add_sections",
 }
 REPORT = "report.html"
 

@@ -98,8 +98,9 @@ def compare_runs(runs: list[str | os.PathLike], out: str | os.PathLike = "compar
                 f"{rate:,.0f}" if rate else "",
             ]
         )
+    lower_is_better = score in LOWER_IS_BETTER
     order = {
-        id(r): -(run.metrics.get(f"best_val_{score}") or -1.0)
+        id(r): _rank(run.metrics.get(f"best_val_{score}"), lower_is_better)
         for r, run in zip(rows, found, strict=True)
     }
     rows.sort(key=lambda r: order[id(r)])
@@ -159,3 +160,13 @@ def _curves(runs: list[RunFiles], names: list[str], score: str) -> bytes:
             ax.legend(fontsize=8)
     fig.tight_layout()
     return figure_png(fig)
+
+
+LOWER_IS_BETTER = ("fd_lite0",)  # scores where less is better (a GAN's distance)
+
+
+def _rank(value: float | None, lower_is_better: bool) -> float:
+    """A sort key putting the best run first and runs without a score last."""
+    if value is None:
+        return float("inf")
+    return float(value) if lower_is_better else -float(value)

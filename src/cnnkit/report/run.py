@@ -22,7 +22,7 @@ from cnnkit.report.page import Page
 ALWAYS_SHOWN = ("data", "model", "epochs", "batch_size", "optimizer", "lr", "augment")
 # keys that only say where things go, not how the model was trained
 NOT_RECIPE = ("project", "name", "device", "tensorboard", "report", "data_root")
-SCORES = {"classify": "accuracy", "detect": "map", "segment": "miou"}
+SCORES = {"classify": "accuracy", "detect": "map", "segment": "miou", "generate": "fd_lite0"}
 
 
 @dataclass

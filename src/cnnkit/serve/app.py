@@ -180,6 +180,8 @@ def create_app(model: Any, options: ServeOptions | None = None) -> FastAPI:
         predictor = load(model)
     else:
         predictor, name = model, str(getattr(model, "path", None) or type(model).__name__)
+    if predictor.task == "generate":
+        raise CnnkitError("cnnkit serve does not serve GANs yet; `cnnkit generate` makes images")
     if predictor.task not in ("classify", "segment", "detect"):
         raise CnnkitError(
             "cnnkit serve takes classifiers, detectors and segmenters; an embedding model "

@@ -29,14 +29,21 @@ if TYPE_CHECKING:
 @dataclass
 class Metrics:
     """A task's evaluation: named figures (history.csv's val_<name> columns) and the name of
-    the one that picks best.pt (higher is better)."""
+    the one that picks best.pt, which is better higher (accuracy, mAP) or, with
+    `higher_is_better=False`, lower (a GAN's Fréchet distance). The figures are shown as they
+    are, never negated."""
 
     values: dict[str, float]
     score_name: str
+    higher_is_better: bool = True
 
     @property
     def score(self) -> float:
         return float(self.values[self.score_name])
+
+    def better(self, score: float, than: float) -> bool:
+        """Whether `score` beats `than` in this metric's direction."""
+        return score > than if self.higher_is_better else score < than
 
 
 class Task(Protocol):
@@ -89,6 +96,7 @@ TASKS: dict[str, str] = {
     "detect": "cnnkit.tasks.detect.task:DetectTask",
     "segment": "cnnkit.tasks.segment.task:SegmentTask",
     "embed": "cnnkit.tasks.embed.task:EmbedTask",
+    "generate": "cnnkit.tasks.generate.task:GenerateTask",
 }
 # name -> "module:function(checkpoint dict, path, device, precision) -> predictor"
 PREDICTORS: dict[str, str] = {
@@ -96,6 +104,7 @@ PREDICTORS: dict[str, str] = {
     "detect": "cnnkit.tasks.detect.predictor:Detector.from_checkpoint",
     "segment": "cnnkit.tasks.segment.predictor:Segmenter.from_checkpoint",
     "embed": "cnnkit.tasks.embed.predictor:Embedder.from_checkpoint",
+    "generate": "cnnkit.tasks.generate.predictor:Generator.from_checkpoint",
 }
 # options only some tasks take (None / 0 is "not given"), refused in one line by the others
 TASK_OPTIONS: dict[str, tuple[str, ...]] = {
@@ -109,12 +118,17 @@ TASK_OPTIONS: dict[str, tuple[str, ...]] = {
     "margin_loss": ("embed",),
     "margin": ("embed",),
     "margin_scale": ("embed",),
+    "gan_loss": ("generate",),
+    "spectral_norm": ("generate",),
+    "latent_dim": ("generate",),
+    "fd_images": ("generate",),
 }
 _TASK_NOUNS = {
     "classify": "classifiers",
     "detect": "detectors",
     "segment": "segmenters",
     "embed": "embedding models",
+    "generate": "GANs",
 }
 
 
@@ -135,12 +149,15 @@ def check_task(name: str) -> str:
 
 def task_of_model(model: str) -> str:
     """The task a model name implies: a detection architecture means "detect", a segmentation
-    architecture "segment"."""
+    architecture "segment", a GAN (dcgan, dcgan_conditional) "generate"."""
     from cnnkit.tasks.detect.names import is_detector
+    from cnnkit.tasks.generate.names import is_gan
     from cnnkit.tasks.segment.names import is_segmenter
 
     if is_detector(model):
         return "detect"
+    if is_gan(model):
+        return "generate"
     return "segment" if is_segmenter(model) else "classify"
 
 
