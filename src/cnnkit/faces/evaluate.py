@@ -156,24 +156,17 @@ def evaluate_folder(
 
 
 def write_roc(scores: np.ndarray, same: np.ndarray, path: Path) -> Path:
-    """The ROC curve (true accept rate against false accept rate) as a PNG."""
+    """The verification ROC curve (true accept rate against false accept rate) as a PNG."""
     import matplotlib
+    import torch
+    from torchmetrics.functional.classification import binary_roc
+
+    from cnnkit.tasks.classify.roc import save_roc
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    order = np.argsort(-scores, kind="stable")  # lower the threshold one pair at a time
-    accepted_same = np.concatenate([[0], np.cumsum(same[order])])
-    accepted_diff = np.concatenate([[0], np.cumsum(~same[order])])
-    tar = accepted_same / max(int(same.sum()), 1)
-    far = accepted_diff / max(int((~same).sum()), 1)
-    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
-    ax.plot(far, tar, lw=2)
-    ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1)
-    ax.set(xlabel="false accept rate", ylabel="true accept rate", title="verification ROC")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    far, tar, _ = binary_roc(torch.as_tensor(scores).float(), torch.as_tensor(same).long())
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot(far.numpy(), tar.numpy(), lw=2)
+    return save_roc(fig, ax, path, "verification ROC", legend=False)

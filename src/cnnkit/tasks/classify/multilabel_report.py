@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnkit.tasks.classify.multilabel import MultilabelReport
+from cnnkit.tasks.classify.roc import save_roc
 
 MAX_CURVES = 14  # ChestMNIST's findings all fit in one legend
 
@@ -98,16 +99,7 @@ def plot_label_rocs(report: MultilabelReport, path: Path) -> Path | None:
         fpr, tpr, _ = binary_roc(probs[:, k], truth[:, k])
         (line,) = ax.plot(fpr.numpy(), tpr.numpy(), label=f"{figures.name} ({figures.auc:.3f})")
         ax.plot(1 - figures.specificity, figures.sensitivity, "o", color=line.get_color())
-    ax.plot([0, 1], [0, 1], "--", color="gray", linewidth=1)
-    ax.set_xlabel("false positive rate (1 - specificity)")
-    ax.set_ylabel("true positive rate (sensitivity)")
-    ax.set_title("ROC per label (AUC); dots: the stored thresholds")
-    ax.legend(fontsize=7, loc="lower right")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_roc(fig, ax, path, "ROC per label (AUC); dots: the stored thresholds")
 
 
 def add_multilabel_sections(page: Any, report: MultilabelReport, section: Any, tmp: Path) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -118,13 +119,24 @@ def plot_roc(
             label=f"threshold {point.threshold:.3f}: sens {point.sensitivity:.3f}, "
             f"spec {point.specificity:.3f}",
         )
+    title = "ROC" if len(shown) == 1 else "ROC, each class against the rest"
+    return save_roc(fig, ax, path, title)
+
+
+def save_roc(fig: Any, ax: Any, path: Path, title: str, legend: bool = True) -> Path:
+    """Finish a ROC figure the same way everywhere (chance diagonal, axis names, legend,
+    grid) and write it to ``path``."""
+    import matplotlib.pyplot as plt
+
     ax.plot([0, 1], [0, 1], "--", color="gray", linewidth=1)
     ax.set_xlabel("false positive rate (1 - specificity)")
     ax.set_ylabel("true positive rate (sensitivity)")
-    ax.set_title("ROC" if len(shown) == 1 else "ROC, each class against the rest")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title(title)
+    if legend:
+        ax.legend(fontsize=7, loc="lower right")
     ax.grid(alpha=0.3)
     fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
