@@ -160,6 +160,13 @@ def run_epoch(
     else:  # resuming mid-epoch: replay the same shuffle
         generator.set_state(progress.generator_state)
     batches = make_batches(generator)
+    # resuming mid-epoch: a streaming source jumps to its position (`start_at(step)`) instead
+    # of decoding the finished batches again; in-memory batches are simply skipped
+    start_at = getattr(batches, "start_at", None)
+    if callable(start_at):
+        batches, skip = start_at(progress.step), None
+    else:
+        skip = progress.step
     # Running sums stay on the device and reach `progress` every `sync_every` steps: on a GPU
     # reading a number back each step (loss.item()) would stall the queue of launched kernels.
     if sync_every is None:
@@ -188,7 +195,7 @@ def run_epoch(
     def update(name: str, loss: torch.Tensor) -> None:
         opt[name].step(loss)  # type: ignore[index]
 
-    for batch in itertools.islice(batches, progress.step, None):
+    for batch in itertools.islice(batches, skip, None):
         if should_stop():
             break
         if isinstance(opt, Optimization):
