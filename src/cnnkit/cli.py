@@ -83,6 +83,10 @@ TRAIN_HELP = {
     " (default 1000, at most the validation images; each costs a Lite0 pass at 224 px)",
     "time_limit": "stop after this many minutes of training steps (evaluation excluded): the"
     " epoch in progress ends there and is validated and saved as the last",
+    "sync_bn": "under torchrun on GPUs: SyncBatchNorm, statistics over the global batch (on the"
+    " CPU each process's are averaged at every epoch's end)",
+    "dist_timeout": "under torchrun: minutes a process waits for the others before it fails"
+    " (default 30)",
     "freeze": "keep the pretrained backbone frozen and train the head only (the default with"
     " --pretrained unless --unfreeze or --finetune)",
     "unfreeze": "backbone blocks to train: N (the last N) or all",

@@ -23,6 +23,7 @@ def given_train_flags(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from cnnkit.engine import train
+    from cnnkit.engine.distributed import launched_rank
 
     given = given_train_flags(args)
     if args.sweep:
@@ -39,10 +40,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         result = train(resume=args.resume, progress=not args.no_progress, **given)
     else:
         result = train(build_config(args.config, given), progress=not args.no_progress)
+    main_process = launched_rank() == 0  # under torchrun only rank 0 speaks
     if result.interrupted:
-        print(f"interrupted: resume with `cnnkit train --resume {result.run_dir}`")
+        if main_process:
+            print(f"interrupted: resume with `cnnkit train --resume {result.run_dir}`")
         return 128 + (result.stopped_by or signal.SIGINT)  # 130 for Ctrl-C, 143 for SIGTERM
-    print(f"run folder: {result.run_dir}")
+    if main_process:
+        print(f"run folder: {result.run_dir}")
     return 0
 
 

@@ -104,6 +104,8 @@ class TrainConfig:
     project: str = "runs"  # parent folder of run folders
     name: str | None = None  # run folder name; default: <model>-<n>
     time_limit: float = 0.0  # minutes of training steps; the epoch in progress then ends
+    sync_bn: bool = False  # torchrun on GPUs: SyncBatchNorm (CPU: statistics averaged per epoch)
+    dist_timeout: float | None = None  # torchrun: minutes a rank waits for the others (30)
     tensorboard: bool = False
     report: bool = True  # write report.html into the run folder at the end
     channels_last: bool = True
@@ -186,6 +188,10 @@ class TrainConfig:
             value = getattr(self, key)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise CnnkitError(f"{key} must be a positive whole number, got {value!r}")
+        if self.dist_timeout is not None and (
+            not isinstance(self.dist_timeout, (int, float)) or self.dist_timeout <= 0
+        ):
+            raise CnnkitError(f"dist_timeout must be minutes > 0, got {self.dist_timeout!r}")
         if not isinstance(self.time_limit, (int, float)) or self.time_limit < 0:
             raise CnnkitError(f"time_limit must be minutes >= 0, got {self.time_limit!r}")
         if self.clip_grad < 0:

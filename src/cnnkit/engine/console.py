@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -14,6 +15,11 @@ from tqdm import tqdm
 from cnnkit.engine.loop import EpochProgress
 
 
+# a second signal sooner than this after the first is the same one delivered twice (a terminal's
+# Ctrl-C reaches torchrun's workers directly and again through torchrun), not "abort"
+SAME_SIGNAL_SECONDS = 1.0
+
+
 class StopFlag:
     """First Ctrl-C (SIGINT) or SIGTERM (``kill``, ``timeout``, a job scheduler) asks the loop
     to stop after the current batch and save last.pt; a second one aborts."""
@@ -21,6 +27,7 @@ class StopFlag:
     def __init__(self) -> None:
         self.requested = False
         self.signum: int | None = None  # the signal that asked, if one did
+        self._first = 0.0  # when it asked (time.monotonic)
 
     def __call__(self) -> bool:
         return self.requested
@@ -32,9 +39,12 @@ class StopFlag:
             return
 
         def handler(signum: int, frame: Any) -> None:
+            now = time.monotonic()
+            if self.requested and now - self._first < SAME_SIGNAL_SECONDS:
+                return  # the same Ctrl-C twice: from the terminal and forwarded by torchrun
             if self.requested:
                 raise KeyboardInterrupt
-            self.requested, self.signum = True, signum
+            self.requested, self.signum, self._first = True, signum, now
             what = "terminated" if signum == signal.SIGTERM else "interrupted"
             print(
                 f"\ncnnkit: {what}: stopping after this batch and saving last.pt "

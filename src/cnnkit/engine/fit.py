@@ -8,6 +8,10 @@ model, one step's losses, the metrics whose `score` picks best.pt, and the final
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import os
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,7 +23,7 @@ from torch import nn
 
 from cnnkit.config import TrainConfig, resume_values, with_overrides
 from cnnkit.data.datasets import data_location
-from cnnkit.engine import run_folder
+from cnnkit.engine import distributed, run_folder
 from cnnkit.engine.checkpoint import load_checkpoint, save_checkpoint, unwrap_model
 from cnnkit.engine.console import EpochBar, StopFlag
 from cnnkit.engine.device import Precision, resolve_device, resolve_precision, tune_backend
@@ -33,6 +37,8 @@ from cnnkit.errors import CnnkitError
 from cnnkit.tasks.base import Metrics, Task, make_task
 
 MAIN = "model"  # the one optimisation's name for a task that trains one network
+DEFAULT_DIST_TIMEOUT = 30.0  # minutes a rank waits for the others (torchrun) before failing
+STOP_CHECK_EVERY_GPU = 10  # torchrun on GPUs: steps between the ranks' agreements to go on
 
 
 @dataclass
@@ -84,17 +90,34 @@ class Trainer:
         self.cfg = cfg
         self.run_dir = run_dir
         self.show_progress = progress
-        self.device = resolve_device(cfg.device)
+        self.device = distributed.local_device(resolve_device(cfg.device))
         self.precision = Precision(self.device, resolve_precision(cfg.precision, self.device))
         tune_backend(self.device)
+        # under torchrun: every rank builds the same model from the same seed and draws the
+        # same order of the data; --batch-size is each process's, the task batches globally
+        self.world = distributed.world_size()
+        self.main = distributed.is_main()
         torch.manual_seed(cfg.seed)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.channels_last = cfg.channels_last and self.device.type != "mps"
-        self.task: Task = make_task(cfg, self.device, self.precision, self.channels_last)
-        self.task.load_data(progress)
+        task_cfg = cfg
+        if self.world > 1:
+            task_cfg = dataclasses.replace(cfg, batch_size=cfg.batch_size * self.world)
+        self.task: Task = make_task(task_cfg, self.device, self.precision, self.channels_last)
+        if self.world > 1 and getattr(self.task, "optimizer_groups", None) is not None:
+            raise CnnkitError(
+                f"--task {self.task.name} trains several networks in turn, which cnnkit does "
+                "not yet run under torchrun: train it in one process"
+            )
+        # rank 0 first: it may write the decoded cache that the others then read
+        distributed.main_first(lambda: self.task.load_data(progress and self.main))
         self.data = self.task.data
         self.data_location = data_location(cfg.data)  # recorded in every checkpoint
         self.model = self.task.build(resuming)
+        if self.world > 1:
+            self.model = self._distributed_batchnorm(self.model)
+            # the ranks' own random draws (dropout) differ from here on
+            torch.manual_seed(cfg.seed + 1_000_003 * distributed.rank())
         self.steps = self.task.steps_per_epoch()
         self.stages = plan_stages(cfg, self.model)
         self.total_epochs = sum(stage.epochs for stage in self.stages)
@@ -118,7 +141,9 @@ class Trainer:
         self.best_epoch = 0
         self.wall_seconds = 0.0
         self.stop = StopFlag()
+        self._stop_checks = 0  # torchrun: steps since the ranks last agreed on stopping
         self._compiled: dict[int, nn.Module] = {}  # --compile: module id -> compiled module
+        self._parallel: dict[tuple[int, int], nn.Module] = {}  # torchrun: DDP per module, stage
 
     @property
     def init_seconds(self) -> float:
@@ -190,9 +215,31 @@ class Trainer:
                 target.load_state_dict(ckpt[key] if self.single else ckpt[key][name])
 
     def trained_module(self, averaged: bool = False) -> nn.Module:
-        """What trains (or, averaged, what is evaluated: the EMA when on), compiled if asked."""
+        """What trains (or, averaged, what is evaluated: the EMA when on), compiled if asked;
+        under torchrun what trains is wrapped in DistributedDataParallel (what is evaluated
+        never is: each rank evaluates its own share)."""
         model = self.ema.module if averaged and self.ema is not None else self.model
-        return self._maybe_compiled(self.task.trained_module(model))
+        module = self.task.trained_module(model)
+        if self.world > 1 and not averaged:
+            # a stage changes what trains, and DDP registers the trainable parameters once
+            key = (id(module), self.stage_index)
+            if key not in self._parallel:
+                self._parallel = {key: distributed.wrap(module, self.device)}
+            module = self._parallel[key]
+        return self._maybe_compiled(module)
+
+    def _distributed_batchnorm(self, model: nn.Module) -> nn.Module:
+        """--sync-bn: SyncBatchNorm (CUDA): statistics over the global batch at every step.
+        Otherwise each rank normalises by its own share, and the running statistics are
+        averaged over the ranks at each epoch's end."""
+        if not self.cfg.sync_bn:
+            return model
+        if self.device.type != "cuda":
+            raise CnnkitError(
+                "--sync-bn needs CUDA GPUs; on the CPU the BatchNorm statistics are averaged "
+                "across the processes at each epoch's end"
+            )
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
     def _maybe_compiled(self, module: nn.Module) -> nn.Module:
         """With --compile, the module's torch.compile wrapper (made once, sharing its weights;
@@ -204,6 +251,37 @@ class Trainer:
             # batch go through a dynamic-shape one
             self._compiled[id(module)] = torch.compile(module, dynamic=False)
         return self._compiled[id(module)]
+
+    def _should_stop(self) -> bool:
+        """Whether to stop before the next step: Ctrl-C or SIGTERM, or the time limit. Under
+        torchrun every rank asks the others (every step on the CPU, every few on a GPU, where
+        the exchange would stall the queue), so all stop at the same step: a signal on any rank,
+        or a loss no longer finite on any rank, stops them all."""
+        if self.world == 1:
+            return self.stop() or self.out_of_time()
+        self._stop_checks += 1
+        if self.device.type != "cpu" and self._stop_checks % STOP_CHECK_EVERY_GPU:
+            return False
+        requested = self.stop()
+        signum = self.stop.signum or (int(signal.SIGINT) if requested else 0)
+        local = [float(signum), float(self.out_of_time()), float(not self.progress.finite)]
+        signum, timed, diverged = distributed.agree(local)
+        if signum and not self.stop.requested:
+            self.stop.requested, self.stop.signum = True, int(signum)
+        return bool(signum or timed or diverged)
+
+    def _sum_progress(self) -> None:
+        """Under torchrun: the epoch's running totals over every rank's share (the seconds are
+        the slowest rank's), so history and last.pt hold the whole batch's figures."""
+        if self.world == 1:
+            return
+        p = self.progress
+        totals = distributed.sum_values(
+            {**{f"sum:{k}": v for k, v in p.sums.items()}, "seen": p.seen}
+        )
+        p.sums = {name: totals[f"sum:{name}"] for name in p.sums}
+        p.seen = int(totals["seen"])
+        p.seconds = distributed.agree([p.seconds])[0]
 
     def _after_step(self, bar: EpochBar | None) -> Callable[[EpochProgress], None]:
         def after_step(progress: EpochProgress) -> None:
@@ -241,13 +319,23 @@ class Trainer:
             "metrics": self.best_metrics(),
         }
 
+    def save_best(self) -> None:
+        if self.main:
+            save_checkpoint(self.run_dir / "best.pt", **self.checkpoint_fields(averaged=True))
+
     def save_last(self) -> None:
+        """last.pt, by rank 0, with every rank's random state (all ranks call this)."""
+        rng = distributed.gather(_rng_state())
+        if not self.main:
+            return
         save_checkpoint(
             self.run_dir / "last.pt",
             **self.checkpoint_fields(),
             stage=self.stage_index,
             **self._optimization_states(),
-            rng=_rng_state(),
+            rng=rng[0],
+            rng_ranks=rng if self.world > 1 else None,
+            world_size=self.world,
             generator=self.generator.get_state(),
             progress=self.progress.to_dict(),
             history=self.history,
@@ -265,9 +353,14 @@ class Trainer:
         unwrap_model(self.model).load_state_dict(ckpt["state_dict"])
         self.enter_stage(ckpt.get("stage", 0))
         self._restore_optimizations(ckpt)
-        _set_rng_state(ckpt["rng"])
+        ranks = ckpt.get("rng_ranks") or []
+        same_world = len(ranks) == self.world
+        _set_rng_state(ranks[distributed.rank()] if same_world else ckpt["rng"])
         self.generator.set_state(ckpt["generator"])
         self.progress = EpochProgress.from_dict(ckpt["progress"])
+        if not self.main:  # the saved totals are every rank's: rank 0 carries them on
+            self.progress.sums = dict.fromkeys(self.progress.sums, 0.0)
+            self.progress.seen = 0
         self.history = list(ckpt["history"])
         self.best_score, self.best_epoch = ckpt["best"]
         if self.best_score is not None and self.best_score < 0:  # format 1: -1 meant none yet
@@ -287,21 +380,27 @@ class Trainer:
 
     # ---- the run -------------------------------------------------------------------------------
     def fit(self) -> RunResult:
-        run_folder.write_run_files(self.run_dir, self.cfg.to_dict(), list(self.data.classes))
-        writer = self._tensorboard()
+        if self.main:
+            run_folder.write_run_files(self.run_dir, self.cfg.to_dict(), list(self.data.classes))
+        writer = self._tensorboard() if self.main else None
         self._announce()
         with self.stop.installed():
             try:
                 interrupted = self._epochs(writer)
             except Exception as exc:
                 error = _compile_error(exc) if self.cfg.compile else None
+                if error is None and self.world > 1 and distributed.is_communication_error(exc):
+                    error = CnnkitError(
+                        f"process {distributed.rank()} of {self.world} lost contact with the "
+                        f"others ({distributed.first_line(exc)}); {self._kept()}"
+                    )
                 if error is None:
                     raise
-                raise error from exc
+                raise error from None
         if writer is not None:
             writer.close()
         metrics = self._final_metrics(interrupted)
-        if self.cfg.report and not interrupted and self.epoch:
+        if self.cfg.report and not interrupted and self.epoch and self.main:
             self._write_report()
         return RunResult(self.run_dir, metrics, self.history, interrupted, self.stop.signum)
 
@@ -318,6 +417,9 @@ class Trainer:
             step, make_batches = self.task.epoch(module, self.epoch, self.progress)
             bar = self._bar()
             opt = self.optimizations[MAIN] if self.single else self.optimizations
+            if self.world > 1 and not getattr(self.task, "shards_batches", False):
+                min_share = 2 if distributed.has_batchnorm(self.model) else 1
+                make_batches = distributed.sharded(make_batches, min_share)
             run_epoch(
                 step,
                 make_batches,
@@ -325,11 +427,13 @@ class Trainer:
                 self.generator,
                 self.progress,
                 self.device,
-                should_stop=lambda: self.stop() or self.out_of_time(),
+                should_stop=self._should_stop,
                 on_step=self._after_step(bar),
+                stop_on_non_finite=self.world == 1,
             )
             if bar:
                 bar.close()
+            self._sum_progress()
             self.wall_seconds += time.perf_counter() - started
             if not self.progress.finite:
                 raise self._diverged()
@@ -353,14 +457,17 @@ class Trainer:
         spent = sum(row["seconds"] for row in self.history) + self.progress.seconds
         return spent >= 60.0 * self.cfg.time_limit
 
-    def _diverged(self) -> CnnkitError:
-        """The one line for a loss that became NaN or infinite: training stops before those
-        weights reach a checkpoint, so last.pt and best.pt keep the last finite epoch's."""
-        kept = (
+    def _kept(self) -> str:
+        return (
             f"{self.run_dir} keeps the checkpoints of epoch {self.epoch}"
             if (self.run_dir / "last.pt").is_file()
             else "no epoch finished, so nothing was saved"
         )
+
+    def _diverged(self) -> CnnkitError:
+        """The one line for a loss that became NaN or infinite: training stops before those
+        weights reach a checkpoint, so last.pt and best.pt keep the last finite epoch's."""
+        kept = self._kept()
         return CnnkitError(
             f"training diverged in epoch {self.epoch + 1}: the running mean of "
             f"{self.progress.first_non_finite()}; lower --lr or clip the gradients "
@@ -385,14 +492,19 @@ class Trainer:
         if self.lookahead is not None:  # evaluate and save the slow weights
             self.lookahead.sync(self.model)
         self.epoch += 1
-        val = self.task.evaluate(self.trained_module(averaged=True), "val")
+        # each rank measured BatchNorm's statistics on its own share: average them
+        distributed.average_buffers(self.model)
+        if self.ema is not None:
+            distributed.average_buffers(self.ema.module)
+        with distributed.sharded_evaluation():
+            val = self.task.evaluate(self.trained_module(averaged=True), "val")
         row = self._history_row(val)
         self.history.append(row)
         # with validation images, best.pt is the best score's epoch; without, the latest
         score = val.score if val is not None else None
         if score is None or self.best_score is None or val.better(score, self.best_score):
             self.best_score, self.best_epoch = score, self.epoch
-            save_checkpoint(self.run_dir / "best.pt", **self.checkpoint_fields(averaged=True))
+            self.save_best()
         # early stopping watches the validation score; without validation the training score
         # (a classifier's accuracy), or the training loss where training has no score (mAP)
         if score is not None:
@@ -405,10 +517,18 @@ class Trainer:
             self.stopped_early = True
         self.progress = EpochProgress()
         after_epoch = getattr(self.task, "after_epoch", None)
-        if callable(after_epoch):  # per-epoch pictures (a GAN's fixed-noise grid)
+        if callable(after_epoch) and self.main:  # per-epoch pictures (a GAN's fixed-noise grid)
             after_epoch(self.trained_module(averaged=True), self.epoch, self.run_dir)
         self.wall_seconds += time.perf_counter() - started
         self.save_last()
+        self._print_epoch(row)
+        if self.stopped_early:
+            print(
+                f"early stopping: no improvement for {self.cfg.patience} epochs; best.pt holds "
+                f"epoch {self.best_epoch}"
+            )
+        if not self.main:
+            return
         run_folder.write_history(self.run_dir, self.history)
         labels = {
             "test": "validation (the test split)",
@@ -424,12 +544,6 @@ class Trainer:
                 if isinstance(value, float):
                     writer.add_scalar(key, value, self.epoch)
             writer.flush()
-        self._print_epoch(row)
-        if self.stopped_early:
-            print(
-                f"early stopping: no improvement for {self.cfg.patience} epochs; best.pt holds "
-                f"epoch {self.best_epoch}"
-            )
 
     def _final_metrics(self, interrupted: bool) -> dict[str, Any]:
         metrics: dict[str, Any] = {
@@ -459,10 +573,15 @@ class Trainer:
         }
         test = self.data.test
         if not interrupted and test is not None and len(test) and self.epoch:
-            best = load_checkpoint(self.run_dir / "best.pt")
-            unwrap_model(self.model).load_state_dict(best["state_dict"])
+            # rank 0 reads best.pt; under torchrun the other ranks (perhaps on other machines)
+            # get its weights from rank 0 and test their share
+            best = distributed.broadcast(
+                load_checkpoint(self.run_dir / "best.pt")["state_dict"] if self.main else None
+            )
+            unwrap_model(self.model).load_state_dict(best)
             started = time.perf_counter()
-            metrics.update(self.task.test(self.model, self.best_epoch))
+            with distributed.sharded_evaluation():
+                metrics.update(self.task.test(self.model, self.best_epoch))
             timing["test_evaluation"] = round(time.perf_counter() - started, 3)
         elif not interrupted and self.epoch:
             if self.data.val_source in ("split", "folder", "people"):
@@ -473,7 +592,10 @@ class Trainer:
                 then = "it trained on all of it: evaluate with --data on images it has not seen"
             print(f"no test split in {self.cfg.data}: no final test evaluation; {then}")
         metrics["timing"] = {**timing, "timed": round(sum(timing.values()), 3)}
-        run_folder.write_metrics(self.run_dir, metrics)
+        if self.world > 1:
+            metrics["processes"] = self.world
+        if self.main:
+            run_folder.write_metrics(self.run_dir, metrics)
         if not interrupted:
             epochs = f"{self.epoch} epoch{'s' if self.epoch != 1 else ''}"
             print(f"training took {self.wall_seconds:.1f}s over {epochs}")
@@ -504,6 +626,12 @@ class Trainer:
             f"{len(d.train)} train, {val}{test}, {len(d.classes)} classes; {self.device} "
             f"{self.precision.name}; {stages}; run folder {self.run_dir}"
         )
+        if self.world > 1:
+            b = self.cfg.batch_size
+            print(
+                f"cnnkit: {self.world} processes (torchrun, {distributed.backend()}): batch {b} "
+                f"each, {b * self.world} in all; only this process (rank 0) prints and writes"
+            )
         print(f"cnnkit: {self._recipe()}")
 
     def _recipe(self) -> str:
@@ -543,7 +671,7 @@ class Trainer:
         )
 
     def _bar(self) -> EpochBar | None:
-        if not self.show_progress:
+        if not self.show_progress or not self.main:
             return None
         desc = f"epoch {self.epoch + 1}/{self.total_epochs}"
         return EpochBar(self.steps, self.progress.step, desc)
@@ -602,6 +730,13 @@ def _resume(run: str | Path, progress: bool, overrides: dict[str, Any]) -> RunRe
     trainer = Trainer(TrainConfig.from_dict(values), last.parent, progress, resuming=True)
     if list(trainer.data.classes) != list(ckpt["classes"]):
         raise CnnkitError("the data's classes differ from the checkpoint's; cannot resume")
+    trained_by = ckpt.get("world_size", 1)
+    if trained_by != trainer.world:
+        print(
+            f"cnnkit: note: {last} was saved by {trained_by} process(es) and resumes in "
+            f"{trainer.world}: it goes on with {trainer.cfg.batch_size * trainer.world} images "
+            "a step, not exactly as the interrupted run would have"
+        )
     trainer.restore(ckpt)
     if trainer.epoch >= trainer.total_epochs:
         raise CnnkitError(
@@ -627,18 +762,36 @@ def train(
     `cnnkit.train(data="cifar10-sample", model="simple_cnn", epochs=2)` takes the same options as
     `cnnkit train`, as keywords or as a TrainConfig.
     """
-    if resume is not None:
-        return _resume(resume, progress, overrides)
+    settings = {**(config.to_dict() if config is not None else {}), **overrides}
+    device = resolve_device(settings.get("device") or "auto")
+    timeout = settings.get("dist_timeout") or DEFAULT_DIST_TIMEOUT
+    with distributed.session(device, timeout), _quiet_unless_main():
+        if resume is not None:
+            return _resume(resume, progress, overrides)
+        return _train(config, progress, overrides)
+
+
+def _quiet_unless_main() -> contextlib.AbstractContextManager:
+    """Under torchrun only rank 0 prints (errors still reach every rank's stderr)."""
+    if distributed.is_main():
+        return contextlib.nullcontext()
+    return contextlib.redirect_stdout(open(os.devnull, "w"))  # noqa: SIM115 (closed at exit)
+
+
+def _train(config: TrainConfig | None, progress: bool, overrides: dict[str, Any]) -> RunResult:
     if config is None:
         config = TrainConfig.from_dict(overrides)
     elif overrides:
         config = TrainConfig.from_dict(with_overrides(config.to_dict(), overrides))
     short = config.model if len(config.model) < 40 and "," not in config.model else "custom"
-    run_dir = run_folder.new_run_dir(config.project, config.name, Path(short).stem)
+    # under torchrun rank 0 makes the folder and tells the others its name
+    run_dir = distributed.decided_by_main(
+        lambda: run_folder.new_run_dir(config.project, config.name, Path(short).stem)
+    )
     try:
         trainer = Trainer(config, run_dir, progress)
     except BaseException:
-        if run_dir.exists() and not any(run_dir.iterdir()):
+        if distributed.is_main() and run_dir.exists() and not any(run_dir.iterdir()):
             run_dir.rmdir()  # a run that never started leaves no empty folder
         raise
     return trainer.fit()

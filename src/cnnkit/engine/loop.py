@@ -146,6 +146,7 @@ def run_epoch(
     should_stop: Callable[[], bool] = lambda: False,
     on_step: Callable[[EpochProgress], None] | None = None,
     sync_every: int | None = None,
+    stop_on_non_finite: bool = True,
 ) -> EpochProgress:
     """Train over the batches `make_batches(generator)` yields, continuing from `progress.step`;
     stops early if should_stop(). `step(batch)` is the task's: it returns the batch's losses.
@@ -154,7 +155,9 @@ def run_epoch(
 
     `progress` gets the running sums every `sync_every` steps (default: every step on the CPU,
     every GPU_SYNC_EVERY on other devices) and at the end; a loss that is no longer finite at
-    such a read-back ends the epoch there (the trainer then stops the run in one line)."""
+    such a read-back ends the epoch there (the trainer then stops the run in one line), unless
+    `stop_on_non_finite` is off: under torchrun the ranks agree on stopping in `should_stop`,
+    so that no rank leaves the loop alone."""
     if progress.generator_state is None:
         progress.generator_state = generator.get_state()
     else:  # resuming mid-epoch: replay the same shuffle
@@ -211,7 +214,7 @@ def run_epoch(
         progress.step += 1
         if progress.step % sync_every == 0:
             flush()
-            if not progress.finite:  # diverged: the caller stops the run
+            if stop_on_non_finite and not progress.finite:  # diverged: the caller stops
                 break
         if on_step is not None:
             on_step(progress)

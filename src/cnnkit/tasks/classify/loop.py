@@ -12,6 +12,7 @@ from torch import nn
 from cnnkit.data import ImageSet, iterate_batches
 from cnnkit.data.preprocess import Preprocessing
 from cnnkit.engine.device import Precision
+from cnnkit.engine.distributed import evaluation_share, gather_rows
 from cnnkit.engine.loop import EpochProgress, Optimization, StepOutput, run_epoch
 from cnnkit.tasks.classify.multilabel import label_tally
 
@@ -173,13 +174,12 @@ def predict_logits(
     device = next(model.parameters()).device
     model.eval()
     outputs = []
-    for i in range(0, len(images), batch_size):
-        x = prepare(images[i : i + batch_size].to(device))
+    start, stop = evaluation_share(len(images))  # all of them, but under torchrun's evaluation
+    for i in range(start, stop, batch_size):
+        x = prepare(images[i : min(i + batch_size, stop)].to(device))
         with precision.autocast():
             outputs.append(model(x).float().cpu())
-    if not outputs:
-        return torch.empty(0, 0)
-    return torch.cat(outputs)
+    return gather_rows(torch.cat(outputs) if outputs else torch.empty(0, 0))
 
 
 def evaluate_epoch(

@@ -15,6 +15,7 @@ from torch import nn
 
 from cnnkit.config import TrainConfig
 from cnnkit.data import DataSplits, ImageSet, load_data
+from cnnkit.engine.checkpoint import unwrap_model
 from cnnkit.engine.device import Precision
 from cnnkit.engine.loop import EpochProgress, StepOutput
 from cnnkit.engine.stages import Stage
@@ -176,7 +177,7 @@ class EmbedTask(ClassifyTask):
     def epoch(self, module: nn.Module, epoch: int, progress: EpochProgress):
         augment = self._augment_step(epoch)
         prepare, precision = self.images_in, self.precision
-        margin = module.margin
+        margin = unwrap_model(module).margin  # (DDP wraps the model under torchrun)
 
         def step(batch: tuple[torch.Tensor, ...]) -> StepOutput:
             images, labels, indices = batch
