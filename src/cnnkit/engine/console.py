@@ -14,7 +14,6 @@ from tqdm import tqdm
 
 from cnnkit.engine.loop import EpochProgress
 
-
 # a second signal sooner than this after the first is the same one delivered twice (a terminal's
 # Ctrl-C reaches torchrun's workers directly and again through torchrun), not "abort"
 SAME_SIGNAL_SECONDS = 1.0
