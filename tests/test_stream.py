@@ -253,3 +253,33 @@ def test_memory_budget_reads_sizes_and_shares():
             check_budget(bad)
     with pytest.raises(CnnkitError, match="memory budget"):
         cnnkit.TrainConfig(memory_budget="8 apples")
+
+
+def test_a_streamed_run_stopped_mid_epoch_resumes_to_the_same_weights(cifar_folder, tmp_path):
+    from cnnkit.config import TrainConfig
+    from cnnkit.engine.fit import Trainer
+    from stop_after import StopAfter
+
+    common = dict(
+        data=str(cifar_folder),
+        stream=True,
+        workers=1,
+        val_split=0.0,
+        epochs=2,
+        batch_size=16,
+        augment="basic",
+        device="cpu",
+        precision="fp32",
+        report=False,
+        project=str(tmp_path),
+    )
+    whole = cnnkit.train(name="whole", progress=False, **common)
+    (tmp_path / "cut").mkdir()
+    trainer = Trainer(TrainConfig(name="cut", **common), tmp_path / "cut", progress=False)
+    trainer.stop = StopAfter(5 + 2)  # 5 steps an epoch (72 images): stop at step 2 of epoch 2
+    assert trainer.fit().interrupted
+    assert torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["progress"]["step"] == 2
+    resumed = cnnkit.train(resume=tmp_path / "cut", progress=False)
+    a = torch.load(resumed.last, weights_only=True)["state_dict"]
+    b = torch.load(whole.last, weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
