@@ -31,6 +31,7 @@ from cnnkit.explain_commands import add_explain_parsers
 from cnnkit.faces_commands import add_faces_parser
 from cnnkit.generate_commands import add_generate_parser
 from cnnkit.report_commands import add_report_parsers
+from cnnkit.shard_commands import add_shard_parser
 from cnnkit.tasks.classify.tta import check_mode as check_tta
 
 TRAIN_HELP = {
@@ -124,6 +125,14 @@ TRAIN_HELP = {
     "resize": "how images of another shape are resized: stretch | crop | pad (classifiers;"
     " default stretch), letterbox | shorter (detectors; default letterbox)",
     "data_root": "folder for named datasets (default $CNNKIT_DATA or ~/.cache/cnnkit/data)",
+    "stream": "classifiers: decode the training images on the fly in worker processes instead"
+    " of holding them in memory (a folder, CSV list or `cnnkit shard` folder); default: stream"
+    " shard folders, and folders whose decoded size is over --memory-budget",
+    "memory_budget": "the decoded size (images x 3 x H x W bytes) over which a folder streams:"
+    " bytes (8G, 512M) or a share of the available memory (50%%); default $CNNKIT_MEMORY_BUDGET"
+    " or 50%%",
+    "workers": "streaming: decoding worker processes per training process (default: the CPUs"
+    " this process may use, at most 8; 0 decodes in the training process)",
     "project": "parent folder of run folders",
     "name": "run folder name (default: the model's name, numbered)",
     "tensorboard": "also write TensorBoard event files into the run folder",
@@ -295,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_report_parsers(command)
     add_faces_parser(command)
     add_generate_parser(command)
+    add_shard_parser(command)
 
     p = command("embed", cmd_embed, "write backbone features and labels of a dataset (npz)")
     p.add_argument("source", help="a checkpoint or run folder, or a model name with --pretrained")

@@ -101,6 +101,9 @@ class TrainConfig:
     # classify: stretch | crop | pad (default stretch); detect: letterbox | shorter (letterbox)
     resize: str | None = None
     data_root: str | None = None  # where named datasets live (env CNNKIT_DATA)
+    stream: bool | None = None  # stream training images from disk; None: over memory_budget
+    memory_budget: str | None = None  # e.g. 8G or 50% (env CNNKIT_MEMORY_BUDGET; default 50%)
+    workers: int | None = None  # streaming: decoding processes (default: the CPUs, at most 8)
     project: str = "runs"  # parent folder of run folders
     name: str | None = None  # run folder name; default: <model>-<n>
     time_limit: float = 0.0  # minutes of training steps; the epoch in progress then ends
@@ -194,6 +197,12 @@ class TrainConfig:
             raise CnnkitError(f"dist_timeout must be minutes > 0, got {self.dist_timeout!r}")
         if not isinstance(self.time_limit, (int, float)) or self.time_limit < 0:
             raise CnnkitError(f"time_limit must be minutes >= 0, got {self.time_limit!r}")
+        if self.memory_budget is not None:
+            from cnnkit.data.budget import check_budget
+
+            check_budget(self.memory_budget)
+        if self.workers is not None and (not isinstance(self.workers, int) or self.workers < 0):
+            raise CnnkitError(f"workers must be a whole number >= 0, got {self.workers!r}")
         if self.clip_grad < 0:
             raise CnnkitError(f"clip_grad must not be negative, got {self.clip_grad}")
         if self.embedding_dim is not None and (

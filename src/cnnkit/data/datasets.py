@@ -26,6 +26,7 @@ from cnnkit.data.decode import ImageDecodeError, check_resize_policy, decode_ima
 from cnnkit.data.imageset import DataSplits, ImageSet
 from cnnkit.data.medmnist import MEDMNIST, NpzFile, named_medmnist_file
 from cnnkit.data.named import load_named, named_descriptions
+from cnnkit.data.shards import is_shard_folder
 from cnnkit.data.sources import (
     SPLIT_NAMES,
     ImageList,
@@ -258,12 +259,36 @@ def named_dataset(spec: str | os.PathLike) -> str | None:
     return spec if isinstance(spec, str) and spec in DATASETS else None
 
 
+def _shard_source(path: Path, req: _Request) -> _Source:
+    """A `cnnkit shard` folder's splits decoded into memory (--no-stream, evaluation)."""
+    from cnnkit.data.stream import common_size, default_workers, materialise
+    from cnnkit.data.stream_splits import shard_sources
+
+    classes, sources, skipped = shard_sources(path)
+    req.skipped.extend(skipped)
+    first = sources.get("train") or next(iter(sources.values()))
+    fixed: dict[str, tuple[int, int]] = {}
+
+    def load(source) -> ImageSet:
+        if "size" not in fixed:
+            fixed["size"] = req.image_size or common_size(first)
+        source.size, source.resize = fixed["size"], req.resize
+        workers = default_workers() if len(source) > POOL_THRESHOLD else 0
+        images, bad = materialise(source, workers=workers)
+        req.skipped.extend(bad)
+        return images
+
+    return _Source(classes, {s: (lambda s=s: load(sources[s])) for s in sources})
+
+
 def _resolve(spec: str | os.PathLike, req: _Request) -> tuple[str, _Source]:
     text = os.fspath(spec)
     name = named_dataset(spec)
     if name is not None:
         return name, DATASETS[name][0](req)
     path = Path(text).expanduser()
+    if path.is_dir() and is_shard_folder(path):  # `cnnkit shard`'s tar shards
+        return text, _shard_source(path, req)
     if path.is_dir() and (path / MULTILABEL_LIST).is_file():  # images with a multi-label list
         return text, _file_source(read_csv_list(path / MULTILABEL_LIST), req)
     if path.is_dir():

@@ -113,6 +113,7 @@ TASK_OPTIONS: dict[str, tuple[str, ...]] = {
     "dice": ("segment",),
     "class_weights": ("classify", "segment"),
     "sampler": ("classify", "embed"),
+    "stream": ("classify",),
     "instances": ("segment",),
     "embedding_dim": ("embed",),
     "margin_loss": ("embed",),

@@ -17,6 +17,7 @@ from cnnkit.config import TrainConfig
 from cnnkit.data import DataSplits, ImageSet, channel_stats, load_data
 from cnnkit.data.augment import BatchAugment, alternating_flips, augment_generator
 from cnnkit.data.preprocess import Preprocessing
+from cnnkit.data.stream_splits import plan_stream
 from cnnkit.engine.device import Precision
 from cnnkit.engine.loop import EpochProgress
 from cnnkit.engine.stages import Stage
@@ -40,6 +41,7 @@ from cnnkit.tasks.classify.loop import (
 )
 from cnnkit.tasks.classify.metrics import classification_report
 from cnnkit.tasks.classify.roc import choose_threshold
+from cnnkit.tasks.classify.streaming import StreamedTraining
 from cnnkit.tasks.classify.tta import tta_and_plain_logits
 
 
@@ -164,20 +166,27 @@ class ClassifyTask:
         self.decision_threshold: float | None = None
         self.multilabel = False  # multi-hot targets: BCE, per-label thresholds (multilabel.py)
         self.label_thresholds: list[float] | None = None
+        self.streamed: StreamedTraining | None = None  # --stream: training images from disk
+        self.shards_batches = False  # True when streaming: batches are already this rank's
 
     # ---- data and model ------------------------------------------------------------------------
     def load_data(self, progress: bool) -> None:
         cfg = self.cfg
         refuse_detection_data(cfg)
-        self.data = load_data(
-            cfg.data,
-            data_root=cfg.data_root,
-            val_split=cfg.val_split,
-            seed=cfg.seed,
-            image_size=cfg.image_size,
-            resize=classify_resize(cfg),
-            progress=progress,
-        )
+        plan = plan_stream(cfg.data, cfg.stream, cfg.image_size, cfg.memory_budget)
+        if plan is not None:
+            self.streamed = StreamedTraining(cfg, plan, classify_resize(cfg))
+            self.data = self.streamed.data
+        else:
+            self.data = load_data(
+                cfg.data,
+                data_root=cfg.data_root,
+                val_split=cfg.val_split,
+                seed=cfg.seed,
+                image_size=cfg.image_size,
+                resize=classify_resize(cfg),
+                progress=progress,
+            )
         if self.data.train is None or len(self.data.train) == 0:
             raise CnnkitError(f"no training images in {cfg.data}")
         if len(self.data.classes) < 2:
@@ -213,19 +222,21 @@ class ClassifyTask:
         )
 
     def build(self, resuming: bool) -> nn.Module:
+        # streaming: statistics and init from a seeded sample of the training images
+        train = self.streamed.sample(self.cfg.seed) if self.streamed else self.data.train
         model, self.spec, self.preprocessing = build_model_for(
-            self.cfg, self.data.train, len(self.data.classes)
+            self.cfg, train, len(self.data.classes)
         )
         memory_format = torch.channels_last if self.channels_last else torch.preserve_format
         model = model.to(self.device, memory_format=memory_format)
         self.images_in: Prepare = image_input(self.preprocessing, self.channels_last)
         if not resuming:  # a resumed run restores these weights from last.pt instead
-            self.init_seconds = init_from_data(
-                model, self.data.train, self.images_in, self.cfg.seed
-            )
+            self.init_seconds = init_from_data(model, train, self.images_in, self.cfg.seed)
         return model
 
     def steps_per_epoch(self) -> int:
+        if self.streamed is not None:
+            return self.streamed.steps(self.cfg.batch_size)
         return steps_per_epoch(len(self.data.train), self.cfg.batch_size)
 
     # ---- stages and steps ----------------------------------------------------------------------
@@ -233,6 +244,8 @@ class ClassifyTask:
         """With a frozen backbone and no augmentation, cache its features once: the head then
         trains on them, epoch after epoch, through the same step."""
         self.features = None
+        if self.streamed is not None:  # features of a stream would not fit in memory either
+            return
         if not can_cache_features(model, stage, len(self.data.train), self.augment is not None):
             return
         started = time.perf_counter()
@@ -284,10 +297,13 @@ class ClassifyTask:
         data, prepare = self._split("train")
         augment = self._augment_step(epoch)
         module.train()
-        return (
-            classification_step(module, prepare, self.precision, self.loss_fn, augment, progress),
-            shuffled_batches(data, self.cfg.batch_size, self.device, self.sample_weights),
-        )
+        step = classification_step(module, prepare, self.precision, self.loss_fn, augment, progress)
+        if self.streamed is not None:
+            self.shards_batches = True
+            batches = self.streamed.batches(self.cfg.batch_size, self.device, self.sample_weights)
+        else:
+            batches = shuffled_batches(data, self.cfg.batch_size, self.device, self.sample_weights)
+        return step, batches
 
     # ---- evaluation ----------------------------------------------------------------------------
     def evaluate(self, module: nn.Module, split: str) -> Metrics | None:
