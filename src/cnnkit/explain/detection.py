@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 
 from cnnkit.explain.cam import (
     FLAT_NOTE,
@@ -119,6 +120,7 @@ def explain_detections(
             if len(boxes):
                 score = FasterRCNNBoxScoreTarget(labels, boxes)
                 heat = cam(input_tensor=x.requires_grad_(), targets=[score])[0]
+                heat = _on_input(model, x, heat)
                 result.heatmap = _to_image(heat, batch, original.shape[:2])
                 if out is not None:
                     result.file = str(_write(result, overlay_file(out, i, result.source, method)))
@@ -158,6 +160,23 @@ def _shown_boxes(
         Box(detector.classes[int(label)], float(score), [round(float(v), 2) for v in box])
         for box, label, score in zip(placed, labels, scores, strict=True)
     ]
+
+
+def _on_input(model: torch.nn.Module, x: torch.Tensor, heat: np.ndarray) -> np.ndarray:
+    """pytorch-grad-cam stretches the map over the input it was given, but the detector's own
+    transform pads that input to a multiple of 32 (and may resize it) before the backbone sees
+    it: the map is put back over the part of the padded canvas that holds the input."""
+    transform = getattr(getattr(model, "model", None), "transform", None)
+    if transform is None:
+        return heat
+    with torch.no_grad():
+        seen, _ = transform([x[0].detach()])
+    padded, inner = tuple(seen.tensors.shape[-2:]), tuple(seen.image_sizes[0])
+    if padded == inner:
+        return heat
+    tensor = torch.from_numpy(np.ascontiguousarray(heat, dtype=np.float32))[None, None]
+    canvas = F.interpolate(tensor, size=padded, mode="bilinear")[..., : inner[0], : inner[1]]
+    return F.interpolate(canvas, size=tuple(x.shape[-2:]), mode="bilinear")[0, 0].numpy()
 
 
 def _to_image(heat: np.ndarray, batch: Any, size: tuple[int, int]) -> np.ndarray:
