@@ -9,34 +9,37 @@ import sys
 from cnnkit.errors import CnnkitError
 
 
-def _classifier(args: argparse.Namespace, positional: list[str]):
+def _classifier(args: argparse.Namespace, positional: list[str], tasks=("classify",)):
     from cnnkit.commands import predictor_for
 
     if not args.model and not positional:
         raise CnnkitError("give a checkpoint or run folder (or --model NAME --pretrained imagenet)")
     predictor, rest = predictor_for(args, positional)
-    if predictor.task != "classify":
-        raise CnnkitError(f"{args.command} is for classifiers; this is a {predictor.task} model")
+    if predictor.task not in tasks:
+        kinds = {"classify": "classifiers", "detect": "detectors", "segment": "segmenters"}
+        named = ", ".join(kinds[t] for t in tasks[:-1])
+        named = f"{named} and {kinds[tasks[-1]]}" if named else kinds[tasks[-1]]
+        raise CnnkitError(f"{args.command} is for {named}; this is a {predictor.task} model")
     return predictor, rest
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
     from cnnkit.explain import explain
+    from cnnkit.explain.cam import EXPLAINED_TASKS
     from cnnkit.inputs import expand_paths
 
     if not args.model and len(args.inputs) < 2:
         raise CnnkitError("give a checkpoint (or run folder) and at least one image")
-    classifier, paths = _classifier(args, args.inputs)
+    predictor, paths = _classifier(args, args.inputs, EXPLAINED_TASKS)
     files = [str(p) for p in expand_paths(paths)]
     if not files:
         raise CnnkitError("no image to explain")
-    results = explain(classifier, files, args.method, args.layer, args.target, args.out)
+    results = explain(predictor, files, args.method, args.layer, args.target, args.out, args.conf)
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
     else:
         for r in results:
-            note = "" if r.label == r.predicted else f" (predicted: {r.predicted})"
-            print(f"{r.source}: {r.label} {r.probability:.1%}{note} -> {r.file}")
+            print(r.summary())
         print(f"{args.method} on layer {results[0].layer}", file=sys.stderr)
     return 0
 
@@ -73,8 +76,21 @@ def add_explain_parsers(command, pretrained_flags) -> None:
     p.add_argument(
         "--method", default="gradcam", choices=("gradcam", "gradcam++", "layercam", "eigencam")
     )
-    p.add_argument("--layer", default="auto", help="module name (default: the last feature map)")
-    p.add_argument("--class", dest="target", help="explain this class (default: the predicted one)")
+    p.add_argument(
+        "--layer",
+        default="auto",
+        help="module name (default: a classifier's last feature map; a detector's or "
+        "segmenter's last backbone stage)",
+    )
+    p.add_argument(
+        "--class",
+        dest="target",
+        help="explain this class (default: a classifier's predicted one; a detector's boxes of "
+        "every class; a segmenter's most frequent predicted class but the background)",
+    )
+    p.add_argument(
+        "--conf", type=float, help="detectors: explain boxes scoring at least this (the run's)"
+    )
     p.add_argument("--out", default="explain", help="folder for the overlays (explain/)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
 

@@ -44,8 +44,14 @@ class Explanation:
         out = {k: getattr(self, k) for k in ("source", "label", "probability", "predicted")}
         return {**out, "layer": self.layer, "method": self.method, "file": self.file}
 
+    def summary(self) -> str:
+        """One line for the console."""
+        note = "" if self.label == self.predicted else f" (predicted: {self.predicted})"
+        flat = FLAT_NOTE if is_flat(self.heatmap) else ""
+        return f"{self.source}: {self.label} {self.probability:.1%}{note} -> {self.file}{flat}"
 
-def _cam_class(method: str):
+
+def cam_class(method: str) -> type:
     from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, LayerCAM
 
     table = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "layercam": LayerCAM}
@@ -100,7 +106,97 @@ def class_index(classifier: Any, name: str | None) -> int | None:
     raise did_you_mean("class", name, classifier.classes)
 
 
+def window_to_image(
+    cam: np.ndarray, top: int, left: int, inner: tuple[int, int], size: tuple[int, int]
+) -> np.ndarray:
+    """A map over a letterboxed canvas -> over the (height, width) image: the image's window
+    (``inner`` = its (h, w) on the canvas at (top, left)) cut out and resized bilinearly."""
+    tensor = torch.from_numpy(np.ascontiguousarray(cam, dtype=np.float32))[None, None]
+    window = tensor[..., top : top + inner[0], left : left + inner[1]]
+    return F.interpolate(window, size=size, mode="bilinear")[0, 0].numpy()
+
+
+def read_image(item: ImageInput) -> np.ndarray:
+    """The RGB uint8 (H, W, 3) of an input; an unreadable one is one line naming it."""
+    try:
+        return decode_image(item)
+    except CnnkitError as exc:
+        name, message = describe_input(item), str(exc)
+        raise CnnkitError(message if name in message else f"{name}: {message}") from None
+
+
+def is_flat(heatmap: np.ndarray | None) -> bool:
+    """Whether a map is one value everywhere (Grad-CAM gives 0 everywhere when no part of the
+    layer raises the score: its ReLU leaves nothing)."""
+    if heatmap is None or np.isnan(heatmap).all():
+        return False
+    return bool(np.nanmax(heatmap) - np.nanmin(heatmap) < 1e-6)
+
+
+FLAT_NOTE = " (a flat map: nothing in this layer raises the score; try gradcam++ or eigencam)"
+
+
+def overlay_file(out: Path, index: int, source: str, method: str) -> Path:
+    """Where an overlay goes: out/NNNN-name_METHOD.png (gradcam++ -> gradcampp)."""
+    stem = Path(source).stem if Path(source).suffix else "image"
+    return out / f"{index:04d}-{stem}_{method.replace('+', 'p')}.png"
+
+
+def check_network(predictor: Any) -> None:
+    """CAMs need the checkpoint's own network: an exported file has no gradients to read."""
+    from cnnkit.export.runtime import GraphRunner
+
+    if isinstance(predictor.model, GraphRunner):
+        raise CnnkitError("explain needs the checkpoint's network, not an exported file")
+
+
+def output_folder(out_dir: str | Path | None) -> Path | None:
+    if out_dir is None:
+        return None
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+EXPLAINED_TASKS = ("classify", "detect", "segment")
+
+
 def explain(
+    predictor: Any,
+    images: list[ImageInput],
+    method: str = "gradcam",
+    layer: str = "auto",
+    target: str | None = None,
+    out_dir: str | Path | None = None,
+    conf: float | None = None,
+) -> list[Any]:
+    """Class activation maps over images, for a classifier, a detector or a segmenter (the
+    result types: Explanation, DetectionExplanation, SegmentationExplanation). ``target`` is a
+    class name: the class explained (classifier: default the predicted one), the boxes kept
+    (detector: default all), the class whose pixels are explained (segmenter: default the
+    most frequent predicted one but the background). ``conf`` is a detector's score threshold
+    (default: the checkpoint's). With ``out_dir`` each overlay is written there as
+    NNNN-name_METHOD.png."""
+    task = getattr(predictor, "task", None)
+    if task not in EXPLAINED_TASKS:
+        raise CnnkitError(
+            f"explain is for classifiers, detectors and segmenters, not a {task} model"
+        )
+    check_network(predictor)
+    if conf is not None and task != "detect":
+        raise CnnkitError("--conf is for detectors")
+    if task == "detect":
+        from cnnkit.explain.detection import explain_detections
+
+        return explain_detections(predictor, images, method, layer, target, out_dir, conf)
+    if task == "segment":
+        from cnnkit.explain.segmentation import explain_segmentation
+
+        return explain_segmentation(predictor, images, method, layer, target, out_dir)
+    return explain_classes(predictor, images, method, layer, target, out_dir)
+
+
+def explain_classes(
     classifier: Any,
     images: list[ImageInput],
     method: str = "gradcam",
@@ -108,29 +204,20 @@ def explain(
     target: str | None = None,
     out_dir: str | Path | None = None,
 ) -> list[Explanation]:
-    """The ``method`` map of each image for class ``target`` (default: the predicted one), from
-    ``layer`` (default: the last spatial feature map); with ``out_dir`` each overlay is written
-    there as NNNN-name_METHOD.png."""
+    """A classifier's ``method`` map of each image for class ``target`` (default: the predicted
+    one), from ``layer`` (default: the last spatial feature map)."""
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    if getattr(classifier, "task", None) != "classify":
-        raise CnnkitError("explain is for classifiers: load a classifier's run or checkpoint")
-    from cnnkit.export.runtime import GraphRunner
-
-    if isinstance(classifier.model, GraphRunner):  # no gradients, no activations to read
-        raise CnnkitError("explain needs the checkpoint's network, not an exported file")
-    cam_class = _cam_class(method)
+    cam_type = cam_class(method)
     prep = classifier.preprocessing
     model = classifier.model.float().eval()
     layer_name, module = find_target_layer(model, (3, *prep.size), layer)
     wanted = class_index(classifier, target)
-    out = Path(out_dir) if out_dir is not None else None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(out_dir)
     results: list[Explanation] = []
-    with cam_class(model=model, target_layers=[module]) as cam:
+    with cam_type(model=model, target_layers=[module]) as cam:
         for i, item in enumerate(images):
-            original = decode_image(item)
+            original = read_image(item)
             pixels = torch.from_numpy(np.array(classifier.decode(original))).permute(2, 0, 1)[None]
             x = prep.to_input(pixels.contiguous()).to(classifier.device)
             with torch.no_grad():
@@ -152,8 +239,7 @@ def explain(
             if out is not None:
                 from PIL import Image
 
-                stem = Path(result.source).stem if Path(result.source).suffix else "image"
-                path = out / f"{i:04d}-{stem}_{method.replace('+', 'p')}.png"
+                path = overlay_file(out, i, result.source, method)
                 Image.fromarray(overlay(original, heat)).save(path)
                 result.file = str(path)
             results.append(result)

@@ -78,3 +78,51 @@ def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:
         if isinstance(module, nn.Conv2d):
             return name, module
     raise CnnkitError(f"{type(model).__name__} has no convolution layer")
+
+
+def backbone_layer(
+    model: nn.Module,
+    input_size: tuple[int, int, int],
+    backbones: tuple[str, ...],
+    name: str = "auto",
+) -> tuple[str, nn.Module]:
+    """The (name, module) a detector's or segmenter's CAM reads: ``name`` itself, or with
+    "auto" the backbone's last feature stage: the last module under the first of ``backbones``
+    the model has to output one feature map (a detector's C5, which every pyramid level reads;
+    a segmenter's last backbone stage). A model with none of them (a layer-spec FCN) gets its
+    deepest map: the last module at the smallest spatial size."""
+    spatial = _spatial_outputs(model, input_size)
+    modules = dict(model.named_modules())
+    if name != "auto":
+        _check_named_layer(name, modules, spatial)
+        return name, modules[name]
+    for prefix in backbones:
+        if prefix in modules:
+            inside = [n for n, _ in spatial if n.startswith(prefix + ".") or n == prefix]
+            if inside:
+                return inside[-1], modules[inside[-1]]
+    if not spatial:
+        raise CnnkitError(f"{type(model).__name__} has no convolutional feature map to explain")
+    smallest = min(s[2] * s[3] for _, s in spatial)
+    deepest = [n for n, s in spatial if s[2] * s[3] == smallest]
+    return deepest[-1], modules[deepest[-1]]
+
+
+def _check_named_layer(name: str, modules: dict, spatial: list[tuple[str, tuple]]) -> None:
+    """A --layer must exist, give one (N, C, H, W) tensor and run once per image: a CAM reads
+    one activation and its gradient (a dict of pyramid levels, or a head shared by the levels,
+    has no single map)."""
+    names = list(dict.fromkeys(n for n, _ in spatial))
+    if not name or name not in modules:
+        raise did_you_mean("layer", name, names)
+    runs = sum(n == name for n, _ in spatial)
+    if runs == 0:
+        raise CnnkitError(
+            f"layer '{name}' gives no single feature map (its output is not one (N, C, H, W)"
+            " tensor): name one of its parts"
+        )
+    if runs > 1:
+        raise CnnkitError(
+            f"layer '{name}' runs {runs} times per image (once per pyramid level): name a layer"
+            " that runs once, such as one of the backbone's stages"
+        )
