@@ -126,6 +126,14 @@ def test_a_checkpoint_from_two_processes_loads_and_predicts_in_one(runs):
     assert ckpt["config"]["batch_size"] == 8  # each process's, as given
 
 
+def test_a_streamed_run_under_torchrun_ends_where_the_in_memory_one_does(data, runs, tmp_path):
+    args = common(data, "--epochs", "2", "--batch-size", "8", "--name", "streamed")
+    code, out = finish(torchrun(2, *args, "--stream", "--workers", "1", cwd=tmp_path))
+    assert code == 0, out
+    assert "streaming 200 training images" in out
+    assert max_difference(weights(tmp_path / "runs" / "streamed"), weights(runs["two"])) < 1e-6
+
+
 def rank_pids(torchrun_pid: int, wanted: int, timeout: float = 60) -> dict[int, int]:
     """{rank: pid} of the worker processes torchrun started (from their environments)."""
     found: dict[int, int] = {}
