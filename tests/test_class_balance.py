@@ -88,6 +88,9 @@ def test_datasets_inspect_warns_about_an_imbalanced_folder(tmp_path, capsys):
     assert found["images"]["train"] == {"common": 24, "rare": 2} and found["imbalance"] == 12
     assert main(["datasets", "--inspect", str(tmp_path / "nope"), "--task", "classify"]) != 0
     assert "give a folder of class folders" in capsys.readouterr().err
+    # without --task: class folders are read as a classification dataset
+    assert main(["datasets", "--inspect", root]) == 0
+    assert "warning: imbalanced training classes" in capsys.readouterr().out
 
 
 def test_datasets_inspect_reads_a_named_dataset(capsys):
@@ -100,3 +103,5 @@ def test_datasets_inspect_reads_a_named_dataset(capsys):
     assert len(found["classes"]) == 10 and found["imbalance"] == 1.0
     assert set(found["images"]["train"].values()) == {200}
     assert set(found["images"]["test"].values()) == {50}
+    assert main(["datasets", "--inspect", "cifar10-sample"]) == 0  # no --task: classify
+    assert "cifar10-sample: classification, 10 classes" in capsys.readouterr().out

@@ -233,6 +233,35 @@ def test_a_detection_run_trains_under_torchrun(tmp_path):
     assert final["val_map"] is not None and final["val_map"] >= 0
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        {
+            "model": "conv2d:8:3,batchnorm,relu,maxpool2d,flatten,dropout:0.3,dense",
+            "augment": "basic",
+        },
+        {"model": "dcgan", "fd_images": 16, "image_size": 32},
+    ],
+    ids=["classifier-batchnorm-dropout-augment", "gan"],
+)
+def test_every_rank_ends_with_the_same_weights(data, tmp_path, options):
+    """DDP keeps a classifier's ranks in step (BatchNorm statistics averaged at the epoch's
+    end); a GAN's two networks, which DDP cannot wrap, stay in step by averaged gradients."""
+    values = {"data": str(data), "epochs": 1, "batch_size": 8, "precision": "fp32",
+              "report": False, **options}  # fmt: skip
+    script = Path(__file__).parent / "ddp_same_weights.py"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         str(script), json.dumps(values), str(tmp_path / "run")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    worst = float(done.stdout.split("max difference between ranks:")[1].split()[0])
+    assert worst == 0.0
+    assert (tmp_path / "run" / "best.pt").is_file()
+
+
 def test_the_batch_share_of_each_rank_covers_the_global_batch_once():
     batch = (torch.arange(7), torch.arange(7) * 10, list(range(7)))
     parts = [distributed.take_share(batch, r, 2) for r in range(2)]

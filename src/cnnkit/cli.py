@@ -340,9 +340,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--task",
         choices=("classify", "detect", "segment"),
-        default="detect",
+        default=None,
         help="with --inspect: read PATH as class folders or a CSV list (classify: images per"
-        " class, an imbalance warning), boxes (detect) or class masks (segment)",
+        " class, an imbalance warning), boxes (detect) or class masks (segment); default: a"
+        " named dataset or class folders are classify, else detect",
     )
     p.add_argument("--json", action="store_true", help="with --inspect: JSON output")
     command("presets", cmd_presets, "list the named training recipes and their measured results")

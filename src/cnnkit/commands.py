@@ -344,6 +344,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_datasets(args: argparse.Namespace) -> int:
     if args.inspect:
+        if args.task is None:
+            args.task = _inspect_task(args.inspect)
         if args.task == "segment":
             from cnnkit.tasks.segment.inspect import inspect_segmentation
 
@@ -378,6 +380,25 @@ def cmd_datasets(args: argparse.Namespace) -> int:
         "COCO polygons, instance masks of one class (`--inspect PATH --task segment`)"
     )
     return 0
+
+
+def _inspect_task(path: str) -> str:
+    """`datasets --inspect` without --task: a named dataset, a CSV list or a folder of class
+    folders is a classification dataset; anything else is read as detection data."""
+    from cnnkit.data.datasets import named_dataset
+    from cnnkit.data.sources import scan_folder
+
+    if named_dataset(path) is not None or Path(path).suffix.lower() == ".csv":
+        return "classify"
+    folder = Path(path)
+    detection_marks = ("annotations", "Annotations", "data.yaml", "PedMasks", "masks", "labels")
+    if folder.is_dir() and not any((folder / mark).exists() for mark in detection_marks):
+        try:
+            if len(scan_folder(folder).classes) >= 2:
+                return "classify"
+        except (CnnkitError, OSError):
+            pass
+    return "detect"
 
 
 def cmd_summary(args: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 from cnnkit.data.seeding import draw_seed, global_rng_seeded
@@ -166,7 +167,10 @@ def augment_generator(seed: int, epoch: int, step: int) -> torch.Generator:
     Seeding per (seed, epoch, step) makes a resumed run (which skips the finished steps of an
     epoch) draw exactly the augmentations an uninterrupted run would have drawn.
     """
-    mixed = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(epoch), int(step)])
+    entropy = [int(seed) & 0xFFFFFFFF, int(epoch), int(step)]
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        entropy.append(dist.get_rank())  # under torchrun each rank draws its own
+    mixed = np.random.SeedSequence(entropy)
     return torch.Generator().manual_seed(int(mixed.generate_state(1, np.uint64)[0] >> 1))
 
 

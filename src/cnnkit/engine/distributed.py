@@ -265,6 +265,27 @@ def average_buffers(model: nn.Module) -> None:
         offset += n
 
 
+def average_gradients(optimizer: torch.optim.Optimizer) -> None:
+    """Average the gradients of an optimiser's parameters over the ranks in one all-reduce:
+    what DDP does after backward, for networks DDP cannot wrap (a GAN's discriminator runs
+    three times a step, once frozen, which DDP's one-forward-one-backward contract forbids)."""
+    if not active():
+        return
+    grads = [
+        p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None
+    ]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= world_size()
+    offset = 0
+    for g in grads:
+        n = g.numel()
+        g.copy_(flat[offset : offset + n].view_as(g))
+        offset += n
+
+
 def wrap(module: nn.Module, device: torch.device) -> nn.Module:
     """DistributedDataParallel over the module's trainable parameters. Buffers are not
     broadcast every step: BatchNorm statistics are averaged at each epoch's end instead (or

@@ -104,11 +104,6 @@ class Trainer:
         if self.world > 1:
             task_cfg = dataclasses.replace(cfg, batch_size=cfg.batch_size * self.world)
         self.task: Task = make_task(task_cfg, self.device, self.precision, self.channels_last)
-        if self.world > 1 and getattr(self.task, "optimizer_groups", None) is not None:
-            raise CnnkitError(
-                f"--task {self.task.name} trains several networks in turn, which cnnkit does "
-                "not yet run under torchrun: train it in one process"
-            )
         # rank 0 first: it may write the decoded cache that the others then read
         distributed.main_first(lambda: self.task.load_data(progress and self.main))
         self.data = self.task.data
@@ -166,6 +161,9 @@ class Trainer:
                 self.scalers.setdefault(name, self.precision.make_scaler()),
                 self.precision,
                 self.cfg.clip_grad,
+                # several networks run in turn in a step (a GAN): no DDP wrapper fits them,
+                # so each update averages its gradients over the ranks itself
+                sync=distributed.average_gradients if self.world > 1 and callable(named) else None,
             )
         if self.cfg.patience and index == len(self.stages) - 1:
             # counted in the last stage only: a plateau of the head must not skip fine-tuning
@@ -220,7 +218,8 @@ class Trainer:
         never is: each rank evaluates its own share)."""
         model = self.ema.module if averaged and self.ema is not None else self.model
         module = self.task.trained_module(model)
-        if self.world > 1 and not averaged:
+        named = callable(getattr(self.task, "optimizer_groups", None))
+        if self.world > 1 and not averaged and not named:
             # a stage changes what trains, and DDP registers the trainable parameters once
             key = (id(module), self.stage_index)
             if key not in self._parallel:

@@ -119,11 +119,16 @@ class Optimization:
     scaler: torch.amp.GradScaler
     precision: Precision
     clip_grad: float = 0.0  # max gradient norm; 0: no clipping
+    # averages the gradients over torchrun's ranks after backward, where DDP does not wrap the
+    # networks (a GAN's, which one step runs in turn); None: no averaging, or DDP's own
+    sync: Callable[[torch.optim.Optimizer], None] | None = None
 
     def step(self, loss: torch.Tensor) -> None:
         """Backward, clip, step the optimiser (through the scaler) and the schedule."""
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        if self.sync is not None:
+            self.sync(self.optimizer)
         if self.clip_grad > 0:
             self.scaler.unscale_(self.optimizer)  # clip the true gradients, not scaled ones
             params = [p for group in self.optimizer.param_groups for p in group["params"]]
