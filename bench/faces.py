@@ -28,7 +28,7 @@ import torch
 
 import cnnkit
 from cnnkit.config import TrainConfig
-from cnnkit.engine.fit import train
+from cnnkit.engine import train
 from cnnkit.faces.dataset import align_folder
 from cnnkit.faces.evaluate import score_pairs
 from cnnkit.tasks.embed.pairs import Pairs, roc_auc, sample_pairs, ten_fold_accuracy

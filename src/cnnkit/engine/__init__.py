@@ -12,7 +12,7 @@ from typing import Any
 _EXPORTS = {
     "RunResult": "cnnkit.engine.fit",
     "Trainer": "cnnkit.engine.fit",
-    "train": "cnnkit.engine.fit",
+    "train": "cnnkit.engine.start",
     "load_checkpoint": "cnnkit.engine.checkpoint",
     "save_checkpoint": "cnnkit.engine.checkpoint",
 }

@@ -1,4 +1,5 @@
-"""train(config) -> a run folder: the whole training run of any task, resumable after Ctrl-C.
+"""The Trainer: the whole training run of any task, resumable after Ctrl-C (cnnkit.engine.start
+has `train()`, which makes one; run_state.py its checkpoints; console.py its printed lines).
 
 The Trainer knows no task. It owns the device and precision, the stages and their optimisers
 and schedules, the epoch loop, EMA and lookahead, early stopping, checkpoints and exact resume,
@@ -8,9 +9,7 @@ model, one step's losses, the metrics whose `score` picks best.pt, and the final
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import os
 import signal
 import time
 from collections.abc import Callable
@@ -21,23 +20,22 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnkit.config import TrainConfig, resume_values, with_overrides
+from cnnkit.config import TrainConfig
 from cnnkit.data.datasets import data_location
 from cnnkit.engine import distributed, run_folder
-from cnnkit.engine.checkpoint import load_checkpoint, save_checkpoint, unwrap_model
-from cnnkit.engine.console import EpochBar, StopFlag
+from cnnkit.engine.checkpoint import load_checkpoint, unwrap_model
+from cnnkit.engine.console import EpochBar, StopFlag, TrainerConsole
 from cnnkit.engine.device import Precision, resolve_device, resolve_precision, tune_backend
 from cnnkit.engine.early_stopping import EarlyStopping
 from cnnkit.engine.ema import ModelEMA
 from cnnkit.engine.lookahead import Lookahead
 from cnnkit.engine.loop import EpochProgress, Optimization, run_epoch
 from cnnkit.engine.optim import build_optimizer, build_scheduler
+from cnnkit.engine.run_state import MAIN, RunState
 from cnnkit.engine.stages import apply_stage, plan_stages, stage_at
 from cnnkit.errors import CnnkitError
 from cnnkit.tasks.base import Metrics, Task, make_task
 
-MAIN = "model"  # the one optimisation's name for a task that trains one network
-DEFAULT_DIST_TIMEOUT = 30.0  # minutes a rank waits for the others (torchrun) before failing
 STOP_CHECK_EVERY_GPU = 10  # torchrun on GPUs: steps between the ranks' agreements to go on
 
 
@@ -60,19 +58,6 @@ class RunResult:
         return self.run_dir / "last.pt"
 
 
-def _rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def start_epoch(model: nn.Module, epoch: int) -> None:
     """Call the model's optional `start_epoch(epoch)` hook before training epoch `epoch`
     (0-based, over the run; e.g. fastnet freezes its whitening bias after a few epochs)."""
@@ -81,8 +66,8 @@ def start_epoch(model: nn.Module, epoch: int) -> None:
         hook(epoch)
 
 
-class Trainer:
-    """One training run of any task. `train()` below is the usual entry point."""
+class Trainer(RunState, TrainerConsole):
+    """One training run of any task. `cnnkit.engine.train()` is the usual entry point."""
 
     def __init__(
         self, cfg: TrainConfig, run_dir: Path, progress: bool = True, resuming: bool = False
@@ -188,30 +173,6 @@ class Trainer:
         """One optimisation (every task but a GAN): last.pt keeps format 2's plain fields."""
         return list(self.optimizations) == [MAIN]
 
-    def _optimization_states(self) -> dict[str, Any]:
-        """last.pt's optimizer / scheduler / scaler: one state each, or {name: state} each."""
-        states: dict[str, Any] = {"optimizer": {}, "scheduler": {}, "scaler": {}}
-        for name, opt in self.optimizations.items():
-            states["optimizer"][name] = opt.optimizer.state_dict()
-            states["scheduler"][name] = opt.scheduler.state_dict()
-            states["scaler"][name] = opt.scaler.state_dict()
-        if self.single:
-            return {key: value[MAIN] for key, value in states.items()}
-        return states
-
-    def _restore_optimizations(self, ckpt: dict[str, Any]) -> None:
-        for name, opt in self.optimizations.items():
-            saved = ckpt["optimizer"] if self.single else ckpt["optimizer"].get(name)
-            if saved is None:
-                raise CnnkitError(f"last.pt holds no optimiser state for '{name}'; cannot resume")
-            for group in saved["param_groups"]:  # the update implementation is this run's
-                for key in ("fused", "foreach"):  # choice, not the saved one (which may
-                    if key in opt.optimizer.defaults:  # predate it); set before loading,
-                        group[key] = opt.optimizer.defaults[key]  # which places state by it
-            opt.optimizer.load_state_dict(saved)
-            for key, target in (("scheduler", opt.scheduler), ("scaler", opt.scaler)):
-                target.load_state_dict(ckpt[key] if self.single else ckpt[key][name])
-
     def trained_module(self, averaged: bool = False) -> nn.Module:
         """What trains (or, averaged, what is evaluated: the EMA when on), compiled if asked;
         under torchrun what trains is wrapped in DistributedDataParallel (what is evaluated
@@ -293,89 +254,6 @@ class Trainer:
                 bar.update(progress)
 
         return after_step
-
-    # ---- checkpoints -------------------------------------------------------------------------
-    def best_metrics(self) -> dict[str, Any]:
-        """How best.pt was chosen: by the validation score, or (no validation images) as the
-        latest epoch; `best_val_<score>` is None then, never a training figure."""
-        name = self.task.score_name
-        return {
-            f"best_val_{name}": self.best_score,
-            "best_epoch": self.best_epoch,
-            "best_by": f"val_{name}" if self.best_score is not None else "last epoch",
-        }
-
-    def checkpoint_fields(self, averaged: bool = False) -> dict[str, Any]:
-        """The checkpoint's contract fields; `averaged`: the EMA weights (what best.pt holds)."""
-        source = self.ema.module if averaged and self.ema is not None else self.model
-        return {
-            "task": self.task.name,
-            **self.task.checkpoint_fields(),
-            "state_dict": unwrap_model(source).state_dict(),
-            "config": self.cfg.to_dict(),
-            "data_location": self.data_location,
-            "epoch": self.epoch,
-            "metrics": self.best_metrics(),
-        }
-
-    def save_best(self) -> None:
-        if self.main:
-            save_checkpoint(self.run_dir / "best.pt", **self.checkpoint_fields(averaged=True))
-
-    def save_last(self) -> None:
-        """last.pt, by rank 0, with every rank's random state (all ranks call this)."""
-        rng = distributed.gather(_rng_state())
-        if not self.main:
-            return
-        save_checkpoint(
-            self.run_dir / "last.pt",
-            **self.checkpoint_fields(),
-            stage=self.stage_index,
-            **self._optimization_states(),
-            rng=rng[0],
-            rng_ranks=rng if self.world > 1 else None,
-            world_size=self.world,
-            generator=self.generator.get_state(),
-            progress=self.progress.to_dict(),
-            history=self.history,
-            best=[self.best_score, self.best_epoch],
-            wall_seconds=self.wall_seconds,
-            init_seconds=self.init_seconds,
-            ema=self.ema.state_dict() if self.ema is not None else None,
-            lookahead=self.lookahead.state_dict() if self.lookahead is not None else None,
-            early_stopping=self.early.state_dict() if self.early is not None else None,
-            stopped_early=self.stopped_early,
-        )
-
-    def restore(self, ckpt: dict[str, Any]) -> None:
-        """Continue exactly where last.pt stopped: weights, stage, optimiser, schedule, RNG."""
-        unwrap_model(self.model).load_state_dict(ckpt["state_dict"])
-        self.enter_stage(ckpt.get("stage", 0))
-        self._restore_optimizations(ckpt)
-        ranks = ckpt.get("rng_ranks") or []
-        same_world = len(ranks) == self.world
-        _set_rng_state(ranks[distributed.rank()] if same_world else ckpt["rng"])
-        self.generator.set_state(ckpt["generator"])
-        self.progress = EpochProgress.from_dict(ckpt["progress"])
-        if not self.main:  # the saved totals are every rank's: rank 0 carries them on
-            self.progress.sums = dict.fromkeys(self.progress.sums, 0.0)
-            self.progress.seen = 0
-        self.history = list(ckpt["history"])
-        self.best_score, self.best_epoch = ckpt["best"]
-        if self.best_score is not None and self.best_score < 0:  # format 1: -1 meant none yet
-            self.best_score = None
-        self.epoch = ckpt["epoch"]
-        self.wall_seconds = ckpt.get("wall_seconds", 0.0)
-        self.task.init_seconds = ckpt.get("init_seconds", 0.0)
-        if self.ema is not None:
-            if ckpt.get("ema"):
-                self.ema.load_state_dict(ckpt["ema"])
-            else:  # EMA switched on at resume: start averaging from the restored weights
-                self.ema = ModelEMA(self.model, self.cfg.ema)
-        if self.lookahead is not None:  # not started yet (or switched on at resume): None/{}
-            self.lookahead.load_state_dict(ckpt.get("lookahead") or {}, self.model)
-        if self.early is not None and ckpt.get("early_stopping"):
-            self.early.load_state_dict(ckpt["early_stopping"])
 
     # ---- the run -------------------------------------------------------------------------------
     def fit(self) -> RunResult:
@@ -612,69 +490,6 @@ class Trainer:
             return
         print(f"report: {path}")
 
-    def _announce(self) -> None:
-        d = self.data
-        n_params = sum(p.numel() for p in self.model.parameters())
-        val = f"{len(d.val)} val ({d.val_source})" if d.val is not None else "no validation"
-        test = f", {len(d.test)} test" if d.test is not None else ""
-        stages = " then ".join(
-            f"{s.name} {s.epochs} epoch{'s' if s.epochs != 1 else ''}" for s in self.stages
-        )
-        print(
-            f"cnnkit: {self.task.model_name()} ({n_params:,} params) on {d.name}: "
-            f"{len(d.train)} train, {val}{test}, {len(d.classes)} classes; {self.device} "
-            f"{self.precision.name}; {stages}; run folder {self.run_dir}"
-        )
-        if self.world > 1:
-            b = self.cfg.batch_size
-            print(
-                f"cnnkit: {self.world} processes (torchrun, {distributed.backend()}): batch {b} "
-                f"each, {b * self.world} in all; only this process (rank 0) prints and writes"
-            )
-        print(f"cnnkit: {self._recipe()}")
-
-    def _recipe(self) -> str:
-        """The optimiser, augmentation and regularisation in effect, in one line."""
-        c = self.cfg
-        rate = f"lr {c.lr:g}" + (f", filters {c.muon_lr:g}" if c.optimizer == "muon" else "")
-        extras = {
-            "weight decay": c.weight_decay,
-            "label smoothing": c.label_smoothing,
-            "dropout": c.dropout,
-            "ema": c.ema,
-            "lookahead": c.lookahead,
-            "clip grad": c.clip_grad,
-            "patience": c.patience,
-        }
-        regular = ", ".join(f"{k} {v:g}" for k, v in extras.items() if v) or "none"
-        before, after = self.task.describe_recipe()
-        return (
-            f"{c.optimizer} {rate} ({c.schedule}), batch {c.batch_size}; {before}; "
-            f"regularisation: {regular}{after}"
-        )
-
-    def _print_epoch(self, row: dict[str, Any]) -> None:
-        names = [key.removeprefix("train_") for key in row if key.startswith("train_")]
-        train = " ".join(_figure(name, row[f"train_{name}"]) for name in names)
-        val = " ".join(
-            _figure(name, row[f"val_{name}"])
-            for name in self.task.metric_names
-            if row.get(f"val_{name}") is not None
-        )
-        val = f"  val {val}" if val else ""
-        stage = f" [{row['stage']}]" if len(self.stages) > 1 else ""
-        print(
-            f"epoch {row['epoch']}/{self.total_epochs}{stage}  train {train}{val}  "
-            f"{row['images_per_second']:,.0f} img/s  {row['seconds']:.1f}s",
-            flush=True,
-        )
-
-    def _bar(self) -> EpochBar | None:
-        if not self.show_progress or not self.main:
-            return None
-        desc = f"epoch {self.epoch + 1}/{self.total_epochs}"
-        return EpochBar(self.steps, self.progress.step, desc)
-
     def _tensorboard(self) -> Any:
         if not self.cfg.tensorboard:
             return None
@@ -683,13 +498,6 @@ class Trainer:
         except ImportError:
             raise CnnkitError("--tensorboard needs tensorboard: pip install tensorboard") from None
         return SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
-
-
-def _figure(name: str, value: float) -> str:
-    """A history figure for the console: "acc 91.20%", "loss 0.3120", "map 0.5120"."""
-    if name == "accuracy":
-        return f"acc {value:.2%}"
-    return f"{name} {value:.4f}"
 
 
 def _compile_error(exc: Exception) -> CnnkitError | None:
@@ -703,94 +511,3 @@ def _compile_error(exc: Exception) -> CnnkitError | None:
         first = text.splitlines()[0] if text else type(cause).__name__
         return CnnkitError(f"--compile failed ({first[:200]}); train without --compile")
     return None
-
-
-def _resume(run: str | Path, progress: bool, overrides: dict[str, Any]) -> RunResult:
-    run_dir = Path(run)
-    last = run_dir / "last.pt" if run_dir.is_dir() else run_dir
-    if not last.is_file():
-        raise CnnkitError(f"nothing to resume: {last} not found")
-    ckpt = load_checkpoint(last)
-    if "optimizer" not in ckpt:
-        raise CnnkitError(f"{last} holds weights only and cannot be resumed")
-    if ckpt.get("stopped_early"):
-        raise CnnkitError(
-            f"run {last.parent} stopped early at epoch {ckpt['epoch']}; its best.pt is final"
-        )
-    values = resume_values(ckpt["config"], overrides)  # refuses a new model, or data by a preset
-    where = ckpt.get("data_location")
-    if (
-        overrides.get("data") is None
-        and where
-        and Path(where).is_absolute()
-        and Path(where).exists()
-    ):
-        values["data"] = where  # a run trained on a relative path resumes from any directory
-    trainer = Trainer(TrainConfig.from_dict(values), last.parent, progress, resuming=True)
-    if list(trainer.data.classes) != list(ckpt["classes"]):
-        raise CnnkitError("the data's classes differ from the checkpoint's; cannot resume")
-    trained_by = ckpt.get("world_size", 1)
-    if trained_by != trainer.world:
-        print(
-            f"cnnkit: note: {last} was saved by {trained_by} process(es) and resumes in "
-            f"{trainer.world}: it goes on with {trainer.cfg.batch_size * trainer.world} images "
-            "a step, not exactly as the interrupted run would have"
-        )
-    trainer.restore(ckpt)
-    if trainer.epoch >= trainer.total_epochs:
-        raise CnnkitError(
-            f"run {last.parent} already finished {trainer.epoch} epochs; "
-            "pass a larger --epochs to train further"
-        )
-    print(
-        f"cnnkit: resuming {last.parent} at epoch {trainer.epoch + 1}, "
-        f"batch {trainer.progress.step}"
-    )
-    return trainer.fit()
-
-
-def train(
-    config: TrainConfig | None = None,
-    *,
-    resume: str | Path | None = None,
-    progress: bool = True,
-    **overrides: Any,
-) -> RunResult:
-    """Train a model into a run folder; `resume` continues a run folder from its last.pt.
-
-    `cnnkit.train(data="cifar10-sample", model="simple_cnn", epochs=2)` takes the same options as
-    `cnnkit train`, as keywords or as a TrainConfig.
-    """
-    settings = {**(config.to_dict() if config is not None else {}), **overrides}
-    device = resolve_device(settings.get("device") or "auto")
-    timeout = settings.get("dist_timeout") or DEFAULT_DIST_TIMEOUT
-    with distributed.session(device, timeout), _quiet_unless_main():
-        if resume is not None:
-            return _resume(resume, progress, overrides)
-        return _train(config, progress, overrides)
-
-
-def _quiet_unless_main() -> contextlib.AbstractContextManager:
-    """Under torchrun only rank 0 prints (errors still reach every rank's stderr)."""
-    if distributed.is_main():
-        return contextlib.nullcontext()
-    return contextlib.redirect_stdout(open(os.devnull, "w"))  # noqa: SIM115 (closed at exit)
-
-
-def _train(config: TrainConfig | None, progress: bool, overrides: dict[str, Any]) -> RunResult:
-    if config is None:
-        config = TrainConfig.from_dict(overrides)
-    elif overrides:
-        config = TrainConfig.from_dict(with_overrides(config.to_dict(), overrides))
-    short = config.model if len(config.model) < 40 and "," not in config.model else "custom"
-    # under torchrun rank 0 makes the folder and tells the others its name
-    run_dir = distributed.decided_by_main(
-        lambda: run_folder.new_run_dir(config.project, config.name, Path(short).stem)
-    )
-    try:
-        trainer = Trainer(config, run_dir, progress)
-    except BaseException:
-        if distributed.is_main() and run_dir.exists() and not any(run_dir.iterdir()):
-            run_dir.rmdir()  # a run that never started leaves no empty folder
-        raise
-    return trainer.fit()
