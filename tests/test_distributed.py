@@ -23,6 +23,8 @@ from cnnkit.engine import distributed
 
 SAMPLE = Path(cnnkit.__file__).parent / "data" / "samples" / "cifar10-sample"
 MODEL = "conv2d:8:3,relu,maxpool2d,flatten,dense"  # no BatchNorm: the sums alone must agree
+# SGD at 0.005: at 0.02 this small net's training is chaotic enough that float rounding (a mean
+# of two means of 8 vs one mean of 16) grows from 5e-6 after one epoch to 3e-2 after two
 TIMEOUT = 240
 
 
@@ -75,7 +77,7 @@ def data(tmp_path_factory) -> Path:
 def common(data: Path, *extra: str) -> list[str]:
     return [
         "--data", str(data), "--model", MODEL, "--precision", "fp32", "--optimizer", "sgd",
-        "--lr", "0.02", "--no-progress", "--no-report", *extra,
+        "--lr", "0.005", "--no-progress", "--no-report", *extra,
     ]  # fmt: skip
 
 
@@ -85,7 +87,7 @@ def runs(data, tmp_path_factory) -> dict[str, Path]:
     batch 8 (torchrun)."""
     cwd = tmp_path_factory.mktemp("runs")
     cnnkit.train(
-        data=str(data), model=MODEL, precision="fp32", optimizer="sgd", lr=0.02, report=False,
+        data=str(data), model=MODEL, precision="fp32", optimizer="sgd", lr=0.005, report=False,
         epochs=2, batch_size=16, project=str(cwd / "runs"), name="one", progress=False,
     )  # fmt: skip
     pair = torchrun(
