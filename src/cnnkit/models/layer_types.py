@@ -154,12 +154,63 @@ def _conv2d(a: dict, shape: Shape) -> tuple[nn.Module, Shape]:
     return conv, (a["filters"], *out)
 
 
+def _transpose_padding(k: int, s: int) -> tuple[int, int]:
+    """(padding, output_padding) that make a transposed convolution multiply the size by s."""
+    if k < s:
+        return 0, s - k
+    pad = (k - s + 1) // 2
+    extra = 2 * pad - (k - s)
+    if extra >= s:  # stride 1 and an even kernel: no output_padding can fix it
+        raise ShapeError("conv_transpose2d padding 'same' with stride 1 needs an odd kernel size")
+    return pad, extra
+
+
 def _conv_transpose2d(a: dict, shape: Shape) -> tuple[nn.Module, Shape]:
     c, h, w = _image(shape, "conv_transpose2d")
     k, s = _hw(a["kernel"]), _hw(a["stride"])
-    out = ((h - 1) * s[0] + k[0], (w - 1) * s[1] + k[1])
-    conv = nn.ConvTranspose2d(c, a["filters"], k, stride=s, bias=a["bias"])
+    padding = a.get("padding", "valid")  # checkpoints from before padding existed lack it
+    if padding == "same":  # (H, W) -> (H * stride, W * stride), as Keras' Conv2DTranspose
+        (ph, eh), (pw, ew) = _transpose_padding(k[0], s[0]), _transpose_padding(k[1], s[1])
+        pad, extra = (ph, pw), (eh, ew)
+    else:
+        pad, extra = (0, 0) if padding == "valid" else _hw(padding), (0, 0)
+    out = (
+        (h - 1) * s[0] - 2 * pad[0] + k[0] + extra[0],
+        (w - 1) * s[1] - 2 * pad[1] + k[1] + extra[1],
+    )
+    if min(out) < 1:
+        raise ShapeError(
+            f"conv_transpose2d kernel {_fmt(list(k))} with padding {_fmt(list(pad))} on a "
+            f"{h}x{w} input leaves no output; use less padding"
+        )
+    conv = nn.ConvTranspose2d(
+        c, a["filters"], k, stride=s, padding=pad, output_padding=extra, bias=a["bias"]
+    )
     return conv, (a["filters"], *out)
+
+
+class Reshape(nn.Module):
+    """(N, ...) -> (N, C, H, W): flat features (a generator's dense layer) to feature maps."""
+
+    def __init__(self, shape: tuple[int, int, int]) -> None:
+        super().__init__()
+        self.shape = shape
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(x.shape[0], *self.shape)
+
+    def extra_repr(self) -> str:
+        return f"shape={self.shape}"
+
+
+def _reshape(a: dict, shape: Shape) -> tuple[nn.Module, Shape]:
+    wanted = (a["channels"], a["height"], a["width"])
+    if math.prod(wanted) != math.prod(shape):
+        raise ShapeError(
+            f"reshape to {wanted} needs {math.prod(wanted)} values but gets {shape} = "
+            f"{math.prod(shape)}"
+        )
+    return Reshape(wanted), wanted
 
 
 def _upsample_mode(v: Any) -> str:
@@ -268,11 +319,13 @@ _TYPES = [
     ),
     LayerType(
         "conv_transpose2d",
-        "transposed convolution (learned upsampling); stride 2 and kernel 2 double H and W",
+        "transposed convolution (learned upsampling); stride 2 and kernel 2 (or padding same) "
+        "double H and W; an integer padding crops (kernel 4, stride 2, padding 1 doubles)",
         (
             ("filters", REQUIRED, _pos_int),
             ("kernel", 2, _pair),
             ("stride", 2, _pair),
+            ("padding", "valid", _padding),
             ("bias", True, _bool),
         ),
         _conv_transpose2d,
@@ -343,6 +396,17 @@ _TYPES = [
         ("spatialdropout2d",),
     ),
     LayerType("flatten", "(C, H, W) -> (C*H*W,)", (), _flatten),
+    LayerType(
+        "reshape",
+        "features -> (channels, height, width) of the same count, e.g. after a generator's dense",
+        (
+            ("channels", REQUIRED, _pos_int),
+            ("height", REQUIRED, _pos_int),
+            ("width", REQUIRED, _pos_int),
+        ),
+        _reshape,
+        ("unflatten",),
+    ),
     LayerType("relu", "ReLU activation", (), _same(lambda a: nn.ReLU())),
     LayerType("gelu", "GELU activation", (), _same(lambda a: nn.GELU())),
     LayerType("silu", "SiLU (swish) activation", (), _same(lambda a: nn.SiLU()), ("swish",)),
