@@ -16,6 +16,7 @@ from cnnkit.config import TrainConfig
 from cnnkit.engine.fit import Trainer
 from cnnkit.models.layers import build_sequence
 from cnnkit.tasks.base import task_of_model
+from cnnkit.tasks.generate.networks import GAN, make_gan_spec
 from stop_after import StopAfter
 
 GENERATOR = (
@@ -65,6 +66,19 @@ def test_the_layers_a_gan_needs_keep_track_of_shapes():
         assert net(torch.zeros(1, 3, 5, 5)).shape[1:] == shape, (kernel, stride)
     with pytest.raises(cnnkit.CnnkitError, match=r"reshape to \(4, 4, 5\) needs 80 values"):
         build_sequence("dense:64,reshape:4:4:5", (10,))
+
+
+def test_a_discriminator_may_end_in_a_one_channel_map_as_dcgan_does():
+    spec = make_gan_spec(
+        f"G: {GENERATOR} | D: conv2d:8:4:stride=2:padding=1,leaky_relu:0.2,"
+        "conv2d:16:4:stride=2:padding=1,leaky_relu:0.2,conv2d:1:4",  # (1, 1, 1) at 16 px
+        16,
+        latent_dim=12,
+    )
+    gan = GAN(spec)
+    images = gan(torch.randn(3, 12))
+    assert images.shape == (3, 3, 16, 16) and images.abs().max() <= 1.0  # tanh
+    assert gan.discriminator(images).shape == (3,)
 
 
 def test_a_gan_spec_names_the_generate_task_and_other_specs_stay_classifiers():
