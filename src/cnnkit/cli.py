@@ -40,9 +40,11 @@ TRAIN_HELP = {
     " detection a COCO, YOLO, VOC or image + mask folder; for segmentation image + mask PNGs,"
     " a VOC or a COCO folder",
     "task": "classify | detect | segment | generate (default: the model's task: a detector such"
-    " as fcos means detect, a segmenter such as lraspp segment, dcgan generate; a layer spec"
+    " as fcos means detect, a segmenter such as lraspp segment, dcgan or 'G: ... | D: ...'"
+    " generate; a layer spec"
     " with --task segment is a fully convolutional segmenter)",
-    "model": "model name (see `cnnkit models`), timm:NAME, a layer string, or a YAML layer file",
+    "model": "model name (see `cnnkit models`), timm:NAME, a layer string, or a YAML layer file;"
+    " a GAN of layers: 'G: LAYERS | D: LAYERS' or a YAML file with generator: and discriminator:",
     "epochs": "passes over the training data",
     "batch_size": "images per optimisation step",
     "optimizer": "adam | adamw | sgd | muon (Muon for convolution filters, SGD for the rest;"

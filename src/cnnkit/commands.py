@@ -408,10 +408,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
     from cnnkit.tasks.segment.names import is_segmenter
 
     if is_gan(args.model):
-        raise CnnkitError(
-            f"cnnkit summary does not cover GANs yet; `cnnkit train --model {args.model}` prints"
-            " the parameter count"
-        )
+        return _summarize_gan(args.model, args.image_size or 32)
     if is_segmenter(args.model):
         from cnnkit.tasks.segment.models import build_segmenter
 
@@ -442,4 +439,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from cnnkit.demo import run_demo
 
     run_demo(project=args.project, epochs=args.epochs)
+    return 0
+
+
+def _summarize_gan(model: str, image_size: int) -> int:
+    """The generator's and the discriminator's layers, shapes and parameters, one table each."""
+    from cnnkit.models import summarize
+    from cnnkit.tasks.generate.networks import GAN, make_gan_spec
+
+    if model.strip().lower() == "dcgan_conditional":
+        raise CnnkitError(
+            "cnnkit summary covers unconditional GANs; dcgan_conditional is dcgan's networks "
+            "given a class (`cnnkit summary dcgan`)"
+        )
+    spec = make_gan_spec(model, image_size)
+    gan = GAN(spec)
+    print(summarize(gan.generator, (spec.latent_dim,), name="generator"))
+    print(summarize(gan.discriminator, (3, image_size, image_size), name="discriminator"))
     return 0

@@ -1,4 +1,4 @@
-"""The layer types of cnnkit layer specs: arguments, checks and shape-aware builders.
+"""The layer types of cnnkit layer specs: their arguments (checked by layer_args) and builders.
 
 Each ``LayerType`` lists its arguments in positional order (``conv2d:32:3`` = filters 32,
 kernel 3) with a default and a check, and builds ``(args, input shape) -> (module, output
@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from cnnkit.models import layer_args as arg
 
 Shape = tuple[int, ...]  # (C, H, W) for images, (F,) for flat features (no batch dimension)
 REQUIRED = object()  # marks an argument without a default
@@ -37,83 +39,6 @@ class GlobalMaxPool2d(nn.Module):
         return x.amax(dim=(-2, -1))
 
 
-# ---- argument checks: each returns the normalised value or raises ValueError("must be ...") ----
-
-
-def _int(v: Any, minimum: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
-        raise ValueError("must be a positive integer" if minimum else "must be an integer >= 0")
-    return v
-
-
-def _pos_int(v: Any) -> int:
-    return _int(v, 1)
-
-
-def _opt_pos_int(v: Any) -> int | None:
-    return None if v is None else _pos_int(v)
-
-
-def _pair(v: Any, minimum: int = 1) -> int | list[int]:
-    """An int or an (h, w) pair ([3, 5] or "3x5"); stored as an int when square."""
-    if isinstance(v, str) and "x" in v:
-        try:
-            v = [int(p) for p in v.lower().split("x")]
-        except ValueError:
-            raise ValueError("must be an integer or HxW") from None
-    if isinstance(v, (list, tuple)):
-        if len(v) != 2:
-            raise ValueError("must be an integer or a pair [h, w]")
-        h, w = (_int(p, minimum) for p in v)
-        return h if h == w else [h, w]
-    return _int(v, minimum)
-
-
-def _opt_pair(v: Any) -> int | list[int] | None:
-    return None if v is None else _pair(v)
-
-
-def _padding(v: Any) -> str | int | list[int]:
-    if isinstance(v, str) and v.lower() in ("valid", "same"):
-        return v.lower()
-    try:
-        return _pair(v, minimum=0)
-    except ValueError:
-        raise ValueError("must be 'valid', 'same' or an integer") from None
-
-
-def _rate(v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
-        raise ValueError("must be a number in [0, 1)")
-    return float(v)
-
-
-def _float(v: Any) -> float:
-    if isinstance(v, str):
-        try:
-            return float(v)  # YAML reads 1e-3 (no dot) as a string
-        except ValueError:
-            pass
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise ValueError("must be a number")
-    return float(v)
-
-
-def _bool(v: Any) -> bool:
-    if not isinstance(v, bool):
-        raise ValueError("must be true or false")
-    return v
-
-
-def _hw(v: int | list[int]) -> tuple[int, int]:
-    return (v, v) if isinstance(v, int) else (v[0], v[1])
-
-
-def _fmt(v: int | list[int]) -> str:
-    h, w = _hw(v)
-    return str(h) if h == w else f"{h}x{w}"
-
-
 # ---- shape-aware builders: (args, input shape) -> (module or None, output shape) ----
 
 
@@ -129,14 +54,14 @@ def _image(shape: Shape, kind: str) -> tuple[int, int, int]:
 def _check_fits(kind: str, k: tuple[int, int], h: int, w: int, pad: tuple[int, int]) -> None:
     if h + 2 * pad[0] < k[0] or w + 2 * pad[1] < k[1]:
         raise ShapeError(
-            f"{kind} kernel {_fmt(list(k))} on a {h}x{w} input: the image has shrunk too much "
-            f"(use padding 'same', fewer pooling layers or a larger input size)"
+            f"{kind} kernel {arg.size_text(list(k))} on a {h}x{w} input: the image has shrunk "
+            f"too much (use padding 'same', fewer pooling layers or a larger input size)"
         )
 
 
 def _conv2d(a: dict, shape: Shape) -> tuple[nn.Module, Shape]:
     c, h, w = _image(shape, "conv2d")
-    k, s = _hw(a["kernel"]), _hw(a["stride"])
+    k, s = arg.hw(a["kernel"]), arg.hw(a["stride"])
     if a["padding"] == "same":
         if s == (1, 1):
             pad: Any = "same"
@@ -147,30 +72,75 @@ def _conv2d(a: dict, shape: Shape) -> tuple[nn.Module, Shape]:
         else:
             raise ShapeError("conv2d padding 'same' with a stride > 1 needs an odd kernel size")
     else:
-        pad = (0, 0) if a["padding"] == "valid" else _hw(a["padding"])
+        pad = (0, 0) if a["padding"] == "valid" else arg.hw(a["padding"])
         _check_fits("conv2d", k, h, w, pad)
         out = ((h + 2 * pad[0] - k[0]) // s[0] + 1, (w + 2 * pad[1] - k[1]) // s[1] + 1)
     conv = nn.Conv2d(c, a["filters"], k, stride=s, padding=pad, bias=a["bias"])
     return conv, (a["filters"], *out)
 
 
+def _transpose_padding(k: int, s: int) -> tuple[int, int]:
+    """(padding, output_padding) that make a transposed convolution multiply the size by s."""
+    if k < s:
+        return 0, s - k
+    pad = (k - s + 1) // 2
+    extra = 2 * pad - (k - s)
+    if extra >= s:  # stride 1 and an even kernel: no output_padding can fix it
+        raise ShapeError("conv_transpose2d padding 'same' with stride 1 needs an odd kernel size")
+    return pad, extra
+
+
 def _conv_transpose2d(a: dict, shape: Shape) -> tuple[nn.Module, Shape]:
     c, h, w = _image(shape, "conv_transpose2d")
-    k, s = _hw(a["kernel"]), _hw(a["stride"])
-    out = ((h - 1) * s[0] + k[0], (w - 1) * s[1] + k[1])
-    conv = nn.ConvTranspose2d(c, a["filters"], k, stride=s, bias=a["bias"])
+    k, s = arg.hw(a["kernel"]), arg.hw(a["stride"])
+    padding = a.get("padding", "valid")  # checkpoints from before padding existed lack it
+    if padding == "same":  # (H, W) -> (H * stride, W * stride), as Keras' Conv2DTranspose
+        (ph, eh), (pw, ew) = _transpose_padding(k[0], s[0]), _transpose_padding(k[1], s[1])
+        pad, extra = (ph, pw), (eh, ew)
+    else:
+        pad, extra = (0, 0) if padding == "valid" else arg.hw(padding), (0, 0)
+    out = (
+        (h - 1) * s[0] - 2 * pad[0] + k[0] + extra[0],
+        (w - 1) * s[1] - 2 * pad[1] + k[1] + extra[1],
+    )
+    if min(out) < 1:
+        raise ShapeError(
+            f"conv_transpose2d kernel {arg.size_text(list(k))} with padding "
+            f"{arg.size_text(list(pad))} on a {h}x{w} input leaves no output; use less padding"
+        )
+    conv = nn.ConvTranspose2d(
+        c, a["filters"], k, stride=s, padding=pad, output_padding=extra, bias=a["bias"]
+    )
     return conv, (a["filters"], *out)
 
 
-def _upsample_mode(v: Any) -> str:
-    if not isinstance(v, str) or v.lower() not in ("nearest", "bilinear"):
-        raise ValueError("must be nearest or bilinear")
-    return v.lower()
+class Reshape(nn.Module):
+    """(N, ...) -> (N, C, H, W): flat features (a generator's dense layer) to feature maps."""
+
+    def __init__(self, shape: tuple[int, int, int]) -> None:
+        super().__init__()
+        self.shape = shape
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(x.shape[0], *self.shape)
+
+    def extra_repr(self) -> str:
+        return f"shape={self.shape}"
+
+
+def _reshape(a: dict, shape: Shape) -> tuple[nn.Module, Shape]:
+    wanted = (a["channels"], a["height"], a["width"])
+    if math.prod(wanted) != math.prod(shape):
+        raise ShapeError(
+            f"reshape to {wanted} needs {math.prod(wanted)} values but gets {shape} = "
+            f"{math.prod(shape)}"
+        )
+    return Reshape(wanted), wanted
 
 
 def _upsample(a: dict, shape: Shape) -> tuple[nn.Module, Shape]:
     c, h, w = _image(shape, "upsample")
-    f = _hw(a["factor"])
+    f = arg.hw(a["factor"])
     align = False if a["mode"] == "bilinear" else None
     layer = nn.Upsample(scale_factor=f, mode=a["mode"], align_corners=align)
     return layer, (c, h * f[0], w * f[1])
@@ -179,12 +149,12 @@ def _upsample(a: dict, shape: Shape) -> tuple[nn.Module, Shape]:
 def _pool(cls: type[nn.Module], kind: str) -> Callable[[dict, Shape], tuple[nn.Module, Shape]]:
     def build(a: dict, shape: Shape) -> tuple[nn.Module, Shape]:
         c, h, w = _image(shape, kind)
-        k = _hw(a["size"])
-        s = k if a["stride"] is None else _hw(a["stride"])
+        k = arg.hw(a["size"])
+        s = k if a["stride"] is None else arg.hw(a["stride"])
         ceil = a["padding"] == "same"
         if ceil and s != k:
             raise ShapeError(f"{kind} padding 'same' needs stride equal to size")
-        pad = (0, 0) if a["padding"] in ("valid", "same") else _hw(a["padding"])
+        pad = (0, 0) if a["padding"] in ("valid", "same") else arg.hw(a["padding"])
         if pad[0] * 2 > k[0] or pad[1] * 2 > k[1]:
             raise ShapeError(f"{kind} padding must be at most half the pool size")
         if ceil:
@@ -250,17 +220,25 @@ class LayerType:
         return [p[0] for p in self.params]
 
 
-_POOL_PARAMS = (("size", 2, _pair), ("stride", None, _opt_pair), ("padding", "valid", _padding))
+_POOL_PARAMS = (
+    ("size", 2, arg.pair),
+    ("stride", None, arg.optional_pair),
+    ("padding", "valid", arg.padding),
+)
 _TYPES = [
     LayerType(
         "conv2d",
         "2D convolution; input channels inferred; padding valid (default), same or an integer",
         (
-            ("filters", None, _opt_pos_int),  # None only on a segmenter's last conv2d (classes)
-            ("kernel", 3, _pair),
-            ("stride", 1, _pair),
-            ("padding", "valid", _padding),
-            ("bias", True, _bool),
+            (
+                "filters",
+                None,
+                arg.optional_positive_int,
+            ),  # None only on a segmenter's last conv2d (classes)
+            ("kernel", 3, arg.pair),
+            ("stride", 1, arg.pair),
+            ("padding", "valid", arg.padding),
+            ("bias", True, arg.boolean),
         ),
         _conv2d,
         ("conv", "convolution2d"),
@@ -268,12 +246,14 @@ _TYPES = [
     ),
     LayerType(
         "conv_transpose2d",
-        "transposed convolution (learned upsampling); stride 2 and kernel 2 double H and W",
+        "transposed convolution (learned upsampling); stride 2 and kernel 2 (or padding same) "
+        "double H and W; an integer padding crops (kernel 4, stride 2, padding 1 doubles)",
         (
-            ("filters", REQUIRED, _pos_int),
-            ("kernel", 2, _pair),
-            ("stride", 2, _pair),
-            ("bias", True, _bool),
+            ("filters", REQUIRED, arg.positive_int),
+            ("kernel", 2, arg.pair),
+            ("stride", 2, arg.pair),
+            ("padding", "valid", arg.padding),
+            ("bias", True, arg.boolean),
         ),
         _conv_transpose2d,
         ("conv2dtranspose", "deconv", "convtranspose2d"),
@@ -282,14 +262,14 @@ _TYPES = [
     LayerType(
         "upsample",
         "resize feature maps by an integer factor (nearest or bilinear)",
-        (("factor", 2, _pair), ("mode", "bilinear", _upsample_mode)),
+        (("factor", 2, arg.pair), ("mode", "bilinear", arg.upsample_mode)),
         _upsample,
         ("upsampling2d", "upsample2d"),
     ),
     LayerType(
         "dense",
         "fully connected; input features inferred; units omitted on the last dense = classes",
-        (("units", None, _opt_pos_int), ("bias", True, _bool)),
+        (("units", None, arg.optional_positive_int), ("bias", True, arg.boolean)),
         _dense,
         ("linear", "fc"),
         True,
@@ -325,24 +305,35 @@ _TYPES = [
     LayerType(
         "batchnorm",
         "batch normalisation (2d or 1d from the input shape; channels inferred)",
-        (("momentum", 0.1, _float), ("eps", 1e-5, _float)),
+        (("momentum", 0.1, arg.number), ("eps", 1e-5, arg.number)),
         _batchnorm,
         ("batchnormalization", "batch_norm", "batchnorm2d", "bn"),
     ),
     LayerType(
         "dropout",
         "dropout (rate = fraction dropped)",
-        (("rate", 0.5, _rate),),
+        (("rate", 0.5, arg.rate),),
         _same(lambda a: nn.Dropout(a["rate"])),
     ),
     LayerType(
         "dropout2d",
         "channel dropout on images",
-        (("rate", 0.5, _rate),),
+        (("rate", 0.5, arg.rate),),
         _dropout2d,
         ("spatialdropout2d",),
     ),
     LayerType("flatten", "(C, H, W) -> (C*H*W,)", (), _flatten),
+    LayerType(
+        "reshape",
+        "features -> (channels, height, width) of the same count, e.g. after a generator's dense",
+        (
+            ("channels", REQUIRED, arg.positive_int),
+            ("height", REQUIRED, arg.positive_int),
+            ("width", REQUIRED, arg.positive_int),
+        ),
+        _reshape,
+        ("unflatten",),
+    ),
     LayerType("relu", "ReLU activation", (), _same(lambda a: nn.ReLU())),
     LayerType("gelu", "GELU activation", (), _same(lambda a: nn.GELU())),
     LayerType("silu", "SiLU (swish) activation", (), _same(lambda a: nn.SiLU()), ("swish",)),
@@ -350,7 +341,7 @@ _TYPES = [
     LayerType(
         "leaky_relu",
         "leaky ReLU activation",
-        (("negative_slope", 0.01, _float),),
+        (("negative_slope", 0.01, arg.number),),
         _same(lambda a: nn.LeakyReLU(a["negative_slope"])),
         ("leakyrelu",),
     ),

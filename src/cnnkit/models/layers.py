@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,14 @@ from cnnkit.models.layer_types import (
     ShapeError,
 )
 
-__all__ = ["LAYER_TYPES", "LayerType", "build_layers", "load_layers_file", "parse_layers"]
+__all__ = [
+    "LAYER_TYPES",
+    "LayerType",
+    "build_layers",
+    "build_sequence",
+    "load_layers_file",
+    "parse_layers",
+]
 
 
 # ---- parsing: any accepted format -> normalised list of dicts ----
@@ -110,7 +117,8 @@ def _normalise(name: str, args: list, kwargs: dict, where: str) -> list[dict]:
     for pname, default, check in lt.params:
         if pname not in given:
             if default is REQUIRED:
-                raise CnnkitError(f"{where}: {lt.name} needs {pname} (e.g. {lt.name}:32)")
+                example = f"e.g. {lt.name}:32" if pname == names[0] else ", ".join(names)
+                raise CnnkitError(f"{where}: {lt.name} needs {pname} ({example})")
             out[pname] = default
             continue
         try:
@@ -194,7 +202,57 @@ def build_layers(
     last_dense = dense_at[-1] if dense_at else None
     conv_at = [i for i, layer in enumerate(layers) if layer["type"] == "conv2d"]
     last_conv = conv_at[-1] if conv_at and per_pixel else None
-    shape: Shape = tuple(int(d) for d in input_size)
+
+    def fill(i: int, args: dict, where: str) -> None:
+        if args["type"] == "conv2d" and args["filters"] is None:
+            if i != last_conv:
+                last = "; only a segmenter's last conv2d may omit them" if per_pixel else ""
+                raise CnnkitError(f"{where}: conv2d needs filters (e.g. conv2d:32){last}")
+            args["filters"] = num_classes
+        if args["type"] == "dense":
+            if args["units"] is None:
+                if i != last_dense:
+                    raise CnnkitError(
+                        f"dense needs units ({where}); only the last dense may omit them "
+                        f"(it gets the number of classes)"
+                    )
+                args["units"] = num_classes
+            elif i == last_dense and args["units"] != num_classes:
+                raise CnnkitError(
+                    f"the last dense has {args['units']} units but there are {num_classes} "
+                    f"classes ({where}); omit units on the last dense to use the class count"
+                )
+
+    modules, shape = build_sequence(layers, tuple(int(d) for d in input_size), fill)
+    if per_pixel:
+        wanted = (num_classes, *input_size[1:])
+        if shape != wanted:
+            raise CnnkitError(
+                f"a segmenter's layers must end in {wanted} (classes, H, W of the input), not "
+                f"{shape}; upsample back as often as you pool, and end with a conv2d whose "
+                f"filters are omitted (= the number of classes)"
+            )
+        return modules
+    if shape != (num_classes,):
+        if last_dense is None:
+            raise CnnkitError(
+                f"the last layer must be dense (units omitted = number of classes); "
+                f"the model's output is {shape}, not ({num_classes},)"
+            )
+        raise CnnkitError(f"the model's output is {shape}, not ({num_classes},)")
+    return modules
+
+
+def build_sequence(
+    layers: str | Sequence,
+    input_shape: Shape,
+    fill: Callable[[int, dict, str], None] | None = None,
+) -> tuple[nn.Sequential, Shape]:
+    """Build a layer spec on an input of a known shape ((C, H, W) or (F,), no batch) and return
+    the module with its output shape; ``fill(i, args, where)`` may complete sizes a layer left
+    out (the class count), and a size still missing is refused in one line."""
+    layers = parse_layers(layers)
+    shape: Shape = tuple(int(d) for d in input_shape)
     modules: OrderedDict[str, nn.Module] = OrderedDict()
     counts: dict[str, int] = {}
     for i, layer in enumerate(layers):
@@ -208,44 +266,15 @@ def build_layers(
                 f"softmax must be the last layer ({where}); the model returns logits and "
                 f"softmax is applied at prediction"
             )
-        if kind == "conv2d" and args["filters"] is None:
-            if i != last_conv:
-                last = "; only a segmenter's last conv2d may omit them" if per_pixel else ""
-                raise CnnkitError(f"{where}: conv2d needs filters (e.g. conv2d:32){last}")
-            args["filters"] = num_classes
-        if kind == "dense":
-            if args["units"] is None:
-                if i != last_dense:
-                    raise CnnkitError(
-                        f"dense needs units ({where}); only the last dense may omit them "
-                        f"(it gets the number of classes)"
-                    )
-                args["units"] = num_classes
-            elif i == last_dense and args["units"] != num_classes:
-                raise CnnkitError(
-                    f"the last dense has {args['units']} units but there are {num_classes} "
-                    f"classes ({where}); omit units on the last dense to use the class count"
-                )
+        if fill is not None:
+            fill(i, args, where)
+        for size in ("filters", "units"):
+            if size in args and args[size] is None:
+                raise CnnkitError(f"{where}: {kind} needs {size} (e.g. {kind}:32)")
         try:
             module, shape = LAYER_TYPES[kind].build(args, shape)
         except ShapeError as e:
             raise CnnkitError(f"{e} ({where})") from None
         if module is not None:
             modules[label] = module
-    if per_pixel:
-        wanted = (num_classes, *input_size[1:])
-        if shape != wanted:
-            raise CnnkitError(
-                f"a segmenter's layers must end in {wanted} (classes, H, W of the input), not "
-                f"{shape}; upsample back as often as you pool, and end with a conv2d whose "
-                f"filters are omitted (= the number of classes)"
-            )
-        return nn.Sequential(modules)
-    if shape != (num_classes,):
-        if last_dense is None:
-            raise CnnkitError(
-                f"the last layer must be dense (units omitted = number of classes); "
-                f"the model's output is {shape}, not ({num_classes},)"
-            )
-        raise CnnkitError(f"the model's output is {shape}, not ({num_classes},)")
-    return nn.Sequential(modules)
+    return nn.Sequential(modules), shape

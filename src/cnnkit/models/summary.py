@@ -81,7 +81,7 @@ def _out_shape(out: Any) -> tuple[int, ...] | None:
 
 
 def summarize(
-    model: nn.Module, input_size: tuple[int, int, int], *, name: str | None = None
+    model: nn.Module, input_size: tuple[int, ...], *, name: str | None = None
 ) -> ModelSummary:
     """Run a dummy batch of 1 (eval mode, no grad) through ``model`` and record each leaf module.
 

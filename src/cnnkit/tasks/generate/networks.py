@@ -6,7 +6,8 @@ Koyama 2018). Spectral normalisation (Miyato et al. 2018) of the discriminator r
 BatchNorm.
 
 Both networks live in one `GAN` module, so the state dict, the EMA and the checkpoint stay
-single; `GANSpec` rebuilds it without the training code.
+single; `GANSpec` rebuilds it without the training code. A GAN of layer specs
+(`layer_networks`) lives in the same module, its layers recorded in the spec.
 """
 
 from __future__ import annotations
@@ -20,29 +21,48 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
 from cnnkit.errors import CnnkitError
+from cnnkit.tasks.generate.layer_networks import (
+    LayerDiscriminator,
+    LayerGenerator,
+    parse_gan_layers,
+)
+from cnnkit.tasks.generate.names import GAN_LAYERS, is_gan_layers
 
 IMAGE_SIZES = (8, 16, 32, 64, 128)
 
 
 @dataclass(frozen=True)
 class GANSpec:
-    """Enough to rebuild a GAN: its architecture name and sizes (stored in the checkpoint)."""
+    """Enough to rebuild a GAN: its architecture name and sizes, and a layer-spec GAN's layers
+    (stored in the checkpoint)."""
 
-    name: str = "dcgan"  # dcgan | dcgan_conditional
+    name: str = "dcgan"  # dcgan | dcgan_conditional | gan_layers
     image_size: int = 32
     latent_dim: int = 100
-    width: int = 64  # ngf = ndf: the channels at the largest feature map
+    width: int = 64  # ngf = ndf: the channels at the largest feature map (DCGAN)
     num_classes: int = 0  # > 0: class-conditional
     spectral_norm: bool = False
+    generator: list[dict] | None = None  # gan_layers: normalised layer lists
+    discriminator: list[dict] | None = None
 
     def __post_init__(self) -> None:
-        if self.image_size not in IMAGE_SIZES:
+        if self.layered:
+            if self.num_classes:
+                raise CnnkitError("a layer-spec GAN is unconditional; use dcgan_conditional")
+            if self.image_size < 4:
+                raise CnnkitError(f"a GAN makes images of 4 px or more, not {self.image_size}")
+        elif self.image_size not in IMAGE_SIZES:
             sizes = ", ".join(map(str, IMAGE_SIZES))
             raise CnnkitError(f"a DCGAN makes square images of {sizes} px, not {self.image_size}")
 
     @property
     def conditional(self) -> bool:
         return self.num_classes > 0
+
+    @property
+    def layered(self) -> bool:
+        """Built from layer specs (`generator` / `discriminator`), not DCGAN's recipe."""
+        return self.name == GAN_LAYERS
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -123,8 +143,17 @@ class GAN(nn.Module):
     def __init__(self, spec: GANSpec) -> None:
         super().__init__()
         self.spec = spec
-        self.generator = DCGANGenerator(spec)
-        self.discriminator = DCGANDiscriminator(spec)
+        self.generator: nn.Module
+        self.discriminator: nn.Module
+        if spec.layered:
+            size = spec.image_size
+            self.generator = LayerGenerator(spec.generator or [], spec.latent_dim, size)
+            self.discriminator = LayerDiscriminator(
+                spec.discriminator or [], size, spec.spectral_norm
+            )
+        else:
+            self.generator = DCGANGenerator(spec)
+            self.discriminator = DCGANDiscriminator(spec)
         self.apply(dcgan_init)
 
     def forward(self, noise: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -149,13 +178,40 @@ def dcgan_init(module: nn.Module) -> None:
 
 def gan_spec(cfg: Any, image_size: int, num_classes: int) -> GANSpec:
     """The spec a training config asks for (dcgan_conditional takes the data's classes)."""
-    name = str(cfg.model).strip().lower()
+    return make_gan_spec(
+        cfg.model, image_size, num_classes, int(cfg.latent_dim or 100), bool(cfg.spectral_norm)
+    )
+
+
+def make_gan_spec(
+    model: str,
+    image_size: int,
+    num_classes: int = 0,
+    latent_dim: int = 100,
+    spectral_norm: bool = False,
+) -> GANSpec:
+    """The spec of a GAN name or "G: ... | D: ..." / YAML layers; a layer-spec GAN's shapes are
+    checked here, where it enters."""
+    if is_gan_layers(model):
+        generator, discriminator = parse_gan_layers(model)
+        spec = GANSpec(
+            name=GAN_LAYERS,
+            image_size=image_size,
+            latent_dim=latent_dim,
+            width=0,
+            spectral_norm=spectral_norm,
+            generator=generator,
+            discriminator=discriminator,
+        )
+        GAN(spec)  # builds both on the CPU: a spec whose shapes do not fit is refused now
+        return spec
+    name = str(model).strip().lower()
     return GANSpec(
         name=name,
         image_size=image_size,
-        latent_dim=int(cfg.latent_dim or 100),
+        latent_dim=latent_dim,
         num_classes=num_classes if name == "dcgan_conditional" else 0,
-        spectral_norm=bool(cfg.spectral_norm),
+        spectral_norm=spectral_norm,
     )
 
 
@@ -164,4 +220,9 @@ def list_gans() -> list[tuple[str, str]]:
     return [
         ("dcgan", "DCGAN: transposed-convolution generator, strided-convolution discriminator"),
         ("dcgan_conditional", "DCGAN given a class (one-hot noise input, projection D)"),
+        (
+            '"G: LAYERS | D: LAYERS"',
+            "your own generator (noise -> 3 x S x S) and discriminator (-> one logit) as layer "
+            "specs, or a YAML file with generator: and discriminator: lists",
+        ),
     ]

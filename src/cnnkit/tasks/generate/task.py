@@ -22,6 +22,7 @@ from cnnkit.errors import CnnkitError
 from cnnkit.tasks.base import Metrics
 from cnnkit.tasks.generate.distance import distances, features, standard_fid_status
 from cnnkit.tasks.generate.losses import discriminator_loss, generator_loss
+from cnnkit.tasks.generate.names import is_gan_layers
 from cnnkit.tasks.generate.networks import GAN, GANSpec, gan_spec
 from cnnkit.tasks.generate.sample import (
     class_cycle,
@@ -94,6 +95,9 @@ class GenerateTask:
         self.size = int(cfg.image_size or DEFAULT_IMAGE_SIZE)
         self.fd_images = int(cfg.fd_images or DEFAULT_FD_IMAGES)
         self.spec: GANSpec
+        self.layered = is_gan_layers(cfg.model)
+        if self.layered:  # its shapes are checked before any data is read
+            self.spec = gan_spec(cfg, self.size, 0)
         self._real: dict[str, tuple[np.ndarray, torch.Tensor]] = {}  # split -> features, labels
         self.data: Any
 
@@ -111,7 +115,8 @@ class GenerateTask:
         )
         if self.data.train is None or len(self.data.train) == 0:
             raise CnnkitError(f"no training images in {cfg.data}")
-        self.spec = gan_spec(cfg, self.size, len(self.data.classes))
+        if not self.layered:
+            self.spec = gan_spec(cfg, self.size, len(self.data.classes))
         if self.spec.conditional and len(self.data.classes) < 2:
             raise CnnkitError("dcgan_conditional needs at least 2 classes (class folders)")
 
