@@ -23,7 +23,7 @@ def given_train_flags(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from cnnkit.engine import train
-    from cnnkit.engine.distributed import launched_rank
+    from cnnkit.engine.distributed import launched, launched_rank
 
     given = given_train_flags(args)
     if args.sweep:
@@ -31,6 +31,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         if args.resume:
             raise CnnkitError("--sweep and --resume do not go together: rerun the sweep to go on")
+        if launched():
+            raise CnnkitError(
+                "--sweep runs in one process: run it without torchrun, or train each "
+                "combination under torchrun as its own run"
+            )
         return run_sweep(args.sweep, build_config(args.config, given), not args.no_progress)
     if args.resume:  # the saved config, then the file's values, then the flags
         from_file = read_yaml_config(args.config) if args.config else {}

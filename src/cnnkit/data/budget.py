@@ -42,10 +42,14 @@ def memory_budget(setting: str | None = None) -> tuple[int, str]:
     match = _PATTERN.match(check_budget(text))
     assert match is not None
     number, unit = float(match.group(1)), match.group(2).upper()
+    # under torchrun every process on this machine holds its own copy of in-memory data
+    processes = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    each = f" / {processes} processes" if processes > 1 else ""
     if unit == "%":
         available = psutil.virtual_memory().available
-        return int(available * number / 100), f"{number:g}% of the {gib(available)} available"
-    return int(number * _UNITS[unit]), text.strip()
+        share = int(available * number / 100) // processes
+        return share, f"{number:g}% of the {gib(available)} available{each}"
+    return int(number * _UNITS[unit]) // processes, text.strip() + each
 
 
 def decoded_bytes(images: int, size: tuple[int, int]) -> int:

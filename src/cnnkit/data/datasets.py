@@ -266,7 +266,11 @@ def _shard_source(path: Path, req: _Request) -> _Source:
 
     classes, sources, skipped = shard_sources(path)
     req.skipped.extend(skipped)
-    first = sources.get("train") or next(iter(sources.values()))
+    first = sources.get("train") or next(iter(sources.values()), None)
+    if first is None:
+        raise CnnkitError(
+            f"{path}: its dataset.json lists no splits; write it again with `cnnkit shard`"
+        )
     fixed: dict[str, tuple[int, int]] = {}
 
     def load(source) -> ImageSet:

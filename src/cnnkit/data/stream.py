@@ -18,6 +18,7 @@ the resident memory does not grow with the data beyond them.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -190,6 +191,13 @@ class _BatchReader(IterableDataset):
         return images, self.source.labels[index], index, bad
 
 
+def _quiet_worker(worker_id: int) -> None:
+    """A decoding worker leaves Ctrl-C and SIGTERM to the training process, which stops at a
+    step boundary and then shuts its workers down (a worker killed first would fail the run)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def _loader(reader: _BatchReader, workers: int, pin: bool) -> DataLoader:
     return DataLoader(
         reader,
@@ -200,6 +208,7 @@ def _loader(reader: _BatchReader, workers: int, pin: bool) -> DataLoader:
         # the workers' base seed from a generator of its own: drawing it from torch's global
         # one would change the model's initialisation (and dropout) against the in-memory path
         generator=torch.Generator().manual_seed(0),
+        worker_init_fn=_quiet_worker if workers else None,
     )
 
 
@@ -267,7 +276,7 @@ class StreamEpoch:
             if not len(indices):
                 raise CnnkitError(
                     f"{self.source.where}: a batch and the {FILL_TRIES} files after it are all "
-                    "unreadable; check the data with `cnnkit datasets --inspect`"
+                    "unreadable; check the data's files"
                 )
             yield (
                 images.to(self.device, non_blocking=cuda),
@@ -312,11 +321,13 @@ def materialise(
 
 
 def default_workers() -> int:
-    """Decoding processes per training process: the CPUs this process may use, at most 8."""
+    """Decoding processes per training process: the CPUs this process may use (shared by the
+    training processes torchrun started on this machine), at most 8."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cpus = os.cpu_count() or 1
+    cpus //= max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     return max(1, min(cpus, 8))
 
 

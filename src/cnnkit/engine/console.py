@@ -32,6 +32,11 @@ class StopFlag:
     def __call__(self) -> bool:
         return self.requested
 
+    def agreed(self, signum: int) -> None:
+        """Under torchrun: another rank was signalled, and all stop; a signal reaching this
+        one soon after (torchrun stopping its workers) is the same stop, not an abort."""
+        self.requested, self.signum, self._first = True, signum, time.monotonic()
+
     @contextmanager
     def installed(self) -> Iterator[StopFlag]:
         if threading.current_thread() is not threading.main_thread():

@@ -64,7 +64,8 @@ def launched() -> bool:
 
 
 def local_device(device: torch.device) -> torch.device:
-    """This process's device: on CUDA, the GPU of its LOCAL_RANK (one process per GPU)."""
+    """This process's device: on CUDA, the GPU of its LOCAL_RANK (one process per GPU), made
+    the current one."""
     if device.type != "cuda" or not launched():
         return device
     index = int(os.environ.get("LOCAL_RANK", "0"))
@@ -86,15 +87,28 @@ def session(device: torch.device, timeout_minutes: float) -> Iterator[None]:
         return
     if not dist.is_available():
         raise CnnkitError("this torch build has no torch.distributed; train in one process")
+    global _patient
     backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda":
+        # this process's GPU before the first collective: object collectives on NCCL use the
+        # current device, and every rank on cuda:0 would fail as "duplicate GPU"
+        local_device(device)
     timeout = datetime.timedelta(minutes=timeout_minutes)
     try:
         dist.init_process_group(backend=backend, timeout=timeout)
+        # waits for rank 0's own work (loading a large dataset into memory, writing its
+        # cache) may outlast the timeout meant for a dead rank: a gloo group of their own
+        _patient = dist.new_group(backend="gloo", timeout=datetime.timedelta(days=7))
     except (RuntimeError, ValueError) as exc:
         raise CnnkitError(f"could not join torchrun's process group ({first_line(exc)})") from None
+    finished = False
     try:
         yield
+        finished = True
     finally:
+        if finished:
+            dist.barrier()  # no rank leaves (and makes torchrun stop the others) before all do
+        _patient = None
         dist.destroy_process_group()
 
 
@@ -141,12 +155,17 @@ def sum_values(values: dict[str, float]) -> dict[str, float]:
     return dict(zip(names, t.tolist(), strict=True))
 
 
-def broadcast(value: T | None) -> T:
-    """Rank 0's `value` (any picklable object) on every rank."""
+_patient: Any = None  # session()'s gloo group without a practical timeout
+
+
+def broadcast(value: T | None, patient: bool = False) -> T:
+    """Rank 0's `value` (any picklable object) on every rank; `patient`: the others wait for
+    it without the process group's timeout (rank 0 may be loading data for an hour)."""
     if not active():
         return value  # type: ignore[return-value]
     box = [value]
-    dist.broadcast_object_list(box, src=0)
+    group = _patient if patient else None
+    dist.broadcast_object_list(box, src=0, group=group)
     return box[0]  # type: ignore[return-value]
 
 
@@ -173,14 +192,14 @@ def main_first(work: Callable[[], T]) -> T:
         try:
             result = work()
         except CnnkitError as exc:
-            broadcast(str(exc))
+            broadcast(str(exc), patient=True)
             raise
         except BaseException:
-            broadcast("rank 0 failed; see its error above")
+            broadcast("rank 0 failed; see its error above", patient=True)
             raise
-        broadcast(None)
+        broadcast(None, patient=True)
         return result
-    error = broadcast(None)
+    error = broadcast(None, patient=True)
     if error is not None:
         raise CnnkitError(error)
     return work()
@@ -195,9 +214,12 @@ def decided_by_main(work: Callable[[], T]) -> T:
         try:
             result = ("ok", work())
         except CnnkitError as exc:
-            broadcast(("error", str(exc)))
+            broadcast(("error", str(exc)), patient=True)
             raise
-    outcome = broadcast(result)
+        except BaseException:
+            broadcast(("error", "rank 0 failed; see its error above"), patient=True)
+            raise
+    outcome = broadcast(result, patient=True)
     if outcome[0] == "error":
         raise CnnkitError(outcome[1])
     return outcome[1]

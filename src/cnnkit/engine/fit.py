@@ -89,6 +89,10 @@ class Trainer(RunState, TrainerConsole):
         if self.world > 1:
             task_cfg = dataclasses.replace(cfg, batch_size=cfg.batch_size * self.world)
         self.task: Task = make_task(task_cfg, self.device, self.precision, self.channels_last)
+        # a choice about the data every rank must share (stream it or hold it in memory)
+        plan_data = getattr(self.task, "plan_data", None)
+        if callable(plan_data):
+            self.task.data_plan = distributed.decided_by_main(plan_data)
         # rank 0 first: it may write the decoded cache that the others then read
         distributed.main_first(lambda: self.task.load_data(progress and self.main))
         self.data = self.task.data
@@ -123,7 +127,7 @@ class Trainer(RunState, TrainerConsole):
         self.stop = StopFlag()
         self._stop_checks = 0  # torchrun: steps since the ranks last agreed on stopping
         self._compiled: dict[int, nn.Module] = {}  # --compile: module id -> compiled module
-        self._parallel: dict[tuple[int, int], nn.Module] = {}  # torchrun: DDP per module, stage
+        self._parallel: dict[tuple, nn.Module] = {}  # torchrun: DDP per module and trainable set
 
     @property
     def init_seconds(self) -> float:
@@ -181,9 +185,13 @@ class Trainer(RunState, TrainerConsole):
         module = self.task.trained_module(model)
         named = callable(getattr(self.task, "optimizer_groups", None))
         if self.world > 1 and not averaged and not named:
-            # a stage changes what trains, and DDP registers the trainable parameters once
-            key = (id(module), self.stage_index)
+            # DDP registers the trainable parameters once: a stage, or a model's own
+            # start_epoch hook (fastnet stops training its whitening bias), needs a new wrapper
+            trains = tuple(p.requires_grad for p in module.parameters())
+            key = (id(module), trains)
             if key not in self._parallel:
+                for old in self._parallel.values():  # (its id may be reused by the new one)
+                    self._compiled.pop(id(old), None)
                 self._parallel = {key: distributed.wrap(module, self.device)}
             module = self._parallel[key]
         return self._maybe_compiled(module)
@@ -222,12 +230,18 @@ class Trainer(RunState, TrainerConsole):
         self._stop_checks += 1
         if self.device.type != "cpu" and self._stop_checks % STOP_CHECK_EVERY_GPU:
             return False
+        return self._agree_to_stop()
+
+    def _agree_to_stop(self) -> bool:
+        """The ranks' one decision: stop if any rank was signalled, ran out of time or
+        diverged (also held once after every epoch, so a signal after the epoch's last
+        agreement still reaches every rank before any of them acts on it)."""
         requested = self.stop()
         signum = self.stop.signum or (int(signal.SIGINT) if requested else 0)
         local = [float(signum), float(self.out_of_time()), float(not self.progress.finite)]
         signum, timed, diverged = distributed.agree(local)
         if signum and not self.stop.requested:
-            self.stop.requested, self.stop.signum = True, int(signum)
+            self.stop.agreed(int(signum))
         return bool(signum or timed or diverged)
 
     def _sum_progress(self) -> None:
@@ -295,8 +309,8 @@ class Trainer(RunState, TrainerConsole):
             bar = self._bar()
             opt = self.optimizations[MAIN] if self.single else self.optimizations
             if self.world > 1 and not getattr(self.task, "shards_batches", False):
-                min_share = 2 if distributed.has_batchnorm(self.model) else 1
-                make_batches = distributed.sharded(make_batches, min_share)
+                # at least 2 images a rank (BatchNorm trains on no fewer), as a stream drops
+                make_batches = distributed.sharded(make_batches, min_share=2)
             run_epoch(
                 step,
                 make_batches,
@@ -310,6 +324,8 @@ class Trainer(RunState, TrainerConsole):
             )
             if bar:
                 bar.close()
+            if self.world > 1:
+                self._agree_to_stop()
             self._sum_progress()
             self.wall_seconds += time.perf_counter() - started
             if not self.progress.finite:
@@ -375,6 +391,9 @@ class Trainer(RunState, TrainerConsole):
             distributed.average_buffers(self.ema.module)
         with distributed.sharded_evaluation():
             val = self.task.evaluate(self.trained_module(averaged=True), "val")
+        # rank 0's figures decide best.pt and early stopping on every rank (a detector's mAP,
+        # evaluated on each rank, could tie differently with different kernels)
+        val = distributed.broadcast(val)
         row = self._history_row(val)
         self.history.append(row)
         # with validation images, best.pt is the best score's epoch; without, the latest

@@ -117,6 +117,7 @@ class RunState:
         """last.pt, by rank 0, with every rank's random state (all ranks call this)."""
         rng = distributed.gather(_rng_state())
         if not self.main:
+            distributed.barrier()
             return
         save_checkpoint(
             self.run_dir / "last.pt",
@@ -137,6 +138,7 @@ class RunState:
             early_stopping=self.early.state_dict() if self.early is not None else None,
             stopped_early=self.stopped_early,
         )
+        distributed.barrier()  # no rank leaves a stopped run while rank 0 is still writing
 
     def restore(self, ckpt: dict[str, Any]) -> None:
         """Continue exactly where last.pt stopped: weights, stage, optimiser, schedule, RNG."""

@@ -76,12 +76,32 @@ def train(
     `cnnkit train`, as keywords or as a TrainConfig.
     """
     settings = {**(config.to_dict() if config is not None else {}), **overrides}
+    if resume is not None and distributed.launched():  # the saved run's device and timeout
+        settings = {**_saved_config(resume), **{k: v for k, v in overrides.items() if v}}
     device = resolve_device(settings.get("device") or "auto")
     timeout = settings.get("dist_timeout") or DEFAULT_DIST_TIMEOUT
     with distributed.session(device, timeout), _quiet_unless_main():
-        if resume is not None:
-            return _resume(resume, progress, overrides)
-        return _train(config, progress, overrides)
+        try:
+            if resume is not None:
+                return _resume(resume, progress, overrides)
+            return _train(config, progress, overrides)
+        except Exception as exc:
+            if distributed.active() and distributed.is_communication_error(exc):
+                raise CnnkitError(
+                    f"process {distributed.rank()} of {distributed.world_size()} lost contact "
+                    f"with the others before training began ({distributed.first_line(exc)})"
+                ) from None
+            raise
+
+
+def _saved_config(run: str | Path) -> dict[str, Any]:
+    """The config a run folder's last.pt was trained with ({} when there is none to read:
+    _resume then says why in one line)."""
+    last = Path(run) / "last.pt" if Path(run).is_dir() else Path(run)
+    try:
+        return dict(load_checkpoint(last).get("config") or {})
+    except CnnkitError:
+        return {}
 
 
 def _quiet_unless_main() -> contextlib.AbstractContextManager:

@@ -76,8 +76,14 @@ class StreamedTraining:
         return make
 
     def _listed(self, unreadable: list[tuple[int, str]]) -> None:
-        """The end of an epoch: list what it skipped, and skip it unread from now on."""
-        named = report_unreadable(self.source, unreadable)
+        """The end of an epoch: list what it skipped (every rank's, by rank 0), and skip it
+        unread from now on (every rank ends its epoch here together)."""
+        everyone = distributed.gather([(int(i), str(why)) for i, why in unreadable])
+        unreadable = sorted({item for part in everyone for item in part})
+        if distributed.is_main():
+            named = report_unreadable(self.source, unreadable)
+        else:
+            named = [(self.source.name(i), reason) for i, reason in unreadable]
         self.skip.update(i for i, _ in unreadable)
         known = {path for path, _ in self.data.skipped}
         self.data.skipped.extend(item for item in named if item[0] not in known)

@@ -138,6 +138,9 @@ def refuse_detection_data(cfg: TrainConfig) -> None:
     )
 
 
+UNPLANNED = object()  # ClassifyTask.data_plan before plan_data() ran
+
+
 class ClassifyTask:
     """Image classification: the tutorials' task, and the default."""
 
@@ -168,12 +171,19 @@ class ClassifyTask:
         self.label_thresholds: list[float] | None = None
         self.streamed: StreamedTraining | None = None  # --stream: training images from disk
         self.shards_batches = False  # True when streaming: batches are already this rank's
+        self.data_plan: Any = UNPLANNED  # plan_data()'s choice (the engine shares rank 0's)
 
     # ---- data and model ------------------------------------------------------------------------
-    def load_data(self, progress: bool) -> None:
+    def plan_data(self) -> Any:
+        """Stream the training images or hold them in memory (None): a choice every process
+        under torchrun must share, so the engine makes it on rank 0 and hands it on."""
         cfg = self.cfg
         refuse_detection_data(cfg)
-        plan = plan_stream(cfg.data, cfg.stream, cfg.image_size, cfg.memory_budget)
+        return plan_stream(cfg.data, cfg.stream, cfg.image_size, cfg.memory_budget)
+
+    def load_data(self, progress: bool) -> None:
+        cfg = self.cfg
+        plan = self.plan_data() if self.data_plan is UNPLANNED else self.data_plan
         if plan is not None:
             self.streamed = StreamedTraining(cfg, plan, classify_resize(cfg))
             self.data = self.streamed.data

@@ -125,6 +125,7 @@ class EmbedTask(ClassifyTask):
     name = "embed"
     score_name = "pair_accuracy"
     metric_names = ("pair_accuracy", "auc", "threshold")
+    plan_data = None  # identities load in memory: no streaming choice to share
 
     def __init__(
         self, cfg: TrainConfig, device: torch.device, precision: Precision, channels_last: bool
