@@ -318,10 +318,9 @@ PRESETS: dict[str, Preset] = {
                 "fd_images": 500,
                 "val_split": 0.1,
             },
-            "not measured at 30 minutes yet; a reduced 8-minute run on the shared 2-core "
-            "AMD EPYC (heavy load from other jobs, under one epoch each): fd_lite0 277.3 / "
-            "kid_lite0 0.371 on 1,000 test images against examples/dcgan's recipe's 315.2 / "
-            "0.482 in the same run (real-vs-real floor 39.3); bench/gan_cifar10.py, 2026-12-06",
+            "15 minutes of training each on the 2-core AMD EPYC, same run: fd_lite0 82.9 / "
+            "kid_lite0 0.043 on 1,000 test images against examples/dcgan's recipe's 94.2 / "
+            "0.060 (real-vs-real floor 39.3); bench/gan_cifar10.py --minutes 15, 2026-12-06",
         ),
     )
 }
