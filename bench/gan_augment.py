@@ -11,7 +11,7 @@ trains the same classifier three ways, every run scored on the real test set:
   real+gen      the small set plus the generated folder, E epochs
   real, longer  the small set alone for as many steps as real+gen took
 
-    python bench/gan_augment.py [--per-class 500] [--gan-minutes 12] [--fake-per-class 500]
+    python bench/gan_augment.py [--per-class 500] [--gan-minutes 8] [--fake-per-class 500]
 """
 
 from __future__ import annotations
@@ -65,9 +65,9 @@ def main() -> None:
     parser.add_argument("--data", default=str(SHARED_CIFAR10))
     parser.add_argument("--per-class", type=int, default=500, help="real training images")
     parser.add_argument("--val-per-class", type=int, default=50)
-    parser.add_argument("--gan-minutes", type=float, default=12.0)
+    parser.add_argument("--gan-minutes", type=float, default=8.0)
     parser.add_argument("--fake-per-class", type=int, default=500)
-    parser.add_argument("--fd-images", type=int, default=200, help="per validation epoch")
+    parser.add_argument("--fd-images", type=int, default=50, help="per validation epoch")
     parser.add_argument("--model", default="simple_cnn", help="the classifier")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
