@@ -182,7 +182,9 @@ def test_sigterm_on_one_rank_stops_both_and_resume_continues_exactly(data, runs,
     assert "epoch 2/2" not in out, out
     run = tmp_path / "runs" / "stopped"
     ckpt = torch.load(run / "last.pt", weights_only=True)
-    assert ckpt["epoch"] == 1 and ckpt["progress"]["step"] > 0  # both stopped inside epoch 2
+    # both stopped in epoch 2: at its first step, or a few steps in (how soon the signal is
+    # handled depends on the load; CI saw step 0)
+    assert ckpt["epoch"] == 1 and ckpt["progress"]["generator_state"] is not None
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     resume = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
