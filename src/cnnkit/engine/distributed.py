@@ -247,7 +247,7 @@ def batch_length(batch: Any) -> int:
 
 
 def sharded(
-    make_batches: Callable[[torch.Generator], Any], min_share: int = 1
+    make_batches: Callable[[torch.Generator], Any], min_share: int = 2
 ) -> Callable[[torch.Generator], Iterator[Any]]:
     """This rank's part of every global batch that `make_batches` yields. Every rank draws the
     same global order (the same generator), so step k's parts together are the global batch k;
@@ -261,10 +261,6 @@ def sharded(
             yield take_share(batch, index, parts)
 
     return make
-
-
-def has_batchnorm(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
 def average_buffers(model: nn.Module) -> None:

@@ -310,7 +310,7 @@ class Trainer(RunState, TrainerConsole):
             opt = self.optimizations[MAIN] if self.single else self.optimizations
             if self.world > 1 and not getattr(self.task, "shards_batches", False):
                 # at least 2 images a rank (BatchNorm trains on no fewer), as a stream drops
-                make_batches = distributed.sharded(make_batches, min_share=2)
+                make_batches = distributed.sharded(make_batches)
             run_epoch(
                 step,
                 make_batches,
