@@ -5,10 +5,13 @@
 Each model is saved as a cnnkit checkpoint (efficientnet_lite0 with its ImageNet weights,
 resnet18 randomly initialised: speed does not depend on the weights), exported with
 `cnnkit export --dynamic-batch` (its parity check included), and timed at 224 px: the ONNX
-file in onnxruntime (CPU provider, intra-op threads = --threads) and the checkpoint's module
-in eager PyTorch (fp32, channels-last, as cnnkit's Classifier runs it; bf16 autocast as a
-third column). Each cell is the median over --seconds of calls after three warm-up calls,
-on the same normalised input. Prints one row per cell and the JSON of all.
+file in onnxruntime (CPU provider, intra-op threads = --threads), its int8 form (cnnkit's
+`quantize_onnx`, what `cnnkit export --int8` writes, calibrated on 32 photos of
+../shared/data/coco128; timed only: these ImageNet heads' answers on photos are checked in
+docs/benchmarks.md, not here), and the checkpoint's module in eager PyTorch: fp32 in the
+faster of the two memory layouts (contiguous or channels-last, both timed), and bf16
+autocast. Each cell is the median over --seconds of calls after three warm-up calls, on the
+same normalised input. Prints one row per cell and the JSON of all.
 """
 
 from __future__ import annotations
@@ -27,12 +30,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cnnkit.data.preprocess import Preprocessing  # noqa: E402
 from cnnkit.export import export_model  # noqa: E402
+from cnnkit.export.parity import graph_input, parity_images  # noqa: E402
+from cnnkit.export.quantize import quantize_onnx  # noqa: E402
 from cnnkit.export.runtime import open_graph  # noqa: E402
 from cnnkit.models import create_model, resolve_spec  # noqa: E402
 from cnnkit.tasks.classify.predictor import Classifier  # noqa: E402
 from common import print_machine  # noqa: E402
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco128" / "images"
 
 
 def classifier(name: str) -> Classifier:
@@ -78,16 +84,25 @@ def main() -> None:
             checkpoint = clf.save(Path(tmp) / name / "best.pt")
             exported = export_model(checkpoint, "onnx", dynamic_batch=True)
             print(f"{name}: exported in {exported.seconds:.1f}s, parity {exported.parity}")
+            photos, _ = parity_images(clf, [str(PHOTOS)], count=32)
+            int8_path = exported.path.with_name("best.int8.onnx")
+            quantize_onnx(exported.path, int8_path, graph_input(clf, photos, False))
             module = clf.model.eval()
             for threads in (int(t) for t in args.threads.split(",")):
                 torch.set_num_threads(threads)
                 runner, _ = open_graph(exported.path, threads=threads)
+                int8_runner, _ = open_graph(int8_path, threads=threads)
                 for batch in (int(b) for b in args.batches.split(",")):
                     x = torch.randn(batch, 3, 224, 224, generator=torch.Generator().manual_seed(0))
                     x_cl = x.contiguous(memory_format=torch.channels_last)
 
                     ort = median_seconds(functools.partial(runner, x), args.seconds)
-                    fp32 = median_seconds(functools.partial(eager, module, x_cl), args.seconds)
+                    int8 = median_seconds(functools.partial(int8_runner, x), args.seconds)
+                    module = module.to(memory_format=torch.contiguous_format)
+                    nchw = median_seconds(functools.partial(eager, module, x), args.seconds)
+                    module = module.to(memory_format=torch.channels_last)
+                    nhwc = median_seconds(functools.partial(eager, module, x_cl), args.seconds)
+                    fp32 = min(nchw, nhwc)
                     with_bf16 = functools.partial(eager, module, x_cl, True)
                     bf16 = median_seconds(with_bf16, args.seconds)
                     row = {
@@ -95,18 +110,22 @@ def main() -> None:
                         "threads": threads,
                         "batch": batch,
                         "onnxruntime_ms": round(ort * 1000, 2),
+                        "onnxruntime_int8_ms": round(int8 * 1000, 2),
+                        "eager_fp32_contiguous_ms": round(nchw * 1000, 2),
+                        "eager_fp32_channels_last_ms": round(nhwc * 1000, 2),
                         "eager_fp32_ms": round(fp32 * 1000, 2),
                         "eager_bf16_ms": round(bf16 * 1000, 2),
                         "ort_speedup_vs_fp32": round(fp32 / ort, 2),
+                        "ort_int8_speedup_vs_fp32": round(fp32 / int8, 2),
                         "ort_speedup_vs_bf16": round(bf16 / ort, 2),
                     }
                     rows.append(row)
                     print(
                         f"{name:20s} threads {threads} batch {batch:3d}: onnxruntime"
-                        f" {row['onnxruntime_ms']:8.2f} ms  eager fp32"
-                        f" {row['eager_fp32_ms']:8.2f} ms  bf16 {row['eager_bf16_ms']:8.2f} ms"
-                        f"  ORT {row['ort_speedup_vs_fp32']}x fp32,"
-                        f" {row['ort_speedup_vs_bf16']}x bf16",
+                        f" {row['onnxruntime_ms']:8.2f} ms  int8 {row['onnxruntime_int8_ms']:8.2f}"
+                        f" ms  eager fp32 {row['eager_fp32_ms']:8.2f} ms"
+                        f" bf16 {row['eager_bf16_ms']:8.2f} ms  ORT {row['ort_speedup_vs_fp32']}x"
+                        f" fp32, int8 {row['ort_int8_speedup_vs_fp32']}x fp32",
                         flush=True,
                     )
     result = {"machine": machine, "command": " ".join(sys.argv), "rows": rows}

@@ -33,7 +33,22 @@ from cnnkit.export.metadata import (
     to_json,
     write_onnx_metadata,
 )
-from cnnkit.export.parity import check_parity, parity_images, summary
+from cnnkit.export.parity import (
+    FLOAT_LIMITS,
+    INT8_LIMITS,
+    PARITY_IMAGES,
+    check_parity,
+    graph_input,
+    parity_images,
+    summary,
+)
+from cnnkit.export.quantize import (
+    CALIBRATION_IMAGES,
+    INT8_PARITY_IMAGES,
+    check_int8,
+    quantize_onnx,
+    split_images,
+)
 from cnnkit.export.runtime import load_exported
 
 __all__ = ["ExportResult", "export_model", "load_exported", "verify"]
@@ -65,16 +80,19 @@ class ExportResult:
             "batch": self.metadata.get("input", {}).get("batch"),
             "input_dtype": self.metadata.get("input", {}).get("dtype"),
             "checkpoint_sha256": self.metadata.get("checkpoint_sha256"),
+            "int8": self.metadata.get("int8"),
             "seconds": round(self.seconds, 2),
             "parity": self.parity,
         }
 
 
-def output_path(checkpoint: Path, fmt: str, out: str | os.PathLike | None) -> Path:
+def output_path(
+    checkpoint: Path, fmt: str, out: str | os.PathLike | None, int8: bool = False
+) -> Path:
     """Where an export of ``checkpoint`` goes: ``out`` (checked to end in the format's suffix),
-    else beside the checkpoint."""
+    else beside the checkpoint (best.onnx; int8: best.int8.onnx)."""
     if out is None:
-        return checkpoint.with_suffix(SUFFIX[fmt])
+        return checkpoint.with_suffix((".int8" if int8 else "") + SUFFIX[fmt])
     path = Path(out)
     if format_of(path) != fmt:
         raise CnnkitError(f"--out for {fmt} must end in {SUFFIX[fmt]}, not '{path.name}'")
@@ -149,6 +167,7 @@ def export_model(
     bake_preprocessing: bool = False,
     images: list[str] | None = None,
     opset: int | None = None,
+    int8: bool = False,
 ) -> ExportResult:
     """Export a checkpoint (or run folder's best.pt) and check it against the checkpoint.
 
@@ -157,6 +176,8 @@ def export_model(
     takes uint8 pixels and normalises inside (detectors and segmenters always do). The parity
     check runs on ``images`` (files, folders, globs), else on the run's own data; a failed
     check removes the file and raises CnnkitError; export_report.json records it either way.
+    ``int8`` (ONNX; classifiers, segmenters, embedding models): onnxruntime's static int8
+    quantisation, calibrated on half of those images and checked on the other half.
     """
     if format not in FORMATS:
         raise CnnkitError(f"export format must be one of {', '.join(FORMATS)}, not '{format}'")
@@ -165,11 +186,16 @@ def export_model(
     checkpoint = resolve_checkpoint_path(source)
     if format_of(checkpoint) is not None:
         raise CnnkitError(f"{checkpoint} is already exported: export from its checkpoint")
-    path = output_path(checkpoint, format, out)
+    path = output_path(checkpoint, format, out, int8)
     reference = load(checkpoint, device="cpu", precision="fp32")
     if getattr(reference, "multilabel", False):
         raise CnnkitError(MULTILABEL_REFUSED.format(command="export"))
-    arrays, _ = parity_images(reference, images)  # before the slow export: fail early
+    if int8:
+        check_int8(reference.task, format)
+        count = CALIBRATION_IMAGES + INT8_PARITY_IMAGES
+        calibration, arrays = split_images(parity_images(reference, images, count)[0])
+    else:  # before the slow export: fail early
+        calibration, arrays = [], parity_images(reference, images, PARITY_IMAGES)[0]
     started = time.perf_counter()
     graph = task_graph(reference, bake_preprocessing)
     meta = build_metadata(
@@ -183,16 +209,22 @@ def export_model(
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.stem}.partial{path.suffix}")
+    floating = path.with_name(f".{path.stem}.fp32{path.suffix}")
     try:
         try:
-            _write(graph, format, partial, dynamic_batch, meta, opset)
+            _write(graph, format, floating if int8 else partial, dynamic_batch, meta, opset)
         except CnnkitError:
             raise
         except Exception as exc:  # the exporter's own failure, in one line
             reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
             raise CnnkitError(f"{format} export of {checkpoint} failed: {reason}") from None
+        if int8:
+            inputs = graph_input(reference, calibration, graph.pixels)
+            meta["int8"] = quantize_onnx(floating, partial, inputs)
+            write_onnx_metadata(partial, meta)
         exported = load_exported(partial, device="cpu")
-        parity = check_parity(reference, exported, graph.module, arrays, graph.pixels)
+        limits = INT8_LIMITS if int8 else FLOAT_LIMITS
+        parity = check_parity(reference, exported, graph.module, arrays, graph.pixels, limits)
         result = ExportResult(
             path, format, parity, time.perf_counter() - started, path.parent / REPORT, meta
         )
@@ -205,6 +237,7 @@ def export_model(
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
+        floating.unlink(missing_ok=True)
     return result
 
 
@@ -220,6 +253,9 @@ def verify(
     if model.task != reference.task or list(model.classes) != list(reference.classes):
         raise CnnkitError(f"{exported} is not an export of {checkpoint}: other task or classes")
     pixels = bool(getattr(model.model, "takes_pixels", True))
-    arrays, _ = parity_images(reference, images)
+    int8 = bool(getattr(model.model, "meta", {}).get("int8"))
+    count = INT8_PARITY_IMAGES if int8 else PARITY_IMAGES
+    arrays, _ = parity_images(reference, images, count)
     graph = task_graph(reference, bake=pixels)
-    return check_parity(reference, model, graph.module, arrays, graph.pixels)
+    limits = INT8_LIMITS if int8 else FLOAT_LIMITS
+    return check_parity(reference, model, graph.module, arrays, graph.pixels, limits)

@@ -9,6 +9,7 @@ largest score difference; segment: the share of pixels given the same class).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,23 @@ MAX_SCORE_DIFFERENCE = 1e-3
 MIN_COSINE = 0.9999  # an exported embedding against the checkpoint's
 BOX_TOLERANCE = 1e-4  # of the image's longer side, for box corners
 SAMPLES = Path(__file__).resolve().parent.parent / "data" / "samples"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What an export must reach to be kept."""
+
+    relative_error: float | None = MAX_RELATIVE_ERROR  # None: reported, not required
+    agreement: float = MIN_AGREEMENT
+    pixel_agreement: float = MIN_PIXEL_AGREEMENT
+    cosine: float = MIN_COSINE
+
+
+FLOAT_LIMITS = Limits()
+# an int8 graph's raw outputs differ by design; its answers must still agree. Measured on runs'
+# own data (docs/benchmarks.md): 96.9% top-1 agreement for an EfficientNet-Lite0 fine-tuned on
+# cifar10-sample (test accuracy 73.0% -> 71.8%), 99.0% of pixels for a Penn-Fudan LR-ASPP
+INT8_LIMITS = Limits(relative_error=None, agreement=0.95, pixel_agreement=0.98, cosine=0.98)
 
 
 def _files_under(root: Path) -> list[Path]:
@@ -137,7 +155,9 @@ def raw_error(module: torch.nn.Module, runner: torch.nn.Module, batch: torch.Ten
     return worst
 
 
-def _classify(reference: Any, exported: Any, arrays: list[np.ndarray]) -> dict[str, Any]:
+def _classify(
+    reference: Any, exported: Any, arrays: list[np.ndarray], limits: Limits
+) -> dict[str, Any]:
     images = torch.from_numpy(np.stack([reference.decode(a) for a in arrays]))
     images = images.permute(0, 3, 1, 2).contiguous()
     a = reference.logits(images, batch_size=8)[0]
@@ -146,11 +166,13 @@ def _classify(reference: Any, exported: Any, arrays: list[np.ndarray]) -> dict[s
     top_a, top_b = a.topk(k, 1).indices.sort(1).values, b.topk(k, 1).indices.sort(1).values
     top1 = float((a.argmax(1) == b.argmax(1)).float().mean())
     top5 = float((top_a == top_b).all(1).float().mean())
-    passed = top1 >= MIN_AGREEMENT
+    passed = top1 >= limits.agreement
     return {"top1_agreement": top1, f"top{k}_agreement": top5, "task_passed": passed}
 
 
-def _detect(reference: Any, exported: Any, arrays: list[np.ndarray]) -> dict[str, Any]:
+def _detect(
+    reference: Any, exported: Any, arrays: list[np.ndarray], limits: Limits
+) -> dict[str, Any]:
     """Each of the checkpoint's boxes must come back: same class, corners within
     ``BOX_TOLERANCE`` of the image's longer side (not IoU: an untrained model's boxes can have
     no area), and of those candidates the closest score."""
@@ -185,7 +207,7 @@ def _detect(reference: Any, exported: Any, arrays: list[np.ndarray]) -> dict[str
         extra += len(b.detections) - len(used)
     share = matched / total if total else 1.0
     unmatched_share = extra / max(total, 1)
-    passed = share >= MIN_AGREEMENT and unmatched_share <= 1 - MIN_AGREEMENT
+    passed = share >= limits.agreement and unmatched_share <= 1 - limits.agreement
     passed = passed and worst <= MAX_SCORE_DIFFERENCE
     return {
         "boxes": total,
@@ -197,22 +219,26 @@ def _detect(reference: Any, exported: Any, arrays: list[np.ndarray]) -> dict[str
     }
 
 
-def _segment(reference: Any, exported: Any, arrays: list[np.ndarray]) -> dict[str, Any]:
+def _segment(
+    reference: Any, exported: Any, arrays: list[np.ndarray], limits: Limits
+) -> dict[str, Any]:
     ours = reference.predict(list(arrays))
     theirs = exported.predict(list(arrays))
     same = sum(int((a.mask == b.mask).sum()) for a, b in zip(ours, theirs, strict=True))
     pixels = sum(a.mask.size for a in ours)
     agreement = same / pixels
-    return {"pixel_agreement": agreement, "task_passed": agreement >= MIN_PIXEL_AGREEMENT}
+    return {"pixel_agreement": agreement, "task_passed": agreement >= limits.pixel_agreement}
 
 
-def _embed(reference: Any, exported: Any, arrays: list[np.ndarray]) -> dict[str, Any]:
+def _embed(
+    reference: Any, exported: Any, arrays: list[np.ndarray], limits: Limits
+) -> dict[str, Any]:
     """The embeddings' agreement: the lowest cosine similarity between the checkpoint's and
     the file's embedding of one image (the images as they are: no face search)."""
     ours = reference.embed_arrays(reference.decoded(arrays))
     theirs = exported.embed_arrays(exported.decoded(arrays))
     lowest = float(np.min(np.sum(ours * theirs, axis=1)))
-    return {"min_cosine": lowest, "task_passed": lowest >= MIN_COSINE}
+    return {"min_cosine": lowest, "task_passed": lowest >= limits.cosine}
 
 
 def check_parity(
@@ -221,6 +247,7 @@ def check_parity(
     module: torch.nn.Module,
     arrays: list[np.ndarray],
     pixels: bool,
+    limits: Limits = FLOAT_LIMITS,
 ) -> dict[str, Any]:
     """Parity of ``exported`` (the predictor around the file) with ``reference`` (the
     checkpoint's, in fp32 on the CPU) and of its graph with ``module``, on ``arrays``."""
@@ -229,9 +256,10 @@ def check_parity(
     error = raw_error(module, runner, batch)
     checks = {"classify": _classify, "detect": _detect, "segment": _segment, "embed": _embed}
     task = checks[reference.task]
-    result = task(reference, exported, arrays)
+    result = task(reference, exported, arrays, limits)
     result = {"images": len(arrays), "relative_error": error, **result}
-    result["passed"] = bool(result.pop("task_passed") and error <= MAX_RELATIVE_ERROR)
+    close = limits.relative_error is None or error <= limits.relative_error
+    result["passed"] = bool(result.pop("task_passed") and close)
     return result
 
 
