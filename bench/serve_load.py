@@ -241,6 +241,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--probe", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--stop-file", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--worker-nice", type=int, help="passed to cnnkit serve (default: cnnkit's own)"
+    )
+    parser.add_argument("--skip-plain", action="store_true", help="cnnkit serve only")
     parser.add_argument("--out", default="bench/results/serve_load.json")
     args = parser.parse_args()
     if args.probe:
@@ -266,23 +270,29 @@ def main() -> None:
         model = export_model(checkpoint, "onnx", dynamic_batch=True).path
         port = free_port()
         cnnkit_argv = [sys.executable, "-m", "cnnkit", "serve", str(model), "--port", str(port)]
+        if args.worker_nice is not None:
+            cnnkit_argv += ["--worker-nice", str(args.worker_nice)]
         rows = run_levels(
             "cnnkit serve (onnx, batched)", [*cnnkit_argv, "--log-level", "error"], port, levels
         )
         port = free_port()
         plain_argv = [sys.executable, __file__, "--plain-app", str(checkpoint), "--port", str(port)]
         plain_levels = [(c, n, 0.0) for c, n, _ in levels if c == 8] or [(8, 500, 0.0)]
-        rows += run_levels("plain FastAPI + PyTorch", plain_argv, port, plain_levels)
-    ours = next(r for r in rows if r["server"].startswith("cnnkit") and r["clients"] == 8)
-    plain = next(r for r in rows if r["server"].startswith("plain"))
-    ratio = round(ours["requests_per_s"] / plain["requests_per_s"], 2)
-    print(
-        f"at 8 clients: cnnkit serve {ours['requests_per_s']} req/s,"
-        f" plain {plain['requests_per_s']} req/s: {ratio}x"
-    )
+        if not args.skip_plain:
+            rows += run_levels("plain FastAPI + PyTorch", plain_argv, port, plain_levels)
+    ours = next((r for r in rows if r["server"].startswith("cnnkit") and r["clients"] == 8), None)
+    plain = next((r for r in rows if r["server"].startswith("plain")), None)
+    ratio = None
+    if ours and plain:
+        ratio = round(ours["requests_per_s"] / plain["requests_per_s"], 2)
+        print(
+            f"at 8 clients: cnnkit serve {ours['requests_per_s']} req/s,"
+            f" plain {plain['requests_per_s']} req/s: {ratio}x"
+        )
     result = {
         "machine": machine,
         "command": " ".join(sys.argv),
+        "worker_nice": args.worker_nice,
         "rows": rows,
         "ratio_at_8_clients": ratio,
     }

@@ -224,6 +224,38 @@ def test_a_real_server_batches_an_onnx_model_and_refuses_bad_files_under_load(on
         proc.wait(timeout=20)
 
 
+def thread_nice(pid: int) -> dict[str, int]:
+    """name -> nice of each thread of process ``pid`` (Linux /proc: stat field 19)."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        stat = (task / "stat").read_text()
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        out[f"{name}:{task.name}"] = int(fields[16])  # fields from the third: nice is 19th
+    return out
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
+@pytest.mark.parametrize("nice", [None, "0", "5"])
+def test_the_event_loop_outranks_the_compute_threads(onnx_model, nice):
+    flags = () if nice is None else ("--worker-nice", nice)
+    proc, url = start_server(onnx_model, *flags)
+    try:
+        good = png_bytes(photo())
+        assert all(r.status_code == 200 for r in asyncio.run(burst(url, [good] * 8, 4)))
+        threads = thread_nice(proc.pid)
+        main_thread = next(v for k, v in threads.items() if k.endswith(f":{proc.pid}"))
+        others = [v for k, v in threads.items() if not k.endswith(f":{proc.pid}")]
+        expected = 10 if nice is None else int(nice)
+        assert main_thread == 0  # the event loop keeps the process's priority
+        # the model's thread, onnxruntime's pool, the decoding workers (Python does not name
+        # threads for the OS, so they are told apart by id only)
+        assert len(others) >= 2 and all(v == expected for v in others), threads
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
 def test_a_full_queue_answers_503_with_retry_after(box_runs):
     """A detector (tens of ms a call) behind a queue of one: small uploads decode far faster
     than the model answers, so most of a burst of 40 finds the queue full."""

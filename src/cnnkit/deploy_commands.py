@@ -99,6 +99,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_pixels=args.max_pixels,
         top_k=args.top_k,
         api_key=args.api_key,
+        worker_nice=args.worker_nice,
     )
     if not 0 < args.port < 65536:
         raise CnnkitError(f"--port must be 1-65535, not {args.port}")
@@ -133,5 +134,12 @@ def add_serve_parser(command) -> None:
     p.add_argument(
         "--api-key",
         help="require this key in X-API-Key for /predict (default: $CNNKIT_API_KEY, else none)",
+    )
+    p.add_argument(
+        "--worker-nice",
+        type=int,
+        default=10,
+        help="Linux: the model's and decoding threads run this many nice levels below the event"
+        " loop, so refusals and health checks answer at once under load (10; 0: off)",
     )
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))

@@ -44,6 +44,7 @@ from cnnkit.data.decode import (
 from cnnkit.errors import CnnkitError
 from cnnkit.serve.batcher import Batcher, QueueFull
 from cnnkit.serve.metrics import ServerMetrics
+from cnnkit.serve.priority import lower_other_threads, lower_this_thread
 
 API_KEY_ENV = "CNNKIT_API_KEY"
 PAGE = Path(__file__).with_name("page.html")
@@ -61,6 +62,7 @@ class ServeOptions:
     max_pixels: int = 40_000_000
     top_k: int = 5
     api_key: str | None = None
+    worker_nice: int = 10  # compute threads this many nice levels below the event loop; 0: off
 
     def __post_init__(self) -> None:
         checks = {
@@ -70,10 +72,13 @@ class ServeOptions:
             "--max-upload-mb": self.max_upload_mb > 0,
             "--max-pixels": self.max_pixels >= 1,
             "--top-k": self.top_k >= 1,
+            "--worker-nice": 0 <= self.worker_nice <= 19,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
-            raise CnnkitError(f"{', '.join(bad)} must be positive")
+            raise CnnkitError(
+                f"{', '.join(bad)} out of range (sizes and limits positive, --worker-nice 0-19)"
+            )
 
     @property
     def max_bytes(self) -> int:
@@ -159,9 +164,11 @@ def _check_header(data: bytes, max_pixels: int) -> None:
     read_size(data, max_pixels)
 
 
-def _decode(predictor: Any, data: bytes, max_pixels: int) -> np.ndarray:
-    """The upload's pixels (in a worker thread, beside the model's): a classifier's already at
-    its input size, so the model's thread only runs the model."""
+def _decode(predictor: Any, data: bytes, max_pixels: int, nice: int) -> np.ndarray:
+    """The upload's pixels (in a worker thread, beside the model's, below the event loop's
+    priority): a classifier's already at its input size, so the model's thread only runs the
+    model."""
+    lower_this_thread(nice)
     image = decode_image(data, max_pixels=max_pixels)
     return predictor.decode(image) if predictor.task == "classify" else image
 
@@ -198,6 +205,7 @@ def create_app(model: Any, options: ServeOptions | None = None) -> FastAPI:
         options.max_wait_ms,
         options.queue_size,
         metrics.observe_batch,
+        thread_nice=options.worker_nice,
     )
     state = {"ready": False}
 
@@ -206,6 +214,7 @@ def create_app(model: Any, options: ServeOptions | None = None) -> FastAPI:
         await batcher.start()
         warm = np.full((64, 64, 3), 127, np.uint8)
         await batcher.run_in_model_thread(lambda: _predict_batch(predictor, 1)([warm]))
+        lower_other_threads(options.worker_nice)  # the runtimes' pools exist by now
         state["ready"] = True
         yield
         state["ready"] = False
@@ -241,7 +250,9 @@ def create_app(model: Any, options: ServeOptions | None = None) -> FastAPI:
             data = await _image_bytes(request, options.max_bytes)
             try:
                 _check_header(data, options.max_pixels)
-                image = await run_in_threadpool(_decode, predictor, data, options.max_pixels)
+                image = await run_in_threadpool(
+                    _decode, predictor, data, options.max_pixels, options.worker_nice
+                )
             except TooManyPixels as exc:
                 raise Refused(422, "too_many_pixels", str(exc)) from None
             except NotAnImage as exc:

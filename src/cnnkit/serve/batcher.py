@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from cnnkit.serve.priority import lower_this_thread
+
 
 class QueueFull(Exception):
     """More requests are waiting than the queue holds."""
@@ -38,6 +40,7 @@ class Batcher:
         max_wait_ms: float = 5.0,
         queue_size: int = 64,
         on_batch: Callable[[int, float], None] | None = None,
+        thread_nice: int = 0,
     ) -> None:
         if max_batch < 1 or queue_size < 1 or max_wait_ms < 0:
             raise ValueError("max_batch and queue_size must be >= 1, max_wait_ms >= 0")
@@ -48,7 +51,13 @@ class Batcher:
         self.on_batch = on_batch
         self._queue: asyncio.Queue[_Item] | None = None
         self._task: asyncio.Task | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cnnkit-model")
+        # the model's thread below the event loop's priority (serve.priority)
+        self._executor = ThreadPoolExecutor(
+            max_workers=1,
+            thread_name_prefix="cnnkit-model",
+            initializer=lower_this_thread,
+            initargs=(thread_nice,),
+        )
 
     async def start(self) -> None:
         self._queue = asyncio.Queue(self.queue_size)
