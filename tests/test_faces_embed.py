@@ -303,3 +303,24 @@ def test_too_few_pairs_for_folds_give_no_fold_accuracy_not_a_crash():
     mean, std = ten_fold_accuracy(scores, same)
     assert np.isnan(mean) and np.isnan(std)
     assert ten_fold_accuracy(np.r_[scores, 0.1], np.r_[same, False])[0] == 1.0  # 2 folds
+
+
+def test_an_embedding_models_int8_export_is_kept_only_when_its_embeddings_agree(face_run, tmp_path):
+    """onnxruntime's quantiser runs on the embedding graph (its symbolic shape inference once
+    failed on the normalisation's Expand); whether the file is kept, the report, the file and
+    the lowest cosine say the same thing."""
+    from cnnkit.errors import CnnkitError
+    from cnnkit.export import export_model
+
+    _, aligned, run = face_run
+    out = tmp_path / "f.int8.onnx"
+    try:
+        export_model(run, "onnx", out, int8=True, images=[str(aligned)])
+        refused = False
+    except CnnkitError as exc:
+        refused = True
+        assert "parity check failed" in str(exc) and "lowest cosine" in str(exc)
+    parity = json.loads((tmp_path / "export_report.json").read_text())["f.int8.onnx"]["parity"]
+    assert parity["passed"] is (not refused) and out.exists() is (not refused)
+    assert (parity["min_cosine"] >= 0.98) is (not refused)
+    assert parity["min_cosine"] <= parity["mean_cosine"] <= 1.0 + 1e-6

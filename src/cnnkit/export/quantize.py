@@ -98,7 +98,9 @@ def quantize_onnx(fp32: Path, out: Path, calibration: torch.Tensor) -> dict[str,
     prepared = out.with_name(f".{out.stem}.prepared.onnx")
     try:
         with _quiet():
-            quant_pre_process(str(fp32), str(prepared))
+            # onnx's own shape inference is enough for convolutional graphs; the symbolic one
+            # (for transformers' dynamic shapes) fails on an embedding graph's Expand
+            quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
             quantize_static(
                 str(prepared),
                 str(out),
