@@ -96,8 +96,9 @@ def explain_detections(
     wanted = class_index(detector, target)
     out = output_folder(out_dir)
     results: list[DetectionExplanation] = []
-    with detector._thresholds(conf, None), cam_type(model=model, target_layers=[module]) as cam:
-        threshold = detector._with(conf, None).score_threshold
+    cam_context = cam_type(model=model, target_layers=[module])
+    with detector.using(conf, None) as settings, cam_context as cam:
+        threshold = settings.score_threshold
         for i, item in enumerate(images):
             original = read_image(item)
             x, batch = _model_input(detector, original)

@@ -148,24 +148,27 @@ class Detector:
     ) -> PostProcess:
         """Change the default score threshold, NMS IoU or cap for later predictions; returns
         the settings in force."""
-        self.postprocess = self._with(conf, iou, max_detections)
+        self.postprocess = self.settings(conf, iou, max_detections)
         apply_postprocess(self.model, self.postprocess)
         return self.postprocess
 
-    def _with(
+    def settings(
         self, conf: float | None, iou: float | None, max_detections: int | None = None
     ) -> PostProcess:
+        """The default post-processing with the given values in place of its own."""
         values = self.postprocess.to_dict()
         given = {"score_threshold": conf, "iou_threshold": iou, "max_detections": max_detections}
         values.update({k: v for k, v in given.items() if v is not None})
         return PostProcess.from_dict(values)
 
     @contextmanager
-    def _thresholds(self, conf: float | None, iou: float | None) -> Iterator[None]:
-        """This call's --conf / --iou; the defaults again afterwards."""
-        apply_postprocess(self.model, self._with(conf, iou))
+    def using(self, conf: float | None, iou: float | None) -> Iterator[PostProcess]:
+        """Within: the model post-processes with this --conf / --iou (the settings in force
+        are yielded); after: the defaults again."""
+        settings = self.settings(conf, iou)
+        apply_postprocess(self.model, settings)
         try:
-            yield
+            yield settings
         finally:
             apply_postprocess(self.model, self.postprocess)
 
@@ -181,7 +184,7 @@ class Detector:
         single = not isinstance(inputs, list)
         items = [inputs] if single else inputs
         arrays = [decode_image(item) for item in items]
-        with self._thresholds(conf, iou):
+        with self.using(conf, iou):
             results = self._detect(arrays, [describe_input(i) for i in items])
         return results[0] if single else results
 
@@ -196,7 +199,7 @@ class Detector:
         results: list[Detections] = []
         errors: list[tuple[str, str]] = []
         arrays, names = [], []
-        with self._thresholds(conf, iou):
+        with self.using(conf, iou):
             for path in expand_paths(patterns):
                 try:
                     arrays.append(decode_image(path))
