@@ -1,5 +1,6 @@
 """The Trainer: the whole training run of any task, resumable after Ctrl-C (cnnkit.engine.start
-has `train()`, which makes one; run_state.py its checkpoints; console.py its printed lines).
+has `train()`, which makes one; run_state.py its checkpoints; records.py its history, metrics
+and report; console.py its printed lines).
 
 The Trainer knows no task. It owns the device and precision, the stages and their optimisers
 and schedules, the epoch loop, EMA and lookahead, early stopping, checkpoints and exact resume,
@@ -23,7 +24,7 @@ from torch import nn
 from cnnkit.config import TrainConfig
 from cnnkit.data.datasets import data_location
 from cnnkit.engine import distributed, run_folder
-from cnnkit.engine.checkpoint import load_checkpoint, unwrap_model
+from cnnkit.engine.checkpoint import unwrap_model
 from cnnkit.engine.console import EpochBar, StopFlag, TrainerConsole
 from cnnkit.engine.device import Precision, resolve_device, resolve_precision, tune_backend
 from cnnkit.engine.early_stopping import EarlyStopping
@@ -31,10 +32,11 @@ from cnnkit.engine.ema import ModelEMA
 from cnnkit.engine.lookahead import Lookahead
 from cnnkit.engine.loop import EpochProgress, Optimization, run_epoch
 from cnnkit.engine.optim import build_optimizer, build_scheduler
+from cnnkit.engine.records import RunRecords
 from cnnkit.engine.run_state import MAIN, RunState
 from cnnkit.engine.stages import apply_stage, plan_stages, stage_at
 from cnnkit.errors import CnnkitError
-from cnnkit.tasks.base import Metrics, Task, make_task
+from cnnkit.tasks.base import Task, make_task
 
 STOP_CHECK_EVERY_GPU = 10  # torchrun on GPUs: steps between the ranks' agreements to go on
 
@@ -66,7 +68,7 @@ def start_epoch(model: nn.Module, epoch: int) -> None:
         hook(epoch)
 
 
-class Trainer(RunState, TrainerConsole):
+class Trainer(RunState, RunRecords, TrainerConsole):
     """One training run of any task. `cnnkit.engine.train()` is the usual entry point."""
 
     def __init__(
@@ -367,19 +369,6 @@ class Trainer(RunState, TrainerConsole):
             f"(--clip-grad 10); {kept}"
         )
 
-    def _history_row(self, val: Metrics | None) -> dict[str, Any]:
-        p = self.progress
-        row: dict[str, Any] = {"epoch": self.epoch, "stage": self.stages[self.stage_index].name}
-        row.update({f"train_{name}": value for name, value in p.means().items()})
-        for name in self.task.metric_names:
-            row[f"val_{name}"] = val.values.get(name) if val is not None else None
-        row.update(
-            lr=self.optimizer.param_groups[-1]["lr"],
-            seconds=p.seconds,
-            images_per_second=p.images_per_second,
-        )
-        return row
-
     def _end_epoch(self, writer: Any) -> None:
         started = time.perf_counter()
         if self.lookahead is not None:  # evaluate and save the slow weights
@@ -440,83 +429,6 @@ class Trainer(RunState, TrainerConsole):
                 if isinstance(value, float):
                     writer.add_scalar(key, value, self.epoch)
             writer.flush()
-
-    def _final_metrics(self, interrupted: bool) -> dict[str, Any]:
-        metrics: dict[str, Any] = {
-            "task": self.task.name,
-            "epochs_done": self.epoch,
-            "epochs": self.total_epochs,
-            "stages": [stage.name for stage in self.stages],
-            "interrupted": interrupted,
-            "stopped_early": self.stopped_early,
-            "ema": self.cfg.ema or None,
-            "lookahead": self.cfg.lookahead or None,
-            **self.best_metrics(),
-            "validation": self.data.val_source,
-            "wall_seconds": round(self.wall_seconds, 2),
-            "device": str(self.device),
-            "precision": self.precision.name,
-            "parameters": sum(p.numel() for p in self.model.parameters()),
-            "skipped_images": len(self.data.skipped),
-        }
-        if self.history:
-            metrics["final"] = self.history[-1]
-        # airbench's clock: the data-dependent init, the training steps and the final test
-        # evaluation; not data loading, per-epoch validation, checkpoints or plots
-        timing = {
-            "init": round(self.init_seconds, 3),
-            "training": round(sum(row["seconds"] for row in self.history), 3),
-        }
-        test = self.data.test
-        if not interrupted and test is not None and len(test) and self.epoch:
-            # rank 0 reads best.pt; under torchrun the other ranks (perhaps on other machines)
-            # get its weights from rank 0 and test their share
-            best = distributed.broadcast(
-                load_checkpoint(self.run_dir / "best.pt")["state_dict"] if self.main else None
-            )
-            unwrap_model(self.model).load_state_dict(best)
-            started = time.perf_counter()
-            with distributed.sharded_evaluation():
-                metrics.update(self.task.test(self.model, self.best_epoch))
-            timing["test_evaluation"] = round(time.perf_counter() - started, 3)
-        elif not interrupted and self.epoch:
-            if self.data.val_source in ("split", "folder", "people"):
-                then = (
-                    f"`cnnkit evaluate {self.run_dir}` evaluates best.pt on its validation images"
-                )
-            else:
-                then = "it trained on all of it: evaluate with --data on images it has not seen"
-            print(f"no test split in {self.cfg.data}: no final test evaluation; {then}")
-        metrics["timing"] = {**timing, "timed": round(sum(timing.values()), 3)}
-        if self.world > 1:
-            metrics["processes"] = self.world
-        if self.main:
-            run_folder.write_metrics(self.run_dir, metrics)
-        if not interrupted:
-            epochs = f"{self.epoch} epoch{'s' if self.epoch != 1 else ''}"
-            print(f"training took {self.wall_seconds:.1f}s over {epochs}")
-        return metrics
-
-    # ---- output --------------------------------------------------------------------------------
-    def _write_report(self) -> None:
-        """report.html; a failure to draw it costs the page, never the trained run."""
-        from cnnkit.report import build_report
-
-        try:
-            path = build_report(self.run_dir, device=str(self.device))
-        except CnnkitError as exc:
-            print(f"cnnkit: report.html not written: {exc}")
-            return
-        print(f"report: {path}")
-
-    def _tensorboard(self) -> Any:
-        if not self.cfg.tensorboard:
-            return None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise CnnkitError("--tensorboard needs tensorboard: pip install tensorboard") from None
-        return SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
 
 
 def _compile_error(exc: Exception) -> CnnkitError | None:
