@@ -174,6 +174,25 @@ def _decode(predictor: Any, data: bytes, max_pixels: int, nice: int) -> np.ndarr
     return predictor.decode(image) if predictor.task == "classify" else image
 
 
+_serving = [0]  # apps between start-up and shutdown in this process
+
+
+def _freeze_startup_objects() -> None:
+    """torch, onnxruntime and FastAPI leave ~370,000 objects that Python's full collection
+    walks every time: 165 ms here, during which nothing is answered (the slowest refusal under
+    load was exactly that). Frozen, they are out of every collection while an app serves."""
+    _serving[0] += 1
+    gc.collect()
+    gc.freeze()
+
+
+def _thaw_startup_objects() -> None:
+    """Back into collection once the last app in this process stops."""
+    _serving[0] -= 1
+    if _serving[0] == 0:
+        gc.unfreeze()
+
+
 def create_app(model: Any, options: ServeOptions | None = None) -> FastAPI:
     """The app for ``model``: a run folder, checkpoint or exported file, or a loaded
     predictor. The model is loaded here (a bad path fails before any server starts) and warmed
@@ -216,15 +235,11 @@ def create_app(model: Any, options: ServeOptions | None = None) -> FastAPI:
         warm = np.full((64, 64, 3), 127, np.uint8)
         await batcher.run_in_model_thread(lambda: _predict_batch(predictor, 1)([warm]))
         lower_other_threads(options.worker_nice)  # the runtimes' pools exist by now
-        # torch, onnxruntime and FastAPI leave ~370,000 objects that Python's full collection
-        # walks every time: 165 ms here, during which nothing is answered (the slowest refusal
-        # under load was exactly that). Frozen, they are out of every collection.
-        gc.collect()
-        gc.freeze()
+        _freeze_startup_objects()
         state["ready"] = True
         yield
         state["ready"] = False
-        gc.unfreeze()
+        _thaw_startup_objects()
         await batcher.stop()
 
     app = FastAPI(
