@@ -26,7 +26,17 @@ FCN_LAYERS = (
 
 @pytest.mark.parametrize(
     "name",
-    ["fcn", "deeplabv3", "lraspp", "lraspp_efficientnet_lite0", "deeplabv3_lite0", "fcn_resnet18"],
+    [
+        "fcn",
+        "deeplabv3",
+        "lraspp",
+        "lraspp_efficientnet_lite0",
+        "deeplabv3_lite0",
+        "fcn_resnet18",
+        "deeplabv3plus",
+        "deeplabv3plus_lite0",
+        "deeplabv3plus_resnet18",
+    ],
 )
 def test_every_head_gives_logits_at_the_input_size(name):
     model = build_segmenter(name, 3, pretrained_backbone=False, image_size=96).eval()
@@ -34,6 +44,17 @@ def test_every_head_gives_logits_at_the_input_size(name):
         out = model(torch.randint(0, 256, (2, 3, 96, 80), dtype=torch.uint8))
     assert out.shape == (2, 3, 96, 80)
     assert len(model.blocks()) == 5  # the backbone's stride stages 2..32
+
+
+@pytest.mark.parametrize("backbone", ["mobilenet_v2", "efficientnet_lite0", "resnet18"])
+def test_deeplabv3plus_decodes_from_the_stride_4_map(backbone):
+    model = build_segmenter(f"deeplabv3plus_{backbone}", 2, pretrained_backbone=False).eval()
+    with torch.no_grad():
+        features = model.net.body(torch.randn(1, 3, 128, 96))
+        coarse = model.net(torch.randn(1, 3, 128, 96))
+    assert features["fine"].shape[-2:] == (32, 24)  # stride 4
+    assert features["out"].shape[-2:] == (8, 6)  # output stride 16
+    assert coarse.shape[-2:] == (32, 24)  # logits at stride 4, then upsampled to the input
 
 
 @pytest.mark.parametrize("backbone", ["mobilenet_v2", "efficientnet_lite0", "resnet18"])

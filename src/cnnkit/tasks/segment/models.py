@@ -3,7 +3,8 @@ COCO-trained segmentation models, and fully convolutional networks from layer sp
 
 Model names (``cnnkit train --model NAME``):
 
-- ``ARCH_BACKBONE``: ARCH is ``fcn``, ``deeplabv3`` or ``lraspp``; BACKBONE is ``mobilenet_v2``
+- ``ARCH_BACKBONE``: ARCH is ``fcn``, ``deeplabv3``, ``deeplabv3plus`` (DeepLabV3 with a decoder
+  over stride-4 features) or ``lraspp``; BACKBONE is ``mobilenet_v2``
   (the default: a bare ``lraspp`` is ``lraspp_mobilenet_v2``), ``efficientnet_lite0`` (or
   ``lite0``), or any convolutional torchvision classifier (``resnet18``, ...). The backbone
   starts from ImageNet weights (``pretrained="imagenet"``, the default). ``output_stride``
@@ -46,6 +47,7 @@ from cnnkit.tasks.detect.backbones import (
 )
 from cnnkit.tasks.segment.names import COCO_SEGMENTERS, SEGMENTATION_ARCHITECTURES
 from cnnkit.tasks.segment.networks import (
+    DeepLabV3PlusHead,
     FeatureHead,
     SegmentationModel,
     TorchvisionSegmenter,
@@ -56,7 +58,9 @@ ARCHS = SEGMENTATION_ARCHITECTURES
 LAYERS = "layers"
 DEFAULT_BACKBONE = MOBILENET_V2
 DEFAULT_IMAGE_SIZE = 512
-DEFAULT_OUTPUT_STRIDE = {"fcn": 8, "deeplabv3": 16, "lraspp": 16}
+DEFAULT_OUTPUT_STRIDE = {"fcn": 8, "deeplabv3": 16, "deeplabv3plus": 16, "lraspp": 16}
+# the second feature level a two-level head reads, by stride, and its name there
+SECOND_LEVEL = {"lraspp": (8, "low"), "deeplabv3plus": (4, "fine")}
 OUTPUT_STRIDES = (8, 16, 32)
 LRASPP_CHANNELS = 128
 SPEC_OPTIONS = ("pretrained", "weights", "output_stride")
@@ -68,6 +72,7 @@ COCO_CLASS_KEYS = re.compile(r"^classifier\.(4|low_classifier|high_classifier)\.
 _DESCRIPTION = {
     "fcn": "FCN (fully convolutional head)",
     "deeplabv3": "DeepLabV3 (atrous spatial pyramid pooling)",
+    "deeplabv3plus": "DeepLabV3+ (ASPP and a decoder over stride-4 features)",
     "lraspp": "LR-ASPP (light head over two feature levels)",
 }
 
@@ -223,12 +228,15 @@ def _check_int(value: Any, what: str, minimum: int) -> int:
     return value
 
 
-def _head(arch: str, low: int, high: int, num_classes: int) -> nn.Module:
+def _head(arch: str, second: int, high: int, num_classes: int) -> nn.Module:
+    """The head over the last map's ``high`` channels (and the second level's ``second``)."""
     if arch == "fcn":
         return FCNHead(high, num_classes)
     if arch == "deeplabv3":
         return DeepLabHead(high, num_classes)
-    return LRASPPHead(low, high, num_classes, LRASPP_CHANNELS)
+    if arch == "deeplabv3plus":
+        return DeepLabV3PlusHead(second, high, num_classes)
+    return LRASPPHead(second, high, num_classes, LRASPP_CHANNELS)
 
 
 def _on_backbone(spec: SegmenterSpec, num_classes: int, load: bool) -> SegmentationModel:
@@ -241,10 +249,12 @@ def _on_backbone(spec: SegmenterSpec, num_classes: int, load: bool) -> Segmentat
         probed = [s for _, s, _ in probe_layers(layers._modules.items())]
         if probed[-1] != stride:  # a layer the rule cannot dilate (e.g. a strided pooling)
             raise CnnkitError(f"backbone {backbone.name} cannot be dilated to stride {stride}")
-    low = backbone.last_at(8)
-    body = StageOutputs(layers, {low: "low", list(layers._modules)[-1]: "out"})
-    head = _head(spec.arch, backbone.channels_at(8), backbone.channels[-1], num_classes)
-    net = FeatureHead(body, head, two_levels=spec.arch == "lraspp")
+    second_stride, second_name = SECOND_LEVEL.get(spec.arch, (8, "low"))
+    second = backbone.last_at(second_stride)
+    body = StageOutputs(layers, {second: second_name, list(layers._modules)[-1]: "out"})
+    channels = backbone.channels_at(second_stride)
+    head = _head(spec.arch, channels, backbone.channels[-1], num_classes)
+    net = FeatureHead(body, head, two_levels=spec.arch in SECOND_LEVEL)
     names = [f"net.body.{n}" for n in layers._modules]
     return SegmentationModel(
         net,

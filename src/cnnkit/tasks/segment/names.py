@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SEGMENTATION_ARCHITECTURES = ("fcn", "deeplabv3", "lraspp")
+SEGMENTATION_ARCHITECTURES = ("fcn", "deeplabv3", "deeplabv3plus", "lraspp")
 
 # torchvision's segmentation models trained on a COCO subset with VOC's 21 classes
 # (--pretrained coco) -> cnnkit architecture

@@ -8,8 +8,9 @@ predictor, an exported file and the training step all feed the same pixels.
 Networks:
 
 - ``FeatureHead``: a cnnkit backbone (a classifier's feature layers, see
-  cnnkit.tasks.detect.backbones) read at its last layer, or at stride 8 and its last layer for
-  LR-ASPP, under one of torchvision's heads (``FCNHead``, ``DeepLabHead``, ``LRASPPHead``).
+  cnnkit.tasks.detect.backbones) read at its last layer, or also at stride 8 (LR-ASPP) or 4
+  (DeepLabV3+), under one of torchvision's heads (``FCNHead``, ``DeepLabHead``, ``LRASPPHead``)
+  or ``DeepLabV3PlusHead``.
   ``dilate`` turns the last stride stages into dilated ones for an output stride of 16 or 8.
 - ``TorchvisionSegmenter``: one of torchvision's own segmentation models (its ``["out"]``).
 - an ``nn.Sequential`` from layer specs (conv/pool down, upsample back: the tutorial's FCN).
@@ -23,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torchvision.models.segmentation.deeplabv3 import ASPP
 
 from cnnkit.models.staged import NamedBlocks
 
@@ -65,19 +67,57 @@ def _set_dilation(conv: nn.Conv2d, d: int) -> None:
         conv.padding = tuple(d * (k - 1) // 2 for k in conv.kernel_size)
 
 
+class DeepLabV3PlusHead(nn.Module):
+    """DeepLabV3+'s decoder (Chen et al., 2018): torchvision's ASPP over the last map, upsampled
+    to the stride-4 map's size and joined with a 48-channel projection of it, two 3x3
+    convolutions, the classifier. torchvision has DeepLabV3's head but not this decoder; the
+    stride-4 features are what draw the boundaries that a stride-16 head blurs."""
+
+    def __init__(
+        self,
+        fine_channels: int,
+        high_channels: int,
+        num_classes: int,
+        channels: int = 128,
+        rates: Sequence[int] = (6, 12, 18),
+    ) -> None:
+        super().__init__()
+        self.aspp = ASPP(high_channels, list(rates), channels)
+        self.project = nn.Sequential(
+            nn.Conv2d(fine_channels, 48, 1, bias=False), nn.BatchNorm2d(48), nn.ReLU()
+        )
+        self.fuse = nn.Sequential(
+            nn.Conv2d(channels + 48, channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(),
+            nn.Conv2d(channels, channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(),
+        )
+        self.classifier = nn.Conv2d(channels, num_classes, 1)
+
+    def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        fine = self.project(features["fine"])
+        high = self.aspp(features["high"])
+        high = F.interpolate(high, size=fine.shape[-2:], mode="bilinear", align_corners=False)
+        return self.classifier(self.fuse(torch.cat([high, fine], 1)))
+
+
 class FeatureHead(nn.Module):
-    """Backbone features -> a torchvision segmentation head -> coarse logits."""
+    """Backbone features -> a segmentation head -> coarse logits."""
 
     def __init__(self, body: nn.Module, head: nn.Module, two_levels: bool) -> None:
         super().__init__()
-        self.body = body  # returns {"low": stride-8 map, "out": last map} (StageOutputs)
+        # returns {"out": last map} and "low" (stride 8) or "fine" (stride 4) (StageOutputs)
+        self.body = body
         self.head = head
-        self.two_levels = two_levels  # LR-ASPP reads {"low", "high"}
+        self.two_levels = two_levels  # LR-ASPP reads {"low", "high"}, DeepLabV3+ {"fine", "high"}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.body(x)
         if self.two_levels:
-            return self.head({"low": features["low"], "high": features["out"]})
+            levels = {name: value for name, value in features.items() if name != "out"}
+            return self.head({**levels, "high": features["out"]})
         return self.head(features["out"])
 
 
