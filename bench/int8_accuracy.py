@@ -1,13 +1,14 @@
-"""What `cnnkit export --int8` costs in accuracy, measured on held-out test images.
+"""What `cnnkit export --int8` costs in accuracy, measured on the sample's test images.
 
     python bench/int8_accuracy.py
 
 Trains two small classifiers on the bundled cifar10-sample (seeded): EfficientNet-Lite0 from
 its ImageNet weights (a head epoch, then one fine-tuning epoch at 64 px) and simple_cnn from
 scratch (6 epochs). Each is exported as fp32 ONNX and as int8 ONNX (calibrated on 64 images
-of its data, checked on 64 others: the export's own parity check), then the checkpoint (fp32)
-and both files are evaluated with `cnnkit evaluate` on the sample's test split. Accuracy only:
-timings are bench/export_speed.py's.
+of the run's data, checked on 64 others: the export's own parity check; for a named dataset
+that data is its test split, so 64 of the 500 images scored below also calibrated the int8
+file), then the checkpoint (fp32) and both files are evaluated with `cnnkit evaluate` on the
+sample's test split. Accuracy only: timings are bench/export_speed.py's.
 """
 
 from __future__ import annotations

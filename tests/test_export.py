@@ -295,3 +295,24 @@ def test_a_segmenters_int8_export_is_kept_only_when_its_masks_agree(tiny_segment
         reference = cnnkit.load(seg_run.run_dir, device="cpu", precision="fp32").predict(str(image))
         quantised = cnnkit.load(out).predict(str(image))
         assert (quantised.mask == reference.mask).mean() >= 0.9
+
+
+def test_a_segmenters_int8_file_that_passes_loads_back_and_predicts_masks(
+    tiny_segmenter_run, tmp_path, monkeypatch
+):
+    """The kept path, whatever this machine's tiny model reaches: limits lowered for the test."""
+    from cnnkit.export.parity import Limits
+
+    monkeypatch.setattr(export_module, "INT8_LIMITS", Limits(None, 0.5, 0.5, 0.5))
+    seg_run, image = tiny_segmenter_run
+    out = tmp_path / "kept.int8.onnx"
+    result = export_model(seg_run.run_dir, "onnx", out, int8=True)
+    assert out.is_file() and result.parity["passed"]
+    assert read_metadata(out)["int8"]["calibration_images"] >= 1
+    reference = cnnkit.load(seg_run.run_dir, device="cpu", precision="fp32").predict(str(image))
+    quantised = cnnkit.load(out).predict(str(image))
+    assert quantised.mask.shape == reference.mask.shape
+    assert (quantised.mask == reference.mask).mean() >= 0.5
+    assert verify(seg_run.run_dir, out)["pixel_agreement"] == pytest.approx(
+        result.parity["pixel_agreement"]
+    )  # --check measures on the same images export checked on

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import os
 import socket
 import struct
 import subprocess
@@ -75,6 +76,20 @@ def test_health_ready_metrics_docs_and_page(client):
     metrics = client.get("/metrics").text
     assert 'cnnkit_requests_total{endpoint="/predict",status="200"}' in metrics
     assert "cnnkit_batch_size_bucket" in metrics and "process_resident_memory_bytes" in metrics
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
+def test_an_app_inside_another_program_leaves_its_threads_priorities_alone(cls_run):
+    import threading
+
+    def nices() -> list[int]:
+        return [os.getpriority(os.PRIO_PROCESS, t.native_id) for t in threading.enumerate()]
+
+    before = nices()
+    with TestClient(create_app(cls_run.run_dir)) as c:  # ServeOptions(): worker_nice 0
+        assert c.get("/readyz").status_code == 200
+        assert c.post("/predict", content=png_bytes(photo())).status_code == 200
+    assert nices()[: len(before)] == before
 
 
 def test_startup_objects_are_frozen_out_of_garbage_collection_while_serving(cls_run):
@@ -263,10 +278,10 @@ def test_the_event_loop_outranks_the_compute_threads(onnx_model, nice):
         main_thread = next(v for k, v in threads.items() if k.endswith(f":{proc.pid}"))
         others = [v for k, v in threads.items() if not k.endswith(f":{proc.pid}")]
         expected = 10 if nice is None else int(nice)
-        assert main_thread == 0  # the event loop keeps the process's priority
+        assert main_thread == os.nice(0)  # the event loop keeps the priority it started with
         # the model's thread, onnxruntime's pool, the decoding workers (Python does not name
         # threads for the OS, so they are told apart by id only)
-        assert len(others) >= 2 and all(v == expected for v in others), threads
+        assert len(others) >= 2 and all(v == main_thread + expected for v in others), threads
     finally:
         proc.terminate()
         proc.wait(timeout=20)

@@ -274,10 +274,10 @@ PRESETS: dict[str, Preset] = {
             "minutes",
             {  # no data: give --data the Penn-Fudan folder (PNGImages/ + PedMasks/)
                 # LR-ASPP (stride 8 + 16): test person IoU 0.722, val mIoU levelling at 0.82;
-                # the stride-4 decoder: 0.737, val 0.84-0.845 (docs/benchmarks.md)
+                # the stride-4 decoder: 0.737, val 0.84-0.845 from epoch 27 (docs/benchmarks.md)
                 "model": "deeplabv3plus_mobilenet_v2",
                 "image_size": 384,
-                "epochs": 40,  # 19-20 s an epoch: 13 minutes; validation flat from epoch 22
+                "epochs": 40,  # 19-20 s an epoch: 13 minutes; validation flat from epoch 27
                 "batch_size": 8,
                 "optimizer": "sgd",
                 "lr": 0.01,  # 0.02 collapsed to all-background within 2 epochs (measured)

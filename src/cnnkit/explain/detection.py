@@ -96,8 +96,10 @@ def explain_detections(
     wanted = class_index(detector, target)
     out = output_folder(out_dir)
     results: list[DetectionExplanation] = []
-    cam_context = cam_type(model=model, target_layers=[module])
-    with detector.using(conf, None) as settings, cam_context as cam:
+    with (
+        detector.using(conf, None) as settings,
+        cam_type(model=model, target_layers=[module]) as cam,
+    ):
         threshold = settings.score_threshold
         for i, item in enumerate(images):
             original = read_image(item)

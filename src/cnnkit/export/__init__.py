@@ -254,8 +254,11 @@ def verify(
         raise CnnkitError(f"{exported} is not an export of {checkpoint}: other task or classes")
     pixels = bool(getattr(model.model, "takes_pixels", True))
     int8 = bool(getattr(model.model, "meta", {}).get("int8"))
-    count = INT8_PARITY_IMAGES if int8 else PARITY_IMAGES
-    arrays, _ = parity_images(reference, images, count)
+    if int8:  # the images export checked on, not those it calibrated on
+        count = CALIBRATION_IMAGES + INT8_PARITY_IMAGES
+        arrays = split_images(parity_images(reference, images, count)[0])[1]
+    else:
+        arrays = parity_images(reference, images, PARITY_IMAGES)[0]
     graph = task_graph(reference, bake=pixels)
     limits = INT8_LIMITS if int8 else FLOAT_LIMITS
     return check_parity(reference, model, graph.module, arrays, graph.pixels, limits)

@@ -21,6 +21,7 @@ import logging
 import os
 import secrets
 import socket
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -48,6 +49,7 @@ from cnnkit.serve.metrics import ServerMetrics
 from cnnkit.serve.priority import lower_other_threads, lower_this_thread
 
 API_KEY_ENV = "CNNKIT_API_KEY"
+SERVE_WORKER_NICE = 10
 PAGE = Path(__file__).with_name("page.html")
 log = logging.getLogger("cnnkit.serve")
 
@@ -63,7 +65,10 @@ class ServeOptions:
     max_pixels: int = 40_000_000
     top_k: int = 5
     api_key: str | None = None
-    worker_nice: int = 10  # compute threads this many nice levels below the event loop; 0: off
+    # compute threads this many nice levels below the event loop (serve.priority); 0: left
+    # alone. `cnnkit serve` and serve() use SERVE_WORKER_NICE: an app inside another program
+    # changes its threads' priorities only when asked (no process can raise them back)
+    worker_nice: int = 0
 
     def __post_init__(self) -> None:
         checks = {
@@ -174,23 +179,28 @@ def _decode(predictor: Any, data: bytes, max_pixels: int, nice: int) -> np.ndarr
     return predictor.decode(image) if predictor.task == "classify" else image
 
 
-_serving = [0]  # apps between start-up and shutdown in this process
+_gc_lock = threading.Lock()
+_gc_state = {"serving": 0, "froze": False}  # apps serving in this process; whether we froze
 
 
 def _freeze_startup_objects() -> None:
     """torch, onnxruntime and FastAPI leave ~370,000 objects that Python's full collection
     walks every time: 165 ms here, during which nothing is answered (the slowest refusal under
     load was exactly that). Frozen, they are out of every collection while an app serves."""
-    _serving[0] += 1
-    gc.collect()
-    gc.freeze()
+    with _gc_lock:
+        if _gc_state["serving"] == 0:  # a host program's own freeze is left to it
+            _gc_state["froze"] = gc.get_freeze_count() == 0
+        _gc_state["serving"] += 1
+        gc.collect()
+        gc.freeze()
 
 
 def _thaw_startup_objects() -> None:
-    """Back into collection once the last app in this process stops."""
-    _serving[0] -= 1
-    if _serving[0] == 0:
-        gc.unfreeze()
+    """Back into collection once the last app in this process stops (if cnnkit froze them)."""
+    with _gc_lock:
+        _gc_state["serving"] -= 1
+        if _gc_state["serving"] == 0 and _gc_state["froze"]:
+            gc.unfreeze()
 
 
 def create_app(model: Any, options: ServeOptions | None = None) -> FastAPI:
@@ -237,10 +247,12 @@ def create_app(model: Any, options: ServeOptions | None = None) -> FastAPI:
         lower_other_threads(options.worker_nice)  # the runtimes' pools exist by now
         _freeze_startup_objects()
         state["ready"] = True
-        yield
-        state["ready"] = False
-        _thaw_startup_objects()
-        await batcher.stop()
+        try:
+            yield
+        finally:
+            state["ready"] = False
+            _thaw_startup_objects()
+            await batcher.stop()
 
     app = FastAPI(
         title="cnnkit",
@@ -344,10 +356,12 @@ def serve(
     log_level: str = "info",
 ) -> None:
     """Load ``model`` and serve it until interrupted. The address is bound before the model
-    loads, so a port in use is one line, not a loaded model and a server error."""
+    loads, so a port in use is one line, not a loaded model and a server error. Without
+    ``options``, the compute threads run ``SERVE_WORKER_NICE`` levels below the event loop."""
     import uvicorn
 
     sock = listening_socket(host, port)
+    options = options or ServeOptions(worker_nice=SERVE_WORKER_NICE)
     try:
         app = create_app(model, options)
         print(
