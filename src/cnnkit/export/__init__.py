@@ -192,10 +192,7 @@ def export_model(
         raise CnnkitError(MULTILABEL_REFUSED.format(command="export"))
     if int8:
         check_int8(reference.task, format)
-        count = CALIBRATION_IMAGES + INT8_PARITY_IMAGES
-        calibration, arrays = split_images(parity_images(reference, images, count)[0])
-    else:  # before the slow export: fail early
-        calibration, arrays = [], parity_images(reference, images, PARITY_IMAGES)[0]
+    calibration, arrays = _check_images(reference, images, int8)  # before the slow export
     started = time.perf_counter()
     graph = task_graph(reference, bake_preprocessing)
     meta = build_metadata(
@@ -241,6 +238,15 @@ def export_model(
     return result
 
 
+def _check_images(reference: Any, images: list[str] | None, int8: bool) -> tuple[list, list]:
+    """(calibration images, parity images): for int8 the two halves of one spread, so export
+    and --check judge a file on the same images and never on those it was calibrated on."""
+    if not int8:
+        return [], parity_images(reference, images, PARITY_IMAGES)[0]
+    count = CALIBRATION_IMAGES + INT8_PARITY_IMAGES
+    return split_images(parity_images(reference, images, count)[0])
+
+
 def verify(
     checkpoint: str | os.PathLike, exported: str | os.PathLike, images: list[str] | None = None
 ) -> dict[str, Any]:
@@ -254,11 +260,7 @@ def verify(
         raise CnnkitError(f"{exported} is not an export of {checkpoint}: other task or classes")
     pixels = bool(getattr(model.model, "takes_pixels", True))
     int8 = bool(getattr(model.model, "meta", {}).get("int8"))
-    if int8:  # the images export checked on, not those it calibrated on
-        count = CALIBRATION_IMAGES + INT8_PARITY_IMAGES
-        arrays = split_images(parity_images(reference, images, count)[0])[1]
-    else:
-        arrays = parity_images(reference, images, PARITY_IMAGES)[0]
+    arrays = _check_images(reference, images, int8)[1]  # int8: those export checked on
     graph = task_graph(reference, bake=pixels)
     limits = INT8_LIMITS if int8 else FLOAT_LIMITS
     return check_parity(reference, model, graph.module, arrays, graph.pixels, limits)
