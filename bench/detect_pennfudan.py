@@ -17,11 +17,13 @@ default input size (shorter side 800); it trains until the same wall time is spe
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts OpenMP
@@ -164,6 +166,17 @@ def run_tutorial(train: Path, test: Path, budget: float, seed: int) -> dict:
     }
 
 
+@contextlib.contextmanager
+def keep_or_temp(keep: str | None) -> Iterator[str]:
+    """``keep`` (a new folder, left in place) or a temporary folder removed afterwards."""
+    if keep is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            yield tmp
+        return
+    Path(keep).mkdir(parents=True, exist_ok=False)
+    yield keep
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--test", type=int, default=30, help="images held out for the test")
@@ -174,9 +187,12 @@ def main() -> None:
     )
     parser.add_argument("--skip-tutorial", action="store_true")
     parser.add_argument("--out", default=str(RESULTS / "detect_pennfudan.json"))
+    parser.add_argument(
+        "--keep", metavar="DIR", help="work in DIR (kept: the split and the runs) not a temp dir"
+    )
     args = parser.parse_args()
     machine = print_machine()
-    with tempfile.TemporaryDirectory() as tmp:
+    with keep_or_temp(args.keep) as tmp:
         train, test = pennfudan_split(Path(tmp) / "data", args.test, args.seed)
         ours = run_cnnkit(train, test, Path(tmp) / "runs", args.preset, parse_sets(args.set))
         print(f"cnnkit {args.preset}: {json.dumps(ours)}", flush=True)

@@ -108,6 +108,24 @@ def test_saturation_leaves_grey_images_grey_and_keeps_their_brightness():
     assert torch.allclose(_color_jitter(grey.clone(), factors), grey, atol=0.05)
 
 
+def test_grayscale_turns_the_chosen_share_grey_with_torchvision_luma():
+    images, labels = batch(b=200)
+    out, _ = run(AugmentConfig(grayscale=1.0), images, labels)
+    from torchvision.transforms.v2 import functional as TF
+
+    expected = TF.rgb_to_grayscale(images.float(), num_output_channels=3).round()
+    assert torch.equal(out[:, 0], out[:, 1]) and torch.equal(out[:, 1], out[:, 2])
+    assert (out.float() - expected).abs().max() <= 1
+    half, _ = run(AugmentConfig(grayscale=0.5), images, labels)
+    same = (half[:, 0] == half[:, 1]) & (half[:, 1] == half[:, 2])
+    grey = same.flatten(1).all(1)
+    assert 60 < int(grey.sum()) < 140  # about half, each either grey or untouched
+    assert torch.equal(half[~grey], images[~grey])
+    assert AugmentConfig(grayscale=0.3).describe() == "grey 0.3"
+    with pytest.raises(CnnkitError, match="grayscale is a probability"):
+        AugmentConfig(grayscale=2)
+
+
 def test_flip_only_gives_input_or_its_mirror_both_occur():
     images, labels = batch()
     out, _ = run(augment_config(flip=True), images, labels)

@@ -151,6 +151,30 @@ def test_an_interrupted_segmentation_run_resumes_to_the_same_weights(seg_data, t
         assert torch.equal(value, b[key]), key
 
 
+def test_a_larger_test_image_size_is_what_validation_and_predictions_use(seg_data, tmp_path):
+    run = cnnkit.train(
+        project=str(tmp_path), progress=False, **seg_options(seg_data, test_image_size=96)
+    )
+    ckpt = torch.load(run.best, weights_only=True)
+    assert ckpt["preprocessing"]["size"] == [96, 96] and ckpt["config"]["image_size"] == 64
+    segmenter = cnnkit.load(run.best, precision="fp32")
+    assert segmenter.size == 96
+    report = segmenter.evaluate(str(seg_data), split="val", out_dir=tmp_path / "e", progress=False)
+    assert report.miou == pytest.approx(run.metrics["best_val_miou"], abs=1e-6)
+    found = segmenter.predict(str(seg_data / "images" / "s3.png"))
+    assert found.mask.shape == (56, 72)  # still the image's own size
+    with pytest.raises(CnnkitError, match="one input size"):
+        cnnkit.train(
+            project=str(tmp_path),
+            progress=False,
+            **seg_options(seg_data, task="segment", model=FCN_LAYERS, test_image_size=96),
+        )
+    with pytest.raises(CnnkitError, match="is for segmenters"):
+        cnnkit.train(
+            data="cifar10-sample", test_image_size=64, project=str(tmp_path), progress=False
+        )
+
+
 def test_a_layer_spec_fcn_trains_with_dice_and_class_weights(seg_data, tmp_path):
     run = cnnkit.train(
         progress=False,

@@ -105,6 +105,7 @@ TRAIN_HELP = {
     "rotation": "random rotation up to this many degrees",
     "color_jitter": "brightness/contrast/saturation jitter strength",
     "erasing": "probability of erasing a random rectangle (cutout)",
+    "grayscale": "probability of turning an image grey (for models that will see grey photos)",
     "trivialaugment": "TrivialAugmentWide",
     "randaugment": "RandAugment",
     "mixup": "mixup alpha (0: off)",
@@ -124,6 +125,8 @@ TRAIN_HELP = {
     "val_split": "share of training images held out for validation when the data has no val split;"
     " 0: a classifier validates on the test split, a detector not at all",
     "image_size": "decode images to this square size (default: the data's most common size)",
+    "test_image_size": "segmenters: the size validation, the test and predictions run at"
+    " (default: --image-size; larger than the training size often scores better)",
     "resize": "how images of another shape are resized: stretch | crop | pad (classifiers;"
     " default stretch), letterbox | shorter (detectors; default letterbox)",
     "data_root": "folder for named datasets (default $CNNKIT_DATA or ~/.cache/cnnkit/data)",

@@ -178,11 +178,11 @@ def _print_masks(results: list) -> None:
 
 
 def _predict_boxes(detector: Any, paths: list[str], args: argparse.Namespace) -> int:
-    if args.tta != "none" or args.top_k is not None:
-        raise CnnkitError("--tta and --top-k are for classifiers; a detector takes --conf, --iou")
+    if args.top_k is not None:
+        raise CnnkitError("--top-k is for classifiers; a detector takes --conf, --iou")
     if args.save_masks:
         raise CnnkitError("--save-masks is for segmenters; a detector draws with --save-images")
-    results, errors = detector.predict_paths(paths, conf=args.conf, iou=args.iou)
+    results, errors = detector.predict_paths(paths, conf=args.conf, iou=args.iou, tta=args.tta)
     _print_skipped(errors)
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))

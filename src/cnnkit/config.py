@@ -25,6 +25,7 @@ AUGMENT_OPS = (
     "rotation",
     "color_jitter",
     "erasing",
+    "grayscale",
     "trivialaugment",
     "randaugment",
     "mixup",
@@ -84,6 +85,7 @@ class TrainConfig:
     rotation: float | None = None
     color_jitter: float | None = None
     erasing: float | None = None
+    grayscale: float | None = None
     trivialaugment: bool | None = None
     randaugment: bool | None = None
     mixup: float | None = None
@@ -98,6 +100,9 @@ class TrainConfig:
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
     val_split: float = 0.1  # used when the data has no validation split of its own; 0: test split
     image_size: int | None = None  # decode size; default: the dataset's most common size
+    # segmenters: the letterbox size validation, the test and predictions use (default:
+    # image_size); larger than the training size often scores better after zoom augmentation
+    test_image_size: int | None = None
     # classify: stretch | crop | pad (default stretch); detect: letterbox | shorter (letterbox)
     resize: str | None = None
     data_root: str | None = None  # where named datasets live (env CNNKIT_DATA)
@@ -174,7 +179,7 @@ class TrainConfig:
             if getattr(self, key) not in valid:
                 valid = tuple(v for v in valid if v is not None)
                 raise did_you_mean(key.replace("_", "-"), str(getattr(self, key)), valid)
-        for key in ("image_size", "input_size"):
+        for key in ("image_size", "input_size", "test_image_size"):
             if getattr(self, key) is not None and getattr(self, key) <= 0:
                 raise CnnkitError(f"{key} must be positive, got {getattr(self, key)}")
         if not 0.0 <= self.ema < 1.0:

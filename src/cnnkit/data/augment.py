@@ -6,7 +6,8 @@ device and no Python runs per image. Order of the ops within one call:
 
 1. geometry: flip + crop/translate (+ rotation + scale). Flip/crop only is an exact integer
    gather; with rotation or scale, one affine matrix per image and ONE bilinear grid_sample.
-2. colour jitter (float: brightness, contrast, saturation), one rounding back to uint8 after 1+2.
+2. colour jitter (float: brightness, contrast, saturation), then grey-scale for a chosen share of
+   images; one rounding back to uint8 after 1+2.
 3. TrivialAugmentWide / RandAugment (torchvision v2 on uint8), one op per group of images.
 4. random erasing (one rectangle of uniform noise per chosen image; exact).
 5. mixup or cutmix over the batch (one lambda and one permutation per batch).
@@ -44,6 +45,9 @@ class AugmentConfig:
     scale: tuple[float, float] | None = None  # zoom factor range per image (>1 zooms in)
     color_jitter: float = 0.0  # brightness/contrast/saturation factors in [1-s, 1+s]
     erasing: float = 0.0  # probability of one random-erasing rectangle per image
+    # probability of turning an image grey (its luma in all three channels), as torchvision's
+    # RandomGrayscale: a model that will meet grey photos (scans, old or IR cameras) learns them
+    grayscale: float = 0.0
     trivialaugment: bool = False  # TrivialAugmentWide, one op per group of images
     randaugment: bool = False  # RandAugment(num_ops=2, magnitude=9), one op set per group
     mixup: float = 0.0  # Beta(alpha, alpha); 0 = off
@@ -54,7 +58,15 @@ class AugmentConfig:
         self.flip = bool(self.flip) or self.alternating_flip
         self.trivialaugment = bool(self.trivialaugment)
         self.randaugment = bool(self.randaugment)
-        for name in ("crop_padding", "rotation", "color_jitter", "mixup", "cutmix", "erasing"):
+        for name in (
+            "crop_padding",
+            "rotation",
+            "color_jitter",
+            "mixup",
+            "cutmix",
+            "erasing",
+            "grayscale",
+        ):
             if isinstance(getattr(self, name), bool):  # `mixup: true` in YAML: say how much
                 raise CnnkitError(f"augment {name} takes a number, got {getattr(self, name)}")
         if int(self.crop_padding) != self.crop_padding or self.crop_padding < 0:
@@ -67,9 +79,13 @@ class AugmentConfig:
             if not math.isfinite(value) or value < 0:
                 raise CnnkitError(f"augment {name} must be >= 0, got {getattr(self, name)}")
             setattr(self, name, value)
-        self.erasing = float(self.erasing)
-        if not 0.0 <= self.erasing <= 1.0:
-            raise CnnkitError(f"augment erasing is a probability in [0, 1], got {self.erasing}")
+        for name in ("erasing", "grayscale"):
+            value = float(getattr(self, name))
+            if not 0.0 <= value <= 1.0:
+                raise CnnkitError(
+                    f"augment {name} is a probability in [0, 1], got {getattr(self, name)}"
+                )
+            setattr(self, name, value)
         if self.scale is not None:
             if isinstance(self.scale, (str, bytes)) or len(self.scale) != 2:
                 raise CnnkitError(f"augment scale must be (low, high), got {self.scale!r}")
@@ -100,6 +116,7 @@ class AugmentConfig:
             f"rotation {self.rotation:g}" if self.rotation else None,
             f"zoom {scale}" if scale else None,
             f"colour jitter {self.color_jitter:g}" if self.color_jitter else None,
+            f"grey {self.grayscale:g}" if self.grayscale else None,
             f"erasing {self.erasing:g}" if self.erasing else None,
             "trivialaugment" if self.trivialaugment else None,
             "randaugment" if self.randaugment else None,
@@ -418,6 +435,10 @@ class BatchAugment:
                 b, 3, generator=g, device="cpu"
             )
             xf = _color_jitter(xf if xf is not None else x.float(), factors)
+        if cfg.grayscale:
+            chosen = _send(torch.rand(b, generator=g, device="cpu") < cfg.grayscale, x.device)
+            xf = xf if xf is not None else x.float()
+            xf = torch.where(chosen.view(b, 1, 1, 1), _gray(xf).expand_as(xf), xf)
         if xf is not None:
             x = _to_uint8(xf)
 

@@ -109,6 +109,7 @@ PREDICTORS: dict[str, str] = {
 # options only some tasks take (None / 0 is "not given"), refused in one line by the others
 TASK_OPTIONS: dict[str, tuple[str, ...]] = {
     "fpn_channels": ("detect",),
+    "test_image_size": ("segment",),
     "output_stride": ("segment",),
     "dice": ("segment",),
     "class_weights": ("classify", "segment"),

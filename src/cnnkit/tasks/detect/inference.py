@@ -15,9 +15,10 @@ from torch import nn
 
 from cnnkit.engine.device import Precision
 from cnnkit.errors import CnnkitError
-from cnnkit.tasks.detect.batch import LONGER_PER_SHORTER, resize_batch
+from cnnkit.tasks.detect.batch import LONGER_PER_SHORTER, ResizedBatch, resize_batch
 from cnnkit.tasks.detect.dataset import DetectionSet
 from cnnkit.tasks.detect.postprocess import PostProcess, apply_postprocess
+from cnnkit.tasks.detect.tta import check_tta, fuse_detections, mirror_boxes
 
 # mAP ranks every detection by score, so evaluation keeps nearly all of them (as COCO's and
 # Ultralytics' validation do); --conf is for what a prediction shows
@@ -54,27 +55,58 @@ def predict_stored(
     mode: str,
     precision: Precision,
     batch_size: int = 8,
+    tta: str = "none",
 ) -> list[dict[str, torch.Tensor]]:
     """Per stored uint8 image (3, h, w): boxes (x1 y1 x2 y2 in that image's pixels, on the
-    CPU), scores and 0-based labels, in eval mode."""
+    CPU), scores and 0-based labels, in eval mode. ``tta="flip"`` also runs the mirrored batch
+    and fuses both passes' boxes (cnnkit.tasks.detect.tta)."""
     device = next(model.parameters()).device
     model.eval()
+    check_tta(tta)
     out: list[dict[str, torch.Tensor]] = []
     for start in range(0, len(images), batch_size):
         chunk = images[start : start + batch_size]
         batch = resize_batch(chunk, None, size, mode)
         inputs = batch.model_input(device)
-        with precision.autocast():
-            found = model(inputs)
-        for i, det in enumerate(found):
-            boxes = batch.to_stored(det["boxes"].float().cpu(), i)
-            out.append(
-                {
-                    "boxes": boxes,
-                    "scores": det["scores"].float().cpu(),
-                    "labels": det["labels"].cpu(),
-                }
-            )
+        passes = [_detect(model, inputs, batch, precision, mirrored=False)]
+        if tta == "flip":
+            passes.append(_detect(model, inputs, batch, precision, mirrored=True))
+        if len(passes) == 1:
+            out += passes[0]
+            continue
+        pp = model.postprocess
+        for per_image in zip(*passes, strict=True):
+            out.append(fuse_detections(list(per_image), pp.iou_threshold, pp.max_detections))
+    return out
+
+
+def _detect(
+    model: nn.Module,
+    inputs: torch.Tensor | list[torch.Tensor],
+    batch: ResizedBatch,
+    precision: Precision,
+    mirrored: bool,
+) -> list[dict[str, torch.Tensor]]:
+    """One pass over a resized batch (mirrored, or as it is); boxes in the stored images'
+    pixels, on the CPU."""
+    if mirrored:
+        inputs = (
+            inputs.flip(-1) if isinstance(inputs, torch.Tensor) else [x.flip(-1) for x in inputs]
+        )
+    with precision.autocast():
+        found = model(inputs)
+    out = []
+    for i, det in enumerate(found):
+        boxes = det["boxes"].float().cpu()
+        if mirrored:
+            boxes = mirror_boxes(boxes, int(inputs[i].shape[-1]))
+        out.append(
+            {
+                "boxes": batch.to_stored(boxes, i),
+                "scores": det["scores"].float().cpu(),
+                "labels": det["labels"].cpu(),
+            }
+        )
     return out
 
 

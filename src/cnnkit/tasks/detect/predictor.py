@@ -31,6 +31,7 @@ from cnnkit.tasks.detect.inference import (
 from cnnkit.tasks.detect.models import detector_from_record, detector_spec
 from cnnkit.tasks.detect.postprocess import PostProcess, apply_postprocess
 from cnnkit.tasks.detect.report import DetectionReport, detection_report
+from cnnkit.tasks.detect.tta import check_tta
 from cnnkit.tasks.evaluation_data import (
     check_split,
     choose_split,
@@ -178,14 +179,17 @@ class Detector:
         inputs: ImageInput | list[ImageInput],
         conf: float | None = None,
         iou: float | None = None,
+        tta: str = "none",
     ) -> Detections | list[Detections]:
         """Detect objects in one image (path, PIL image or HxWxC array) or a list of them;
-        `conf` and `iou` apply to this call (default: the checkpoint's settings)."""
+        `conf` and `iou` apply to this call (default: the checkpoint's settings); ``tta="flip"``
+        fuses the boxes found in the image and in its mirror image."""
+        check_tta(tta)
         single = not isinstance(inputs, list)
         items = [inputs] if single else inputs
         arrays = [decode_image(item) for item in items]
         with self.using(conf, iou):
-            results = self._detect(arrays, [describe_input(i) for i in items])
+            results = self._detect(arrays, [describe_input(i) for i in items], tta)
         return results[0] if single else results
 
     def predict_paths(
@@ -194,8 +198,10 @@ class Detector:
         conf: float | None = None,
         iou: float | None = None,
         batch_size: int = 16,
+        tta: str = "none",
     ) -> tuple[list[Detections], list[tuple[str, str]]]:
         """Detect in files, folders and globs; unreadable files come back as (path, reason)."""
+        check_tta(tta)
         results: list[Detections] = []
         errors: list[tuple[str, str]] = []
         arrays, names = [], []
@@ -207,16 +213,18 @@ class Detector:
                 except CnnkitError as exc:
                     errors.append((str(path), str(exc)))
                 if len(arrays) == batch_size:
-                    results += self._detect(arrays, names)
+                    results += self._detect(arrays, names, tta)
                     arrays, names = [], []
-            results += self._detect(arrays, names)
+            results += self._detect(arrays, names, tta)
         return results, errors
 
-    def _detect(self, arrays: list[np.ndarray], names: list[str]) -> list[Detections]:
+    def _detect(
+        self, arrays: list[np.ndarray], names: list[str], tta: str = "none"
+    ) -> list[Detections]:
         if not arrays:
             return []
         stored = [shrink_to(a, self.size) for a in arrays]
-        found = predict_stored(self.model, stored, self.size, self.mode, self.precision)
+        found = predict_stored(self.model, stored, self.size, self.mode, self.precision, tta=tta)
         results = []
         for array, image, det, name in zip(arrays, stored, found, names, strict=True):
             height, width = array.shape[:2]
@@ -276,8 +284,7 @@ class Detector:
         """COCO-style mAP@[.5:.95], mAP@.5, mAP@.75, recall and per-class AP; reports are
         written to `out_dir` (default: beside the checkpoint). `data_root` is for named
         classification datasets and means nothing here."""
-        if tta != "none":
-            raise CnnkitError("--tta is for classifiers; a detector is evaluated as it predicts")
+        check_tta(tta)
         if isinstance(data, DetectionSet):
             images = data
         else:
@@ -285,7 +292,7 @@ class Detector:
         labels = classes_in_our_order(images.classes, self.classes)
         with evaluation_thresholds(self.model, self.postprocess):
             found = predict_stored(
-                self.model, images.images, self.size, self.mode, self.precision, batch_size
+                self.model, images.images, self.size, self.mode, self.precision, batch_size, tta
             )
         targets = original_targets(images)
         for target in targets:

@@ -42,6 +42,7 @@ UNSUPPORTED = {
     "mixup": None,
     "cutmix": None,
     "erasing": None,
+    "grayscale": None,
     "rotation": None,
     "crop_padding": None,
     "trivialaugment": None,

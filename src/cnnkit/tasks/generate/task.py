@@ -38,6 +38,7 @@ UNSUPPORTED = {
     "mixup": None,
     "cutmix": None,
     "erasing": None,
+    "grayscale": None,
     "crop_padding": None,
     "trivialaugment": None,
     "randaugment": None,

@@ -25,7 +25,12 @@ from cnnkit.tasks.segment.formats import read_segmentation
 from cnnkit.tasks.segment.inference import check_tta, predict_classes
 from cnnkit.tasks.segment.losses import class_weights, segmentation_losses
 from cnnkit.tasks.segment.metrics import SegmentationMetrics, segmentation_metrics
-from cnnkit.tasks.segment.models import DEFAULT_IMAGE_SIZE, build_segmenter, segmenter_spec
+from cnnkit.tasks.segment.models import (
+    DEFAULT_IMAGE_SIZE,
+    LAYERS,
+    build_segmenter,
+    segmenter_spec,
+)
 
 # options of the classification recipe a segmenter cannot use, refused in one line
 UNSUPPORTED = {
@@ -33,6 +38,7 @@ UNSUPPORTED = {
     "mixup": None,
     "cutmix": None,
     "erasing": None,
+    "grayscale": None,
     "crop_padding": None,
     "trivialaugment": None,
     "randaugment": None,
@@ -98,6 +104,13 @@ class SegmentTask:
         self.size = int(cfg.image_size or DEFAULT_IMAGE_SIZE)
         if self.size < 32:
             raise CnnkitError(f"segmentation image size must be at least 32, got {self.size}")
+        self.test_size = int(cfg.test_image_size or self.size)
+        if self.test_size < 32:
+            raise CnnkitError(f"the test image size must be at least 32, got {self.test_size}")
+        if self.test_size != self.size and self.spec.name == LAYERS:
+            raise CnnkitError(
+                "a layer-spec segmenter is built for one input size: leave out --test-image-size"
+            )
         self.augmentation = segment_augmentation(cfg)
         self.weights: torch.Tensor | None = None
         self._boxed: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -194,7 +207,9 @@ class SegmentTask:
 
     # ---- evaluation ----------------------------------------------------------------------------
     def _metrics(self, module: nn.Module, data: SegmentationSet, tta: str) -> SegmentationMetrics:
-        found = predict_classes(module, data.images, self.size, self.precision, EVAL_BATCH, tta)
+        found = predict_classes(
+            module, data.images, self.test_size, self.precision, EVAL_BATCH, tta
+        )
         return segmentation_metrics(found, data.masks, data.classes)
 
     def evaluate(self, module: nn.Module, split: str) -> Metrics | None:
@@ -232,8 +247,8 @@ class SegmentTask:
             "model": self.spec.to_dict(),
             "num_classes": len(self.data.classes),
             "classes": list(self.data.classes),
-            "preprocessing": Preprocessing(
-                size=(self.size, self.size), resize="letterbox", mean=mean, std=std
+            "preprocessing": Preprocessing(  # what predictions use: the test size
+                size=(self.test_size, self.test_size), resize="letterbox", mean=mean, std=std
             ).to_dict(),
             "instances": self.cfg.instances or "auto",
         }
@@ -248,6 +263,11 @@ class SegmentTask:
         if self.cfg.dice:
             loss += f" + {self.cfg.dice:g} Dice"
         stride = f", output stride {self.spec.output_stride}" if self.spec.output_stride else ""
-        before = f"augment: {self.augmentation.describe()}; input letterbox {self.size}{stride}"
+        tested = ""
+        if self.test_size != self.size:
+            tested = f" (validation and test at {self.test_size})"
+        before = (
+            f"augment: {self.augmentation.describe()}; input letterbox {self.size}{stride}{tested}"
+        )
         after = f"; loss {loss}" + (f"; test TTA {self.cfg.tta}" if self.cfg.tta != "none" else "")
         return before, after
