@@ -173,7 +173,9 @@ def keep_or_temp(keep: str | None) -> Iterator[str]:
         with tempfile.TemporaryDirectory() as tmp:
             yield tmp
         return
-    Path(keep).mkdir(parents=True, exist_ok=False)
+    if Path(keep).exists():
+        raise SystemExit(f"--keep {keep}: already there; name a new folder")
+    Path(keep).mkdir(parents=True)
     yield keep
 
 

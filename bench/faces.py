@@ -112,6 +112,8 @@ def main() -> None:
     test = [people[i] for i in test_people]
     train_people = [p for i, p in enumerate(people) if i not in test_people]
     orl_people = people_of(orl)
+    if not 1 <= args.orl_test_people <= len(orl_people):
+        parser.error(f"--orl-test-people must be 1..{len(orl_people)}")
     orl_rng = np.random.default_rng(args.seed + 1000)
     orl_test_ids = sorted(
         orl_rng.choice(len(orl_people), args.orl_test_people, replace=False).tolist()

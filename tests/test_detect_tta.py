@@ -47,6 +47,24 @@ def test_fusion_keeps_classes_apart_and_caps_the_count():
     assert empty["boxes"].shape == (0, 4) and len(empty["scores"]) == 0
 
 
+def test_a_box_between_two_objects_joins_only_the_one_it_overlaps_most():
+    # two people side by side (IoU 0.25), and a box of the other pass between them that
+    # overlaps both by more than 0.5, the first a little more
+    first = dets([[0, 0, 10, 10], [6, 0, 16, 10]], [0.95, 0.10], [0, 0])
+    second = dets([[2.9, 0, 12.9, 10]], [0.90], [0])
+    fused = fuse_detections([first, second], 0.5, 100)
+    weak = fused["scores"].argmin()
+    assert fused["scores"].tolist() == pytest.approx([(0.95 + 0.90) / 2, 0.10 / 2])
+    assert torch.allclose(fused["boxes"][weak], torch.tensor([6.0, 0.0, 16.0, 10.0]))
+
+
+def test_fused_scores_below_the_score_threshold_are_dropped():
+    first = dets([[0, 0, 10, 10], [50, 50, 60, 60]], [0.9, 0.6], [0, 0])
+    second = dets([[0, 0, 10, 10]], [0.8], [0])
+    fused = fuse_detections([first, second], 0.5, 100, score_threshold=0.5)
+    assert fused["scores"].tolist() == pytest.approx([0.85])  # the lone 0.6 fell to 0.3
+
+
 def test_an_unknown_mode_is_one_line():
     assert check_tta("flip") == "flip"
     with pytest.raises(CnnkitError, match="none or flip"):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -143,6 +144,22 @@ def test_align_writes_one_crop_per_photo_and_a_record(face_run):
     assert Image.open(crops[0]).size == (64, 64)
     record = json.loads((aligned / "cnnkit-faces.json").read_text())
     assert record["detector"] == "mtcnn" and record["size"] == 64
+
+
+def test_a_second_align_into_the_same_folder_adds_people_at_the_same_size_only(
+    face_run, tmp_path, capsys
+):
+    _, aligned, _ = face_run
+    copy = tmp_path / "aligned"
+    shutil.copytree(aligned, copy)
+    more = tmp_path / "more"
+    more.mkdir()
+    (more / "s13").symlink_to(ORL / "s13")
+    assert main(["faces", "align", str(more), "--out", str(copy), "--size", "32"]) != 0
+    assert "already holds faces aligned at 64 px" in capsys.readouterr().err
+    assert not (copy / "s13").exists()
+    assert main(["faces", "align", str(more), "--out", str(copy), "--size", "64"]) == 0
+    assert len(list((copy / "s13").glob("*.png"))) == 10 and len(list(copy.iterdir())) == 14
 
 
 def test_the_checkpoint_holds_the_threshold_and_the_alignment(face_run):

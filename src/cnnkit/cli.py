@@ -237,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
             "--tta",
             default="none",
             type=check_tta,
-            help="test-time augmentation: none | flip | flip-translate",
+            help="test-time augmentation: none | flip | flip-translate (detectors and"
+            " segmenters: none | flip)",
         )
 
     def pretrained_flags(p: argparse.ArgumentParser) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import operator
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -180,8 +181,16 @@ class TrainConfig:
                 valid = tuple(v for v in valid if v is not None)
                 raise did_you_mean(key.replace("_", "-"), str(getattr(self, key)), valid)
         for key in ("image_size", "input_size", "test_image_size"):
-            if getattr(self, key) is not None and getattr(self, key) <= 0:
-                raise CnnkitError(f"{key} must be positive, got {getattr(self, key)}")
+            value = getattr(self, key)
+            if value is None:
+                continue
+            try:  # ints and numpy's integers, not floats (or bools)
+                whole = operator.index(value) if not isinstance(value, bool) else -1
+            except TypeError:
+                whole = -1
+            if whole <= 0:
+                raise CnnkitError(f"{key} must be a positive whole number, got {value!r}")
+            setattr(self, key, whole)
         if not 0.0 <= self.ema < 1.0:
             raise CnnkitError(f"ema must be a decay in [0, 1), e.g. 0.999; got {self.ema}")
         if not 0.0 <= self.lookahead < 1.0:
@@ -343,6 +352,7 @@ RESUME_KEEPS = (
     "fpn_channels",
     "latent_dim",
     "spectral_norm",
+    "test_image_size",
 )
 
 
@@ -361,6 +371,11 @@ def resume_values(saved: dict[str, Any], overrides: dict[str, Any] | None) -> di
             raise CnnkitError(
                 f"{who} changes the resumed run's model ({old} -> {new}); its weights are "
                 f"{old}'s: train a new run for {new}"
+            )
+        if key == "test_image_size":
+            raise CnnkitError(
+                f"{who} changes the resumed run's test image size ({old} -> {new}); its best.pt "
+                f"was chosen by validation at {old or 'the training size'}: train a new run"
             )
         if key in ("output_stride", "instances", "fpn_channels", "latent_dim", "spectral_norm"):
             raise CnnkitError(

@@ -46,6 +46,12 @@ def align_folder(
         raise CnnkitError(f"{dst} is a file, not a folder to write faces into")
     if not 32 <= size <= 512:
         raise CnnkitError(f"the crop size must be in 32..512, got {size}")
+    earlier = _earlier_record(dst / ALIGNED_MARKER)
+    if earlier is not None and (earlier.get("detector"), earlier.get("size")) != ("mtcnn", size):
+        raise CnnkitError(
+            f"{dst} already holds faces aligned at {earlier.get('size')} px: add more at that "
+            "size (--size), or give another --out"
+        )
     people = sorted(p for p in src.iterdir() if p.is_dir())
     if not people:
         raise CnnkitError(f"{src} has no person folders (one sub-folder of photos per person)")
@@ -77,3 +83,14 @@ def align_folder(
     record = {"detector": "mtcnn", "size": size, "source": str(src.resolve())}
     (dst / ALIGNED_MARKER).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return result
+
+
+def _earlier_record(marker: Path) -> dict | None:
+    """What an earlier `faces align` into the same folder recorded, if one did."""
+    if not marker.is_file():
+        return None
+    try:
+        record = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # unreadable: this run's record replaces it
+    return record if isinstance(record, dict) else None

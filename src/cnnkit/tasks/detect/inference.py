@@ -68,19 +68,23 @@ def predict_stored(
         chunk = images[start : start + batch_size]
         batch = resize_batch(chunk, None, size, mode)
         inputs = batch.model_input(device)
-        passes = [_detect(model, inputs, batch, precision, mirrored=False)]
+        passes = [_one_pass(model, inputs, batch, precision, mirrored=False)]
         if tta == "flip":
-            passes.append(_detect(model, inputs, batch, precision, mirrored=True))
+            passes.append(_one_pass(model, inputs, batch, precision, mirrored=True))
         if len(passes) == 1:
             out += passes[0]
             continue
         pp = model.postprocess
         for per_image in zip(*passes, strict=True):
-            out.append(fuse_detections(list(per_image), pp.iou_threshold, pp.max_detections))
+            out.append(
+                fuse_detections(
+                    list(per_image), pp.iou_threshold, pp.max_detections, pp.score_threshold
+                )
+            )
     return out
 
 
-def _detect(
+def _one_pass(
     model: nn.Module,
     inputs: torch.Tensor | list[torch.Tensor],
     batch: ResizedBatch,

@@ -298,7 +298,9 @@ class Detector:
         for target in targets:
             target.labels = labels[target.labels]
         conf = self.postprocess.score_threshold  # the gallery shows what predict would
-        report = detection_report(to_original(found, images), targets, self.classes, images, conf)
+        report = detection_report(
+            to_original(found, images), targets, self.classes, images, conf, tta
+        )
         if out_dir is None and self.path is not None and not isinstance(data, DetectionSet):
             name = Path(str(data)).name or str(data)
             out_dir = self.path.parent / f"eval-{name}-{split}"

@@ -27,6 +27,7 @@ class DetectionReport:
     boxes: int
     out_dir: Path | None = None
     gallery_conf: float = 0.25  # the gallery draws predictions scoring at least this
+    tta: str = "none"  # the test-time augmentation the predictions were made with
     # kept for the gallery: the first images, their predictions and true boxes (original px)
     _shown: tuple[list[torch.Tensor], list[dict], list[BoxTarget]] = field(
         default=([], [], []), repr=False
@@ -50,12 +51,14 @@ class DetectionReport:
             "per_class_50": dict(self.metrics.per_class_50),
             "images": self.images,
             "boxes": self.boxes,
+            "tta": self.tta,
         }
 
     def lines(self) -> list[str]:
         m = self.metrics
         out = [
-            f"{self.images} images, {self.boxes} boxes",
+            f"{self.images} images, {self.boxes} boxes"
+            + (f" (TTA {self.tta})" if self.tta != "none" else ""),
             f"mAP@[.5:.95] {m.map:.4f}   mAP@.5 {m.map_50:.4f}   mAP@.75 {m.map_75:.4f}   "
             f"recall@100 {m.mar_100:.4f}",
         ]
@@ -109,6 +112,7 @@ def detection_report(
     classes: list[str],
     data: DetectionSet,
     conf: float = 0.25,
+    tta: str = "none",
 ) -> DetectionReport:
     """The report of predictions against targets (both in the original images' pixels); the
     gallery shows the first images at their stored size, boxes scaled to it, the predictions
@@ -123,7 +127,7 @@ def detection_report(
         truths.append(targets[i].scaled(1 / sx, 1 / sy))
     boxes = sum(len(t) for t in targets)
     return DetectionReport(
-        list(classes), metrics, len(targets), boxes, None, conf, (images, preds, truths)
+        list(classes), metrics, len(targets), boxes, None, conf, tta, (images, preds, truths)
     )
 
 

@@ -109,7 +109,8 @@ class SegmentTask:
             raise CnnkitError(f"the test image size must be at least 32, got {self.test_size}")
         if self.test_size != self.size and self.spec.name == LAYERS:
             raise CnnkitError(
-                "a layer-spec segmenter is built for one input size: leave out --test-image-size"
+                f"a layer-spec segmenter is built for one input size: --test-image-size "
+                f"({self.test_size}, given or from a preset) must equal --image-size ({self.size})"
             )
         self.augmentation = segment_augmentation(cfg)
         self.weights: torch.Tensor | None = None
