@@ -65,6 +65,11 @@ def test_resume_values_apply_a_presets_training_settings_and_refuse_a_new_model_
     # an explicit data flag may point the run at its data's new place
     assert resume_values(saved, {"data": "elsewhere"})["data"] == "elsewhere"
     assert resume_values(saved, {}) == saved
+    # best.pt was chosen by validation at the saved test size: a new one needs a new run
+    seg = {**saved, "model": "lraspp", "image_size": 64, "test_image_size": None}
+    with pytest.raises(CnnkitError, match=r"test image size \(None -> 96\).*train a new run"):
+        resume_values(seg, {"test_image_size": 96})
+    assert resume_values(seg, {"epochs": 3})["test_image_size"] is None
 
 
 @pytest.fixture

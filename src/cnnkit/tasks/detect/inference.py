@@ -74,7 +74,7 @@ def predict_stored(
         if len(passes) == 1:
             out += passes[0]
             continue
-        pp = model.postprocess
+        pp = getattr(model, "postprocess", None) or PostProcess()
         for per_image in zip(*passes, strict=True):
             out.append(
                 fuse_detections(
