@@ -18,13 +18,13 @@ from torchvision.ops import batched_nms, box_iou
 
 from cnnkit.errors import CnnkitError
 
-TTA_MODES = ("none", "flip")
+TTA_MODES = ("none", "flip")  # detectors' and segmenters' (classifiers have more)
 
 
-def check_tta(tta: str) -> str:
-    """`tta`, or one line naming the choices."""
+def check_tta(tta: str, task: str = "detection") -> str:
+    """`tta`, or one line naming the choices (``task``: the word the line starts with)."""
     if tta not in TTA_MODES:
-        raise CnnkitError(f"detection test-time augmentation is none or flip, not '{tta}'")
+        raise CnnkitError(f"{task} test-time augmentation is none or flip, not '{tta}'")
     return tta
 
 

@@ -13,16 +13,13 @@ import torch
 from torch import nn
 
 from cnnkit.engine.device import Precision
-from cnnkit.errors import CnnkitError
+from cnnkit.tasks.detect.tta import check_tta as check_detection_tta
 from cnnkit.tasks.segment.batch import classes_in_window, letterbox_batch
-
-TTA_MODES = ("none", "flip")
 
 
 def check_tta(tta: str) -> str:
-    if tta not in TTA_MODES:
-        raise CnnkitError(f"segmentation test-time augmentation is none or flip, not '{tta}'")
-    return tta
+    """`tta`, or one line naming the choices (the same as a detector's)."""
+    return check_detection_tta(tta, "segmentation")
 
 
 @torch.no_grad()
