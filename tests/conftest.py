@@ -9,6 +9,14 @@ import pytest
 
 from cnnkit.models.weights import hub_checkpoint_dir
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two pytest workers on the two cores: each (and every process its tests
+    # start) computes on one thread, so the workers do not fight over the cores
+    import torch
+
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
 SHARED_CIFAR10 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10"
 
 
@@ -74,3 +82,23 @@ def tiny_segmenter_run(tmp_path_factory):
     project = str(tmp_path_factory.mktemp("seg-runs"))
     run = cnnkit.train(project=project, name="s", progress=False, **seg_options(data, report=True))
     return run, data / "images" / "s0.png"
+
+
+@pytest.fixture(scope="session")
+def small_sample(tmp_path_factory) -> Path:
+    """A quarter of the bundled cifar10-sample: 50 train and 20 test images of each class (the
+    first by name), for the preset runs whose networks are too wide to train on all 2,500
+    images in a test's seconds."""
+    import shutil
+
+    import cnnkit
+
+    sample = Path(cnnkit.__file__).parent / "data" / "samples" / "cifar10-sample"
+    root = tmp_path_factory.mktemp("small-sample") / "data"
+    for split, per_class in (("train", 50), ("test", 20)):
+        for folder in sorted((sample / split).iterdir()):
+            target = root / split / folder.name
+            target.mkdir(parents=True)
+            for image in sorted(folder.iterdir())[:per_class]:
+                shutil.copy(image, target / image.name)
+    return root

@@ -232,14 +232,14 @@ def test_fastnet_muon_bias_is_the_same_function_learning_64x_faster():
         create_model(spec, num_classes=10, input_size=(3, 32, 32))
 
 
-def test_a_muon_run_stopped_and_resumed_ends_where_an_unbroken_one_does(tmp_path):
-    """cifar10-94-muon on the sample: a run cut after epoch 1 and resumed matches one run
-    straight through (Muon's momentum buffers and groups come back from last.pt)."""
+def test_a_muon_run_stopped_and_resumed_ends_where_an_unbroken_one_does(tmp_path, small_sample):
+    """cifar10-94-muon on a quarter of the sample: a run cut after epoch 1 and resumed matches
+    one run straight through (Muon's momentum buffers and groups come back from last.pt)."""
     common = dict(
         preset="cifar10-94-muon",
-        data="cifar10-sample",
+        data=str(small_sample),
         epochs=2,
-        batch_size=250,
+        batch_size=100,
         precision="fp32",
         project=str(tmp_path),
     )

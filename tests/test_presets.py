@@ -121,15 +121,18 @@ def test_a_checkpoint_saved_without_the_whitening_bias_loads_as_a_zero_bias():
     assert torch.allclose(rebuilt(x), model(x))
 
 
-def test_the_trainer_freezes_the_whitening_bias_after_three_epochs_and_on_resume(tmp_path):
-    """cifar10-94 on the sample, stopped after epoch 3 and resumed: the bias learned in epochs
-    1-3 is kept through epoch 4 (the resumed optimiser loads with the bias in its group)."""
+def test_the_trainer_freezes_the_whitening_bias_after_three_epochs_and_on_resume(
+    tmp_path, small_sample
+):
+    """cifar10-94 on a quarter of the sample, stopped after epoch 3 and resumed: the bias
+    learned in epochs 1-3 is kept through epoch 4 (the resumed optimiser loads with the bias in
+    its group)."""
     cfg = build_config(
         overrides=dict(
             preset="cifar10-94",
-            data="cifar10-sample",
+            data=str(small_sample),
             epochs=4,
-            batch_size=256,
+            batch_size=100,
             lookahead=0.0,
             project=str(tmp_path),
             name="cut",
@@ -202,27 +205,27 @@ def test_a_directly_built_config_takes_the_preset_for_fields_left_at_defaults():
         ("cifar10-95", "fastnet_wide"),
     ],
 )
-def test_tiny_preset_run_end_to_end(tmp_path, preset, model):
-    """Each preset on the bundled sample for two epochs: whitening init, training, TTA test,
-    and the run's time split as airbench's clock counts it."""
+def test_tiny_preset_run_end_to_end(tmp_path, small_sample, preset, model):
+    """Each preset on a quarter of the bundled sample for two epochs: whitening init, training,
+    TTA test, and the run's time split as airbench's clock counts it."""
     result = cnnkit.train(
         preset=preset,
-        data="cifar10-sample",
+        data=str(small_sample),
         epochs=2,
-        batch_size=256,
+        batch_size=100,
         project=str(tmp_path),
         name="tiny",
         progress=False,
     )
     metrics = json.loads((result.run_dir / "metrics.json").read_text())
     assert metrics["epochs_done"] == 2 and metrics["tta"] == "flip-translate"
-    # the run's TTA figure is best.pt's with that TTA on the 500 test images, as evaluate finds
+    # the run's TTA figure is best.pt's with that TTA on the 200 test images, as evaluate finds
     # in the run's precision (cifar10-cpu's bf16 moves a test image or two against fp32)
     precision = torch.load(result.best, weights_only=True)["config"]["precision"]
     report = cnnkit.evaluate(
         result.run_dir, tta="flip-translate", precision=precision, out_dir=None, progress=False
     )
-    assert sum(report.support) == 500 == metrics["test_images"]
+    assert sum(report.support) == 200 == metrics["test_images"]
     assert metrics["test_accuracy_tta"] == pytest.approx(report.top1, abs=1e-6)
     assert metrics["test_accuracy"] == pytest.approx(report.top1_without_tta, abs=1e-6)
     assert (result.run_dir / "history.csv").is_file() and result.best.is_file()
