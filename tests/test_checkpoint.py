@@ -89,6 +89,19 @@ def test_corrupt_file_is_a_one_line_error(tmp_path):
         load_checkpoint(path)
 
 
+def test_an_unreadable_file_is_told_apart_from_a_damaged_checkpoint(tmp_path):
+    text = tmp_path / "notes.pt"
+    text.write_text("hello")
+    with pytest.raises(CnnkitError, match=r"notes.pt is not a readable checkpoint: it is not a Py"):
+        load_checkpoint(text)
+    whole = tmp_path / "whole.pt"
+    save_checkpoint(whole, state_dict={"w": torch.ones(1000)}, epoch=1)
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(CnnkitError, match=r"cut.pt is not a readable checkpoint: it is damaged"):
+        load_checkpoint(cut)
+
+
 def test_plain_state_dict_is_not_taken_for_a_checkpoint(tmp_path):
     path = tmp_path / "foreign.pt"
     torch.save({"w": torch.ones(1)}, path)

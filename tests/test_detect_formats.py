@@ -429,3 +429,18 @@ def test_coco128_yolo_reads_every_name_image_and_label_line():
         p.stem for p in images
     }
     assert sorted(Path(f).stem for f, _ in splits.skipped) == sorted(orphans)
+
+
+@pytest.mark.parametrize("layout", ["yolo", "coco"])
+def test_a_class_name_given_twice_is_refused_in_one_line(tmp_path, layout):
+    """Two ids named alike would share one row of counts and AP: refused, naming the file."""
+    if layout == "yolo":
+        write_yolo(tmp_path, SAMPLES, ["person", "car", "person"])
+        source = tmp_path / "data.yaml"
+    else:
+        source = write_coco(tmp_path, SAMPLES, ["person", "person"])
+    with pytest.raises(CnnkitError, match=r"names 'person' more than once") as err:
+        read_detection(tmp_path)
+    assert str(source) in str(err.value)
+    with pytest.raises(CnnkitError, match="more than once"):
+        inspect_detection(tmp_path)

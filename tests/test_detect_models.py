@@ -189,8 +189,11 @@ def test_postprocess_changes_take_effect(empty_hub):
     apply_postprocess(rcnn, PostProcess(0.3, 0.4, 7))
     heads = rcnn.model.roi_heads
     assert (heads.score_thresh, heads.nms_thresh, heads.detections_per_img) == (0.3, 0.4, 7)
-    with pytest.raises(CnnkitError, match="--conf"):
+    with pytest.raises(CnnkitError, match=r"--conf\) must be a number from 0 to 1"):
         PostProcess(score_threshold=1.5)
+    assert PostProcess(score_threshold=0.0).score_threshold == 0.0
+    with pytest.raises(CnnkitError, match=r"--iou\) must be a number above 0 and at most 1"):
+        PostProcess(iou_threshold=0)  # said as refused, not "from 0"
     assert PostProcess.from_dict(PostProcess(0.2, 0.6, 10).to_dict()) == PostProcess(0.2, 0.6, 10)
 
 

@@ -142,6 +142,12 @@ def test_predict_cli_json_and_saved_images(detect_run, boxes_data, tmp_path, cap
     assert all(set(d) == {"label", "score", "box"} for r in results for d in r["detections"])
     assert "skipped" in captured.err and "bad.png" in captured.err
     assert len(list(out.glob("*.png"))) == 2
+    taken = tmp_path / "taken"
+    taken.write_text("a file")
+    assert main([*args, "--save-images", str(taken)]) == 2  # refused before predicting
+    captured = capsys.readouterr()
+    assert captured.out == "" and len(captured.err.splitlines()) == 1
+    assert f"{taken} is a file, not a folder to write images into" in captured.err
 
 
 def test_an_interrupted_detection_run_resumes_to_the_same_weights(boxes_data, tmp_path):

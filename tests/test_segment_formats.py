@@ -418,3 +418,13 @@ def test_datasets_inspect_task_segment_reports_pennfudans_person_share(capsys):
     assert shares["person"]["images"] == 120
     assert main(["datasets", "--inspect", str(root), "--task", "segment"]) == 0
     assert "person" in capsys.readouterr().out
+
+
+def test_a_class_name_given_twice_is_refused_in_one_line(tmp_path):
+    photo(tmp_path / "images" / "x.png", (8, 10))
+    save_mask(tmp_path / "masks" / "x.png", np.zeros((8, 10), np.uint8))
+    write_classes(tmp_path / "classes.txt", ["background", "person", "person"])
+    with pytest.raises(CnnkitError, match=r"classes.txt names 'person' more than once"):
+        read_segmentation(tmp_path, val_split=0)
+    with pytest.raises(CnnkitError, match="more than once"):
+        inspect_segmentation(tmp_path)

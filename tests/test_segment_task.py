@@ -135,6 +135,24 @@ def test_predict_cli_json_shares_and_save_masks(seg_run, seg_data, tmp_path, cap
     assert "not for segmenters" in capsys.readouterr().err
 
 
+def test_a_masks_folder_that_is_a_file_is_one_line_before_any_prediction(
+    seg_run, seg_data, tmp_path, capsys
+):
+    taken = tmp_path / "taken"
+    taken.write_text("a file")
+    image = str(seg_data / "images" / "s2.png")
+    for out in (taken, taken / "below"):
+        code = main(["predict", str(seg_run.run_dir), image, "--json", "--save-masks", str(out)])
+        captured = capsys.readouterr()
+        assert code == 2 and captured.out == ""
+        assert captured.err.startswith("cnnkit: error: ") and len(captured.err.splitlines()) == 1
+        assert str(taken) in captured.err
+    empty = tmp_path / "empty.png"  # a folder named like an image
+    empty.mkdir()
+    assert main(["predict", str(seg_run.run_dir), str(empty)]) == 2
+    assert f"no images in the folder {empty}" in capsys.readouterr().err
+
+
 def test_an_interrupted_segmentation_run_resumes_to_the_same_weights(seg_data, tmp_path):
     options = seg_options(seg_data, epochs=2, project=str(tmp_path), seed=1, ema=0.9)
     full = cnnkit.train(name="full", progress=False, **options)

@@ -13,6 +13,7 @@ from typing import Any
 
 from cnnkit.config import TrainConfig, build_config, read_yaml_config
 from cnnkit.errors import CnnkitError
+from cnnkit.inputs import output_folder
 
 
 def given_train_flags(args: argparse.Namespace) -> dict[str, Any]:
@@ -182,6 +183,8 @@ def _predict_boxes(detector: Any, paths: list[str], args: argparse.Namespace) ->
         raise CnnkitError("--top-k is for classifiers; a detector takes --conf, --iou")
     if args.save_masks:
         raise CnnkitError("--save-masks is for segmenters; a detector draws with --save-images")
+    if args.save_images:  # before predicting: a bad folder must not cost the predictions
+        output_folder(args.save_images, "images")
     results, errors = detector.predict_paths(paths, conf=args.conf, iou=args.iou, tta=args.tta)
     _print_skipped(errors)
     if args.json:

@@ -1,4 +1,5 @@
-"""What users hand a predictor: paths, folders, globs, PIL images and arrays (every task)."""
+"""What users hand a predictor: paths, folders, globs, PIL images and arrays (every task), and
+the folders it writes into."""
 
 from __future__ import annotations
 
@@ -21,9 +22,12 @@ def expand_paths(patterns: list[str]) -> list[Path]:
     for pattern in patterns:
         path = Path(pattern)
         if path.is_dir():
-            found += sorted(
+            images = sorted(
                 p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
             )
+            if not images:
+                raise CnnkitError(f"no images in the folder {pattern}")
+            found += images
         elif path.exists():
             found.append(path)
         elif glob.has_magic(pattern):
@@ -43,3 +47,19 @@ def describe_input(item: ImageInput) -> str:
     if isinstance(item, Image.Image):
         return f"<PIL {item.mode} {item.width}x{item.height}>"
     return f"<array {'x'.join(map(str, np.shape(item)))}>"
+
+
+def output_folder(path: str | os.PathLike, what: str) -> Path:
+    """``path`` as a folder to write ``what`` into, made when missing; CnnkitError in one line
+    when it is a file or cannot be made or written (checked before any work is done)."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise CnnkitError(f"{folder} is a file, not a folder to write {what} into")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        reason = e.strerror or str(e)
+        raise CnnkitError(f"cannot make the folder {folder} for {what}: {reason}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise CnnkitError(f"cannot write {what} into {folder}: permission denied")
+    return folder

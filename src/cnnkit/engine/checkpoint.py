@@ -70,8 +70,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> dict[
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # a user's file: whatever the unpickler chokes on, say so in a line
-        reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
-        raise CnnkitError(f"{path} is not a readable checkpoint ({reason})") from None
+        why = _unreadable(path, exc)
+        raise CnnkitError(f"{path} is not a readable checkpoint: {why}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CnnkitError(
             f"{path} is not a cnnkit checkpoint (a plain state_dict or another tool's file?)"
@@ -80,3 +80,18 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> dict[
         raise CnnkitError(f"{path} was written by a newer cnnkit (format {ckpt['version']})")
     ckpt.setdefault("task", "classify")  # format 1 knew classification only
     return ckpt
+
+
+def _unreadable(path: Path, exc: Exception) -> str:
+    """Why torch.load refused a file, in a user's words (its own message names unpickler
+    internals: "invalid load key", "failed finding central directory", weights_only)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        return e.strerror or str(e)
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):  # torch's zip, old pickle
+        return "it is not a PyTorch file"
+    if "weights_only" in str(exc) or "weights only" in str(exc).lower():
+        return "it holds Python objects besides weights, which cnnkit does not unpickle"
+    return "it is damaged or cut short (copy it again)"

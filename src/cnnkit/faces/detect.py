@@ -18,7 +18,7 @@ import numpy as np
 from cnnkit.data import decode_image
 from cnnkit.errors import CnnkitError
 from cnnkit.faces.align import align_face
-from cnnkit.inputs import ImageInput, describe_input, expand_paths
+from cnnkit.inputs import ImageInput, describe_input, expand_paths, output_folder
 
 MIN_SCORE = 0.9  # MTCNN's last stage scores below this are not reported as faces
 LANDMARKS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
@@ -154,11 +154,7 @@ def detect_faces(
 def _folder(path: str | os.PathLike | None) -> Path | None:
     if path is None:
         return None
-    folder = Path(path)
-    if folder.exists() and not folder.is_dir():
-        raise CnnkitError(f"{folder} is a file, not a folder to save images in")
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+    return output_folder(path, "images")
 
 
 def draw_faces(image: np.ndarray, faces: list[Face], path: Path) -> Path:

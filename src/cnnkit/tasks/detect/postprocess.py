@@ -47,7 +47,8 @@ class PostProcess:
 
 def _fraction(what: str, value: object, low: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= 1:
-        raise CnnkitError(f"{what} must be a number from 0 to 1, got {value!r}")
+        bounds = "from 0 to 1" if low == 0 else "above 0 and at most 1"
+        raise CnnkitError(f"{what} must be a number {bounds}, got {value!r}")
     return float(value)
 
 

@@ -17,7 +17,7 @@ from cnnkit.data import decode_image
 from cnnkit.data.preprocess import Preprocessing
 from cnnkit.engine.device import Precision, resolve_device, resolve_precision
 from cnnkit.errors import CnnkitError
-from cnnkit.inputs import ImageInput, describe_input, expand_paths
+from cnnkit.inputs import ImageInput, describe_input, expand_paths, output_folder
 from cnnkit.tasks.detect.dataset import DetectionSet
 from cnnkit.tasks.detect.formats import read_detection
 from cnnkit.tasks.detect.inference import (
@@ -241,8 +241,7 @@ class Detector:
         """Draw each result's boxes on its image file, written to out_dir (PNG)."""
         from cnnkit.tasks.detect.draw import draw_detections
 
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
+        out = output_folder(out_dir, "images")
         written = []
         for i, result in enumerate(results):
             if not Path(result.source).is_file():

@@ -16,7 +16,7 @@ from cnnkit.data import decode_image
 from cnnkit.data.preprocess import Preprocessing
 from cnnkit.engine.device import Precision, resolve_device, resolve_precision
 from cnnkit.errors import CnnkitError
-from cnnkit.inputs import ImageInput, describe_input, expand_paths
+from cnnkit.inputs import ImageInput, describe_input, expand_paths, output_folder
 from cnnkit.tasks.evaluation_data import (
     check_split,
     choose_split,
@@ -144,9 +144,7 @@ class Segmenter:
         With ``save_masks`` each image's class-index PNG (``NNNN-name.png``, at its own size)
         and colour overlay (``NNNN-name_overlay.png``) are written there as they are made."""
         check_tta(tta)
-        out = Path(save_masks) if save_masks is not None else None
-        if out is not None:
-            out.mkdir(parents=True, exist_ok=True)
+        out = output_folder(save_masks, "masks") if save_masks is not None else None
         results: list[SegmentationResult] = []
         errors: list[tuple[str, str]] = []
         arrays, names = [], []
@@ -202,8 +200,7 @@ class Segmenter:
         """Write each result's class-index PNG, and its overlay where the source is a file."""
         from cnnkit.tasks.segment.draw import save_class_png
 
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
+        out = output_folder(out_dir, "masks")
         written = []
         for i, result in enumerate(results):
             if Path(result.source).is_file():

@@ -10,7 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from cnnkit.errors import CnnkitError
-from cnnkit.tasks.detect.formats.records import ImageRecord, ParsedDataset, split_of_name
+from cnnkit.tasks.detect.formats.records import (
+    ImageRecord,
+    ParsedDataset,
+    refuse_repeated_names,
+    split_of_name,
+)
 
 ROBOFLOW_NAME = "_annotations.coco.json"
 
@@ -81,6 +86,7 @@ def category_names(files: list[tuple[Path, dict[str, Any]]]) -> dict[int, str]:
                 raise CnnkitError(
                     f"{path}: category id {cid} is '{name}' here but '{names[cid]}' in another file"
                 )
+    refuse_repeated_names(list(names.values()), files[0][0] if files else "the COCO files")
     return names
 
 

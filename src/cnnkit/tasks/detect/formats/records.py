@@ -9,9 +9,12 @@ box therefore reads identically from every format.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from cnnkit.errors import CnnkitError
 
 
 @dataclass
@@ -57,3 +60,12 @@ def split_of_name(name: str) -> str | None:
     if "val" in text:
         return "val"
     return None
+
+
+def refuse_repeated_names(names: list[str], source: object) -> None:
+    """CnnkitError when two classes share a name: their counts, APs and IoUs would be
+    reported under one name, and a prediction could not say which class it means."""
+    repeated = [name for name, n in Counter(names).items() if n > 1]
+    if repeated:
+        shown = ", ".join(f"'{n}'" for n in repeated[:5])
+        raise CnnkitError(f"{source} names {shown} more than once: give each class its own name")

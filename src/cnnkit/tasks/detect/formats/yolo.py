@@ -14,7 +14,7 @@ import yaml
 
 from cnnkit.data.decode import IMAGE_EXTENSIONS
 from cnnkit.errors import CnnkitError
-from cnnkit.tasks.detect.formats.records import ImageRecord, ParsedDataset
+from cnnkit.tasks.detect.formats.records import ImageRecord, ParsedDataset, refuse_repeated_names
 
 YAML_NAMES = ("data.yaml", "data.yml")
 SPLITS = ("train", "val", "test")
@@ -42,17 +42,21 @@ def _load_yaml(path: Path) -> dict[str, Any]:
 
 
 def class_names(path: Path, names: Any) -> tuple[list[str], dict[int, int]]:
-    """Class names and label id -> class index from ``names`` (a list or an {id: name} dict)."""
+    """Class names and label id -> class index from ``names`` (a list or an {id: name} dict);
+    CnnkitError for a name given to two ids."""
     if isinstance(names, list):
-        return [str(n) for n in names], {i: i for i in range(len(names))}
-    if isinstance(names, dict):
+        listed, index_of = [str(n) for n in names], {i: i for i in range(len(names))}
+    elif isinstance(names, dict):
         try:
             ids = sorted(int(k) for k in names)
         except (TypeError, ValueError):
             raise CnnkitError(f"{path}: 'names' keys must be class ids (0, 1, ...)") from None
         by_id = {int(k): str(v) for k, v in names.items()}
-        return [by_id[i] for i in ids], {cid: i for i, cid in enumerate(ids)}
-    raise CnnkitError(f"{path}: 'names' must be a list or an {{id: name}} mapping")
+        listed, index_of = [by_id[i] for i in ids], {cid: i for i, cid in enumerate(ids)}
+    else:
+        raise CnnkitError(f"{path}: 'names' must be a list or an {{id: name}} mapping")
+    refuse_repeated_names(listed, path)
+    return listed, index_of
 
 
 def image_files(folder: Path) -> list[Path]:

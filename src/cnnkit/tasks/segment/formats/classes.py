@@ -19,6 +19,7 @@ import numpy as np
 import yaml
 
 from cnnkit.errors import CnnkitError
+from cnnkit.tasks.detect.formats.records import refuse_repeated_names
 from cnnkit.tasks.detect.formats.yolo import class_names
 from cnnkit.tasks.segment.dataset import IGNORE_INDEX, MAX_CLASSES
 from cnnkit.tasks.segment.formats.records import MaskError
@@ -44,6 +45,7 @@ class ClassMap:
             )
         if not self.classes:
             raise CnnkitError(f"{self.source} names no classes")
+        refuse_repeated_names(self.classes, self.source)
         self.index_of.setdefault(IGNORE_INDEX, IGNORE_INDEX)
         self._table = np.full(max(self.index_of) + 1, -1, dtype=np.int64)
         for value, index in self.index_of.items():
