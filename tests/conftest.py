@@ -10,12 +10,13 @@ import pytest
 from cnnkit.models.weights import hub_checkpoint_dir
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
-    # `make test` runs two pytest workers on the two cores: each (and every process its tests
-    # start) computes on one thread, so the workers do not fight over the cores
+    # `make test` runs pytest workers (two): each, and every process its tests start, computes
+    # on its share of the cores (one each on two), so the workers do not fight over them
     import torch
 
-    os.environ["OMP_NUM_THREADS"] = "1"
-    torch.set_num_threads(1)
+    _share = max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", 1)))
+    os.environ.setdefault("OMP_NUM_THREADS", str(_share))
+    torch.set_num_threads(_share)
 
 SHARED_CIFAR10 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10"
 
@@ -86,7 +87,7 @@ def tiny_segmenter_run(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def small_sample(tmp_path_factory) -> Path:
-    """A quarter of the bundled cifar10-sample: 50 train and 20 test images of each class (the
+    """Part of the bundled cifar10-sample: 50 train and 20 test images of each class (the
     first by name), for the preset runs whose networks are too wide to train on all 2,500
     images in a test's seconds."""
     import shutil

@@ -444,3 +444,15 @@ def test_a_class_name_given_twice_is_refused_in_one_line(tmp_path, layout):
     assert str(source) in str(err.value)
     with pytest.raises(CnnkitError, match="more than once"):
         inspect_detection(tmp_path)
+
+
+def test_an_unused_coco_category_named_like_a_class_is_left_out_with_a_note(tmp_path):
+    """Roboflow's exports add a root category (id 0) named after the dataset, which may be a
+    class's name; it holds no annotation, so it is dropped instead of refusing the data."""
+    path = write_coco(tmp_path, SAMPLES)
+    data = json.loads(path.read_text())
+    data["categories"].insert(0, {"id": 0, "name": CLASSES[0], "supercategory": "none"})
+    path.write_text(json.dumps(data))
+    splits = read_detection(tmp_path, val_split=0)
+    assert splits.classes == CLASSES
+    assert any(f"category id 0 ('{CLASSES[0]}') holds no annotation" in n for n in splits.notes)

@@ -233,7 +233,7 @@ def test_fastnet_muon_bias_is_the_same_function_learning_64x_faster():
 
 
 def test_a_muon_run_stopped_and_resumed_ends_where_an_unbroken_one_does(tmp_path, small_sample):
-    """cifar10-94-muon on a quarter of the sample: a run cut after epoch 1 and resumed matches
+    """cifar10-94-muon on part of the sample: a run cut after epoch 1 and resumed matches
     one run straight through (Muon's momentum buffers and groups come back from last.pt)."""
     common = dict(
         preset="cifar10-94-muon",

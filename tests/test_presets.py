@@ -124,7 +124,7 @@ def test_a_checkpoint_saved_without_the_whitening_bias_loads_as_a_zero_bias():
 def test_the_trainer_freezes_the_whitening_bias_after_three_epochs_and_on_resume(
     tmp_path, small_sample
 ):
-    """cifar10-94 on a quarter of the sample, stopped after epoch 3 and resumed: the bias
+    """cifar10-94 on part of the sample, stopped after epoch 3 and resumed: the bias
     learned in epochs 1-3 is kept through epoch 4 (the resumed optimiser loads with the bias in
     its group)."""
     cfg = build_config(
@@ -206,7 +206,7 @@ def test_a_directly_built_config_takes_the_preset_for_fields_left_at_defaults():
     ],
 )
 def test_tiny_preset_run_end_to_end(tmp_path, small_sample, preset, model):
-    """Each preset on a quarter of the bundled sample for two epochs: whitening init, training,
+    """Each preset on part of the bundled sample for two epochs: whitening init, training,
     TTA test, and the run's time split as airbench's clock counts it."""
     result = cnnkit.train(
         preset=preset,

@@ -428,3 +428,17 @@ def test_a_class_name_given_twice_is_refused_in_one_line(tmp_path):
         read_segmentation(tmp_path, val_split=0)
     with pytest.raises(CnnkitError, match="more than once"):
         inspect_segmentation(tmp_path)
+
+
+def test_ignore_names_may_repeat_in_a_yaml(tmp_path):
+    write_yaml(tmp_path / "segmentation.yaml", {"classes": {0: "void", 1: "road", 254: "void"}})
+    photo(tmp_path / "images" / "x.png", (6, 8))
+    save_mask(tmp_path / "masks" / "x.png", np.array([[0, 1, 254, 1, 1, 1, 1, 1]] * 6, np.uint8))
+    splits = read_segmentation(tmp_path, val_split=0)
+    assert splits.classes == ["road"]
+    np.testing.assert_array_equal(
+        splits.train.masks[0].numpy(), np.array([[255, 0, 255, 0, 0, 0, 0, 0]] * 6)
+    )
+    write_yaml(tmp_path / "segmentation.yaml", {"classes": {0: "road", 1: "road"}})
+    with pytest.raises(CnnkitError, match="segmentation.yaml names 'road' more than once"):
+        read_segmentation(tmp_path, val_split=0)

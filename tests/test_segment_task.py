@@ -151,6 +151,8 @@ def test_a_masks_folder_that_is_a_file_is_one_line_before_any_prediction(
     empty.mkdir()
     assert main(["predict", str(seg_run.run_dir), str(empty)]) == 2
     assert f"no images in the folder {empty}" in capsys.readouterr().err
+    assert main(["predict", str(seg_run.run_dir), str(empty), image, "--json"]) == 0  # the rest
+    assert [r["source"] for r in json.loads(capsys.readouterr().out)] == [image]
 
 
 def test_an_interrupted_segmentation_run_resumes_to_the_same_weights(seg_data, tmp_path):

@@ -17,16 +17,17 @@ ImageInput = str | os.PathLike | Image.Image | np.ndarray
 
 
 def expand_paths(patterns: list[str]) -> list[Path]:
-    """Files as given, folders searched recursively for images, globs expanded; sorted, unique."""
+    """Files as given, folders searched recursively for images, globs expanded; sorted, unique.
+    CnnkitError when nothing is found and a folder given held no image."""
     found: list[Path] = []
+    empty: list[str] = []
     for pattern in patterns:
         path = Path(pattern)
         if path.is_dir():
             images = sorted(
                 p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
             )
-            if not images:
-                raise CnnkitError(f"no images in the folder {pattern}")
+            empty += [] if images else [pattern]
             found += images
         elif path.exists():
             found.append(path)
@@ -37,6 +38,8 @@ def expand_paths(patterns: list[str]) -> list[Path]:
             found += [p for p in matches if p.is_file()]
         else:
             raise CnnkitError(f"file not found: {pattern}")
+    if not found and empty:
+        raise CnnkitError(f"no images in the folder {empty[0]}")
     return list(dict.fromkeys(found))
 
 

@@ -92,6 +92,9 @@ def _unreadable(path: Path, exc: Exception) -> str:
         return e.strerror or str(e)
     if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):  # torch's zip, old pickle
         return "it is not a PyTorch file"
-    if "weights_only" in str(exc) or "weights only" in str(exc).lower():
+    # torch words every refusal under weights_only as "Weights only load failed", a corrupt
+    # opcode too; a foreign class is the one it names as a global it does not allow
+    said = str(exc)
+    if any(w in said for w in ("Unsupported global", "not an allowed global", "is blocked")):
         return "it holds Python objects besides weights, which cnnkit does not unpickle"
     return "it is damaged or cut short (copy it again)"

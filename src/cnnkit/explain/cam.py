@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cnnkit import inputs
 from cnnkit.data import decode_image
 from cnnkit.errors import CnnkitError, did_you_mean
 from cnnkit.explain.layers import find_target_layer
@@ -151,11 +152,10 @@ def check_network(predictor: Any) -> None:
 
 
 def output_folder(out_dir: str | Path | None) -> Path | None:
+    """The folder explanations are written into (made; one line when it cannot be), or None."""
     if out_dir is None:
         return None
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+    return inputs.output_folder(out_dir, "explanations")
 
 
 EXPLAINED_TASKS = ("classify", "detect", "segment")

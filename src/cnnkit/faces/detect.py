@@ -127,8 +127,8 @@ def detect_faces(
             items.append(item)
     if not items:
         raise CnnkitError("no image to look for faces in")
-    out_images = _folder(save_images)
-    out_crops = _folder(save_crops)
+    out_images = _folder(save_images, "images")
+    out_crops = _folder(save_crops, "face crops")
     results, errors = [], []
     for i, item in enumerate(items):
         name = describe_input(item)
@@ -151,10 +151,8 @@ def detect_faces(
     return results, errors
 
 
-def _folder(path: str | os.PathLike | None) -> Path | None:
-    if path is None:
-        return None
-    return output_folder(path, "images")
+def _folder(path: str | os.PathLike | None, what: str) -> Path | None:
+    return None if path is None else output_folder(path, what)
 
 
 def draw_faces(image: np.ndarray, faces: list[Face], path: Path) -> Path:

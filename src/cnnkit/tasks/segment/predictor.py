@@ -144,6 +144,7 @@ class Segmenter:
         With ``save_masks`` each image's class-index PNG (``NNNN-name.png``, at its own size)
         and colour overlay (``NNNN-name_overlay.png``) are written there as they are made."""
         check_tta(tta)
+        paths = expand_paths(patterns)  # before the folder is made: bad inputs leave none
         out = output_folder(save_masks, "masks") if save_masks is not None else None
         results: list[SegmentationResult] = []
         errors: list[tuple[str, str]] = []
@@ -160,7 +161,7 @@ class Segmenter:
             arrays.clear()
             names.clear()
 
-        for path in expand_paths(patterns):
+        for path in paths:
             try:
                 arrays.append(decode_image(path))
                 names.append(str(path))

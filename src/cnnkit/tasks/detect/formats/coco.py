@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -86,8 +86,31 @@ def category_names(files: list[tuple[Path, dict[str, Any]]]) -> dict[int, str]:
                 raise CnnkitError(
                     f"{path}: category id {cid} is '{name}' here but '{names[cid]}' in another file"
                 )
-    refuse_repeated_names(list(names.values()), files[0][0] if files else "the COCO files")
     return names
+
+
+def drop_empty_namesakes(
+    files: list[tuple[Path, dict[str, Any]]], names: dict[int, str]
+) -> tuple[dict[int, str], list[str]]:
+    """Categories that share a name with another and hold no annotation in any file (Roboflow
+    exports name their root category after the dataset, which may be a class's name) are
+    dropped, with a note; a name that two used categories share is refused in one line."""
+    used = {
+        ann.get("category_id")
+        for _, data in files
+        for ann in data.get("annotations", [])
+        if isinstance(ann, dict)
+    }
+    counts = Counter(names.values())
+    dropped = [c for c, n in names.items() if counts[n] > 1 and c not in used]
+    kept = {c: n for c, n in names.items() if c not in dropped}
+    refuse_repeated_names(list(kept.values()), " and ".join(str(p) for p, _ in files))
+    notes = [
+        f"category id {c} ('{names[c]}') holds no annotation and shares its name with another: "
+        "left out of the classes"
+        for c in dropped
+    ]
+    return kept, notes
 
 
 def _box(ann: dict[str, Any]) -> list[float] | None:
@@ -176,10 +199,10 @@ def parse_coco(paths: list[Path]) -> ParsedDataset:
     """Read instances files into image records: one file is the whole dataset ("train", split
     by val_split later); several give the splits their names say (train / val / test)."""
     files = [(p, load_instances(p)) for p in paths]
-    names = category_names(files)
+    names, notes = drop_empty_namesakes(files, category_names(files))
     ids = sorted(names)
     index_of = {cid: i for i, cid in enumerate(ids)}
-    parsed = ParsedDataset("coco", [names[c] for c in ids], {})
+    parsed = ParsedDataset("coco", [names[c] for c in ids], {}, notes=notes)
     for path, data in files:
         split = split_of_file(path) if len(paths) > 1 else "train"
         records = _records(path, data, index_of, parsed.skipped)

@@ -42,8 +42,7 @@ def _load_yaml(path: Path) -> dict[str, Any]:
 
 
 def class_names(path: Path, names: Any) -> tuple[list[str], dict[int, int]]:
-    """Class names and label id -> class index from ``names`` (a list or an {id: name} dict);
-    CnnkitError for a name given to two ids."""
+    """Class names and label id -> class index from ``names`` (a list or an {id: name} dict)."""
     if isinstance(names, list):
         listed, index_of = [str(n) for n in names], {i: i for i in range(len(names))}
     elif isinstance(names, dict):
@@ -55,7 +54,6 @@ def class_names(path: Path, names: Any) -> tuple[list[str], dict[int, int]]:
         listed, index_of = [by_id[i] for i in ids], {cid: i for i, cid in enumerate(ids)}
     else:
         raise CnnkitError(f"{path}: 'names' must be a list or an {{id: name}} mapping")
-    refuse_repeated_names(listed, path)
     return listed, index_of
 
 
@@ -167,6 +165,7 @@ def parse_yolo(yaml_path: Path) -> ParsedDataset:
     from the yaml's folder, not from Ultralytics' datasets folder)."""
     data = _load_yaml(yaml_path)
     classes, index_of = class_names(yaml_path, data["names"])
+    refuse_repeated_names(classes, yaml_path)
     root = Path(str(data["path"])) if data.get("path") else yaml_path.parent
     if not root.is_absolute():
         root = yaml_path.parent / root

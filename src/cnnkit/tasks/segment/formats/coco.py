@@ -20,11 +20,13 @@ import numpy as np
 from cnnkit.errors import CnnkitError
 from cnnkit.tasks.detect.formats.coco import (
     category_names,
+    drop_empty_namesakes,
     find_image,
     image_folders,
     load_instances,
     split_of_file,
 )
+from cnnkit.tasks.detect.formats.records import refuse_repeated_names
 from cnnkit.tasks.segment.dataset import IGNORE_INDEX, MAX_CLASSES
 from cnnkit.tasks.segment.formats.records import MaskError, ParsedSegmentation, SampleRecord
 
@@ -144,7 +146,7 @@ def parse_coco_masks(paths: list[Path]) -> ParsedSegmentation:
     val_split later); several give the splits their names say (train / val / test)."""
     check_pycocotools()
     files = [(p, load_instances(p)) for p in paths]
-    names = category_names(files)
+    names, notes = drop_empty_namesakes(files, category_names(files))
     ids = sorted(names)
     if len(ids) + 1 > MAX_CLASSES:
         raise CnnkitError(
@@ -152,7 +154,9 @@ def parse_coco_masks(paths: list[Path]) -> ParsedSegmentation:
             "background"
         )
     index_of = {cid: i for i, cid in enumerate(ids, 1)}
-    parsed = ParsedSegmentation("coco", ["background", *(names[c] for c in ids)], {})
+    classes = ["background", *(names[c] for c in ids)]
+    refuse_repeated_names(classes, paths[0])  # a category named "background" besides class 0
+    parsed = ParsedSegmentation("coco", classes, {}, notes=notes)
     if ids != list(range(1, len(ids) + 1)):
         parsed.notes.append(
             f"COCO category ids {ids[0]}..{ids[-1]} (with gaps) are classes 1..{len(ids)}; "
