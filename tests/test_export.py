@@ -183,6 +183,8 @@ def test_a_tampered_file_fails_the_check(cls_run, tmp_path):
 def test_bad_files_and_options_fail_in_one_line(cls_run, tmp_path, capsys):
     garbage = tmp_path / "garbage.onnx"
     garbage.write_bytes(b"not a model")
+    a_folder = tmp_path / "folder.onnx"
+    a_folder.mkdir()
     foreign = tmp_path / "foreign.onnx"  # a real ONNX file that cnnkit did not write
     torch.onnx.export(torch.nn.Linear(2, 2).eval(), (torch.zeros(1, 2),), str(foreign), dynamo=True)
     cases = [
@@ -192,6 +194,8 @@ def test_bad_files_and_options_fail_in_one_line(cls_run, tmp_path, capsys):
         (["export", str(cls_run.run_dir), "--out", str(tmp_path / "m.bin")], "must end in .onnx"),
         (["export", str(tmp_path / "nothing")], "checkpoint not found"),
         (["export", str(cls_run.run_dir), "--int8", "--format", "pt2"], "use --format onnx"),
+        (["export", str(cls_run.run_dir), "--out", str(a_folder)], "is a folder; --out names"),
+        (["export", str(cls_run.run_dir), "--out", str(garbage / "m.onnx")], "is a file, not a"),
     ]
     for argv, message in cases:
         assert main(argv) != 0

@@ -50,6 +50,7 @@ from cnnkit.export.quantize import (
     split_images,
 )
 from cnnkit.export.runtime import load_exported
+from cnnkit.inputs import output_folder
 
 __all__ = ["ExportResult", "export_model", "load_exported", "verify"]
 
@@ -92,10 +93,14 @@ def output_path(
     """Where an export of ``checkpoint`` goes: ``out`` (checked to end in the format's suffix),
     else beside the checkpoint (best.onnx; int8: best.int8.onnx)."""
     if out is None:
-        return checkpoint.with_suffix((".int8" if int8 else "") + SUFFIX[fmt])
-    path = Path(out)
-    if format_of(path) != fmt:
-        raise CnnkitError(f"--out for {fmt} must end in {SUFFIX[fmt]}, not '{path.name}'")
+        path = checkpoint.with_suffix((".int8" if int8 else "") + SUFFIX[fmt])
+    else:
+        path = Path(out)
+        if format_of(path) != fmt:
+            raise CnnkitError(f"--out for {fmt} must end in {SUFFIX[fmt]}, not '{path.name}'")
+    if path.is_dir():  # said before the export runs, not after it
+        raise CnnkitError(f"{path} is a folder; --out names the file to write")
+    output_folder(path.parent, "the exported model")
     return path
 
 

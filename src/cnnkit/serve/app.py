@@ -33,6 +33,7 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from cnnkit.data.decode import (
     WEB_FORMATS,
@@ -45,6 +46,7 @@ from cnnkit.data.decode import (
 )
 from cnnkit.errors import CnnkitError
 from cnnkit.serve.batcher import Batcher, QueueFull
+from cnnkit.serve.budget import PixelBudget
 from cnnkit.serve.metrics import ServerMetrics
 from cnnkit.serve.priority import lower_other_threads, lower_this_thread
 
@@ -162,12 +164,13 @@ async def _image_bytes(request: Request, limit: int) -> bytes:
     return data
 
 
-def _check_header(data: bytes, max_pixels: int) -> None:
+def _check_header(data: bytes, max_pixels: int) -> int:
     """What the first bytes and the header tell, at once on the event loop: the format, and
-    the pixel count (a decompression bomb is refused before any pixel is decoded)."""
+    the pixel count, returned (a decompression bomb is refused before any pixel is decoded)."""
     if sniff_format(data[:16]) not in WEB_FORMATS:
         raise NotAnImage("not an image, or a format this server does not take")
-    read_size(data, max_pixels)
+    height, width = read_size(data, max_pixels)
+    return height * width
 
 
 def _decode(predictor: Any, data: bytes, max_pixels: int, nice: int) -> np.ndarray:
@@ -270,6 +273,25 @@ def create_app(model: Any, options: ServeOptions | None = None) -> FastAPI:
             headers=error.headers,
         )
 
+    budget = PixelBudget(2 * options.max_pixels)
+
+    async def _decode_and_predict(data: bytes) -> Any:
+        try:
+            image = await run_in_threadpool(
+                _decode, predictor, data, options.max_pixels, options.worker_nice
+            )
+        except ImageDecodeError as exc:
+            raise Refused(422, "unreadable_image", str(exc)) from None
+        metrics.waiting.set(batcher.waiting)
+        try:
+            return await batcher.submit(image)
+        except QueueFull:
+            raise Refused(
+                503, "busy", "the queue is full; retry shortly", {"Retry-After": "1"}
+            ) from None
+        except CnnkitError as exc:
+            raise Refused(422, "unpredictable", str(exc)) from None
+
     @app.post("/predict", summary="Predict one image (multipart field 'file' or the raw body)")
     async def predict(request: Request) -> Response:
         started = time.perf_counter()
@@ -283,27 +305,20 @@ def create_app(model: Any, options: ServeOptions | None = None) -> FastAPI:
                     raise Refused(401, "unauthorized", "missing or wrong API key (X-API-Key)")
             data = await _image_bytes(request, options.max_bytes)
             try:
-                _check_header(data, options.max_pixels)
-                image = await run_in_threadpool(
-                    _decode, predictor, data, options.max_pixels, options.worker_nice
-                )
+                pixels = _check_header(data, options.max_pixels)
             except TooManyPixels as exc:
                 raise Refused(422, "too_many_pixels", str(exc)) from None
             except NotAnImage as exc:
                 raise Refused(415, "unsupported_media", str(exc)) from None
             except ImageDecodeError as exc:
                 raise Refused(422, "unreadable_image", str(exc)) from None
-            metrics.waiting.set(batcher.waiting)
-            try:
-                result = await batcher.submit(image)
-            except QueueFull:
-                raise Refused(
-                    503, "busy", "the queue is full; retry shortly", {"Retry-After": "1"}
-                ) from None
-            except CnnkitError as exc:
-                raise Refused(422, "unpredictable", str(exc)) from None
+            async with budget.hold(pixels):  # decoded pixels held at once stay bounded
+                result = await _decode_and_predict(data)
         except Refused as error:
             return refuse("/predict", error)
+        except ClientDisconnect:  # the client went away mid-upload: nobody to answer
+            metrics.requests.labels("/predict", "499").inc()
+            return Response(status_code=499)
         body = _result_json(predictor, result)
         metrics.latency.observe(time.perf_counter() - started)
         metrics.requests.labels("/predict", "200").inc()

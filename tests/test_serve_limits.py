@@ -1,0 +1,56 @@
+"""The server's bound on decoded pixels in flight, and uploads a client abandons."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+
+import httpx
+
+from cnnkit.serve.budget import PixelBudget
+from test_serve import photo, png_bytes, start_server
+
+
+def test_the_pixel_budget_makes_a_request_that_does_not_fit_wait():
+    async def scenario() -> list[str]:
+        budget, order = PixelBudget(100), []
+
+        async def request(name: str, pixels: int, seconds: float) -> None:
+            async with budget.hold(pixels):
+                order.append(f"{name} in ({budget.in_flight})")
+                await asyncio.sleep(seconds)
+            order.append(f"{name} out")
+
+        first = asyncio.create_task(request("a", 60, 0.05))
+        await asyncio.sleep(0.01)
+        await asyncio.gather(first, request("b", 60, 0), request("c", 30, 0))
+        await request("huge", 500, 0)  # over the whole budget: runs, alone
+        assert budget.in_flight == 0
+        return order
+
+    order = asyncio.run(scenario())
+    assert order[:2] == ["a in (60)", "c in (90)"]  # c fits beside a; b waits for a
+    assert order.index("b in (60)") > order.index("a out")
+    assert order[-2:] == ["huge in (500)", "huge out"]
+
+
+def test_an_upload_the_client_abandons_is_no_internal_error(cls_run):
+    proc, url = start_server(cls_run.run_dir)
+    try:
+        port = int(url.rsplit(":", 1)[1])
+        for _ in range(5):
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                s.sendall(
+                    b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                    b"Content-Length: 5000\r\n\r\n\x89PNG"
+                )
+        time.sleep(1.0)
+        reply = httpx.post(f"{url}/predict", content=png_bytes(photo()), timeout=30)
+        assert reply.status_code == 200
+        metrics = httpx.get(f"{url}/metrics", timeout=10).text
+        assert 'reason="internal"' not in metrics
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=20)
+    assert "Traceback" not in out and "internal error" not in out
