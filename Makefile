@@ -25,8 +25,9 @@ $(STAMP): pyproject.toml requirements-lock.txt
 demo: setup
 	$(VENV)/bin/cnnkit demo
 
-# two pytest workers (pytest-xdist), one compute thread each: the suite's wall time on 2 cores
-# drops by a third against one process on both threads; WORKERS=0 runs it in one process
+# two pytest workers (pytest-xdist), each on its share of the cores (one thread each on 2): the
+# suite's wall time on 2 cores drops by a third against one process on both threads
+# (docs/benchmarks.md); WORKERS=0 runs it in one process
 WORKERS ?= 2
 
 test: setup
