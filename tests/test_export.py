@@ -195,6 +195,8 @@ def test_bad_files_and_options_fail_in_one_line(cls_run, tmp_path, capsys):
         (["export", str(tmp_path / "nothing")], "checkpoint not found"),
         (["export", str(cls_run.run_dir), "--int8", "--format", "pt2"], "use --format onnx"),
         (["export", str(cls_run.run_dir), "--out", str(a_folder)], "is a folder; --out names"),
+        (["export", str(cls_run.run_dir), "--opset", "99"], "--opset must be a whole number"),
+        (["export", str(cls_run.run_dir), "--opset", "3"], "from 7 to"),
         (["export", str(cls_run.run_dir), "--out", str(garbage / "m.onnx")], "is a file, not a"),
     ]
     for argv, message in cases:

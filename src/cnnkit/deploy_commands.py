@@ -11,7 +11,7 @@ from cnnkit.errors import CnnkitError
 
 def cmd_export(args: argparse.Namespace) -> int:
     from cnnkit.engine.checkpoint import resolve_checkpoint_path
-    from cnnkit.export import export_model, output_path, verify
+    from cnnkit.export import check_opset, export_model, output_path, verify
     from cnnkit.export.parity import summary
     from cnnkit.export.quantize import check_int8
 
@@ -23,6 +23,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         return 0
     checkpoint = resolve_checkpoint_path(args.checkpoint)
     output_path(checkpoint, args.format, args.out, args.int8)  # a bad --out: say so now
+    if args.opset is not None:
+        check_opset(args.opset)
     if args.int8:
         check_int8(None, args.format)
     kind = f"int8 {args.format}" if args.int8 else args.format

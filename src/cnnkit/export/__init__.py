@@ -104,6 +104,16 @@ def output_path(
     return path
 
 
+def check_opset(opset: int) -> None:
+    """An opset the installed onnx knows, from 7 (the oldest onnxruntime runs); torch.onnx
+    otherwise prints a traceback and silently writes its own default instead."""
+    import onnx
+
+    newest = onnx.defs.onnx_opset_version()
+    if isinstance(opset, bool) or not isinstance(opset, int) or not 7 <= opset <= newest:
+        raise CnnkitError(f"--opset must be a whole number from 7 to {newest}, not {opset!r}")
+
+
 @contextlib.contextmanager
 def _quiet():
     """The exporters print progress and warn about tracing; a user sees cnnkit's one line."""
@@ -186,6 +196,8 @@ def export_model(
     """
     if format not in FORMATS:
         raise CnnkitError(f"export format must be one of {', '.join(FORMATS)}, not '{format}'")
+    if opset is not None:
+        check_opset(opset)
     from cnnkit.predict import load
 
     checkpoint = resolve_checkpoint_path(source)
