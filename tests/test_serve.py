@@ -8,6 +8,7 @@ import asyncio
 import base64
 import io
 import os
+import re
 import socket
 import struct
 import subprocess
@@ -76,6 +77,35 @@ def test_health_ready_metrics_docs_and_page(client):
     metrics = client.get("/metrics").text
     assert 'cnnkit_requests_total{endpoint="/predict",status="200"}' in metrics
     assert "cnnkit_batch_size_bucket" in metrics and "process_resident_memory_bytes" in metrics
+
+
+def test_the_docs_page_needs_no_internet_and_describes_the_upload(client):
+    docs = client.get("/docs")
+    assert docs.status_code == 200
+    sources = re.findall(r'(?:src|href)="([^"]+)"', docs.text) + re.findall(
+        r"url: *'([^']+)'", docs.text
+    )
+    assert sources and not [s for s in sources if "//" in s]  # every asset from this server
+    for asset in (s for s in sources if s.endswith((".js", ".css"))):
+        fetched = client.get(asset)
+        assert fetched.status_code == 200 and len(fetched.content) > 10_000, asset
+    body = client.get("/openapi.json").json()["paths"]["/predict"]["post"]["requestBody"]
+    content = body["content"]
+    assert content["multipart/form-data"]["schema"]["properties"]["file"]["format"] == "binary"
+    assert "application/octet-stream" in content and body["required"] is True
+
+
+def test_head_requests_and_unknown_routes_answer_like_the_rest(client):
+    for path in ("/", "/healthz"):
+        reply = client.head(path)
+        assert reply.status_code == 200 and reply.content == b"", path
+    missing = client.get("/nothing/here")
+    assert missing.status_code == 404
+    assert missing.json() == {"error": "not_found", "detail": "Not Found"}
+    wrong = client.get("/predict")
+    assert wrong.status_code == 405 and wrong.json()["error"] == "method_not_allowed"
+    assert wrong.headers["allow"] == "POST"
+    assert 'cnnkit_errors_total{reason="not_found"}' in client.get("/metrics").text
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
@@ -405,6 +435,39 @@ def test_the_page_draws_boxes_and_masks(box_runs, task, tmp_path):
             assert changed[mask == 0].mean() < 0.05
             if (mask > 0).any():
                 assert changed[mask > 0].mean() > 0.5
+    finally:
+        driver.quit()
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+@needs_browser
+@pytest.mark.parametrize("task", ["detect", "segment"])
+def test_the_page_answers_for_an_image_the_browser_cannot_show(box_runs, task, tmp_path):
+    """The server reads TIFF; Chromium cannot draw it: the answer is shown without the picture
+    (a segmenter's mask on its own) instead of the page waiting forever."""
+    from selenium.webdriver.common.by import By
+
+    run, image = box_runs[task]
+    tiff = tmp_path / "upload.tiff"
+    Image.open(image).convert("RGB").save(tiff)
+    proc, url = start_server(run.run_dir)
+    driver = browser()
+    try:
+        text = upload_on_the_page(driver, url, tiff, tmp_path / f"{task}-tiff.png")
+        assert "cannot show the image" in driver.find_element(By.ID, "status").text
+        width, height = Image.open(image).size
+        if task == "detect":
+            assert "objects" in text
+            assert driver.execute_script("return document.getElementById('canvas').width") == 0
+        else:
+            drawn = canvas_pixels(driver)
+            assert "pixels per class" in text
+            scale = min(1, 560 / max(width, height))
+            assert drawn.shape[:2] == (round(height * scale), round(width * scale))
+            mask = cnnkit.load(run.run_dir).predict(str(image)).mask
+            if scale == 1:  # the mask alone: tinted where the model found objects, else clear
+                assert ((drawn[..., 3] > 0) == (mask > 0)).mean() > 0.99
     finally:
         driver.quit()
         proc.terminate()

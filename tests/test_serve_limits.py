@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import select
 import socket
 import time
 
@@ -54,3 +55,40 @@ def test_an_upload_the_client_abandons_is_no_internal_error(cls_run):
         proc.terminate()
         out, _ = proc.communicate(timeout=20)
     assert "Traceback" not in out and "internal error" not in out
+
+
+def test_a_stalled_or_dripping_upload_is_closed_after_the_upload_timeout(cls_run):
+    proc, url = start_server(cls_run.run_dir, "--upload-timeout", "1.5")
+    try:
+        port = int(url.rsplit(":", 1)[1])
+        headers = (
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+            b"Content-Length: 5000\r\n\r\n"
+        )
+        for drip in (False, True):  # silent after 4 bytes; a byte every 0.4 s
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+                started = time.monotonic()
+                s.sendall(headers + b"\x89PNG")
+                reply = b""
+                while time.monotonic() - started < 8:
+                    answered = select.select([s], [], [], 0.4)[0]
+                    if not answered:
+                        if drip:
+                            s.sendall(b"\0")
+                        continue
+                    chunk = s.recv(4096)
+                    if not chunk:  # closed by the server
+                        break
+                    reply += chunk
+                waited = time.monotonic() - started
+            assert reply.startswith(b"HTTP/1.1 408"), reply[:200]
+            assert b'"error":"timeout"' in reply
+            assert 1.4 < waited < 6, waited
+        good = httpx.post(f"{url}/predict", content=png_bytes(photo()), timeout=30)
+        assert good.status_code == 200
+        metrics = httpx.get(f"{url}/metrics", timeout=10).text
+        assert 'cnnkit_errors_total{reason="timeout"} 2.0' in metrics
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=20)
+    assert "Traceback" not in out

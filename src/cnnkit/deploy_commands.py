@@ -99,6 +99,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         queue_size=args.queue,
         max_upload_mb=args.max_upload_mb,
         max_pixels=args.max_pixels,
+        upload_timeout_s=args.upload_timeout,
         top_k=args.top_k,
         api_key=args.api_key,
         worker_nice=args.worker_nice,
@@ -131,6 +132,12 @@ def add_serve_parser(command) -> None:
     p.add_argument("--max-upload-mb", type=float, default=10.0, help="largest upload (10 MB)")
     p.add_argument(
         "--max-pixels", type=int, default=40_000_000, help="largest image, in pixels (40 M)"
+    )
+    p.add_argument(
+        "--upload-timeout",
+        type=float,
+        default=30.0,
+        help="seconds a client has to send the whole upload before a 408 (30)",
     )
     p.add_argument("--top-k", type=int, default=5, help="classifiers: classes returned (5)")
     p.add_argument(

@@ -1,15 +1,18 @@
 """`cnnkit serve`: a trained or exported model behind HTTP (FastAPI on uvicorn).
 
-``POST /predict`` takes an image as a multipart file (field ``file``) or as the raw request
-body and returns the task's JSON (top-k classes, boxes, or class shares with the mask as a
-PNG). ``/healthz`` says the process is alive, ``/readyz`` that the model is loaded and warmed
-up, ``/metrics`` is Prometheus text, ``/docs`` the OpenAPI page, ``/`` a page to try it.
+``POST /predict`` takes an image as a multipart file (field ``file``, or the form's only file)
+or as the raw request body and returns the task's JSON (top-k classes, boxes, or class shares
+with the mask as a PNG). ``/healthz`` says the process is alive (GET or HEAD), ``/readyz`` that
+the model is loaded and warmed up, ``/metrics`` is Prometheus text, ``/docs`` the OpenAPI page
+(Swagger UI from fastapi-offline's files: it works without internet), ``/`` a page to try it.
 
-Hostile input is refused early and in one line of JSON: a body over the upload limit is 413
-from its Content-Length (or as soon as the stream passes it), a header claiming too many
-pixels 422 before any pixel is decoded, bytes that are not a PNG/JPEG/GIF/BMP/TIFF/WebP 415,
-a truncated or corrupt image 422, a full queue 503 with Retry-After. Uploads are never written
-to disk and their names are never used; no request can make the server load a model.
+Hostile input is refused early and in one line of JSON (``{"error": reason, "detail": text}``,
+as are unknown paths and methods): a body over the upload limit is 413 from its Content-Length
+(or as soon as the stream passes it), a body not all there within the upload timeout 408, a
+header claiming too many pixels 422 before any pixel is decoded, bytes that are not a
+PNG/JPEG/GIF/BMP/TIFF/WebP 415, a truncated or corrupt image 422, a full queue 503 with
+Retry-After. Uploads are never written to disk and their names are never used; no request can
+make the server load a model. Reading an upload is serve.upload's.
 """
 
 from __future__ import annotations
@@ -32,27 +35,23 @@ from typing import Any
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
-from cnnkit.data.decode import (
-    WEB_FORMATS,
-    ImageDecodeError,
-    NotAnImage,
-    TooManyPixels,
-    decode_image,
-    read_size,
-    sniff_format,
-)
+from cnnkit.data.decode import ImageDecodeError, NotAnImage, TooManyPixels, decode_image
 from cnnkit.errors import CnnkitError
 from cnnkit.serve.batcher import Batcher, QueueFull
 from cnnkit.serve.budget import PixelBudget
 from cnnkit.serve.metrics import ServerMetrics
 from cnnkit.serve.priority import lower_other_threads, lower_this_thread
+from cnnkit.serve.upload import PREDICT_BODY, Refused, check_header, image_bytes
 
 API_KEY_ENV = "CNNKIT_API_KEY"
 SERVE_WORKER_NICE = 10
 PAGE = Path(__file__).with_name("page.html")
+HTTP_REASONS = {404: "not_found", 405: "method_not_allowed"}
 log = logging.getLogger("cnnkit.serve")
 
 
@@ -65,6 +64,7 @@ class ServeOptions:
     queue_size: int = 64
     max_upload_mb: float = 10.0
     max_pixels: int = 40_000_000
+    upload_timeout_s: float = 30.0  # the whole body, from the headers on
     top_k: int = 5
     api_key: str | None = None
     # compute threads this many nice levels below the event loop (serve.priority); 0: left
@@ -79,6 +79,7 @@ class ServeOptions:
             "--queue": self.queue_size >= 1,
             "--max-upload-mb": self.max_upload_mb > 0,
             "--max-pixels": self.max_pixels >= 1,
+            "--upload-timeout": self.upload_timeout_s > 0,
             "--top-k": self.top_k >= 1,
             "--worker-nice": 0 <= self.worker_nice <= 19,
         }
@@ -91,14 +92,6 @@ class ServeOptions:
     @property
     def max_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
-
-
-class Refused(Exception):
-    """A request answered with a 4xx (or 503) and one line of JSON."""
-
-    def __init__(self, status: int, reason: str, message: str, headers: dict | None = None):
-        super().__init__(message)
-        self.status, self.reason, self.message, self.headers = status, reason, message, headers
 
 
 def _result_json(predictor: Any, result: Any) -> dict[str, Any]:
@@ -121,56 +114,6 @@ def _predict_batch(predictor: Any, top_k: int):
         return predictor.predict(list(images))
 
     return run
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 from its Content-Length or once it passes ``limit``."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise Refused(400, "bad_request", "Content-Length is not a number")
-        if int(declared) > limit:
-            raise Refused(413, "too_large", f"upload over the limit of {limit:,} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise Refused(413, "too_large", f"upload over the limit of {limit:,} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def _image_bytes(request: Request, limit: int) -> bytes:
-    """The uploaded image: the multipart field ``file`` (or the only file), else the body."""
-    body = await _read_body(request, limit)
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        return body
-
-    async def replay() -> dict:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    try:
-        form = await Request(request.scope, replay).form(max_files=1, max_fields=8)
-    except Exception as exc:  # python-multipart's errors on malformed bodies
-        raise Refused(400, "bad_request", f"unreadable multipart body ({exc})") from None
-    upload = form.get("file")
-    if upload is None or isinstance(upload, str):
-        files = [v for v in form.values() if not isinstance(v, str)]
-        if not files:
-            raise Refused(400, "bad_request", "no file in the multipart body (field 'file')")
-        upload = files[0]
-    data = await upload.read()
-    await form.close()
-    return data
-
-
-def _check_header(data: bytes, max_pixels: int) -> int:
-    """What the first bytes and the header tell, at once on the event loop: the format, and
-    the pixel count, returned (a decompression bomb is refused before any pixel is decoded)."""
-    if sniff_format(data[:16]) not in WEB_FORMATS:
-        raise NotAnImage("not an image, or a format this server does not take")
-    height, width = read_size(data, max_pixels)
-    return height * width
 
 
 def _decode(predictor: Any, data: bytes, max_pixels: int, nice: int) -> np.ndarray:
@@ -257,7 +200,7 @@ def create_app(model: Any, options: ServeOptions | None = None) -> FastAPI:
             _thaw_startup_objects()
             await batcher.stop()
 
-    app = FastAPI(
+    app = FastAPIOffline(  # FastAPI with /docs's Swagger UI served from its own files, no CDN
         title="cnnkit",
         description=f"{predictor.task} model {Path(name).name}: POST an image to /predict",
         lifespan=lifespan,
@@ -292,7 +235,11 @@ def create_app(model: Any, options: ServeOptions | None = None) -> FastAPI:
         except CnnkitError as exc:
             raise Refused(422, "unpredictable", str(exc)) from None
 
-    @app.post("/predict", summary="Predict one image (multipart field 'file' or the raw body)")
+    @app.post(
+        "/predict",
+        summary="Predict one image (multipart field 'file' or the raw body)",
+        openapi_extra=PREDICT_BODY,
+    )
     async def predict(request: Request) -> Response:
         started = time.perf_counter()
         try:
@@ -303,9 +250,9 @@ def create_app(model: Any, options: ServeOptions | None = None) -> FastAPI:
                     given = given or auth[7:]
                 if not secrets.compare_digest(given.encode(), options.api_key.encode()):
                     raise Refused(401, "unauthorized", "missing or wrong API key (X-API-Key)")
-            data = await _image_bytes(request, options.max_bytes)
+            data = await image_bytes(request, options.max_bytes, options.upload_timeout_s)
             try:
-                pixels = _check_header(data, options.max_pixels)
+                pixels = check_header(data, options.max_pixels)
             except TooManyPixels as exc:
                 raise Refused(422, "too_many_pixels", str(exc)) from None
             except NotAnImage as exc:
@@ -325,6 +272,7 @@ def create_app(model: Any, options: ServeOptions | None = None) -> FastAPI:
         return JSONResponse(body)
 
     @app.get("/healthz", summary="The process is alive")
+    @app.head("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
         return {"status": "alive"}
 
@@ -350,9 +298,20 @@ def create_app(model: Any, options: ServeOptions | None = None) -> FastAPI:
             "max_upload_bytes": options.max_bytes,
         }
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def page() -> HTMLResponse:
         return HTMLResponse(PAGE.read_text(encoding="utf-8"))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        # an unknown path or method: the same one line of JSON as every other refusal
+        reason = HTTP_REASONS.get(exc.status_code, f"http_{exc.status_code}")
+        metrics.errors.labels(reason).inc()
+        return JSONResponse(
+            {"error": reason, "detail": str(exc.detail)},
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
 
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception) -> JSONResponse:  # never a traceback
