@@ -3,6 +3,8 @@ of images the test draws, exact resume, and the task's refusals."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from pathlib import Path
 
@@ -148,6 +150,22 @@ def test_predict_cli_json_and_saved_images(detect_run, boxes_data, tmp_path, cap
     captured = capsys.readouterr()
     assert captured.out == "" and len(captured.err.splitlines()) == 1
     assert f"{taken} is a file, not a folder to write images into" in captured.err
+
+
+def test_predict_csv_gives_every_image_a_row_even_without_detections(
+    detect_run, boxes_data, capsys
+):
+    images = [str(p) for p in sorted((boxes_data / "images").glob("*.png"))[:2]]
+    args = ["predict", str(detect_run.run_dir), *images, "--csv"]
+    assert main([*args, "--conf", "1.0"]) == 0  # no score reaches 1: nothing found anywhere
+    rows = list(csv.reader(io.StringIO(capsys.readouterr().out)))
+    assert rows[0] == ["source", "label", "score", "x1", "y1", "x2", "y2"]
+    assert rows[1:] == [[image, "", "", "", "", "", ""] for image in images]
+    assert main([*args, "--conf", "0.01"]) == 0
+    rows = list(csv.reader(io.StringIO(capsys.readouterr().out)))[1:]
+    found = cnnkit.load(detect_run.run_dir).predict(images, conf=0.01)
+    expected = sum(max(1, len(r.detections)) for r in found)
+    assert len(rows) == expected and {r[0] for r in rows} == set(images)
 
 
 def test_an_interrupted_detection_run_resumes_to_the_same_weights(boxes_data, tmp_path):

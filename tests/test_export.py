@@ -5,6 +5,8 @@ check refuses a broken export; bad files and options fail in one line."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -163,8 +165,20 @@ def test_split_images_keeps_calibration_apart_from_parity():
     calibration, parity = export_module.split_images(arrays)
     assert [int(a[0, 0, 0]) for a in calibration] == [0, 2, 4, 6]
     assert [int(a[0, 0, 0]) for a in parity] == [1, 3, 5]
-    single = arrays[:1]
-    assert export_module.split_images(single) == (single, single)
+    with pytest.raises(CnnkitError, match="at least 2 readable images"):
+        export_module.split_images(arrays[:1])
+
+
+def test_int8_refuses_one_image_and_names_the_unreadable_ones(cls_run, tmp_path, capsys):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG not really")
+    one = str(sample_images()[0])
+    argv = ["export", str(cls_run.run_dir), "--int8", "--out", str(tmp_path / "q.int8.onnx")]
+    assert main([*argv, "--images", one, str(broken)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()  # "exporting ...", then these two
+    assert err[-2].startswith(f"cnnkit: skipped {broken}:")
+    assert "at least 2 readable images (1 found)" in err[-1] and len(err) == 3
+    assert not list(tmp_path.glob("*.onnx")) and not list(tmp_path.glob(".*"))
 
 
 def test_a_tampered_file_fails_the_check(cls_run, tmp_path):
@@ -322,3 +336,19 @@ def test_a_segmenters_int8_file_that_passes_loads_back_and_predicts_masks(
     assert verify(seg_run.run_dir, out)["pixel_agreement"] == pytest.approx(
         result.parity["pixel_agreement"]
     )  # --check measures on the same images export checked on
+
+
+@pytest.mark.parametrize("content", [b"not a model", b"PK\x03\x04 a zip cut short"])
+def test_a_damaged_pt2_file_is_one_line_without_torchs_log(tmp_path, content):
+    damaged = tmp_path / "damaged.pt2"
+    damaged.write_bytes(content)
+    out = subprocess.run(
+        [sys.executable, "-m", "cnnkit", "predict", str(damaged), str(sample_images()[0])],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        f"cnnkit: error: {damaged} is not a readable pt2 file (File is not a zip file)"
+    ]

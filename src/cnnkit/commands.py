@@ -195,6 +195,8 @@ def _predict_boxes(detector: Any, paths: list[str], args: argparse.Namespace) ->
         for r in results:
             for d in r.detections:
                 writer.writerow([r.source, d.label, f"{d.score:.6f}", *d.box])
+            if not r.detections:  # an image with nothing found still has its row
+                writer.writerow([r.source, "", "", "", "", "", ""])
     else:
         _print_detections(results)
     if args.save_images:

@@ -9,6 +9,7 @@ largest score difference; segment: the share of pixels given the same class).
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,13 +70,16 @@ def _spread(items: list, count: int) -> list:
     return [items[int(i * step)] for i in range(count)]
 
 
-def _decoded(files: list[Path]) -> list[np.ndarray]:
+def _decoded(files: list[Path], say_skipped: bool = False) -> list[np.ndarray]:
+    """The files' pixels; an unreadable one is left out (and named on stderr if asked: the
+    user's own --images, not files cnnkit picked)."""
     arrays = []
     for path in files:
         try:
             arrays.append(decode_image(path))
-        except CnnkitError:
-            continue
+        except CnnkitError as exc:
+            if say_skipped:
+                print(f"cnnkit: skipped {path}: {exc}", file=sys.stderr)
     return arrays
 
 
@@ -109,7 +113,7 @@ def parity_images(
     """Up to ``count`` decoded images, evenly spread: those given, else the run's own data,
     else the images cnnkit ships; and where they came from."""
     if images:
-        arrays, where = _decoded(_spread(expand_paths(images), count)), "the images given"
+        arrays, where = _decoded(_spread(expand_paths(images), count), True), "the images given"
     else:
         arrays, where = _run_data(predictor, count), "the run's data"
         if not arrays:

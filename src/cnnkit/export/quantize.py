@@ -43,10 +43,13 @@ def check_int8(task: str | None, fmt: str) -> None:
 
 
 def split_images(arrays: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Calibration images and parity images, alternating so both spread over the data; with a
-    single image it serves both (and the report says how many each had)."""
+    """Calibration images and parity images, alternating so both spread over the data. Fewer
+    than two is refused: a check on the image the scales were calibrated on proves nothing."""
     if len(arrays) < 2:
-        return arrays, arrays
+        raise CnnkitError(
+            f"--int8 needs at least 2 readable images ({len(arrays)} found): half calibrate"
+            " the quantisation, the other half check it; give more with --images"
+        )
     return arrays[0::2], arrays[1::2]
 
 

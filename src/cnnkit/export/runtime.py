@@ -9,8 +9,10 @@ checkpoint does: only the network underneath differs.
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +78,18 @@ def _onnx_session(path: Path, threads: int | None) -> tuple[Any, str]:
     return session, session.get_modelmeta().custom_metadata_map.get(KEY, "")
 
 
+@contextmanager
+def _quiet(logger_name: str):
+    """``logger_name``'s records dropped for the block (its level and handlers untouched)."""
+    logger = logging.getLogger(logger_name)
+    was = logger.disabled
+    logger.disabled = True
+    try:
+        yield
+    finally:
+        logger.disabled = was
+
+
 def open_graph(
     path: str | os.PathLike, device: str | torch.device = "cpu", threads: int | None = None
 ) -> tuple[GraphRunner, dict[str, Any]]:
@@ -94,7 +108,8 @@ def open_graph(
             if fmt == "onnx":
                 call, text = _onnx_session(path, threads)
             elif fmt == "pt2":
-                program = torch.export.load(str(path), extra_files=files)
+                with _quiet("torch.export"):  # it logs a damaged file's traceback, then raises
+                    program = torch.export.load(str(path), extra_files=files)
                 call, text = program.module().to(device), files[EXTRA_FILE]
             else:
                 call = torch.jit.load(str(path), map_location=device, _extra_files=files).eval()
