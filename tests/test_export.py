@@ -5,6 +5,7 @@ check refuses a broken export; bad files and options fail in one line."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -336,6 +337,19 @@ def test_a_segmenters_int8_file_that_passes_loads_back_and_predicts_masks(
     assert verify(seg_run.run_dir, out)["pixel_agreement"] == pytest.approx(
         result.parity["pixel_agreement"]
     )  # --check measures on the same images export checked on
+
+
+def test_an_opset_torch_onnx_cannot_convert_to_is_refused_not_written_at_another(
+    cls_run, tmp_path, capsys
+):
+    out = tmp_path / "m.onnx"
+    assert main(["export", str(cls_run.run_dir), "--opset", "13", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert re.search(r"could not convert this model to opset 13 \(it wrote opset \d+\)", err)
+    assert "Traceback" not in err and not list(tmp_path.iterdir())
+    assert main(["export", str(cls_run.run_dir), "--opset", "17", "--out", str(out)]) == 0
+    opsets = {i.domain: i.version for i in onnx.load(str(out)).opset_import}
+    assert opsets.get("", opsets.get("ai.onnx")) == 17
 
 
 @pytest.mark.parametrize("content", [b"not a model", b"PK\x03\x04 a zip cut short"])

@@ -114,6 +114,20 @@ def check_opset(opset: int) -> None:
         raise CnnkitError(f"--opset must be a whole number from 7 to {newest}, not {opset!r}")
 
 
+def _check_written_opset(path: Path, opset: int) -> None:
+    """torch.onnx writes the graph at its own opset and converts it down; where the conversion
+    fails it warns and keeps its own (opsets 7-13 for cnnkit's models, measured): refused."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    written = next((i.version for i in model.opset_import if i.domain in ("", "ai.onnx")), None)
+    if written != opset:
+        raise CnnkitError(
+            f"torch.onnx could not convert this model to opset {opset} (it wrote opset"
+            f" {written}): give a newer --opset, or leave it out"
+        )
+
+
 @contextlib.contextmanager
 def _quiet():
     """The exporters print progress and warn about tracing; a user sees cnnkit's one line."""
@@ -153,6 +167,8 @@ def _write(graph: Graph, fmt: str, path: Path, dynamic: bool, meta: dict, opset:
                 opset_version=opset,
                 **_onnx_exporter_options(dynamic, graph.outputs),
             )
+            if opset is not None:
+                _check_written_opset(path, opset)
             write_onnx_metadata(path, meta)
         elif fmt == "pt2":
             program = torch.export.export(graph.module, (example,), dynamic_shapes=shapes)
