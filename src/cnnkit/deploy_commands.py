@@ -76,7 +76,11 @@ def add_export_parser(command) -> None:
         metavar="PATH",
         help="images for the parity check (default: the run's own data)",
     )
-    p.add_argument("--opset", type=int, help="ONNX opset (default: torch.onnx's; refused when it cannot convert to it)")
+    p.add_argument(
+        "--opset",
+        type=int,
+        help="ONNX opset (default: torch.onnx's; refused where it cannot convert to it)",
+    )
     p.add_argument(
         "--int8",
         action="store_true",
