@@ -158,3 +158,31 @@ def test_csv_missing_file_is_skipped(tmp_path, capsys):
     assert len(d.train) == 2 and d.classes == ["cat", "dog"]
     assert d.skipped == [(str(tmp_path / "gone.png"), "file not found")]
     assert "skipped 1 unreadable image" in capsys.readouterr().err
+
+
+def test_a_symbolic_link_loop_is_a_skipped_file_not_a_traceback(tmp_path, capsys):
+    from cnnkit.cli import main
+
+    root = tmp_path / "ds"
+    make_split(root / "train", {"dog": 3, "cat": 3})
+    loop = root / "train" / "dog" / "loop.png"
+    loop.symlink_to(loop)  # points at itself: ELOOP on every stat
+    d = load(root, tmp_path, val_split=0.0)
+    assert len(d.train) == 6
+    assert [(Path(p).name, reason) for p, reason in d.skipped] == [
+        ("loop.png", "cannot be read (Too many levels of symbolic links)")
+    ]
+    # named among other files, or inside a folder, `predict` reports it and predicts the rest
+    import cnnkit
+
+    run = cnnkit.train(
+        data=str(root), model="simple_cnn", epochs=1, image_size=32, val_split=0.0,
+        project=str(tmp_path / "runs"), name="r", progress=False,
+    )  # fmt: skip
+    capsys.readouterr()
+    good = str(root / "train" / "cat" / "000.png")
+    for given in ([good, str(loop)], [str(root / "train" / "dog")]):
+        assert main(["predict", str(run.run_dir), *given, "--json"]) == 0
+        captured = capsys.readouterr()
+        assert f"skipped {loop}: cannot be read" in captured.err
+        assert "Traceback" not in captured.err

@@ -123,9 +123,13 @@ def test_predictions_come_back_in_the_original_images_pixels(detect_run, boxes_d
             x1, y1, x2, y2 = d.box
             assert 0 <= x1 <= x2 <= result.width and 0 <= y1 <= y2 <= result.height
             assert d.label == "box" and 0 <= d.score <= 1
-    top_small = torch.tensor(small.detections[0].box)
-    top_large = torch.tensor(large.detections[0].box)
-    assert torch.allclose(top_large, 2 * top_small, atol=4.0)  # the same object, scaled
+    # 2x and 4x copies both shrink to the same model input: the same boxes, in each one's pixels
+    image.resize((480, 384), Image.Resampling.NEAREST).save(tmp_path / "bigger.png")
+    twice, four_times = detector.predict([files[1], str(tmp_path / "bigger.png")], conf=0.0)
+    assert twice.detections and four_times.detections
+    top_twice = torch.tensor(twice.detections[0].box)
+    top_four = torch.tensor(four_times.detections[0].box)
+    assert torch.allclose(top_four, 2 * top_twice, atol=4.0)  # the same object, scaled
     confident = detector.predict(np.asarray(image), conf=0.5).detections
     assert all(d.score >= 0.5 for d in confident) and len(confident) < len(small.detections)
 

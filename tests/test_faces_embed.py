@@ -266,6 +266,7 @@ def test_a_gallery_from_another_model_is_refused(face_run, tmp_path, capsys):
         (["verify", "{run}", "{face}"], "give two images"),
         (["verify", "{run}", "--pairs", "{coffee}"], "--pairs needs --root"),
         (["identify", "{run}", "{face}", "--gallery", "{coffee}"], "not a cnnkit face gallery"),
+        (["identify", "{run}", "{face}", "--gallery", "{empty}"], "not a cnnkit face gallery"),
         (["enroll", "{run}", "{face}", "--out", "g.npz"], "gallery folder not found"),
         (["enroll", "{run}", "{face}", "--out", "g.txt"], "a gallery is an .npz file"),
         (["align", "{face}", "--out", "x"], "folder not found"),
@@ -275,7 +276,9 @@ def test_bad_input_is_one_line(face_run, tmp_path, capsys, args, expected):
     _, _, run = face_run
     coffee = tmp_path / "coffee.png"
     Image.fromarray(skdata.coffee()).save(coffee)
+    (tmp_path / "empty.npz").write_bytes(b"")
     values = {"run": str(run), "coffee": str(coffee), "face": str(ORL / "s20" / "1.pgm")}
+    values["empty"] = str(tmp_path / "empty.npz")
     assert main(["faces", *[a.format(**values) for a in args]]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and expected in err[0], err

@@ -76,6 +76,15 @@ def test_an_npz_of_any_name_reads_colour_and_grey(tmp_path):
     ("make", "message"),
     [
         (lambda p: p.write_bytes(b"not a zip at all"), "not a readable .npz"),
+        (lambda p: p.write_bytes(b""), "not a readable .npz"),
+        (
+            lambda p: np.savez(
+                p,
+                train_images=np.zeros((0, 28, 28), np.uint8),
+                train_labels=np.zeros((0, 1), np.uint8),
+            ),
+            "holds no labelled images (its splits are empty)",
+        ),
         (lambda p: np.savez(p, images=np.zeros((2, 28, 28), np.uint8)), "holds no train_images"),
         (
             lambda p: np.savez(
@@ -249,3 +258,28 @@ def test_evaluate_json_has_auc_and_the_operating_point(pneumonia_run, capsys):
     assert found["auc"] > 0.8 and 0 < found["average_precision"] <= 1
     point = found["operating_point"]
     assert point["positive_class"] == "pneumonia" and 0 <= point["sensitivity"] <= 1
+
+
+def test_a_held_out_test_file_of_any_name_is_scored_as_the_models_classes(
+    pneumonia_run, tmp_path, capsys
+):
+    """A holder of MedMNIST's test split saves it as they like: test_images/test_labels in
+    heldout.npz or pneumoniamnist_64.npz are the run's classes; a file without a test split
+    is refused instead of scoring its training arrays as "test"."""
+    source = np.load(MEDMNIST / "pneumoniamnist.npz")
+    images, labels = source["val_images"][:60], source["val_labels"][:60]
+    for name in ("heldout.npz", "pneumoniamnist_64.npz"):
+        np.savez(tmp_path / name, test_images=images, test_labels=labels)
+        argv = ["evaluate", str(pneumonia_run.run_dir), "--data", str(tmp_path / name), "--json"]
+        assert main([*argv, "--no-progress"]) == 0, name
+        captured = capsys.readouterr()
+        found = json.loads(captured.out)
+        assert found["images"] == 60 and set(found["per_class"]) == {"normal", "pneumonia"}
+        said = "its labels 0-1 read as the model's classes in order (normal, pneumonia)"
+        assert (said in captured.err) == (name == "heldout.npz")
+    np.savez(tmp_path / "nt.npz", train_images=images, train_labels=labels, test_images=images)
+    argv = ["evaluate", str(pneumonia_run.run_dir), "--data", str(tmp_path / "nt.npz")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("has no test split (only train): pass --split val to score its "
+                        "validation images, or --data with test images")  # fmt: skip

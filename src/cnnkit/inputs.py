@@ -24,12 +24,14 @@ def expand_paths(patterns: list[str]) -> list[Path]:
     for pattern in patterns:
         path = Path(pattern)
         if path.is_dir():
-            images = sorted(
-                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+            images = sorted(  # a broken or looping link is kept: named as unreadable later
+                p
+                for p in path.rglob("*")
+                if (p.is_file() or p.is_symlink()) and p.suffix.lower() in IMAGE_EXTENSIONS
             )
             empty += [] if images else [pattern]
             found += images
-        elif path.exists():
+        elif path.exists() or path.is_symlink():
             found.append(path)
         elif glob.has_magic(pattern):
             matches = sorted(Path(p) for p in glob.glob(pattern, recursive=True))

@@ -103,6 +103,17 @@ def _run(task: Callable, items: list, desc: str, progress: bool, sink: Callable)
                 bar.update()
 
 
+def _unreadable(path: str) -> str:
+    """Why a file the folder scan could not stat is skipped (a dangling or looping link)."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return "file not found"
+    except OSError as e:
+        return f"cannot be read ({e.strerror or e})"
+    return "file not found"  # it came back since the scan: the next run reads it
+
+
 def _decode_list(files: ImageList, req: _Request, size: tuple[int, int]) -> cache_mod.CacheEntry:
     """Decode every file of a list to ``size`` -> CacheEntry (bad files skipped).
 
@@ -110,7 +121,10 @@ def _decode_list(files: ImageList, req: _Request, size: tuple[int, int]) -> cach
     copy of the decoded set.
     """
     paths = files.paths
-    reasons: list[str | None] = ["file not found" if st[0] < 0 else None for st in files.stats]
+    reasons: list[str | None] = [
+        _unreadable(path) if st[0] < 0 else None
+        for path, st in zip(paths, files.stats, strict=True)
+    ]
     todo = [i for i, r in enumerate(reasons) if r is None]
     images = np.empty((len(todo), 3, size[0], size[1]), dtype=np.uint8)
 

@@ -123,6 +123,8 @@ def _open(source: Any) -> tuple[Image.Image, str]:
             raise ImageDecodeError("a folder, not a file") from None
         except PermissionError:
             raise ImageDecodeError("permission denied") from None
+        except OSError as e:  # a symbolic link loop, an I/O error, a name too long, ...
+            raise ImageDecodeError(f"cannot be read ({e.strerror or e})") from None
         fp = source
     elif hasattr(source, "read"):
         return _open(source.read())

@@ -13,9 +13,11 @@ them as they are.
 from __future__ import annotations
 
 import os
+import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -134,9 +136,34 @@ MEDMNIST: dict[str, MedMnistSet] = {
 
 
 def medmnist_name(path: Path) -> str | None:
-    """The MedMNIST set a file is (by its name: pneumoniamnist.npz, pneumoniamnist_28.npz)."""
-    stem = path.stem.lower().removesuffix("_28")
+    """The MedMNIST set a file is, by its name: pneumoniamnist.npz, or MedMNIST+'s sizes
+    (pneumoniamnist_28.npz, _64, _128, _224)."""
+    stem = re.sub(r"_\d+$", "", path.stem.lower())
     return stem if stem in MEDMNIST else None
+
+
+def index_names(count: int) -> list[str]:
+    """The class names of an npz whose file name says no MedMNIST set: its label values."""
+    return [str(i) for i in range(count)]
+
+
+def name_classes_by_index(splits: Any, classes: list[str]) -> str | None:
+    """An npz named after no MedMNIST set (a held-out test file saved as heldout.npz) has
+    labels 0..C-1 and no names: with the model's C classes they are the model's classes in
+    order, a note says so (returned). Anything else is left as it is (None)."""
+    found = len(splits.classes)  # the largest label + 1: a test file may lack the last class
+    if splits.classes != index_names(found) or found > len(classes):
+        return None
+    if splits.classes == list(classes)[:found]:  # the model's classes are its label values
+        return None
+    for part in (splits.train, splits.val, splits.test):
+        if part is not None:
+            part.classes = list(classes)
+    splits.classes = list(classes)
+    return (
+        f"{splits.name} names no MedMNIST set: its labels 0-{len(classes) - 1} read as the "
+        f"model's classes in order ({', '.join(classes)})"
+    )
 
 
 def named_medmnist_file(name: str, data_root: str | os.PathLike | None) -> Path:
@@ -180,11 +207,15 @@ class NpzFile:
         try:
             self.arrays = np.load(path, allow_pickle=False)
             keys = set(self.arrays.files)
-        except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise CnnkitError(f"{path}: not a readable .npz file ({exc or 'empty'})") from None
+        present = [s for s in ("train", "val", "test") if {f"{s}_images", f"{s}_labels"} <= keys]
+        try:  # an empty split (0 images) is no split
+            self.splits = [s for s in present if len(self.arrays[f"{s}_labels"]) > 0]
+        except (OSError, ValueError, EOFError, TypeError, zipfile.BadZipFile) as exc:
             raise CnnkitError(f"{path}: not a readable .npz file ({exc})") from None
-        self.splits = [
-            s for s in ("train", "val", "test") if {f"{s}_images", f"{s}_labels"} <= keys
-        ]
+        if present and not self.splits:
+            raise CnnkitError(f"{path} holds no labelled images (its splits are empty)")
         if not self.splits:
             raise CnnkitError(
                 f"{path} holds no train_images/train_labels (nor val_ or test_) arrays: "
@@ -244,13 +275,13 @@ class NpzFile:
         if self.info is not None:
             return list(self.info.classes)
         if self.multilabel:
-            return [str(i) for i in range(next(iter(self._labels.values())).shape[1])]
+            return index_names(next(iter(self._labels.values())).shape[1])
         top = max(
             (int(labels.max()) for labels in self._labels.values() if labels.size), default=-1
         )
         if top < 0:
             raise CnnkitError(f"{self.path.name} holds no labelled images")
-        return [str(i) for i in range(top + 1)]
+        return index_names(top + 1)
 
     def split(self, name: str) -> ImageSet:
         images = np.asarray(self.arrays[f"{name}_images"])

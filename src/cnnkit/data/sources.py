@@ -57,6 +57,15 @@ def _subdirs(folder: str) -> list[str]:
         return sorted(e.name for e in it if _visible(e.name) and e.is_dir())
 
 
+def _is_dir(entry: os.DirEntry) -> bool:
+    """entry.is_dir(), False where it raises (a symbolic link loop: ELOOP): such a name is
+    then read as a file, fails to decode, and is listed as skipped."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
 def _image_files(folder: str) -> list[tuple[str, tuple[int, int]]]:
     """(path, (size, mtime_ns)) of every image-extension file under ``folder``, sorted by path."""
     found: list[tuple[str, tuple[int, int]]] = []
@@ -70,13 +79,13 @@ def _image_files(folder: str) -> list[tuple[str, tuple[int, int]]]:
                 if name[0] == ".":
                     continue
                 dot = name.rfind(".")
-                if dot > 0 and name[dot:].lower() in exts and not e.is_dir():
+                if dot > 0 and name[dot:].lower() in exts and not _is_dir(e):
                     try:
                         st = e.stat()
                         found.append((e.path, (st.st_size, st.st_mtime_ns)))
                     except OSError:
                         found.append((e.path, (-1, -1)))
-                elif e.is_dir():
+                elif _is_dir(e):
                     stack.append(e.path)
     found.sort()
     return found

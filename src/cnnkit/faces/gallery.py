@@ -8,6 +8,7 @@ checkpoint that made it and is refused by any other model.
 from __future__ import annotations
 
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,9 +63,10 @@ class Gallery:
                     [int(c) for c in f["counts"]],
                     str(f["model_sha256"]),
                 )
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             raise CnnkitError(
-                f"{path} is not a cnnkit face gallery ({exc}); make one with `cnnkit faces enroll`"
+                f"{path} is not a cnnkit face gallery ({exc or 'empty file'}); make one with"
+                " `cnnkit faces enroll`"
             ) from None
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 import torch
 from torch import nn
@@ -190,17 +190,17 @@ def task_name(cfg: TrainConfig) -> str:
     return cfg.task
 
 
-def print_data_notes(data: Any) -> None:
+def print_data_notes(data: Any, file: TextIO | None = None) -> None:
     """What a reader noted (values mapped, splits replaced) and the files it skipped, one line
     each, the skipped ones named up to three (`cnnkit datasets --inspect` lists them all)."""
     for note in getattr(data, "notes", []):
-        print(f"cnnkit: {note}")
+        print(f"cnnkit: {note}", file=file)
     skipped = getattr(data, "skipped", [])
     if skipped:
         first = ", ".join(f"{path} ({reason})" for path, reason in skipped[:3])
         more = len(skipped) - 3
         rest = f", and {more} more (`cnnkit datasets --inspect` lists them)" if more > 0 else ""
-        print(f"cnnkit: skipped {len(skipped)} file(s): {first}{rest}")
+        print(f"cnnkit: skipped {len(skipped)} file(s): {first}{rest}", file=file)
 
 
 def check_task_options(cfg: TrainConfig, name: str) -> None:

@@ -3,8 +3,10 @@ own splits (never its training images), elsewhere the data's test split or all o
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from cnnkit.data.datasets import data_location
@@ -44,6 +46,12 @@ def choose_split(splits: Any, split: str, own: bool, data: str | os.PathLike) ->
                 f"{data} has no test split and the run trained on all of it: pass --data "
                 "with images it has not seen"
             )
+        elif splits.val_source == "folder" or str(data).lower().endswith(".npz"):
+            # named splits without a test one: its train images are no test
+            raise CnnkitError(
+                f"{data} has no test split (only {', '.join(_present(splits))}): pass "
+                "--split val to score its validation images, or --data with test images"
+            )
         else:
             chosen = splits.train  # a plain folder: evaluate all of it
     if chosen is None or len(chosen) == 0:
@@ -55,6 +63,10 @@ def choose_split(splits: Any, split: str, own: bool, data: str | os.PathLike) ->
             file=sys.stderr,
         )
     return chosen, split
+
+
+def _present(splits: Any) -> list[str]:
+    return [name for name in SPLITS if getattr(splits, name, None) is not None] or ["none"]
 
 
 def split_options(config: dict[str, Any], own: bool) -> dict[str, Any]:
@@ -78,3 +90,34 @@ def classes_in_our_order(data_classes: list[str], ours: list[str]) -> Any:
             f"among the model's {len(ours)} classes"
         )
     return torch.tensor([index[name] for name in data_classes], dtype=torch.int64)
+
+
+SOURCE_FILE = "evaluated.txt"  # in an evaluation folder: the data it scored, one line
+
+
+def evaluation_folder(
+    checkpoint: str | os.PathLike, data: str | os.PathLike, split: str, tta: str = "none"
+) -> Path:
+    """Where an evaluation's reports go by default: eval-<data>-<split>[-tta-<tta>] beside the
+    checkpoint. A folder holding another data's evaluation (data folders of the same name
+    elsewhere) is left alone and the next free -2, -3, ... is used; the same data's is
+    replaced. The folder is made, with the data's location in evaluated.txt."""
+    name = Path(str(data)).name or str(data)
+    base = f"eval-{name}-{split}" + ("" if tta == "none" else f"-tta-{tta}")
+    source = data_location(data) or str(data)
+    for n in itertools.count(1):
+        folder = Path(checkpoint).parent / (base if n == 1 else f"{base}-{n}")
+        marker = folder / SOURCE_FILE
+        if folder.exists() and not (marker.is_file() and marker.read_text().strip() == source):
+            continue  # another data's report, or one from before the marker: kept
+        folder.mkdir(parents=True, exist_ok=True)
+        marker.write_text(source + "\n")
+        return folder
+    raise AssertionError("unreachable")
+
+
+def skipped_line(skipped: list[tuple[str, str]]) -> list[str]:
+    """One line saying how many files the evaluation left out, or none."""
+    if not skipped:
+        return []
+    return [f"left out {len(skipped)} file(s) that could not be read or paired (metrics.json)"]

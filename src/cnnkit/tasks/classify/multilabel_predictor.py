@@ -16,6 +16,7 @@ from cnnkit.data import ImageSet
 from cnnkit.errors import CnnkitError
 from cnnkit.tasks.classify.multilabel import MultilabelReport, multilabel_report
 from cnnkit.tasks.classify.predictor import Classifier
+from cnnkit.tasks.evaluation_data import evaluation_folder
 
 
 @dataclass
@@ -127,8 +128,7 @@ class MultilabelClassifier(Classifier):
         report = multilabel_report(logits, targets, self.classes, self.label_thresholds)
         report.tta = tta
         if out_dir is None and self.path is not None and not isinstance(data, ImageSet):
-            name = Path(str(data)).name or str(data)
-            out_dir = self.path.parent / f"eval-{name}-{split}"
+            out_dir = evaluation_folder(self.path, data, split, tta)
         if out_dir is not None:
             write_multilabel(report, Path(out_dir))
             report.out_dir = Path(out_dir)

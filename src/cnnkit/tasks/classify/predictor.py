@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from cnnkit.tasks.classify.interpret import plot_top_losses, top_losses
 from cnnkit.tasks.classify.loop import image_input, pixel_input, predict_logits
 from cnnkit.tasks.classify.metrics import top_k as ranked_top_k
 from cnnkit.tasks.classify.tta import tta_and_plain_logits
-from cnnkit.tasks.evaluation_data import check_split, choose_split, trained_on
+from cnnkit.tasks.evaluation_data import check_split, choose_split, evaluation_folder, trained_on
 
 
 @dataclass
@@ -291,8 +292,7 @@ class Classifier:
             report.tta = tta
             report.top1_without_tta = float((plain.argmax(1) == labels).float().mean())
         if out_dir is None and self.path is not None and not isinstance(data, ImageSet):
-            name = Path(str(data)).name or str(data)
-            out_dir = self.path.parent / f"eval-{name}-{split}"
+            out_dir = evaluation_folder(self.path, data, split, tta)
         if out_dir is not None:
             report.top_losses = self._top_losses(images, logits, labels)
             write_report(report, Path(out_dir))
@@ -370,6 +370,12 @@ class Classifier:
             resize=self.preprocessing.resize,
             progress=progress,
         )
+        if str(data).lower().endswith(".npz"):
+            from cnnkit.data.medmnist import name_classes_by_index
+
+            note = name_classes_by_index(splits, self.classes)
+            if note:
+                print(f"cnnkit: {note}", file=sys.stderr)
         return choose_split(splits, split, own, data)
 
     def _labels_in_our_order(self, images: ImageSet) -> torch.Tensor:

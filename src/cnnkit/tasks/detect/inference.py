@@ -116,10 +116,12 @@ def _one_pass(
 
 def to_original(detections: list[dict[str, torch.Tensor]], data: DetectionSet) -> list[dict]:
     """Detections in stored pixels -> the original files' pixels (clipped to the image)."""
-    return [
-        {**det, "boxes": scale_boxes(det["boxes"], *data.stored_scale(i), *data.original_sizes[i])}
-        for i, det in enumerate(detections)
-    ]
+    out = []
+    for i, det in enumerate(detections):
+        boxes = scale_boxes(det["boxes"], *data.stored_scale(i), *data.original_sizes[i])
+        area = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])  # clipping can flatten
+        out.append({key: value[area] for key, value in {**det, "boxes": boxes}.items()})
+    return out
 
 
 def scale_boxes(boxes: torch.Tensor, sx: float, sy: float, height: int, width: int) -> torch.Tensor:

@@ -4,6 +4,7 @@ in the original image's pixels, and evaluation (mAP, per class, PR curves, a gal
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -14,10 +15,12 @@ import numpy as np
 import torch
 
 from cnnkit.data import decode_image
+from cnnkit.data.datasets import data_location
 from cnnkit.data.preprocess import Preprocessing
 from cnnkit.engine.device import Precision, resolve_device, resolve_precision
 from cnnkit.errors import CnnkitError
 from cnnkit.inputs import ImageInput, describe_input, expand_paths, output_folder
+from cnnkit.tasks.base import print_data_notes
 from cnnkit.tasks.detect.dataset import DetectionSet
 from cnnkit.tasks.detect.formats import read_detection
 from cnnkit.tasks.detect.inference import (
@@ -36,6 +39,7 @@ from cnnkit.tasks.evaluation_data import (
     check_split,
     choose_split,
     classes_in_our_order,
+    evaluation_folder,
     split_options,
     trained_on,
 )
@@ -231,8 +235,11 @@ class Detector:
             sx, sy = width / image.shape[2], height / image.shape[1]
             boxes = scale_boxes(det["boxes"], sx, sy, height, width)
             items = [
-                Box(self.classes[int(label)], float(score), [round(float(v), 2) for v in box])
+                Box(self.classes[int(label)], float(score), corners)
                 for box, score, label in zip(boxes, det["scores"], det["labels"], strict=True)
+                # a box squeezed flat by clipping to a thin image has no area: no detection
+                if (corners := [round(float(v), 2) for v in box])[2] > corners[0]
+                and corners[3] > corners[1]
             ]
             results.append(Detections(name, width, height, items))
         return results
@@ -260,6 +267,12 @@ class Detector:
     ) -> tuple[DetectionSet, str]:
         """The images of `split`: on the run's own data its splits (the seeded validation split
         stands in for a missing test split); other data without a test split is all test."""
+        return self._read_split(data, split, progress)[:2]
+
+    def _read_split(
+        self, data: str | os.PathLike, split: str, progress: bool
+    ) -> tuple[DetectionSet, str, list[tuple[str, str]]]:
+        """split_images, and the files the reader skipped (named on stderr here)."""
         check_split(split)
         own = self._trained_on(data)
         splits = read_detection(
@@ -268,7 +281,9 @@ class Detector:
             **split_options(self.config, own),
             progress=progress,
         )
-        return choose_split(splits, split, own, data)
+        images, split = choose_split(splits, split, own, data)
+        print_data_notes(splits, file=sys.stderr)  # never a file left out unsaid
+        return images, split, splits.skipped
 
     def evaluate(
         self,
@@ -284,10 +299,11 @@ class Detector:
         written to `out_dir` (default: beside the checkpoint). `data_root` is for named
         classification datasets and means nothing here."""
         check_tta(tta)
+        skipped: list[tuple[str, str]] = []
         if isinstance(data, DetectionSet):
             images = data
         else:
-            images, split = self.split_images(data, split, progress)
+            images, split, skipped = self._read_split(data, split, progress)
         labels = classes_in_our_order(images.classes, self.classes)
         with evaluation_thresholds(self.model, self.postprocess):
             found = predict_stored(
@@ -300,9 +316,11 @@ class Detector:
         report = detection_report(
             to_original(found, images), targets, self.classes, images, conf, tta
         )
+        report.skipped = skipped
+        if not isinstance(data, DetectionSet):
+            report.data = data_location(data)
         if out_dir is None and self.path is not None and not isinstance(data, DetectionSet):
-            name = Path(str(data)).name or str(data)
-            out_dir = self.path.parent / f"eval-{name}-{split}"
+            out_dir = evaluation_folder(self.path, data, split, tta)
         if out_dir is not None:
             report.write(Path(out_dir))
         return report

@@ -13,6 +13,7 @@ import torch
 
 from cnnkit.tasks.detect.dataset import BoxTarget, DetectionSet
 from cnnkit.tasks.detect.metrics import DetectionMetrics, detection_metrics, plot_pr_curves
+from cnnkit.tasks.evaluation_data import skipped_line
 
 GALLERY_IMAGES = 12
 
@@ -32,6 +33,8 @@ class DetectionReport:
     _shown: tuple[list[torch.Tensor], list[dict], list[BoxTarget]] = field(
         default=([], [], []), repr=False
     )
+    data: str | None = None  # where the evaluated images came from
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason) left out
 
     @property
     def map(self) -> float:
@@ -46,19 +49,30 @@ class DetectionReport:
         return self.metrics.map_75
 
     def to_dict(self) -> dict[str, Any]:
+        values = self.metrics.to_dict()
+        if self.boxes == 0:  # COCO's -1 (nothing to score) is no score: null, not a number
+            values.update(map=None, map_50=None, map_75=None, mar_100=None)
         return {
-            **self.metrics.to_dict(),
+            **values,
             "per_class_50": dict(self.metrics.per_class_50),
             "images": self.images,
             "boxes": self.boxes,
             "tta": self.tta,
+            "data": self.data,
+            "skipped": [{"file": file, "reason": reason} for file, reason in self.skipped],
         }
 
     def lines(self) -> list[str]:
         m = self.metrics
+        first = f"{self.images} images, {self.boxes} boxes" + (
+            f" (TTA {self.tta})" if self.tta != "none" else ""
+        )
+        left_out = skipped_line(self.skipped)
+        if self.boxes == 0:
+            return [f"{first}: no true box, so no mAP to report", *left_out]
         out = [
-            f"{self.images} images, {self.boxes} boxes"
-            + (f" (TTA {self.tta})" if self.tta != "none" else ""),
+            first,
+            *left_out,
             f"mAP@[.5:.95] {m.map:.4f}   mAP@.5 {m.map_50:.4f}   mAP@.75 {m.map_75:.4f}   "
             f"recall@100 {m.mar_100:.4f}",
         ]

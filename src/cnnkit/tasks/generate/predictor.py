@@ -20,6 +20,7 @@ from cnnkit.tasks.evaluation_data import (
     check_split,
     choose_split,
     classes_in_our_order,
+    evaluation_folder,
     split_options,
     trained_on,
 )
@@ -210,7 +211,7 @@ class Generator:
         fid = standard_fid(generated, first) if note is None else None
         report = GenerationReport(found.fd, found.kid, floor.fd, floor.kid, n, split, fid, note)
         if out_dir is None and self.path is not None:
-            out_dir = self.path.parent / f"eval-{Path(str(data)).name or data}-{split}"
+            out_dir = evaluation_folder(self.path, data, split)
         if out_dir is not None:
             report.out_dir = Path(out_dir)
             report.out_dir.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,7 @@ Dice, pixel accuracy, the confusion matrix, a gallery)."""
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,14 +14,17 @@ import numpy as np
 import torch
 
 from cnnkit.data import decode_image
+from cnnkit.data.datasets import data_location
 from cnnkit.data.preprocess import Preprocessing
 from cnnkit.engine.device import Precision, resolve_device, resolve_precision
 from cnnkit.errors import CnnkitError
 from cnnkit.inputs import ImageInput, describe_input, expand_paths, output_folder
+from cnnkit.tasks.base import print_data_notes
 from cnnkit.tasks.evaluation_data import (
     check_split,
     choose_split,
     classes_in_our_order,
+    evaluation_folder,
     split_options,
     trained_on,
 )
@@ -218,6 +222,12 @@ class Segmenter:
     ) -> tuple[SegmentationSet, str]:
         """The images of `split`: on the run's own data its splits (the seeded validation split
         stands in for a missing test split); other data without a test split is all test."""
+        return self._read_split(data, split, progress)[:2]
+
+    def _read_split(
+        self, data: str | os.PathLike, split: str, progress: bool
+    ) -> tuple[SegmentationSet, str, list[tuple[str, str]]]:
+        """split_images, and the files the reader skipped (named on stderr here)."""
         check_split(split)
         own = trained_on(data, self.data_location, self.config)
         splits = read_segmentation(
@@ -226,7 +236,9 @@ class Segmenter:
             **split_options(self.config, own),
             progress=progress,
         )
-        return choose_split(splits, split, own, data)
+        images, split = choose_split(splits, split, own, data)
+        print_data_notes(splits, file=sys.stderr)  # never a file left out unsaid
+        return images, split, splits.skipped
 
     def evaluate(
         self,
@@ -242,10 +254,11 @@ class Segmenter:
         image's own size; reports are written to `out_dir` (default: beside the checkpoint).
         `data_root` is for named classification datasets and means nothing here."""
         check_tta(tta)
+        skipped: list[tuple[str, str]] = []
         if isinstance(data, SegmentationSet):
             images = data
         else:
-            images, split = self.split_images(data, split, progress)
+            images, split, skipped = self._read_split(data, split, progress)
         ours = classes_in_our_order(images.classes, self.classes)
         masks = [_remap(mask, ours) for mask in images.masks]
         found = predict_classes(
@@ -264,9 +277,11 @@ class Segmenter:
         report = SegmentationReport(
             metrics, len(images), tta, None, (images.images[:shown], masks[:shown], kept)
         )
+        report.skipped = skipped
+        if not isinstance(data, SegmentationSet):
+            report.data = data_location(data)
         if out_dir is None and self.path is not None and not isinstance(data, SegmentationSet):
-            name = Path(str(data)).name or str(data)
-            out_dir = self.path.parent / f"eval-{name}-{split}"
+            out_dir = evaluation_folder(self.path, data, split, tta)
         if out_dir is not None:
             report.write(Path(out_dir))
         return report

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from cnnkit.tasks.evaluation_data import skipped_line
 from cnnkit.tasks.segment.metrics import SegmentationMetrics
 
 GALLERY_IMAGES = 8
@@ -28,6 +29,8 @@ class SegmentationReport:
     _shown: tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]] = field(
         default=([], [], []), repr=False
     )
+    data: str | None = None  # where the evaluated images came from
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason) left out
 
     @property
     def classes(self) -> list[str]:
@@ -50,15 +53,23 @@ class SegmentationReport:
         return self.metrics.dice
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.metrics.to_dict(), "images": self.images, "tta": self.tta}
+        return {
+            **self.metrics.to_dict(),
+            "images": self.images,
+            "tta": self.tta,
+            "data": self.data,
+            "skipped": [{"file": file, "reason": reason} for file, reason in self.skipped],
+        }
 
     def lines(self) -> list[str]:
         m = self.metrics
+        left_out = skipped_line(self.skipped)
         if m.pixels == 0:
-            return [f"{self.images} images, no labelled pixels: nothing to score"]
+            return [f"{self.images} images, no labelled pixels: nothing to score", *left_out]
         tta = f" (TTA {self.tta})" if self.tta != "none" else ""
         out = [
             f"{self.images} images, {m.pixels:,} labelled pixels{tta}",
+            *left_out,
             f"mIoU {m.miou:.4f}   pixel accuracy {m.pixel_accuracy:.4f}   mean Dice {m.dice:.4f}"
             f"   mean class accuracy {m.mean_accuracy:.4f}",
         ]

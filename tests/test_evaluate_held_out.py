@@ -1,0 +1,111 @@
+"""Evaluating a detector or segmenter on someone else's held-out folder: files that cannot be
+read or paired are named, counted and recorded (never dropped without a word), a folder of
+the same name elsewhere never overwrites another evaluation, and data without a true box has
+no mAP rather than COCO's -1."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import cnnkit
+from cnnkit.cli import main
+from cnnkit.tasks.detect.dataset import BoxTarget, DetectionSet
+from cnnkit.tasks.detect.inference import to_original
+from cnnkit.tasks.evaluation_data import evaluation_folder
+from test_detect_task import write_masks_dataset
+from test_segment_task import write_dataset
+
+
+def spoil(root, images: str) -> list[str]:
+    """Add the bad files a held-out folder may hold; their names."""
+    folder = root / images
+    (folder / "zero.png").write_bytes(b"")
+    (folder / "text.png").write_text("not a png")
+    Image.fromarray(np.zeros((10, 10, 3), np.uint8)).save(folder / "nomask.png")
+    return ["zero.png", "text.png", "nomask.png"]
+
+
+@pytest.mark.parametrize("task", ["detect", "segment"])
+def test_evaluate_names_and_records_the_files_it_left_out(
+    task, tiny_detector_run, tiny_segmenter_run, tmp_path, capsys
+):
+    run, _ = tiny_detector_run if task == "detect" else tiny_segmenter_run
+    writer = write_masks_dataset if task == "detect" else write_dataset
+    held = writer(tmp_path / "a" / "heldout", n=4, seed=7)
+    bad = spoil(held, "images")
+    assert main(["evaluate", str(run.run_dir), "--data", str(held)]) == 0
+    captured = capsys.readouterr()
+    assert "skipped 3 file(s)" in captured.err and "Traceback" not in captured.err
+    assert "left out 3 file(s)" in captured.out
+    folder = run.run_dir / "eval-heldout-test"
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["images"] == 4 and metrics["data"] == str(held.resolve())
+    left_out = sorted(entry["file"].rsplit("/", 1)[-1] for entry in metrics["skipped"])
+    assert left_out == sorted(bad)
+
+    # a held-out folder of the same name elsewhere gets its own report; the first one stays
+    other = writer(tmp_path / "b" / "heldout", n=2, seed=8)
+    assert main(["evaluate", str(run.run_dir), "--data", str(other)]) == 0
+    capsys.readouterr()
+    assert json.loads((folder / "metrics.json").read_text())["images"] == 4
+    second = json.loads((run.run_dir / "eval-heldout-test-2" / "metrics.json").read_text())
+    assert second["images"] == 2 and second["skipped"] == []
+    # the same data again replaces its own report; flip TTA has a folder of its own
+    assert main(["evaluate", str(run.run_dir), "--data", str(other), "--tta", "flip"]) == 0
+    assert main(["evaluate", str(run.run_dir), "--data", str(other)]) == 0
+    assert not (run.run_dir / "eval-heldout-test-3").exists()
+    assert (run.run_dir / "eval-heldout-test-tta-flip" / "metrics.json").is_file()
+    for made in run.run_dir.glob("eval-heldout-*"):
+        shutil.rmtree(made)
+
+
+def test_an_evaluation_folder_is_kept_for_its_own_data(tmp_path):
+    checkpoint = tmp_path / "run" / "best.pt"
+    checkpoint.parent.mkdir()
+    (tmp_path / "x" / "data").mkdir(parents=True)
+    (tmp_path / "y" / "data").mkdir(parents=True)
+    first = evaluation_folder(checkpoint, tmp_path / "x" / "data", "test")
+    assert first.name == "eval-data-test"
+    assert evaluation_folder(checkpoint, tmp_path / "x" / "data", "test") == first
+    assert evaluation_folder(checkpoint, tmp_path / "y" / "data", "test").name == (
+        "eval-data-test-2"
+    )
+    (checkpoint.parent / "eval-data-val").mkdir()  # from before the marker: never replaced
+    assert evaluation_folder(checkpoint, tmp_path / "x" / "data", "val").name == "eval-data-val-2"
+
+
+def test_data_without_a_true_box_has_no_map_instead_of_minus_one(tiny_detector_run, tmp_path):
+    run, _ = tiny_detector_run
+    held = write_masks_dataset(tmp_path / "empty", n=3, seed=3)
+    for mask in (held / "masks").glob("*.png"):
+        Image.fromarray(np.zeros((96, 120), np.uint8)).save(mask)
+    report = cnnkit.load(run.run_dir).evaluate(str(held), out_dir=tmp_path / "out")
+    assert report.boxes == 0 and "no true box, so no mAP" in report.lines()[0]
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["map"] is None and metrics["map_50"] is None and metrics["mar_100"] is None
+
+
+def test_boxes_clipped_flat_are_no_detections():
+    data = DetectionSet(
+        [torch.zeros((3, 12, 400), dtype=torch.uint8)],
+        [BoxTarget(torch.zeros((0, 4)), torch.zeros(0, dtype=torch.int64))],
+        ["thing"],
+        ["wide.png"],
+        [(12, 400)],
+    )
+    found = {
+        "boxes": torch.tensor([[10.0, 2.0, 50.0, 9.0], [10.0, 20.0, 50.0, 30.0]]),  # 2nd: below
+        "scores": torch.tensor([0.9, 0.8]),
+        "labels": torch.tensor([0, 0]),
+    }
+    kept = to_original([found], data)[0]
+    assert kept["boxes"].tolist() == [[10.0, 2.0, 50.0, 9.0]] and kept["scores"].tolist() == [
+        pytest.approx(0.9)
+    ]
+    assert kept["labels"].tolist() == [0]
