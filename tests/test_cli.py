@@ -121,7 +121,8 @@ def test_predict_json_and_csv_skip_unreadable_files(run_dir, tmp_path, capsys):
     assert sum(t["probability"] for t in every_class) == pytest.approx(1.0, abs=1e-5)
     assert main(["predict", str(run_dir), images[0], "--csv", "--top-k", "2"]) == 0
     rows = list(csv.reader(io.StringIO(capsys.readouterr().out)))
-    assert rows[0] == ["source", "rank", "label", "probability"] and len(rows) == 3
+    assert rows[0] == ["source", "rank", "label", "probability", "prediction"] and len(rows) == 3
+    assert rows[1][4] == rows[2][4] == rows[1][2]  # no threshold: the decision is rank 1
     assert main(["predict", str(run_dir), images[0], "--json", "--tta", "flip"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["tta"] == "flip"
     assert main(["predict", str(run_dir), images[0], "--top-k", "0"]) == 2

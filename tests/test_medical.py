@@ -188,6 +188,12 @@ def test_the_report_uses_the_threshold_it_is_given():
     strict = classification_report(logits, labels, ["neg", "pos"], threshold=0.7)
     assert strict.operating.sensitivity == 0.5 and strict.operating.specificity == 1.0
     assert strict.to_dict()["operating_point"]["threshold_from"] == "validation"
+    # the threshold decides the classes too: p(pos) 0.55, 0.45, 0.73, 0.27 -> only the third
+    assert strict.top1 == 0.75 and default.top1 == 0.5  # argmax: 0.55 and 0.45 both wrong
+    assert strict.confusion.tolist() == [[2, 0], [1, 1]]
+    assert strict.recall == [1.0, 0.5] and strict.top1 == strict.operating.accuracy
+    low = classification_report(logits, labels, ["neg", "pos"], threshold=0.4)
+    assert low.confusion.tolist() == [[1, 1], [0, 2]] and low.top1 == 0.75
 
 
 # ---- end to end --------------------------------------------------------------------------------

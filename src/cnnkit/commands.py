@@ -122,18 +122,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
     top_k = 3 if args.top_k is None else args.top_k
     predictions, errors = predictor.predict_paths(paths, top_k=top_k, tta=args.tta)
     _print_skipped(errors)
-    if args.json:
-        print(json.dumps([p.to_dict() for p in predictions], indent=2))
-    elif args.csv:
-        writer = csv.writer(sys.stdout)
-        writer.writerow(["source", "rank", "label", "probability"])
-        for p in predictions:
-            for rank, (label, prob) in enumerate(p.top_k, 1):
-                writer.writerow([p.source, rank, label, f"{prob:.6f}"])
-    else:
-        _print_predictions(predictions)
     if not predictions:
         raise CnnkitError("no image could be read")
+    if args.json:
+        print(json.dumps([p.to_dict() for p in predictions], indent=2))
+    elif args.csv:  # the ranks by probability; "prediction": the class decided (a two-class
+        writer = csv.writer(sys.stdout)  # model's threshold may pick the less probable one)
+        writer.writerow(["source", "rank", "label", "probability", "prediction"])
+        for p in predictions:
+            for rank, (label, prob) in enumerate(p.top_k, 1):
+                writer.writerow([p.source, rank, label, f"{prob:.6f}", p.label])
+    else:
+        _print_predictions(predictions)
     return 0
 
 
@@ -144,6 +144,8 @@ def _predict_masks(segmenter: Any, paths: list[str], args: argparse.Namespace) -
         raise CnnkitError("a segmenter writes its masks with --save-masks DIR")
     results, errors = segmenter.predict_paths(paths, tta=args.tta, save_masks=args.save_masks)
     _print_skipped(errors)
+    if not results:
+        raise CnnkitError("no image could be read")
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
     elif args.csv:
@@ -156,8 +158,6 @@ def _predict_masks(segmenter: Any, paths: list[str], args: argparse.Namespace) -
         _print_masks(results)
     if args.save_masks:
         print(f"{len(results)} masks and overlays written to {args.save_masks}", file=sys.stderr)
-    if not results:
-        raise CnnkitError("no image could be read")
     return 0
 
 
@@ -187,6 +187,8 @@ def _predict_boxes(detector: Any, paths: list[str], args: argparse.Namespace) ->
         output_folder(args.save_images, "images")
     results, errors = detector.predict_paths(paths, conf=args.conf, iou=args.iou, tta=args.tta)
     _print_skipped(errors)
+    if not results:
+        raise CnnkitError("no image could be read")
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
     elif args.csv:
@@ -205,8 +207,6 @@ def _predict_boxes(detector: Any, paths: list[str], args: argparse.Namespace) ->
             f"{len(written)} images with their boxes written to {args.save_images}",
             file=sys.stderr,
         )
-    if not results:
-        raise CnnkitError("no image could be read")
     return 0
 
 
@@ -227,8 +227,8 @@ def _print_predictions(predictions: list) -> None:
     table.add_column("prediction")
     table.add_column("probability", justify="right")
     table.add_column("next best")
-    for p in predictions:
-        rest = ", ".join(f"{c} {q:.1%}" for c, q in p.top_k[1:])
+    for p in predictions:  # the others than the class decided (a threshold may pick the 2nd)
+        rest = ", ".join(f"{c} {q:.1%}" for c, q in p.top_k if c != p.label)
         table.add_row(p.source, p.label, f"{p.probability:.1%}", rest)
     output_console().print(table)
 

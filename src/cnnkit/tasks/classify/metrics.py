@@ -124,9 +124,15 @@ def classification_report(
     threshold: float | None = None,
 ) -> ClassificationReport:
     """The report of these logits; for two classes, ``threshold`` (the one chosen on
-    validation; default 0.5) on class 1's probability gives sensitivity and specificity."""
+    validation; default 0.5) on class 1's probability gives sensitivity and specificity, and
+    decides each image's class for top-1 accuracy, the confusion matrix and the per-class
+    figures, as predict and serve decide it."""
     n = len(classes)
-    cm = confusion_matrix(logits.argmax(1), labels, n)
+    probs = logits.float().softmax(1)
+    decided = logits.argmax(1)
+    if n == 2 and threshold is not None:  # the class predict and serve answer, not argmax
+        decided = (probs[:, 1] >= threshold).long()
+    cm = confusion_matrix(decided, labels, n)
     true_pos = cm.diag().double()
     predicted = cm.sum(0).double()
     actual = cm.sum(1).double()
@@ -135,7 +141,6 @@ def classification_report(
     denom = precision + recall
     f1 = torch.where(denom > 0, 2 * precision * recall / denom.clamp(min=1e-12), 0.0)
     loss = float(F.cross_entropy(logits, labels)) if len(labels) else 0.0
-    probs = logits.float().softmax(1)
     ece, bins = calibration(probs, labels) if len(labels) else (0.0, [])
     ranking = one_vs_rest(probs, labels) if len(labels) else {}
     operating = None
@@ -144,7 +149,7 @@ def classification_report(
     return ClassificationReport(
         classes=list(classes),
         loss=loss,
-        top1=topk_accuracy(logits, labels, 1),
+        top1=float((decided == labels).float().mean()) if len(labels) else 0.0,
         top5=topk_accuracy(logits, labels, 5),
         confusion=cm,
         precision=precision.tolist(),
