@@ -287,6 +287,32 @@ def test_masks_layouts_class_names_and_unpaired_files(tmp_path):
     assert len(splits.train) == 4 and splits.train.box_count() == 6
 
 
+@pytest.mark.parametrize("nesting", ["PNGImages/test", "test/PNGImages"])
+def test_mask_pairs_split_in_subfolders_read_as_that_split_for_both_tasks(tmp_path, nesting):
+    """A held-out part kept as PNGImages/test/ + PedMasks/test/, or test/PNGImages/ +
+    test/PedMasks/: the same boxes as the flat layout, as the test split, for detection and
+    segmentation (and `datasets --inspect` does not take it for class folders)."""
+    from cnnkit.cli import main
+    from cnnkit.tasks.segment.formats import read_segmentation
+
+    root = tmp_path / "nested"
+    images, masks = (
+        ("PNGImages/test", "PedMasks/test")
+        if nesting.startswith("PNG")
+        else ("test/PNGImages", "test/PedMasks")
+    )
+    write_masks(root, SAMPLES, images, masks)
+    nested = read_detection(root)
+    assert nested.train is None and nested.val is None and nested.classes == ["person"]
+    found = by_stem(nested.test)
+    assert sorted(found) == sorted(stem for stem, _, _ in SAMPLES)
+    for stem, _, objects in SAMPLES:  # the flat layout's boxes (test above), one class
+        assert torch.equal(found[stem][0], expected_boxes(objects)), stem
+    segments = read_segmentation(root)
+    assert segments.train is None and len(segments.test) == len(SAMPLES)
+    assert main(["datasets", "--inspect", str(root)]) == 0
+
+
 def test_rgb_instance_masks_and_size_mismatch(tmp_path):
     photo(tmp_path / "images" / "x.png", (12, 16))
     rgb = np.zeros((12, 16, 3), np.uint8)

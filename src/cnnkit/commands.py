@@ -400,9 +400,12 @@ def _inspect_task(path: str) -> str:
 
     if named_dataset(path) is not None or Path(path).suffix.lower() == ".csv":
         return "classify"
+    from cnnkit.tasks.detect.formats.masks import layout_folders
+
     folder = Path(path)
     detection_marks = ("annotations", "Annotations", "data.yaml", "PedMasks", "masks", "labels")
-    if folder.is_dir() and not any((folder / mark).exists() for mark in detection_marks):
+    marked = any((folder / mark).exists() for mark in detection_marks)
+    if folder.is_dir() and not marked and layout_folders(folder) is None:  # test/PedMasks too
         try:
             if len(scan_folder(folder).classes) >= 2:
                 return "classify"

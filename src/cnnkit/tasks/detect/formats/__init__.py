@@ -17,7 +17,7 @@ from cnnkit.errors import CnnkitError
 from cnnkit.tasks.detect.dataset import DetectionSplits
 from cnnkit.tasks.detect.formats.build import build_splits, check_options
 from cnnkit.tasks.detect.formats.coco import find_instances_files, parse_coco
-from cnnkit.tasks.detect.formats.masks import find_layout, parse_masks, read_instance_mask
+from cnnkit.tasks.detect.formats.masks import layout_folders, parse_masks, read_instance_mask
 from cnnkit.tasks.detect.formats.records import ParsedDataset
 from cnnkit.tasks.detect.formats.voc import is_voc, parse_voc
 from cnnkit.tasks.detect.formats.yolo import find_data_yaml, parse_yolo
@@ -51,7 +51,7 @@ def _locate(path: Path) -> tuple[str, Callable[[], ParsedDataset]]:
         return "yolo", lambda: parse_yolo(data_yaml)
     if is_voc(path):
         return "voc", lambda: parse_voc(path)
-    if find_layout(path) is not None:
+    if layout_folders(path) is not None:
         return "masks", lambda: parse_masks(path)
     raise CnnkitError(f"{path} is no detection dataset layout cnnkit knows; give {LAYOUTS_HELP}")
 

@@ -17,10 +17,13 @@ from PIL import Image
 
 from cnnkit.data.decode import IMAGE_EXTENSIONS
 from cnnkit.errors import CnnkitError
-from cnnkit.tasks.detect.formats.records import ImageRecord, ParsedDataset
+from cnnkit.tasks.detect.formats.records import ImageRecord, ParsedDataset, split_of_name
 
 LAYOUTS = (("PNGImages", "PedMasks", "person"), ("images", "masks", "object"))
+PEDMASKS = "PedMasks"
 MASK_SUFFIX = "_mask"
+
+Folders = dict[str, tuple[Path, Path]]  # split -> (images folder, masks folder)
 
 
 def _files(folder: Path) -> list[Path]:
@@ -31,11 +34,37 @@ def _files(folder: Path) -> list[Path]:
     )
 
 
-def find_layout(root: Path) -> tuple[Path, Path, str] | None:
-    """(images folder, masks folder, default class name) when ``root`` holds mask pairs."""
-    for images, masks, default in LAYOUTS:
-        if (root / images).is_dir() and (root / masks).is_dir() and _files(root / masks):
-            return root / images, root / masks, default
+def _has_images(folder: Path) -> bool:
+    return any(
+        p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
+        for p in folder.iterdir()
+    )
+
+
+def layout_folders(root: Path) -> tuple[Folders, str, bool] | None:
+    """(split -> (images folder, masks folder), default class name, whether it is Penn-Fudan's
+    PedMasks) of a folder of image + mask pairs, else None. The pairs may be split on either
+    side: PNGImages/ + PedMasks/ (all one split), PNGImages/test/ + PedMasks/test/, or
+    test/PNGImages/ + test/PedMasks/ (train / val / test by the folder's name)."""
+    for images_name, masks_name, default in LAYOUTS:
+        pedmasks = masks_name == PEDMASKS
+        images, masks = root / images_name, root / masks_name
+        found: Folders = {}
+        if images.is_dir() and masks.is_dir():
+            if _has_images(masks):
+                return {"train": (images, masks)}, default, pedmasks
+            for sub in sorted(p for p in masks.iterdir() if p.is_dir()):
+                split = split_of_name(sub.name)
+                if split and (images / sub.name).is_dir() and _has_images(sub):
+                    found.setdefault(split, (images / sub.name, sub))
+        elif root.is_dir():
+            for sub in sorted(p for p in root.iterdir() if p.is_dir()):
+                split = split_of_name(sub.name)
+                pair = sub / images_name, sub / masks_name
+                if split and pair[0].is_dir() and pair[1].is_dir() and _has_images(pair[1]):
+                    found.setdefault(split, pair)
+        if found:
+            return found, default, pedmasks
     return None
 
 
@@ -116,20 +145,22 @@ def mask_pairs(images: Path, masks: Path) -> tuple[list[tuple[Path, Path]], list
 
 def parse_masks(root: Path) -> ParsedDataset:
     """Read every mask's object boxes (one class) into image records."""
-    layout = find_layout(root)
+    layout = layout_folders(root)
     if layout is None:
         raise CnnkitError(f"{root} holds no image and mask folders")
-    images, masks, default = layout
-    parsed = ParsedDataset("masks", [class_name(root, default)], {"train": []})
-    pairs, parsed.skipped = mask_pairs(images, masks)
-    for image, mask_path in pairs:
-        mask = _load_mask(mask_path)
-        if isinstance(mask, str):
-            parsed.skipped.append((str(mask_path), mask))
-            continue
-        boxes = boxes_from_mask(mask)
-        record = ImageRecord(
-            str(image), boxes, [0] * len(boxes), None, False, mask.shape[:2], str(mask_path)
-        )
-        parsed.splits["train"].append(record)
+    folders, default, _ = layout
+    parsed = ParsedDataset("masks", [class_name(root, default)], {split: [] for split in folders})
+    for split, (images, masks) in folders.items():
+        pairs, unpaired = mask_pairs(images, masks)
+        parsed.skipped += unpaired
+        for image, mask_path in pairs:
+            mask = _load_mask(mask_path)
+            if isinstance(mask, str):
+                parsed.skipped.append((str(mask_path), mask))
+                continue
+            boxes = boxes_from_mask(mask)
+            record = ImageRecord(
+                str(image), boxes, [0] * len(boxes), None, False, mask.shape[:2], str(mask_path)
+            )
+            parsed.splits[split].append(record)
     return parsed

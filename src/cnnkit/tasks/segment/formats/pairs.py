@@ -22,15 +22,14 @@ from typing import Any
 
 import numpy as np
 
-from cnnkit.data.decode import IMAGE_EXTENSIONS
 from cnnkit.errors import CnnkitError, did_you_mean
 from cnnkit.tasks.detect.formats.masks import (
-    LAYOUTS,
+    Folders,
+    layout_folders,
     mask_pairs,
     object_ids,
     read_instance_mask,
 )
-from cnnkit.tasks.detect.formats.records import split_of_name
 from cnnkit.tasks.segment.dataset import IGNORE_INDEX
 from cnnkit.tasks.segment.formats.classes import (
     ClassMap,
@@ -49,9 +48,6 @@ INSTANCE_MODES = ("auto", "foreground", "classes")
 YAML_NAMES = ("segmentation.yaml", "segmentation.yml")
 NAME_FILES = ("classes.yaml", "classes.yml", "classes.txt")
 SPLITS = ("train", "val", "test")
-PEDMASKS = "PedMasks"
-
-Folders = dict[str, tuple[Path, Path]]  # split -> (images folder, masks folder)
 
 
 def check_instances(instances: str) -> str:
@@ -65,32 +61,6 @@ def find_yaml(path: Path) -> Path | None:
     if path.is_file():
         return path if path.suffix.lower() in (".yaml", ".yml") else None
     return next((path / n for n in YAML_NAMES if (path / n).is_file()), None)
-
-
-def _has_images(folder: Path) -> bool:
-    return any(
-        p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
-        for p in folder.iterdir()
-    )
-
-
-def layout_folders(root: Path) -> tuple[Folders, str, bool] | None:
-    """(split folders, default class name, whether it is Penn-Fudan's PedMasks) of a folder
-    with one of the mask layouts, else None."""
-    for images_name, masks_name, default in LAYOUTS:
-        images, masks = root / images_name, root / masks_name
-        if not (images.is_dir() and masks.is_dir()):
-            continue
-        if _has_images(masks):
-            return {"train": (images, masks)}, default, masks_name == PEDMASKS
-        found: Folders = {}
-        for sub in sorted(p for p in masks.iterdir() if p.is_dir()):
-            split = split_of_name(sub.name)
-            if split and (images / sub.name).is_dir() and _has_images(sub):
-                found.setdefault(split, (images / sub.name, sub))
-        if found:
-            return found, default, masks_name == PEDMASKS
-    return None
 
 
 def yaml_folders(path: Path, data: dict[str, Any], notes: list[str]) -> Folders:
