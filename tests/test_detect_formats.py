@@ -482,3 +482,29 @@ def test_an_unused_coco_category_named_like_a_class_is_left_out_with_a_note(tmp_
     splits = read_detection(tmp_path, val_split=0)
     assert splits.classes == CLASSES
     assert any(f"category id 0 ('{CLASSES[0]}') holds no annotation" in n for n in splits.notes)
+
+
+def test_a_mask_claiming_too_many_pixels_is_skipped_without_a_warning(tmp_path, recwarn):
+    """A mask whose header claims 95 M pixels (over PIL's bomb limit) is refused before it is
+    decoded, named in `skipped`, for both tasks; PIL's warning never reaches the user."""
+    import struct
+    import zlib
+
+    from cnnkit.tasks.segment.formats import read_segmentation
+
+    root = write_masks(tmp_path / "ped", SAMPLES, images="PNGImages", masks="PedMasks")
+    photo(root / "PNGImages" / "huge.png", (10, 10))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", 10_000, 9_500, 8, 0, 0, 0, 0)
+    bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0"))
+    (root / "PedMasks" / "huge_mask.png").write_bytes(bomb + chunk(b"IEND", b""))
+    for splits in (read_detection(root, val_split=0), read_segmentation(root, val_split=0)):
+        reasons = dict(splits.skipped)
+        assert "exceeds limit" in reasons[str(root / "PedMasks" / "huge_mask.png")]
+        assert len(splits.train) == len(SAMPLES)
+    assert not [w for w in recwarn if "decompression" in str(w.message).lower()]

@@ -109,3 +109,23 @@ def test_boxes_clipped_flat_are_no_detections():
         pytest.approx(0.9)
     ]
     assert kept["labels"].tolist() == [0]
+
+
+def test_a_pennfudan_segmenter_reads_held_out_instance_masks_without_a_classes_file(tmp_path):
+    """Trained on PNGImages/ + PedMasks/ (instance ids read as person), a segmenter evaluates
+    held-out images/ + masks/ of instance ids the same way, with no classes.txt to write."""
+    from test_segment_task import seg_options
+
+    train = write_masks_dataset(tmp_path / "pf", n=8, seed=1)
+    (train / "images").rename(train / "PNGImages")
+    (train / "masks").rename(train / "PedMasks")
+    (train / "classes.txt").unlink()
+    run = cnnkit.train(
+        project=str(tmp_path / "runs"), name="s", progress=False, **seg_options(train, epochs=1)
+    )
+    assert torch.load(run.best, weights_only=True)["instances"] == "foreground"
+    held = write_masks_dataset(tmp_path / "held", n=3, seed=2)
+    (held / "classes.txt").unlink()
+    report = cnnkit.load(run.run_dir).evaluate(str(held), out_dir=tmp_path / "out")
+    assert report.images == 3 and report.classes == ["background", "person"]
+    assert report.metrics.pixels == 3 * 96 * 120

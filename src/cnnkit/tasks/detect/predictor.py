@@ -281,6 +281,8 @@ class Detector:
             **split_options(self.config, own),
             progress=progress,
         )
+        if splits.format == "masks" and len(self.classes) == len(splits.classes) == 1:
+            _one_class_as_ours(splits, self.classes[0])
         images, split = choose_split(splits, split, own, data)
         print_data_notes(splits, file=sys.stderr)  # never a file left out unsaid
         return images, split, splits.skipped
@@ -324,3 +326,15 @@ class Detector:
         if out_dir is not None:
             report.write(Path(out_dir))
         return report
+
+
+def _one_class_as_ours(splits: Any, name: str) -> None:
+    """Instance masks have one class, named by the layout (person, object) or a classes.txt:
+    with a one-class model it is the model's class, whatever the held-out folder calls it."""
+    if splits.classes == [name]:
+        return
+    splits.notes.append(f"its objects ('{splits.classes[0]}') read as the model's '{name}'")
+    splits.classes = [name]
+    for part in (splits.train, splits.val, splits.test):
+        if part is not None:
+            part.classes = [name]

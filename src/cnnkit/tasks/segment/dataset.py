@@ -92,3 +92,4 @@ class SegmentationSplits:
     val_source: str  # "folder" (the format's own split) | "split" (seeded) | "none"
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason), one per file
     notes: list[str] = field(default_factory=list)  # how values were mapped, splits replaced, ...
+    instances: str = "classes"  # how mask values were read: "classes" or "foreground"

@@ -29,7 +29,8 @@ from cnnkit.tasks.evaluation_data import (
     trained_on,
 )
 from cnnkit.tasks.segment.dataset import IGNORE_INDEX, SegmentationSet
-from cnnkit.tasks.segment.formats import read_segmentation
+from cnnkit.tasks.segment.formats import read_segmentation, segmentation_format
+from cnnkit.tasks.segment.formats.pairs import NoClassNames
 from cnnkit.tasks.segment.inference import check_tta, predict_classes
 from cnnkit.tasks.segment.metrics import segmentation_metrics
 from cnnkit.tasks.segment.models import segmenter_from_record, segmenter_spec
@@ -230,12 +231,20 @@ class Segmenter:
         """split_images, and the files the reader skipped (named on stderr here)."""
         check_split(split)
         own = trained_on(data, self.data_location, self.config)
-        splits = read_segmentation(
-            data,
-            instances=self.instances,
-            **split_options(self.config, own),
-            progress=progress,
-        )
+        instances = self.instances  # as its training masks were read
+        if instances == "foreground" and segmentation_format(data) != "masks":
+            instances = "auto"  # VOC / COCO class masks: their own names
+        options = dict(**split_options(self.config, own), progress=progress)
+        try:
+            splits = read_segmentation(data, instances=instances, **options)
+        except NoClassNames:
+            # masks without names, and a checkpoint from before it said how its masks were
+            # read: a background / one-class model takes them as instance masks
+            if self.classes[0] != "background" or len(self.classes) != 2:
+                raise
+            splits = read_segmentation(data, instances="foreground", **options)
+        if splits.instances == "foreground" and len(self.classes) == 2:
+            _foreground_as_ours(splits, self.classes)
         images, split = choose_split(splits, split, own, data)
         print_data_notes(splits, file=sys.stderr)  # never a file left out unsaid
         return images, split, splits.skipped
@@ -285,6 +294,21 @@ class Segmenter:
         if out_dir is not None:
             report.write(Path(out_dir))
         return report
+
+
+def _foreground_as_ours(splits: Any, classes: list[str]) -> None:
+    """Instance masks read as background / one class (named by the layout's default or a
+    classes.txt) are the model's two classes, whatever the held-out folder calls the object."""
+    if list(splits.classes) == list(classes):
+        return
+    splits.notes.append(
+        f"instance masks read as the model's '{classes[0]}' / '{classes[1]}' "
+        f"(the data names them '{splits.classes[0]}' / '{splits.classes[1]}')"
+    )
+    splits.classes = list(classes)
+    for part in (splits.train, splits.val, splits.test):
+        if part is not None:
+            part.classes = list(classes)
 
 
 def _remap(mask: torch.Tensor, ours: torch.Tensor) -> torch.Tensor:

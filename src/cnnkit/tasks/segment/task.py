@@ -251,7 +251,9 @@ class SegmentTask:
             "preprocessing": Preprocessing(  # what predictions use: the test size
                 size=(self.test_size, self.test_size), resize="letterbox", mean=mean, std=std
             ).to_dict(),
-            "instances": self.cfg.instances or "auto",
+            # as the training masks were read ("auto" resolved), so held-out images + masks
+            # without a classes.txt read the same way
+            "instances": self.data.instances,
         }
 
     def model_name(self) -> str:

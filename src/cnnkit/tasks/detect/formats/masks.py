@@ -10,6 +10,7 @@ not known to be background); an all-zero mask is a background image.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -71,12 +72,22 @@ def layout_folders(root: Path) -> tuple[Folders, str, bool] | None:
 def _load_mask(path: str | Path) -> np.ndarray | str:
     """(H, W) int64 ids, or the reason the file cannot be read."""
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():
+            # PIL's bomb warning (over ~89 M pixels) is a refusal here, as decode_image's is
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
             im.load()
             if im.mode not in ("RGB", "RGBA"):
                 return np.asarray(im).astype(np.int64)
             rgb = np.asarray(im.convert("RGB")).astype(np.int64)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+    except (
+        OSError,
+        ValueError,
+        SyntaxError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+    ) as e:
         return f"unreadable mask ({e})"
     packed = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
     colours, ids = np.unique(packed, return_inverse=True)

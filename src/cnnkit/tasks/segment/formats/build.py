@@ -115,4 +115,5 @@ def build_splits(
         val_source=val_source,
         skipped=skipped,
         notes=notes,
+        instances=parsed.instances,
     )

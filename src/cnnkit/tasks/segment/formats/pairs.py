@@ -50,6 +50,10 @@ NAME_FILES = ("classes.yaml", "classes.yml", "classes.txt")
 SPLITS = ("train", "val", "test")
 
 
+class NoClassNames(CnnkitError):
+    """Class masks without a names file (a segmenter of one class reads them as instances)."""
+
+
 def check_instances(instances: str) -> str:
     if instances not in INSTANCE_MODES:
         raise did_you_mean("instances mode", str(instances), INSTANCE_MODES)
@@ -154,14 +158,16 @@ def parse_pairs(path: Path, instances: str = "auto") -> ParsedSegmentation:
     else:
         names_file = _names_file(root, yaml_path, data)
         if names_file is None:
-            raise CnnkitError(
+            raise NoClassNames(
                 f"{root} has no class names for its masks: add classes.txt (line k names mask "
-                "value k), or read instance masks of one class with instances='foreground'"
+                "value k), or read them as instance masks of one class (train --instances "
+                "foreground; instances='foreground' in Python)"
             )
         class_map: ClassMap = class_map_of(names_file)
         classes, to_classes, read = class_map.classes, class_map.apply, None
         notes += class_map.notes
-    parsed = ParsedSegmentation("masks", classes, {}, notes=notes)
+    mode = "foreground" if foreground else "classes"
+    parsed = ParsedSegmentation("masks", classes, {}, notes=notes, instances=mode)
     for split, (images, masks) in folders.items():
         pairs, unpaired = mask_pairs(images, masks)
         parsed.skipped += unpaired
