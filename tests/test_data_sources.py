@@ -186,3 +186,20 @@ def test_a_symbolic_link_loop_is_a_skipped_file_not_a_traceback(tmp_path, capsys
         captured = capsys.readouterr()
         assert f"skipped {loop}: cannot be read" in captured.err
         assert "Traceback" not in captured.err
+
+
+def test_a_dataset_root_given_to_predict_is_its_photos_not_its_masks(tmp_path, capsys):
+    from cnnkit.inputs import expand_paths
+
+    root = tmp_path / "pf"
+    for stem in ("a", "b"):
+        write_image(root / "PNGImages" / f"{stem}.png", 1)
+        write_image(root / "PedMasks" / f"{stem}_mask.png", 0)
+    write_image(root / "extra" / "c_mask.png", 0)
+    assert expand_paths([str(root)]) == [root / "PNGImages" / "a.png", root / "PNGImages" / "b.png"]
+    assert "left out 3 mask file(s)" in capsys.readouterr().err
+    masks = expand_paths([str(root / "PedMasks")])  # asked for by name: predicted as photos
+    assert [p.name for p in masks] == ["a_mask.png", "b_mask.png"]
+    assert expand_paths([str(root / "PedMasks" / "a_mask.png")]) == [
+        root / "PedMasks" / "a_mask.png"
+    ]

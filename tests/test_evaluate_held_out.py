@@ -129,3 +129,16 @@ def test_a_pennfudan_segmenter_reads_held_out_instance_masks_without_a_classes_f
     report = cnnkit.load(run.run_dir).evaluate(str(held), out_dir=tmp_path / "out")
     assert report.images == 3 and report.classes == ["background", "person"]
     assert report.metrics.pixels == 3 * 96 * 120
+
+
+def test_a_class_mismatch_quotes_names_that_hold_commas():
+    from cnnkit.errors import CnnkitError
+    from cnnkit.tasks.evaluation_data import classes_in_our_order
+
+    assert classes_in_our_order(["b", "a"], ["a", "b"]).tolist() == [1, 0]
+    with pytest.raises(CnnkitError) as caught:
+        classes_in_our_order(["malignant", "normal, benign"], ["normal", "pneumonia"])
+    assert str(caught.value) == (
+        "the data's classes differ from the checkpoint's: 'malignant', 'normal, benign' not "
+        "among the model's 2 classes ('normal', 'pneumonia')"
+    )

@@ -109,6 +109,11 @@ def test_lfw_pairs_files_are_read_with_their_folds(tmp_path):
     first = found.paths[found.pairs.first[0]]
     assert first == str(LFW / names[0] / f"{names[0]}_0001.jpg")
     assert len(found.paths) == len(set(found.paths))  # each image embedded once
+    # pairsDevTest.txt's header is one number (n same, then n different pairs): no folds
+    dev = ["2", f"{names[0]}\t1\t2", f"{names[2]}\t3\t4", f"{names[0]}\t1\t{names[1]}\t1"]
+    (tmp_path / "pairsDevTest.txt").write_text("\n".join([*dev, f"{names[2]}\t2\t{names[3]}\t5"]))
+    dev_pairs = read_pairs(tmp_path / "pairsDevTest.txt", LFW).pairs
+    assert dev_pairs.same.tolist() == [True, True, False, False] and dev_pairs.fold is None
 
     (tmp_path / "bad.txt").write_text(f"{names[0]}\t1\t2\n{names[0]}\tone\t2\n")
     with pytest.raises(CnnkitError, match=r"bad.txt:2: expected"):
@@ -344,3 +349,19 @@ def test_an_embedding_models_int8_export_is_kept_only_when_its_embeddings_agree(
     assert parity["passed"] is (not refused) and out.exists() is (not refused)
     assert (parity["min_cosine"] >= 0.98) is (not refused)
     assert parity["min_cosine"] <= parity["mean_cosine"] <= 1.0 + 1e-6
+
+
+def test_one_photo_per_person_says_no_threshold_can_be_chosen(face_run, tmp_path, capsys):
+    _, aligned, _ = face_run
+    one = tmp_path / "one"
+    for person in sorted(p for p in aligned.iterdir() if p.is_dir())[:8]:
+        (one / person.name).mkdir(parents=True)
+        shutil.copy(sorted(person.glob("*.png"))[0], one / person.name)
+    args = ["train", "--data", str(one), "--task", "embed", "--model", "simple_cnn"]
+    args += ["--epochs", "1", "--batch-size", "4", "--embedding-dim", "8", "--val-split", "0.25"]
+    assert main([*args, "--project", str(tmp_path / "runs"), "--no-progress"]) == 0
+    assert "no validation person has two images" in capsys.readouterr().out
+    capsys.readouterr()
+    assert main([*args[:2], str(aligned), *args[3:], "--project", str(tmp_path / "r2"),
+                 "--no-progress"]) == 0  # fmt: skip
+    assert "no validation person has two images" not in capsys.readouterr().out

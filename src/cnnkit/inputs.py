@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import glob
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +17,22 @@ from cnnkit.errors import CnnkitError
 ImageInput = str | os.PathLike | Image.Image | np.ndarray
 
 
+# folders of a dataset that hold masks, not photos: left out when a dataset's root is given
+MASK_FOLDERS = {"pedmasks", "masks", "segmentationclass", "segmentationobject"}
+
+
+def _is_mask(path: Path, root: Path) -> bool:
+    parts = path.relative_to(root).parts
+    return path.stem.lower().endswith("_mask") or any(
+        part.lower() in MASK_FOLDERS for part in parts[:-1]
+    )
+
+
 def expand_paths(patterns: list[str]) -> list[Path]:
     """Files as given, folders searched recursively for images, globs expanded; sorted, unique.
-    CnnkitError when nothing is found and a folder given held no image."""
+    In a folder, masks (in PedMasks/, masks/, SegmentationClass/, or named *_mask) are left out
+    with a note: a dataset's root holds its photos and their masks. CnnkitError when nothing is
+    found and a folder given held no image."""
     found: list[Path] = []
     empty: list[str] = []
     for pattern in patterns:
@@ -29,6 +43,14 @@ def expand_paths(patterns: list[str]) -> list[Path]:
                 for p in path.rglob("*")
                 if (p.is_file() or p.is_symlink()) and p.suffix.lower() in IMAGE_EXTENSIONS
             )
+            masks = [p for p in images if _is_mask(p, path)]
+            if masks and len(masks) < len(images):
+                print(
+                    f"cnnkit: left out {len(masks)} mask file(s) in {pattern} (name them to"
+                    " predict them as photos)",
+                    file=sys.stderr,
+                )
+                images = [p for p in images if not _is_mask(p, path)]
             empty += [] if images else [pattern]
             found += images
         elif path.exists() or path.is_symlink():

@@ -85,9 +85,10 @@ def classes_in_our_order(data_classes: list[str], ours: list[str]) -> Any:
     index = {name: i for i, name in enumerate(ours)}
     unknown = [name for name in data_classes if name not in index]
     if unknown:
+        quoted = ", ".join(f"'{name}'" for name in unknown[:5])  # a name may hold a comma
         raise CnnkitError(
-            f"the data's classes differ from the checkpoint's: {', '.join(unknown[:5])} not "
-            f"among the model's {len(ours)} classes"
+            f"the data's classes differ from the checkpoint's: {quoted} not among the model's "
+            f"{len(ours)} classes ({', '.join(repr(name) for name in ours[:10])})"
         )
     return torch.tensor([index[name] for name in data_classes], dtype=torch.int64)
 

@@ -143,7 +143,8 @@ _HEADER = re.compile(r"^\s*(\d+)\s+(\d+)\s*$")
 def read_pairs(path: str | os.PathLike, root: str | os.PathLike) -> PairFile:
     """Read LFW's pairs format: ``name i j`` (one person) and ``name1 i name2 j`` (two), image
     ``ROOT/name/name_%04d.jpg``; an optional first line ``folds n`` (n same and n different
-    pairs per fold, in order) gives LFW's own folds."""
+    pairs per fold, in order) gives LFW's own folds, and a first line ``n`` (pairsDevTrain.txt,
+    pairsDevTest.txt: n same, then n different pairs) is one set without folds."""
     file, root = Path(path), Path(root)
     if not file.is_file():
         raise CnnkitError(f"pairs file not found: {file}")
@@ -158,6 +159,8 @@ def read_pairs(path: str | os.PathLike, root: str | os.PathLike) -> PairFile:
     if numbered and _HEADER.match(numbered[0][1]) and len(numbered[0][1].split()) == 2:
         folds, n = (int(v) for v in numbered[0][1].split())
         per_fold = 2 * n if folds > 0 and n > 0 else None
+        numbered = numbered[1:]
+    elif numbered and numbered[0][1].strip().isdigit():  # pairsDevTrain/DevTest's "n": one fold
         numbered = numbered[1:]
     index: dict[str, int] = {}
     first, second, same = [], [], []

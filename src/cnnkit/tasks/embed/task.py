@@ -147,6 +147,13 @@ class EmbedTask(ClassifyTask):
 
             self.augment = BatchAugment(self.augmentation, len(self.data.classes))
         self._balance(self.data.train.labels, len(self.data.classes))
+        val = self.data.val
+        if val is None or not (torch.bincount(val.labels) >= 2).any():
+            print(
+                "cnnkit: no validation person has two images: no same-person pair to choose "
+                "the verification threshold on (`faces verify` will need --threshold); give "
+                "people several photos each"
+            )
 
     def build(self, resuming: bool) -> nn.Module:
         cfg = self.cfg
