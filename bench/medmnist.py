@@ -55,7 +55,8 @@ def run_one(name: str, seed: int, project: Path) -> dict:
         "set": name,
         "seed": seed,
         "val_auc": report.auc,
-        "val_accuracy": report.top1,
+        # MedMNIST's ACC is argmax's; evaluate's top-1 decides by the stored threshold
+        "val_accuracy": report.top1 if report.argmax_top1 is None else report.argmax_top1,
         "val_balanced_accuracy": report.balanced_accuracy,
         "threshold": None if point is None else point.threshold,
         "val_sensitivity": None if point is None else point.sensitivity,

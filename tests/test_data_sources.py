@@ -195,9 +195,17 @@ def test_a_dataset_root_given_to_predict_is_its_photos_not_its_masks(tmp_path, c
     for stem in ("a", "b"):
         write_image(root / "PNGImages" / f"{stem}.png", 1)
         write_image(root / "PedMasks" / f"{stem}_mask.png", 0)
-    write_image(root / "extra" / "c_mask.png", 0)
-    assert expand_paths([str(root)]) == [root / "PNGImages" / "a.png", root / "PNGImages" / "b.png"]
-    assert "left out 3 mask file(s)" in capsys.readouterr().err
+    write_image(root / "extra" / "c_mask.png", 0)  # not the layout's masks: a photo
+    assert expand_paths([str(root)]) == [
+        root / "PNGImages" / "a.png",
+        root / "PNGImages" / "b.png",
+        root / "extra" / "c_mask.png",
+    ]
+    assert "left out the 2 mask file(s) of the dataset" in capsys.readouterr().err
+    photos = tmp_path / "photos"  # no dataset layout: every image is a photo, whatever its name
+    for name in ("cat.png", "ski_mask.png", "masks/venetian.png"):
+        write_image(photos / name, 3)
+    assert len(expand_paths([str(photos)])) == 3 and capsys.readouterr().err == ""
     masks = expand_paths([str(root / "PedMasks")])  # asked for by name: predicted as photos
     assert [p.name for p in masks] == ["a_mask.png", "b_mask.png"]
     assert expand_paths([str(root / "PedMasks" / "a_mask.png")]) == [

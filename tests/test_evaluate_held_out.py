@@ -37,6 +37,14 @@ def test_evaluate_names_and_records_the_files_it_left_out(
 ):
     run, _ = tiny_detector_run if task == "detect" else tiny_segmenter_run
     writer = write_masks_dataset if task == "detect" else write_dataset
+    try:
+        _left_out_and_folders(run, writer, tmp_path, capsys)
+    finally:  # the session's run folder is shared: leave it as it was
+        for made in run.run_dir.glob("eval-heldout-*"):
+            shutil.rmtree(made)
+
+
+def _left_out_and_folders(run, writer, tmp_path, capsys) -> None:
     held = writer(tmp_path / "a" / "heldout", n=4, seed=7)
     bad = spoil(held, "images")
     assert main(["evaluate", str(run.run_dir), "--data", str(held)]) == 0
@@ -61,8 +69,6 @@ def test_evaluate_names_and_records_the_files_it_left_out(
     assert main(["evaluate", str(run.run_dir), "--data", str(other)]) == 0
     assert not (run.run_dir / "eval-heldout-test-3").exists()
     assert (run.run_dir / "eval-heldout-test-tta-flip" / "metrics.json").is_file()
-    for made in run.run_dir.glob("eval-heldout-*"):
-        shutil.rmtree(made)
 
 
 def test_an_evaluation_folder_is_kept_for_its_own_data(tmp_path):
@@ -111,7 +117,9 @@ def test_boxes_clipped_flat_are_no_detections():
     assert kept["labels"].tolist() == [0]
 
 
-def test_a_pennfudan_segmenter_reads_held_out_instance_masks_without_a_classes_file(tmp_path):
+def test_a_pennfudan_segmenter_reads_held_out_instance_masks_without_a_classes_file(
+    tmp_path, tiny_segmenter_run
+):
     """Trained on PNGImages/ + PedMasks/ (instance ids read as person), a segmenter evaluates
     held-out images/ + masks/ of instance ids the same way, with no classes.txt to write."""
     from test_segment_task import seg_options
@@ -124,6 +132,9 @@ def test_a_pennfudan_segmenter_reads_held_out_instance_masks_without_a_classes_f
         project=str(tmp_path / "runs"), name="s", progress=False, **seg_options(train, epochs=1)
     )
     assert torch.load(run.best, weights_only=True)["instances"] == "foreground"
+    # class masks (images/ + masks/ + classes.txt) record "auto": a held-out layout reads as its own
+    classes_run, _ = tiny_segmenter_run
+    assert torch.load(classes_run.best, weights_only=True)["instances"] == "auto"
     held = write_masks_dataset(tmp_path / "held", n=3, seed=2)
     (held / "classes.txt").unlink()
     report = cnnkit.load(run.run_dir).evaluate(str(held), out_dir=tmp_path / "out")

@@ -194,6 +194,8 @@ def test_the_report_uses_the_threshold_it_is_given():
     assert strict.recall == [1.0, 0.5] and strict.top1 == strict.operating.accuracy
     low = classification_report(logits, labels, ["neg", "pos"], threshold=0.4)
     assert low.confusion.tolist() == [[1, 1], [0, 2]] and low.top1 == 0.75
+    assert strict.argmax_top1 == 0.5 and default.argmax_top1 is None  # MedMNIST's ACC kept
+    assert strict.to_dict()["top1_accuracy_argmax"] == 0.5
 
 
 # ---- end to end --------------------------------------------------------------------------------
@@ -287,5 +289,9 @@ def test_a_held_out_test_file_of_any_name_is_scored_as_the_models_classes(
     argv = ["evaluate", str(pneumonia_run.run_dir), "--data", str(tmp_path / "nt.npz")]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
-    assert err.endswith("has no test split (only train): pass --split val to score its "
-                        "validation images, or --data with test images")  # fmt: skip
+    assert err.endswith("has no test split (only train): pass --split train to score its "
+                        "training images as held-out data, or --data with test images")  # fmt: skip
+    np.savez(tmp_path / "nt.npz", train_images=images, train_labels=labels, val_images=images,
+             val_labels=labels)  # fmt: skip
+    assert main(argv) == 2
+    assert "pass --split val to score its validation" in capsys.readouterr().err

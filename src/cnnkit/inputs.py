@@ -17,22 +17,24 @@ from cnnkit.errors import CnnkitError
 ImageInput = str | os.PathLike | Image.Image | np.ndarray
 
 
-# folders of a dataset that hold masks, not photos: left out when a dataset's root is given
-MASK_FOLDERS = {"pedmasks", "masks", "segmentationclass", "segmentationobject"}
+def _mask_folders(root: Path) -> list[Path]:
+    """The folders of masks when ``root`` is a segmentation or instance-mask dataset's root
+    (PNGImages/ + PedMasks/, images/ + masks/, their split folders, VOC's SegmentationClass/
+    beside JPEGImages/); none for any other folder."""
+    from cnnkit.tasks.detect.formats.masks import layout_folders
 
-
-def _is_mask(path: Path, root: Path) -> bool:
-    parts = path.relative_to(root).parts
-    return path.stem.lower().endswith("_mask") or any(
-        part.lower() in MASK_FOLDERS for part in parts[:-1]
-    )
+    layout = layout_folders(root)
+    folders = [masks for _, masks in layout[0].values()] if layout else []
+    if (root / "JPEGImages").is_dir():
+        folders += [root / name for name in ("SegmentationClass", "SegmentationObject")]
+    return folders
 
 
 def expand_paths(patterns: list[str]) -> list[Path]:
     """Files as given, folders searched recursively for images, globs expanded; sorted, unique.
-    In a folder, masks (in PedMasks/, masks/, SegmentationClass/, or named *_mask) are left out
-    with a note: a dataset's root holds its photos and their masks. CnnkitError when nothing is
-    found and a folder given held no image."""
+    A dataset's root (PNGImages/ + PedMasks/, images/ + masks/, VOC) gives its photos: its
+    masks are left out, with a note. CnnkitError when nothing is found and a folder given held
+    no image."""
     found: list[Path] = []
     empty: list[str] = []
     for pattern in patterns:
@@ -43,14 +45,15 @@ def expand_paths(patterns: list[str]) -> list[Path]:
                 for p in path.rglob("*")
                 if (p.is_file() or p.is_symlink()) and p.suffix.lower() in IMAGE_EXTENSIONS
             )
-            masks = [p for p in images if _is_mask(p, path)]
-            if masks and len(masks) < len(images):
+            folders = _mask_folders(path)
+            masks = [p for p in images if any(p.is_relative_to(f) for f in folders)]
+            if masks:
                 print(
-                    f"cnnkit: left out {len(masks)} mask file(s) in {pattern} (name them to"
-                    " predict them as photos)",
+                    f"cnnkit: left out the {len(masks)} mask file(s) of the dataset {pattern}"
+                    " (give their folder to predict them as photos)",
                     file=sys.stderr,
                 )
-                images = [p for p in images if not _is_mask(p, path)]
+                images = [p for p in images if p not in set(masks)]
             empty += [] if images else [pattern]
             found += images
         elif path.exists() or path.is_symlink():

@@ -154,15 +154,17 @@ def name_classes_by_index(splits: Any, classes: list[str]) -> str | None:
     found = len(splits.classes)  # the largest label + 1: a test file may lack the last class
     if splits.classes != index_names(found) or found > len(classes):
         return None
+    parts = [p for p in (splits.train, splits.val, splits.test) if p is not None]
+    if any(p.multilabel for p in parts) and found != len(classes):  # columns are classes
+        return None
     if splits.classes == list(classes)[:found]:  # the model's classes are its label values
         return None
-    for part in (splits.train, splits.val, splits.test):
-        if part is not None:
-            part.classes = list(classes)
+    for part in parts:
+        part.classes = list(classes)
     splits.classes = list(classes)
     return (
-        f"{splits.name} names no MedMNIST set: its labels 0-{len(classes) - 1} read as the "
-        f"model's classes in order ({', '.join(classes)})"
+        f"{splits.name} names no MedMNIST set: its labels 0-{found - 1} read as the model's "
+        f"classes in order ({', '.join(classes)})"
     )
 
 

@@ -1,5 +1,6 @@
 """Which images an evaluation scores, for every task's predictor: on the run's own data its
-own splits (never its training images), elsewhere the data's test split or all of it."""
+own splits (never its training images), elsewhere the data's test split or, for data without
+splits, all of it; and where the reports go (evaluation_folder)."""
 
 from __future__ import annotations
 
@@ -32,9 +33,10 @@ def trained_on(data: str | os.PathLike, location: str | None, config: dict[str, 
 
 def choose_split(splits: Any, split: str, own: bool, data: str | os.PathLike) -> tuple[Any, str]:
     """(images, the split they are) from a task's splits (.train .val .test .val_source). On the
-    run's own data with no test split its validation images stand in; other data without a test
-    split is all evaluation data; the test split stands in for validation only in the run's own
-    data."""
+    run's own data with no test split its validation images stand in; other data without any
+    splits is all evaluation data, while other data with its own train / val splits but no test
+    split (or an .npz without test arrays) is refused; the test split stands in for validation
+    only in the run's own data."""
     chosen, asked = getattr(splits, split), split
     if split == "val" and splits.val_source == "test" and not own:
         chosen = None
@@ -48,9 +50,14 @@ def choose_split(splits: Any, split: str, own: bool, data: str | os.PathLike) ->
             )
         elif splits.val_source == "folder" or str(data).lower().endswith(".npz"):
             # named splits without a test one: its train images are no test
+            instead = (
+                "--split val to score its validation images"
+                if splits.val is not None
+                else "--split train to score its training images as held-out data"
+            )
             raise CnnkitError(
                 f"{data} has no test split (only {', '.join(_present(splits))}): pass "
-                "--split val to score its validation images, or --data with test images"
+                f"{instead}, or --data with test images"
             )
         else:
             chosen = splits.train  # a plain folder: evaluate all of it
@@ -96,6 +103,13 @@ def classes_in_our_order(data_classes: list[str], ours: list[str]) -> Any:
 SOURCE_FILE = "evaluated.txt"  # in an evaluation folder: the data it scored, one line
 
 
+def _source_of(marker: Path) -> str | None:
+    try:
+        return marker.read_text(encoding="utf-8").strip() if marker.is_file() else None
+    except (OSError, ValueError):  # unreadable: treated as another data's folder
+        return None
+
+
 def evaluation_folder(
     checkpoint: str | os.PathLike, data: str | os.PathLike, split: str, tta: str = "none"
 ) -> Path:
@@ -109,7 +123,7 @@ def evaluation_folder(
     for n in itertools.count(1):
         folder = Path(checkpoint).parent / (base if n == 1 else f"{base}-{n}")
         marker = folder / SOURCE_FILE
-        if folder.exists() and not (marker.is_file() and marker.read_text().strip() == source):
+        if folder.exists() and _source_of(marker) != source:
             continue  # another data's report, or one from before the marker: kept
         folder.mkdir(parents=True, exist_ok=True)
         marker.write_text(source + "\n")

@@ -33,6 +33,8 @@ class ClassificationReport:
     out_dir: Path | None = None  # where write_report put the files, if anywhere
     tta: str = "none"  # test-time augmentation the figures above used
     top1_without_tta: float | None = None  # the same model without TTA, to show the gain
+    # two classes decided by a threshold: top-1 by argmax too (MedMNIST's ACC is argmax's)
+    argmax_top1: float | None = None
     balanced_accuracy: float = 0.0  # mean per-class recall
     ece: float = 0.0  # expected calibration error of the top-1 probability
     calibration_bins: list = field(default_factory=list)  # interpret.CalibrationBin
@@ -60,6 +62,7 @@ class ClassificationReport:
             "images": int(sum(self.support)),
             "tta": self.tta,
             "top1_accuracy_without_tta": self.top1_without_tta,
+            "top1_accuracy_argmax": self.argmax_top1,
             "per_class": {
                 name: {
                     "precision": self.precision[i],
@@ -117,6 +120,14 @@ def confusion_matrix(
     return torch.bincount(index, minlength=num_classes**2).view(num_classes, num_classes)
 
 
+def decide(probs: torch.Tensor, threshold: float | None = None) -> torch.Tensor:
+    """Each row's class: the most probable, or for two classes with a decision threshold,
+    class 1 where its probability reaches the threshold (as predict and serve decide)."""
+    if threshold is not None and probs.shape[1] == 2:
+        return (probs[:, 1] >= threshold).long()
+    return probs.argmax(1)
+
+
 def classification_report(
     logits: torch.Tensor,
     labels: torch.Tensor,
@@ -129,9 +140,7 @@ def classification_report(
     figures, as predict and serve decide it."""
     n = len(classes)
     probs = logits.float().softmax(1)
-    decided = logits.argmax(1)
-    if n == 2 and threshold is not None:  # the class predict and serve answer, not argmax
-        decided = (probs[:, 1] >= threshold).long()
+    decided = decide(probs, threshold)  # the class predict and serve answer
     cm = confusion_matrix(decided, labels, n)
     true_pos = cm.diag().double()
     predicted = cm.sum(0).double()
@@ -150,6 +159,9 @@ def classification_report(
         classes=list(classes),
         loss=loss,
         top1=float((decided == labels).float().mean()) if len(labels) else 0.0,
+        argmax_top1=(
+            topk_accuracy(logits, labels, 1) if n == 2 and threshold is not None else None
+        ),
         top5=topk_accuracy(logits, labels, 5),
         confusion=cm,
         precision=precision.tolist(),

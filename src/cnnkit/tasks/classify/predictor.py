@@ -28,9 +28,16 @@ from cnnkit.models.pretrained import (
 from cnnkit.tasks.classify import ClassificationReport, classification_report, write_report
 from cnnkit.tasks.classify.interpret import plot_top_losses, top_losses
 from cnnkit.tasks.classify.loop import image_input, pixel_input, predict_logits
+from cnnkit.tasks.classify.metrics import decide
 from cnnkit.tasks.classify.metrics import top_k as ranked_top_k
 from cnnkit.tasks.classify.tta import tta_and_plain_logits
-from cnnkit.tasks.evaluation_data import check_split, choose_split, evaluation_folder, trained_on
+from cnnkit.tasks.evaluation_data import (
+    check_split,
+    choose_split,
+    classes_in_our_order,
+    evaluation_folder,
+    trained_on,
+)
 
 
 @dataclass
@@ -290,7 +297,8 @@ class Classifier:
         report = classification_report(logits, labels, self.classes, self.decision_threshold)
         if tta != "none":
             report.tta = tta
-            report.top1_without_tta = float((plain.argmax(1) == labels).float().mean())
+            unaided = decide(plain.float().softmax(1), self.decision_threshold)
+            report.top1_without_tta = float((unaided == labels).float().mean())
         if out_dir is None and self.path is not None and not isinstance(data, ImageSet):
             out_dir = evaluation_folder(self.path, data, split, tta)
         if out_dir is not None:
@@ -306,11 +314,12 @@ class Classifier:
         """The k misclassified images with the highest loss: the model's surest mistakes
         first (fewer when it made fewer mistakes)."""
         probs = logits.float().softmax(1)
+        decided = decide(probs, self.decision_threshold)  # the mistakes predict would make
         out = []
         for i in top_losses(logits, labels, len(labels)):
             if len(out) == k:
                 break
-            predicted = int(probs[i].argmax())
+            predicted = int(decided[i])
             if predicted == int(labels[i]):
                 continue
             out.append(
@@ -387,15 +396,7 @@ class Classifier:
             )
         if list(images.classes) == self.classes:
             return images.labels
-        ours = {name: i for i, name in enumerate(self.classes)}
-        unknown = sorted(set(images.classes) - set(ours))
-        if unknown:
-            raise CnnkitError(
-                f"the data's classes differ from the checkpoint's: {', '.join(unknown[:5])} "
-                f"not among the model's {len(self.classes)} classes ({', '.join(self.classes[:5])}"
-                f"{', ...' if len(self.classes) > 5 else ''})"
-            )
-        mapping = torch.tensor([ours[name] for name in images.classes])
+        mapping = classes_in_our_order(list(images.classes), self.classes)
         return mapping[images.labels]
 
 

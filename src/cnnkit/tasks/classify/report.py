@@ -40,8 +40,13 @@ def print_report(report: ClassificationReport, console: Console | None = None) -
             str(report.support[i]),
         )
     console.print(table)
+    decided = (
+        f" (at the threshold; argmax {report.argmax_top1:.2%})"
+        if report.argmax_top1 is not None
+        else ""
+    )
     console.print(
-        f"loss {report.loss:.4f}   top-1 {report.top1:.2%}   top-5 {report.top5:.2%}   "
+        f"loss {report.loss:.4f}   top-1 {report.top1:.2%}{decided}   top-5 {report.top5:.2%}   "
         f"macro F1 {report.macro_f1:.3f}   balanced accuracy {report.balanced_accuracy:.2%}   "
         f"ECE {report.ece:.3f}   images {sum(report.support)}"
     )

@@ -30,6 +30,11 @@ def add_sections(
         return
     figures = [
         ("top-1 accuracy", f"{report.top1:.2%}"),
+        *(
+            [("top-1 by argmax (the threshold decides above)", f"{report.argmax_top1:.2%}")]
+            if report.argmax_top1 is not None
+            else []
+        ),
         ("top-5 accuracy", f"{report.top5:.2%}"),
         ("balanced accuracy", f"{report.balanced_accuracy:.2%}"),
         ("macro F1", f"{report.macro_f1:.3f}"),

@@ -385,10 +385,12 @@ class ClassifyTask:
                 decision_threshold=point.threshold,
                 test_sensitivity=point.sensitivity,
                 test_specificity=point.specificity,
+                test_accuracy_at_threshold=point.accuracy,  # what predict and evaluate give
             )
             print(
                 f"test at threshold {point.threshold:.3f} on '{self.data.classes[1]}': "
                 f"sensitivity {point.sensitivity:.2%}  specificity {point.specificity:.2%}"
+                f"  accuracy {point.accuracy:.2%} (predict and evaluate decide so)"
             )
         return fields
 

@@ -266,7 +266,8 @@ class Detector:
         self, data: str | os.PathLike, split: str = "test", progress: bool = True
     ) -> tuple[DetectionSet, str]:
         """The images of `split`: on the run's own data its splits (the seeded validation split
-        stands in for a missing test split); other data without a test split is all test."""
+        stands in for a missing test split); other data without splits is all test, and data
+        with train / val splits but no test split is refused."""
         return self._read_split(data, split, progress)[:2]
 
     def _read_split(

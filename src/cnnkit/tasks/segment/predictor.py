@@ -222,7 +222,8 @@ class Segmenter:
         self, data: str | os.PathLike, split: str = "test", progress: bool = True
     ) -> tuple[SegmentationSet, str]:
         """The images of `split`: on the run's own data its splits (the seeded validation split
-        stands in for a missing test split); other data without a test split is all test."""
+        stands in for a missing test split); other data without splits is all test, and data
+        with train / val splits but no test split is refused."""
         return self._read_split(data, split, progress)[:2]
 
     def _read_split(
@@ -243,7 +244,7 @@ class Segmenter:
             if self.classes[0] != "background" or len(self.classes) != 2:
                 raise
             splits = read_segmentation(data, instances="foreground", **options)
-        if splits.instances == "foreground" and len(self.classes) == 2:
+        if splits.instances == "foreground" and self.classes[0] == "background":
             _foreground_as_ours(splits, self.classes)
         images, split = choose_split(splits, split, own, data)
         print_data_notes(splits, file=sys.stderr)  # never a file left out unsaid
@@ -299,7 +300,7 @@ class Segmenter:
 def _foreground_as_ours(splits: Any, classes: list[str]) -> None:
     """Instance masks read as background / one class (named by the layout's default or a
     classes.txt) are the model's two classes, whatever the held-out folder calls the object."""
-    if list(splits.classes) == list(classes):
+    if list(splits.classes) == list(classes) or len(classes) != 2:
         return
     splits.notes.append(
         f"instance masks read as the model's '{classes[0]}' / '{classes[1]}' "

@@ -251,9 +251,10 @@ class SegmentTask:
             "preprocessing": Preprocessing(  # what predictions use: the test size
                 size=(self.test_size, self.test_size), resize="letterbox", mean=mean, std=std
             ).to_dict(),
-            # as the training masks were read ("auto" resolved), so held-out images + masks
-            # without a classes.txt read the same way
-            "instances": self.data.instances,
+            # "foreground" when the training masks were read so ("auto" on PedMasks), so
+            # held-out images + instance masks without a classes.txt read the same way;
+            # otherwise "auto", which reads each held-out layout as its own
+            "instances": "foreground" if self.data.instances == "foreground" else "auto",
         }
 
     def model_name(self) -> str:
