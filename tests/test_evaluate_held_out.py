@@ -153,3 +153,22 @@ def test_a_class_mismatch_quotes_names_that_hold_commas():
         "the data's classes differ from the checkpoint's: 'malignant', 'normal, benign' not "
         "among the model's 2 classes ('normal', 'pneumonia')"
     )
+
+
+def test_a_test_split_without_a_true_box_records_no_map(tmp_path, capsys):
+    from test_detect_task import detect_options
+
+    root = tmp_path / "data"
+    for split, seed in (("train", 0), ("test", 4)):
+        part = write_masks_dataset(tmp_path / split, n=4 if split == "test" else 8, seed=seed)
+        if split == "test":
+            for mask in (part / "masks").glob("*.png"):
+                Image.fromarray(np.zeros((96, 120), np.uint8)).save(mask)
+        for kind in ("images", "masks"):
+            (root / kind).mkdir(parents=True, exist_ok=True)
+            (part / kind).rename(root / kind / split)
+    (root / "classes.txt").write_text("box\n")
+    options = detect_options(root, epochs=1, project=str(tmp_path / "runs"))
+    run = cnnkit.train(name="d", progress=False, **options)
+    assert "4 images without a true box, so no mAP to report" in capsys.readouterr().out
+    assert run.metrics["test_map"] is None and run.metrics["test_images"] == 4

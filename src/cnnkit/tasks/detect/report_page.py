@@ -16,12 +16,16 @@ def add_sections(
 ) -> None:
     _, report, section = test_evaluation(page, detector, data, tmp)
     m = report.metrics
+
+    def shown(value: float) -> str:  # no true box: COCO's -1 is no score
+        return f"{value:.4f}" if report.boxes else "none (no true box)"
+
     section.figures(
         [
-            ("mAP@[.5:.95]", f"{m.map:.4f}"),
-            ("mAP@.5", f"{m.map_50:.4f}"),
-            ("mAP@.75", f"{m.map_75:.4f}"),
-            ("recall@100", f"{m.mar_100:.4f}"),
+            ("mAP@[.5:.95]", shown(m.map)),
+            ("mAP@.5", shown(m.map_50)),
+            ("mAP@.75", shown(m.map_75)),
+            ("recall@100", shown(m.mar_100)),
             ("true boxes", f"{report.boxes:,}"),
         ]
     )
