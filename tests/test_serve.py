@@ -96,9 +96,11 @@ def test_the_docs_page_needs_no_internet_and_describes_the_upload(client):
 
 
 def test_head_requests_and_unknown_routes_answer_like_the_rest(client):
-    for path in ("/", "/healthz"):
+    for path in ("/", "/healthz", "/readyz", "/metrics", "/info", "/docs", "/openapi.json"):
         reply = client.head(path)
         assert reply.status_code == 200 and reply.content == b"", path
+    slash = client.post("/predict/", content=png_bytes(photo()), follow_redirects=False)
+    assert slash.status_code == 404 and slash.json()["error"] == "not_found"
     missing = client.get("/nothing/here")
     assert missing.status_code == 404
     assert missing.json() == {"error": "not_found", "detail": "Not Found"}
@@ -167,7 +169,8 @@ def test_hostile_uploads_get_a_4xx_and_one_line(client):
         "too large, streamed": (413, dict(content=chunks())),
         "decompression bomb": (422, dict(content=bomb_png())),
         "not an image": (415, dict(content=b"hello, world")),
-        "empty": (415, dict(content=b"")),
+        "empty": (400, dict(content=b"")),
+        "text in the file field": (400, dict(data={"file": "not bytes"}, files={"x": ("", b"")})),
         "truncated": (422, dict(content=good[: len(good) // 2])),
         "PostScript": (415, dict(content=b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 1 1\n")),
         "text as png": (415, dict(files={"file": ("cat.png", b"<html>not a png</html>")})),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import select
 import socket
 import time
@@ -57,7 +58,7 @@ def test_an_upload_the_client_abandons_is_no_internal_error(cls_run):
     assert "Traceback" not in out and "internal error" not in out
 
 
-def test_a_stalled_or_dripping_upload_is_closed_after_the_upload_timeout(cls_run):
+def test_stalled_uploads_and_headers_are_closed_after_the_upload_timeout(cls_run):
     proc, url = start_server(cls_run.run_dir, "--upload-timeout", "1.5")
     try:
         port = int(url.rsplit(":", 1)[1])
@@ -84,6 +85,33 @@ def test_a_stalled_or_dripping_upload_is_closed_after_the_upload_timeout(cls_run
             assert reply.startswith(b"HTTP/1.1 408"), reply[:200]
             assert b'"error":"timeout"' in reply
             assert 1.4 < waited < 6, waited
+        # headers that never end (slowloris): the connection is closed after the same time
+        for drip in (False, True):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+                started = time.monotonic()
+                s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\n")
+                closed = False
+                while time.monotonic() - started < 8 and not closed:
+                    if select.select([s], [], [], 0.4)[0]:
+                        closed = s.recv(4096) == b""
+                    elif drip:
+                        s.sendall(b"X")
+                waited = time.monotonic() - started
+            assert closed and 1.4 < waited < 6, (drip, waited)
+        # what h11 cannot parse, and two framings at once: the app's one line of JSON
+        for request in (
+            b"FOO\r\n\r\n",
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        ):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+                s.sendall(request)
+                reply = b""
+                while chunk := s.recv(65536):  # the server closes after its answer
+                    reply += chunk
+            head, _, body = reply.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 400"), reply
+            assert json.loads(body)["error"] == "bad_request", reply
         good = httpx.post(f"{url}/predict", content=png_bytes(photo()), timeout=30)
         assert good.status_code == 200
         metrics = httpx.get(f"{url}/metrics", timeout=10).text

@@ -141,7 +141,7 @@ def add_serve_parser(command) -> None:
         "--upload-timeout",
         type=float,
         default=30.0,
-        help="seconds a client has to send the whole upload before a 408 (30)",
+        help="seconds a client has for its request headers, then for the whole body (408) (30)",
     )
     p.add_argument("--top-k", type=int, default=5, help="classifiers: classes returned (5)")
     p.add_argument(

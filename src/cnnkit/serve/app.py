@@ -26,6 +26,7 @@ import secrets
 import socket
 import threading
 import time
+import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ from cnnkit.serve.batcher import Batcher, QueueFull
 from cnnkit.serve.budget import PixelBudget
 from cnnkit.serve.metrics import ServerMetrics
 from cnnkit.serve.priority import lower_other_threads, lower_this_thread
+from cnnkit.serve.protocol import HeadAsGet, header_deadline
 from cnnkit.serve.upload import PREDICT_BODY, Refused, check_header, image_bytes
 
 API_KEY_ENV = "CNNKIT_API_KEY"
@@ -204,7 +206,9 @@ def create_app(model: Any, options: ServeOptions | None = None) -> FastAPI:
         title="cnnkit",
         description=f"{predictor.task} model {Path(name).name}: POST an image to /predict",
         lifespan=lifespan,
+        redirect_slashes=False,  # /predict/ is a JSON 404, not a redirect a client may not follow
     )
+    app.add_middleware(HeadAsGet)  # HEAD on every GET route
     app.state.predictor, app.state.options, app.state.metrics = predictor, options, metrics
 
     def refuse(endpoint: str, error: Refused) -> JSONResponse:
@@ -272,7 +276,6 @@ def create_app(model: Any, options: ServeOptions | None = None) -> FastAPI:
         return JSONResponse(body)
 
     @app.get("/healthz", summary="The process is alive")
-    @app.head("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
         return {"status": "alive"}
 
@@ -298,7 +301,7 @@ def create_app(model: Any, options: ServeOptions | None = None) -> FastAPI:
             "max_upload_bytes": options.max_bytes,
         }
 
-    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
+    @app.get("/", include_in_schema=False)
     async def page() -> HTMLResponse:
         return HTMLResponse(PAGE.read_text(encoding="utf-8"))
 
@@ -343,7 +346,11 @@ def serve(
             f"  (page /, API /docs, POST /predict)",
             flush=True,
         )
-        server = uvicorn.Server(uvicorn.Config(app, log_level=log_level))
+        # headers too get --upload-timeout (slowloris); library warnings about a user's
+        # image (PIL's corrupt EXIF, ...) are no server news
+        warnings.filterwarnings("ignore", module=r"PIL(\..*)?$")
+        http = header_deadline(options.upload_timeout_s)
+        server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, http=http))
         server.run(sockets=[sock])
     finally:
         sock.close()

@@ -35,6 +35,9 @@ async def read_body(request: Request, limit: int, timeout: float) -> bytes:
     and with 408 when all of it has not arrived ``timeout`` seconds after the headers (a
     client that stalls or drips bytes holds a connection only that long)."""
     declared = request.headers.get("content-length")
+    if declared is not None and "transfer-encoding" in request.headers:
+        # two framings: a proxy in front may read another request boundary (smuggling)
+        raise Refused(400, "bad_request", "Content-Length together with Transfer-Encoding")
     if declared is not None:
         if not declared.isdigit():
             raise Refused(400, "bad_request", "Content-Length is not a number")
@@ -64,6 +67,8 @@ async def image_bytes(request: Request, limit: int, timeout: float) -> bytes:
     """The uploaded image: the multipart field ``file`` (or the form's only file), else the
     raw body."""
     body = await read_body(request, limit, timeout)
+    if not body:
+        raise Refused(400, "bad_request", "empty body: send an image")
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         return body
 
@@ -75,7 +80,11 @@ async def image_bytes(request: Request, limit: int, timeout: float) -> bytes:
     except Exception as exc:  # python-multipart's errors on malformed bodies
         raise Refused(400, "bad_request", f"unreadable multipart body ({exc})") from None
     upload = form.get("file")
-    if upload is None or isinstance(upload, str):
+    if isinstance(upload, str):  # curl -F 'file=<x.png': the bytes sent as text, not a file
+        raise Refused(
+            400, "bad_request", "field 'file' holds text, not a file: send curl -F file=@image.png"
+        )
+    if upload is None:
         files = [v for v in form.values() if not isinstance(v, str)]
         if not files:
             raise Refused(400, "bad_request", "no file in the multipart body (field 'file')")
