@@ -176,9 +176,17 @@ def test_int8_refuses_one_image_and_names_the_unreadable_ones(cls_run, tmp_path,
     one = str(sample_images()[0])
     argv = ["export", str(cls_run.run_dir), "--int8", "--out", str(tmp_path / "q.int8.onnx")]
     assert main([*argv, "--images", one, str(broken)]) == 2
-    err = capsys.readouterr().err.strip().splitlines()  # "exporting ...", then these two
-    assert err[-2].startswith(f"cnnkit: skipped {broken}:")
-    assert "at least 2 readable images (1 found)" in err[-1] and len(err) == 3
+    err = capsys.readouterr().err.strip().splitlines()  # "exporting ...", then these
+    assert err[1].startswith(f"cnnkit: skipped {broken}:")
+    assert err[2].startswith("cnnkit: the check runs on only 1 image(s)")
+    assert "at least 2 readable images (1 found)" in err[-1] and len(err) == 4
+    # a float export given only unreadable images: the reason, once
+    assert main(["export", str(cls_run.run_dir), "--images", str(broken)]) == 2
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith("none of the --images could be read: nothing to check the export on")
+    )
     assert not list(tmp_path.glob("*.onnx")) and not list(tmp_path.glob(".*"))
 
 
@@ -347,6 +355,7 @@ def test_an_opset_torch_onnx_cannot_convert_to_is_refused_not_written_at_another
     err = capsys.readouterr().err
     assert re.search(r"could not convert this model to opset 13 \(it wrote opset \d+\)", err)
     assert "Traceback" not in err and not list(tmp_path.iterdir())
+    assert len(err.strip().splitlines()) == 2, err  # "exporting ...", then the refusal alone
     assert main(["export", str(cls_run.run_dir), "--opset", "17", "--out", str(out)]) == 0
     opsets = {i.domain: i.version for i in onnx.load(str(out)).opset_import}
     assert opsets.get("", opsets.get("ai.onnx")) == 17
@@ -366,3 +375,20 @@ def test_a_damaged_pt2_file_is_one_line_without_torchs_log(tmp_path, content):
     assert out.stderr.strip().splitlines() == [
         f"cnnkit: error: {damaged} is not a readable pt2 file (File is not a zip file)"
     ]
+
+
+@pytest.mark.parametrize("change", [{"task": "segment"}, {"classes": ["a", "b", "c"]}])
+def test_a_file_whose_metadata_lies_about_its_graph_is_one_line(cls_run, tmp_path, capsys, change):
+    """A classifier's graph under a segmenter's (or another class list's) metadata: every
+    command that loads it says so in one line instead of crashing mid-prediction."""
+    from cnnkit.export.metadata import KEY
+
+    path = export_model(cls_run.run_dir, "onnx", tmp_path / "c.onnx").path
+    model = onnx.load(str(path))
+    entry = next(p for p in model.metadata_props if p.key == KEY)
+    entry.value = json.dumps({**json.loads(entry.value), **change})
+    onnx.save(model, str(tmp_path / "lies.onnx"))
+    image = str(sample_images()[0])
+    assert main(["predict", str(tmp_path / "lies.onnx"), image]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "its graph answers [1, 10]: not a file cnnkit wrote" in err[0]

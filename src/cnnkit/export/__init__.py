@@ -12,7 +12,9 @@ import contextlib
 import inspect
 import io
 import json
+import logging
 import os
+import shutil
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -130,10 +132,16 @@ def _check_written_opset(path: Path, opset: int) -> None:
 
 @contextlib.contextmanager
 def _quiet():
-    """The exporters print progress and warn about tracing; a user sees cnnkit's one line."""
+    """The exporters print progress, warn about tracing and log their own tracebacks (an
+    opset they cannot convert to); a user sees cnnkit's one line."""
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        yield
+        previous = logging.root.manager.disable
+        logging.disable(logging.CRITICAL)
+        try:
+            yield
+        finally:
+            logging.disable(previous)
 
 
 def _batch_shapes(dynamic: bool) -> tuple | None:
@@ -238,8 +246,11 @@ def export_model(
         graph.extra,
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.stem}.partial{path.suffix}")
-    floating = path.with_name(f".{path.stem}.fp32{path.suffix}")
+    # written under its own name in a hidden folder (a .pt2 or .torchscript archive is
+    # rooted at its file's stem), renamed into place only once it passes
+    scratch = path.with_name(f".{path.name}.partial")
+    scratch.mkdir(exist_ok=True)
+    partial, floating = scratch / path.name, scratch / f"fp32-{path.name}"
     try:
         try:
             _write(graph, format, floating if int8 else partial, dynamic_batch, meta, opset)
@@ -266,8 +277,7 @@ def export_model(
             )
         os.replace(partial, path)
     finally:
-        partial.unlink(missing_ok=True)
-        floating.unlink(missing_ok=True)
+        shutil.rmtree(scratch, ignore_errors=True)
     return result
 
 

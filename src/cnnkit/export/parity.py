@@ -120,7 +120,15 @@ def parity_images(
             arrays = _decoded(_spread(_files_under(SAMPLES), count))
             where = "cnnkit's sample images"
     if not arrays:
+        if images:
+            raise CnnkitError("none of the --images could be read: nothing to check the export on")
         raise CnnkitError(f"no readable image for the parity check in {where}: give --images")
+    if images and len(arrays) < min(count, 4):
+        print(
+            f"cnnkit: the check runs on only {len(arrays)} image(s) (it takes up to {count}):"
+            " give more --images for a firmer one",
+            file=sys.stderr,
+        )
     return arrays, where
 
 

@@ -148,10 +148,41 @@ class DenseDetections(nn.Module):
         return [{k: v.to(batch.device) for k, v in f.items()} for f in found]
 
 
+@torch.no_grad()
+def _check_outputs(graph: GraphRunner, meta: dict[str, Any], path: Path) -> None:
+    """One pass on a blank input: the graph must answer what its metadata's task reads, so a
+    file whose metadata was edited (or copied from another graph) is one line, not a crash
+    in the middle of a prediction."""
+    try:
+        size = int(meta["input"]["height"]), int(meta["input"]["width"])
+        batch = graph.fixed_batch or 1
+        found = graph(torch.zeros((batch, 3, *size)))
+    except Exception as exc:  # a user's file: whatever the runtime chokes on, in one line
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise CnnkitError(
+            f"{path}: its graph does not run on the input its metadata describes ({reason})"
+        ) from None
+    outputs = found if isinstance(found, tuple) else (found,)
+    shapes = [tuple(o.shape) for o in outputs]
+    task, n = meta.get("task"), len(meta.get("classes") or [])
+    fits = {
+        "classify": len(shapes) == 1 and shapes[0] == (batch, n),
+        "segment": len(shapes) == 1 and len(shapes[0]) == 4 and shapes[0][:2] == (batch, n),
+        "embed": len(shapes) == 1 and len(shapes[0]) == 2 and shapes[0][0] == batch,
+        "detect": len(shapes) == 2 and shapes[0][-1] == 4,
+    }.get(str(task), True)  # an unknown task is refused by name below
+    if not fits:
+        raise CnnkitError(
+            f"{path}: its metadata describes a {task} model of {n} classes, but its graph"
+            f" answers {', '.join(str(list(s)) for s in shapes)}: not a file cnnkit wrote"
+        )
+
+
 def predictor_from_graph(
     graph: GraphRunner, meta: dict[str, Any], path: Path, device: str = "cpu"
 ) -> Any:
     """The task's predictor around an exported graph (fp32: the graph's own precision)."""
+    _check_outputs(graph, meta, path)
     prep = Preprocessing.from_dict(meta["preprocessing"])
     classes, config, where = meta["classes"], meta.get("config") or {}, meta.get("data_location")
     task = meta.get("task")
