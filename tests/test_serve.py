@@ -199,6 +199,12 @@ def test_an_api_key_guards_predict(cls_run):
         assert c.post("/predict", content=image, headers=bearer).status_code == 200
         assert c.get("/healthz").status_code == 200  # only /predict is guarded
         assert c.get("/info").json()["api_key_required"] is True
+        schema = c.get("/openapi.json").json()  # /docs can send the key
+        schemes = schema["components"]["securitySchemes"]
+        assert {"type": "apiKey", "in": "header", "name": "X-API-Key"}.items() <= next(
+            iter(schemes.values())
+        ).items()
+        assert schema["paths"]["/predict"]["post"]["security"]
 
 
 @pytest.fixture(scope="module")

@@ -34,8 +34,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Security
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.security import APIKeyHeader
 from fastapi_offline import FastAPIOffline
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -239,10 +240,14 @@ def create_app(model: Any, options: ServeOptions | None = None) -> FastAPI:
         except CnnkitError as exc:
             raise Refused(422, "unpredictable", str(exc)) from None
 
+    # with --api-key, /docs shows the header to send (the check itself is the handler's)
+    key_header = [Security(APIKeyHeader(name="X-API-Key", auto_error=False))]
+
     @app.post(
         "/predict",
         summary="Predict one image (multipart field 'file' or the raw body)",
         openapi_extra=PREDICT_BODY,
+        dependencies=key_header if options.api_key is not None else None,
     )
     async def predict(request: Request) -> Response:
         started = time.perf_counter()
