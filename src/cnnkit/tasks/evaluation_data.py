@@ -136,3 +136,14 @@ def skipped_line(skipped: list[tuple[str, str]]) -> list[str]:
     if not skipped:
         return []
     return [f"left out {len(skipped)} file(s) that could not be read or paired (metrics.json)"]
+
+
+def take_model_classes(splits: Any, classes: list[str], note: str) -> None:
+    """Give data that names its classes otherwise (a held-out folder's instance masks: one
+    object class by the layout's default name) the model's names, every split, with ``note``
+    among the reader's notes (printed with them)."""
+    splits.notes.append(note)
+    splits.classes = list(classes)
+    for part in (splits.train, splits.val, splits.test):
+        if part is not None:
+            part.classes = list(classes)

@@ -41,6 +41,7 @@ from cnnkit.tasks.evaluation_data import (
     classes_in_our_order,
     evaluation_folder,
     split_options,
+    take_model_classes,
     trained_on,
 )
 
@@ -332,10 +333,6 @@ class Detector:
 def _one_class_as_ours(splits: Any, name: str) -> None:
     """Instance masks have one class, named by the layout (person, object) or a classes.txt:
     with a one-class model it is the model's class, whatever the held-out folder calls it."""
-    if splits.classes == [name]:
-        return
-    splits.notes.append(f"its objects ('{splits.classes[0]}') read as the model's '{name}'")
-    splits.classes = [name]
-    for part in (splits.train, splits.val, splits.test):
-        if part is not None:
-            part.classes = [name]
+    if splits.classes != [name]:
+        note = f"its objects ('{splits.classes[0]}') read as the model's '{name}'"
+        take_model_classes(splits, [name], note)

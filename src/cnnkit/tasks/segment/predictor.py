@@ -26,6 +26,7 @@ from cnnkit.tasks.evaluation_data import (
     classes_in_our_order,
     evaluation_folder,
     split_options,
+    take_model_classes,
     trained_on,
 )
 from cnnkit.tasks.segment.dataset import IGNORE_INDEX, SegmentationSet
@@ -302,14 +303,11 @@ def _foreground_as_ours(splits: Any, classes: list[str]) -> None:
     classes.txt) are the model's two classes, whatever the held-out folder calls the object."""
     if list(splits.classes) == list(classes) or len(classes) != 2:
         return
-    splits.notes.append(
+    note = (
         f"instance masks read as the model's '{classes[0]}' / '{classes[1]}' "
         f"(the data names them '{splits.classes[0]}' / '{splits.classes[1]}')"
     )
-    splits.classes = list(classes)
-    for part in (splits.train, splits.val, splits.test):
-        if part is not None:
-            part.classes = list(classes)
+    take_model_classes(splits, classes, note)
 
 
 def _remap(mask: torch.Tensor, ours: torch.Tensor) -> torch.Tensor:

@@ -69,25 +69,39 @@ def layout_folders(root: Path) -> tuple[Folders, str, bool] | None:
     return None
 
 
+# what opening a mask file raises for a file that is no readable mask
+UNREADABLE_MASK = (
+    OSError,
+    ValueError,
+    SyntaxError,
+    Image.DecompressionBombError,
+    Image.DecompressionBombWarning,
+)
+
+
+def open_mask(path: str | Path) -> Image.Image:
+    """A mask file, opened and decoded (use it in a ``with``). PIL's bomb warning (over ~89 M
+    pixels) is raised as an error, as decode_image refuses such images; anything unreadable
+    raises one of UNREADABLE_MASK (shared by the detection and segmentation readers)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        im = Image.open(path)
+    try:
+        im.load()
+    except BaseException:
+        im.close()
+        raise
+    return im
+
+
 def _load_mask(path: str | Path) -> np.ndarray | str:
     """(H, W) int64 ids, or the reason the file cannot be read."""
     try:
-        with warnings.catch_warnings():
-            # PIL's bomb warning (over ~89 M pixels) is a refusal here, as decode_image's is
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(path)
-        with im:
-            im.load()
+        with open_mask(path) as im:
             if im.mode not in ("RGB", "RGBA"):
                 return np.asarray(im).astype(np.int64)
             rgb = np.asarray(im.convert("RGB")).astype(np.int64)
-    except (
-        OSError,
-        ValueError,
-        SyntaxError,
-        Image.DecompressionBombError,
-        Image.DecompressionBombWarning,
-    ) as e:
+    except UNREADABLE_MASK as e:
         return f"unreadable mask ({e})"
     packed = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
     colours, ids = np.unique(packed, return_inverse=True)

@@ -3,13 +3,13 @@ before anything is decoded; and the one reader of class-index mask files."""
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+
+from cnnkit.tasks.detect.formats.masks import UNREADABLE_MASK, open_mask
 
 
 class MaskError(Exception):
@@ -65,24 +65,13 @@ def read_mask_file(path: str | Path, palette: np.ndarray | None = None) -> np.nd
     or, given ``palette`` ((K, 3) colours, index = value), by looking its colours up. Raises
     MaskError for an unreadable file or colours it cannot turn into values."""
     try:
-        with warnings.catch_warnings():
-            # PIL's bomb warning (over ~89 M pixels) is a refusal here, as decode_image's is
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(path)
-        with im:
-            im.load()
+        with open_mask(path) as im:
             if im.mode in _GREY_MODES:
                 return np.asarray(im).astype(np.int64)
             if im.mode in ("LA", "PA"):
                 return np.asarray(im.getchannel(0)).astype(np.int64)
             rgb = np.asarray(im.convert("RGB")).astype(np.int64)
-    except (
-        OSError,
-        ValueError,
-        SyntaxError,
-        Image.DecompressionBombError,
-        Image.DecompressionBombWarning,
-    ) as e:
+    except UNREADABLE_MASK as e:
         raise MaskError(f"unreadable mask ({e})") from None
     if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
         return rgb[..., 0]
