@@ -71,6 +71,9 @@ TRAIN_HELP = {
     "output_stride": "segmenters: 32, 16 or 8: dilate the backbone's last stages instead of"
     " downsampling (finer masks, more computation; default 16, FCN 8)",
     "dice": "segmenters: weight of a soft Dice loss added to the cross-entropy (0: off)",
+    "copy_paste": "segmenters: chance that a training image gets the objects (every class but"
+    " the first, class 0 = background) of another augmented training image pasted over it"
+    " (Simple Copy-Paste; 0: off)",
     "class_weights": "cross-entropy class weights (classifiers, segmenters): auto"
     " (median-frequency balancing of the training images or pixels), none, or one number per"
     " class (w1,w2,...)",

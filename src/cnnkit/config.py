@@ -63,6 +63,7 @@ class TrainConfig:
     fpn_channels: int | None = None  # detectors: the feature pyramid's width (default 128)
     output_stride: int | None = None  # segmenters: 8 | 16 | 32 (default: the architecture's)
     dice: float = 0.0  # segmenters: weight of the Dice loss added to cross-entropy (0: off)
+    copy_paste: float = 0.0  # segmenters: chance of pasting another image's objects (0: off)
     class_weights: str | None = None  # auto | none | w1,w2,... (cross-entropy)
     sampler: str | None = None  # classifiers: balanced (every class drawn equally often)
     instances: str | None = None  # segmentation masks: auto | foreground | classes
@@ -154,6 +155,14 @@ class TrainConfig:
             raise CnnkitError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if not isinstance(self.dice, (int, float)) or isinstance(self.dice, bool) or self.dice < 0:
             raise CnnkitError(f"dice must be a number >= 0, got {self.dice!r}")
+        if (
+            not isinstance(self.copy_paste, (int, float))
+            or isinstance(self.copy_paste, bool)
+            or not 0.0 <= self.copy_paste <= 1.0
+        ):
+            raise CnnkitError(
+                f"copy_paste must be a probability in [0, 1], got {self.copy_paste!r}"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise CnnkitError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.sampler not in (None, "none", "balanced"):

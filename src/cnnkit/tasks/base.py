@@ -112,6 +112,7 @@ TASK_OPTIONS: dict[str, tuple[str, ...]] = {
     "test_image_size": ("segment",),
     "output_stride": ("segment",),
     "dice": ("segment",),
+    "copy_paste": ("segment",),
     "class_weights": ("classify", "segment"),
     "sampler": ("classify", "embed"),
     "stream": ("classify",),

@@ -18,7 +18,7 @@ from cnnkit.engine.stages import Stage
 from cnnkit.errors import CnnkitError
 from cnnkit.tasks.base import Metrics, print_data_notes
 from cnnkit.tasks.detect.task import batch_starts
-from cnnkit.tasks.segment.augment import SegmentAugment, augment_sample
+from cnnkit.tasks.segment.augment import SegmentAugment, augment_sample, paste_objects
 from cnnkit.tasks.segment.batch import letterbox
 from cnnkit.tasks.segment.dataset import SegmentationSet, SegmentationSplits
 from cnnkit.tasks.segment.formats import read_segmentation
@@ -192,6 +192,10 @@ class SegmentTask:
             images, masks = [], []
             for i in indices:
                 image, mask = augment_sample(*self.letterboxed(i), generator, self.augmentation)
+                if cfg.copy_paste and torch.rand((), generator=generator) < cfg.copy_paste:
+                    j = int(torch.randint(len(train), (), generator=generator))
+                    source = augment_sample(*self.letterboxed(j), generator, self.augmentation)
+                    image, mask = paste_objects(image, mask, *source)
                 images.append(image)
                 masks.append(mask)
             inputs = torch.stack(images).to(self.device)
@@ -270,8 +274,9 @@ class SegmentTask:
         tested = ""
         if self.test_size != self.size:
             tested = f" (validation and test at {self.test_size})"
-        before = (
-            f"augment: {self.augmentation.describe()}; input letterbox {self.size}{stride}{tested}"
-        )
+        augment = self.augmentation.describe()
+        if self.cfg.copy_paste:
+            augment += f", copy-paste {self.cfg.copy_paste:g}"
+        before = f"augment: {augment}; input letterbox {self.size}{stride}{tested}"
         after = f"; loss {loss}" + (f"; test TTA {self.cfg.tta}" if self.cfg.tta != "none" else "")
         return before, after
