@@ -8,7 +8,12 @@ import torch
 
 from cnnkit.errors import CnnkitError
 from cnnkit.tasks.detect.augment import PAD_VALUE
-from cnnkit.tasks.segment.augment import SegmentAugment, augment_batch, augment_sample
+from cnnkit.tasks.segment.augment import (
+    SegmentAugment,
+    augment_batch,
+    augment_sample,
+    paste_objects,
+)
 from cnnkit.tasks.segment.dataset import IGNORE_INDEX
 
 
@@ -152,3 +157,17 @@ def test_presets_and_bad_settings():
             SegmentAugment(**bad)
     with pytest.raises(ValueError, match="differ in size"):
         augment_sample(image, MASK[:10], gen(0))
+
+
+def test_copy_paste_lays_the_sources_objects_over_and_keeps_the_rest():
+    dest = rectangle_mask(40, 40, {1: (0, 0, 10, 10), 2: (30, 0, 40, 10)})
+    source = rectangle_mask(40, 40, {2: (20, 20, 30, 30), 1: (35, 5, 40, 15)})
+    source[36:, :20] = IGNORE_INDEX  # a zoom-out's uncovered strip is not an object
+    image, mask = paste_objects(image_of(dest), dest, image_of(source), source)
+    assert extent(mask, 2) == [20, 0, 40, 30]  # the pasted square, and dest's bar above it
+    assert mask[5:15, 35:40].eq(1).all()  # the source's object wins where the two overlap
+    assert mask[0:5, 30:35].eq(2).all()  # dest's object outside the source's objects stays
+    assert extent(mask, 1) == [0, 0, 40, 15] and not mask.eq(IGNORE_INDEX).any()
+    assert torch.equal(image, image_of(mask))  # each pixel came with its class
+    with pytest.raises(ValueError, match="one size"):
+        paste_objects(image_of(dest), dest, image_of(source)[:, :20], source[:20])

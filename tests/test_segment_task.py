@@ -14,9 +14,12 @@ from PIL import Image
 import cnnkit
 from cnnkit.cli import main
 from cnnkit.config import TrainConfig
+from cnnkit.engine.device import Precision
 from cnnkit.engine.fit import Trainer
 from cnnkit.errors import CnnkitError
+from cnnkit.tasks.segment.augment import paste_objects
 from cnnkit.tasks.segment.predictor import Segmenter
+from cnnkit.tasks.segment.task import SegmentTask
 from stop_after import StopAfter
 
 CLASSES = ["background", "red", "blue"]
@@ -223,6 +226,25 @@ def test_show_batch_overlays_the_augmented_masks(seg_data, tmp_path, capsys):
     assert Image.open(out).size[0] > 64 and "4 training images" in capsys.readouterr().out
 
 
+def test_copy_paste_lays_another_training_images_objects_over_each_sample(seg_data, capsys):
+    cfg = TrainConfig(**seg_options(seg_data, augment="none", copy_paste=1.0))
+    task = SegmentTask(cfg, torch.device("cpu"), Precision(torch.device("cpu"), "fp32"), False)
+    task.load_data(progress=False)
+    boxed = [task.letterboxed(i) for i in range(len(task.data.train))]
+    generator = torch.Generator().manual_seed(0)
+    changed = 0
+    for i, (image, mask) in enumerate(boxed):
+        pasted = task.training_sample(i, generator)
+        sources = [paste_objects(image, mask, *other) for other in boxed]
+        assert any(torch.equal(pasted[0], s[0]) and torch.equal(pasted[1], s[1]) for s in sources)
+        changed += not torch.equal(pasted[1], mask)
+    assert changed >= len(boxed) // 2  # most draws are another image, whose objects land
+    assert "copy-paste 1" in task.augmentation_text()
+    task.cfg.copy_paste = 0.0
+    plain = task.training_sample(0, torch.Generator().manual_seed(0))
+    assert torch.equal(plain[1], boxed[0][1])
+
+
 def test_options_a_segmenter_cannot_use_are_refused_in_one_line(seg_data, tmp_path):
     refused = (
         {"mixup": 0.2},
@@ -237,6 +259,10 @@ def test_options_a_segmenter_cannot_use_are_refused_in_one_line(seg_data, tmp_pa
             cnnkit.train(project=str(tmp_path), progress=False, **seg_options(seg_data, **extra))
     with pytest.raises(CnnkitError, match="is for segmenters"):
         cnnkit.train(data="cifar10-sample", dice=0.5, project=str(tmp_path), progress=False)
+    with pytest.raises(CnnkitError, match="is for segmenters"):
+        cnnkit.train(data="cifar10-sample", copy_paste=0.5, project=str(tmp_path), progress=False)
+    with pytest.raises(CnnkitError, match="copy_paste must be a probability"):
+        cnnkit.train(project=str(tmp_path), progress=False, **seg_options(seg_data, copy_paste=2))
     with pytest.raises(CnnkitError, match="classifier"):
         cnnkit.train(
             project=str(tmp_path),

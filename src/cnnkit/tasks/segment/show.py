@@ -14,7 +14,6 @@ from cnnkit.data.augment import augment_generator
 from cnnkit.data.show import save_batch_grid
 from cnnkit.engine.device import Precision
 from cnnkit.errors import CnnkitError
-from cnnkit.tasks.segment.augment import augment_sample
 from cnnkit.tasks.segment.dataset import IGNORE_INDEX
 from cnnkit.tasks.segment.draw import colour_mask
 
@@ -43,7 +42,7 @@ def show_segmentation_batch(
     classes = task.data.classes
     drawn, captions = [], []
     for i in order[:n].tolist():
-        image, mask = augment_sample(*task.letterboxed(i), generator, task.augmentation)
+        image, mask = task.training_sample(i, generator)
         colours = colour_mask(mask, len(classes))
         blend = (image.float() * 0.5 + colours.float() * 0.5).round().to(torch.uint8)
         background = (mask == 0) & (len(classes) > 1)
@@ -52,4 +51,4 @@ def show_segmentation_batch(
         present = [int(c) for c in mask.unique() if int(c) not in (0, IGNORE_INDEX)]
         captions.append(", ".join(classes[c] for c in present[:3]) or classes[0])
     path = save_batch_grid(torch.stack(drawn), captions, out, ncols=4, upscale_to=task.size)
-    return ShownSegmentationBatch(path, len(drawn), task.augmentation.describe())
+    return ShownSegmentationBatch(path, len(drawn), task.augmentation_text())

@@ -176,6 +176,19 @@ class SegmentTask:
             self._boxed[i] = (image, mask)
         return self._boxed[i]
 
+    def training_sample(
+        self, i: int, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training image i and its mask as a step sees them: letterboxed and augmented, and
+        with --copy-paste's chance, another augmented training image's objects laid over."""
+        image, mask = augment_sample(*self.letterboxed(i), generator, self.augmentation)
+        chance = self.cfg.copy_paste
+        if chance and float(torch.rand((), generator=generator)) < chance:
+            j = int(torch.randint(len(self.data.train), (), generator=generator))
+            source = augment_sample(*self.letterboxed(j), generator, self.augmentation)
+            image, mask = paste_objects(image, mask, *source)
+        return image, mask
+
     # ---- training ------------------------------------------------------------------------------
     def epoch(self, module: nn.Module, epoch: int, progress: EpochProgress):
         train: SegmentationSet = self.data.train
@@ -191,11 +204,7 @@ class SegmentTask:
             generator = augment_generator(cfg.seed, epoch, progress.step)
             images, masks = [], []
             for i in indices:
-                image, mask = augment_sample(*self.letterboxed(i), generator, self.augmentation)
-                if cfg.copy_paste and torch.rand((), generator=generator) < cfg.copy_paste:
-                    j = int(torch.randint(len(train), (), generator=generator))
-                    source = augment_sample(*self.letterboxed(j), generator, self.augmentation)
-                    image, mask = paste_objects(image, mask, *source)
+                image, mask = self.training_sample(i, generator)
                 images.append(image)
                 masks.append(mask)
             inputs = torch.stack(images).to(self.device)
@@ -264,6 +273,13 @@ class SegmentTask:
     def model_name(self) -> str:
         return self.spec.name if self.spec.name != "layers" else "layer-spec FCN"
 
+    def augmentation_text(self) -> str:
+        """What the training images go through, for the console."""
+        text = self.augmentation.describe()
+        if self.cfg.copy_paste:
+            text += f", copy-paste {self.cfg.copy_paste:g}"
+        return text
+
     def describe_recipe(self) -> tuple[str, str]:
         loss = "cross-entropy"
         if self.cfg.class_weights not in (None, "none"):
@@ -274,9 +290,6 @@ class SegmentTask:
         tested = ""
         if self.test_size != self.size:
             tested = f" (validation and test at {self.test_size})"
-        augment = self.augmentation.describe()
-        if self.cfg.copy_paste:
-            augment += f", copy-paste {self.cfg.copy_paste:g}"
-        before = f"augment: {augment}; input letterbox {self.size}{stride}{tested}"
+        before = f"augment: {self.augmentation_text()}; input letterbox {self.size}{stride}{tested}"
         after = f"; loss {loss}" + (f"; test TTA {self.cfg.tta}" if self.cfg.tta != "none" else "")
         return before, after
