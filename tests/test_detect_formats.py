@@ -313,6 +313,21 @@ def test_mask_pairs_split_in_subfolders_read_as_that_split_for_both_tasks(tmp_pa
     assert main(["datasets", "--inspect", str(root)]) == 0
 
 
+def test_a_second_folder_for_one_split_is_named_in_a_note_for_both_tasks(tmp_path):
+    """PedMasks/train/ and PedMasks/trainval/ both mean the training split: the first is read
+    and the other is named, never dropped without a word."""
+    from cnnkit.tasks.segment.formats import read_segmentation
+
+    root = tmp_path / "twice"
+    write_masks(root, SAMPLES[:2], "PNGImages/train", "PedMasks/train")
+    write_masks(root, SAMPLES[2:], "PNGImages/trainval", "PedMasks/trainval")
+    note = "PedMasks/trainval/ left out: PedMasks/train/ is the train split already"
+    detection = read_detection(root, val_split=0)
+    assert len(detection.train) == 2 and any(note in n for n in detection.notes)
+    segments = read_segmentation(root, val_split=0)
+    assert len(segments.train) == 2 and any(note in n for n in segments.notes)
+
+
 def test_rgb_instance_masks_and_size_mismatch(tmp_path):
     photo(tmp_path / "images" / "x.png", (12, 16))
     rgb = np.zeros((12, 16, 3), np.uint8)

@@ -24,7 +24,7 @@ def _mask_folders(root: Path) -> list[Path]:
     from cnnkit.tasks.detect.formats.masks import layout_folders
 
     layout = layout_folders(root)
-    folders = [masks for _, masks in layout[0].values()] if layout else []
+    folders = [masks for _, masks in layout.folders.values()] if layout else []
     if (root / "JPEGImages").is_dir():
         folders += [root / name for name in ("SegmentationClass", "SegmentationObject")]
     return folders

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -42,31 +43,56 @@ def _has_images(folder: Path) -> bool:
     )
 
 
-def layout_folders(root: Path) -> tuple[Folders, str, bool] | None:
-    """(split -> (images folder, masks folder), default class name, whether it is Penn-Fudan's
-    PedMasks) of a folder of image + mask pairs, else None. The pairs may be split on either
-    side: PNGImages/ + PedMasks/ (all one split), PNGImages/test/ + PedMasks/test/, or
-    test/PNGImages/ + test/PedMasks/ (train / val / test by the folder's name)."""
+class Layout(NamedTuple):
+    """Where an image + mask dataset's pairs are."""
+
+    folders: Folders  # split -> (images folder, masks folder)
+    default_class: str  # the class name when no classes.txt names it
+    pedmasks: bool  # Penn-Fudan's PedMasks layout
+    notes: list[str]  # split folders left out (a second folder for a split already found)
+
+
+def layout_folders(root: Path) -> Layout | None:
+    """Where the image + mask pairs under ``root`` are, else None. The pairs may be split on
+    either side: PNGImages/ + PedMasks/ (all one split), PNGImages/test/ + PedMasks/test/, or
+    test/PNGImages/ + test/PedMasks/ (train / val / test by the folder's name; of two folders
+    whose names mean one split, such as train/ and trainval/, the first by name is read and
+    the other is named in a note)."""
     for images_name, masks_name, default in LAYOUTS:
         pedmasks = masks_name == PEDMASKS
         images, masks = root / images_name, root / masks_name
-        found: Folders = {}
+        candidates: list[tuple[str, Path, Path]] = []  # (split, images, masks)
         if images.is_dir() and masks.is_dir():
             if _has_images(masks):
-                return {"train": (images, masks)}, default, pedmasks
+                return Layout({"train": (images, masks)}, default, pedmasks, [])
             for sub in sorted(p for p in masks.iterdir() if p.is_dir()):
                 split = split_of_name(sub.name)
                 if split and (images / sub.name).is_dir() and _has_images(sub):
-                    found.setdefault(split, (images / sub.name, sub))
+                    candidates.append((split, images / sub.name, sub))
         elif root.is_dir():
             for sub in sorted(p for p in root.iterdir() if p.is_dir()):
                 split = split_of_name(sub.name)
                 pair = sub / images_name, sub / masks_name
                 if split and pair[0].is_dir() and pair[1].is_dir() and _has_images(pair[1]):
-                    found.setdefault(split, pair)
+                    candidates.append((split, *pair))
+        found: Folders = {}
+        notes = []
+        for split, image_folder, mask_folder in candidates:
+            if split in found:
+                kept = found[split][1]
+                notes.append(
+                    f"{_shown(root, mask_folder)} left out: {_shown(root, kept)} is the {split} "
+                    f"split already (rename one folder to use both)"
+                )
+                continue
+            found[split] = (image_folder, mask_folder)
         if found:
-            return found, default, pedmasks
+            return Layout(found, default, pedmasks, notes)
     return None
+
+
+def _shown(root: Path, folder: Path) -> str:
+    return f"{folder.relative_to(root).as_posix()}/"
 
 
 # what opening a mask file raises for a file that is no readable mask
@@ -173,8 +199,13 @@ def parse_masks(root: Path) -> ParsedDataset:
     layout = layout_folders(root)
     if layout is None:
         raise CnnkitError(f"{root} holds no image and mask folders")
-    folders, default, _ = layout
-    parsed = ParsedDataset("masks", [class_name(root, default)], {split: [] for split in folders})
+    folders = layout.folders
+    parsed = ParsedDataset(
+        "masks",
+        [class_name(root, layout.default_class)],
+        {split: [] for split in folders},
+        notes=list(layout.notes),
+    )
     for split, (images, masks) in folders.items():
         pairs, unpaired = mask_pairs(images, masks)
         parsed.skipped += unpaired

@@ -143,8 +143,10 @@ def parse_pairs(path: Path, instances: str = "auto") -> ParsedSegmentation:
     default, pedmasks = "object", False
     layout = layout_folders(root)
     if layout is not None:
-        folders = folders or layout[0]
-        default, pedmasks = layout[1], layout[2]
+        if not folders:
+            folders = layout.folders
+            notes += layout.notes
+        default, pedmasks = layout.default_class, layout.pedmasks
     if not folders:
         raise CnnkitError(f"{path}: no image and mask folders (images/ + masks/) found")
     foreground = instances == "foreground" or (instances == "auto" and pedmasks)
