@@ -19,6 +19,14 @@ from cnnkit.engine.loop import EpochProgress
 # Ctrl-C reaches torchrun's workers directly and again through torchrun), not "abort"
 SAME_SIGNAL_SECONDS = 1.0
 
+# where the validation images came from, as the banner says it (a split's val_source)
+VAL_SOURCES = {
+    "folder": "the data's own",
+    "split": "split off",
+    "test": "the test split",
+    "people": "split off by person",
+}
+
 
 class StopFlag:
     """First Ctrl-C (SIGINT) or SIGTERM (``kill``, ``timeout``, a job scheduler) asks the loop
@@ -122,7 +130,8 @@ class TrainerConsole:
     def _announce(self) -> None:
         d = self.data
         n_params = sum(p.numel() for p in self.model.parameters())
-        val = f"{len(d.val)} val ({d.val_source})" if d.val is not None else "no validation"
+        source = VAL_SOURCES.get(d.val_source, d.val_source)
+        val = f"{len(d.val)} val ({source})" if d.val is not None else "no validation"
         test = f", {len(d.test)} test" if d.test is not None else ""
         stages = " then ".join(
             f"{s.name} {s.epochs} epoch{'s' if s.epochs != 1 else ''}" for s in self.stages

@@ -63,6 +63,12 @@ def choose_split(splits: Any, split: str, own: bool, data: str | os.PathLike) ->
             chosen = splits.train  # a plain folder: evaluate all of it
     if chosen is None or len(chosen) == 0:
         raise CnnkitError(f"{data} has no '{split}' images")
+    unsplit = splits.val_source == "none" and getattr(splits, "test", None) is None
+    if not own and asked == "train" and unsplit:
+        print(
+            f"cnnkit: scoring all {len(chosen)} images of {data} (it has no val or test split)",
+            file=sys.stderr,
+        )
     if split != asked:
         print(
             f"cnnkit: {data} has no test split: using the {len(chosen)} validation images "
