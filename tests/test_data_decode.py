@@ -77,6 +77,29 @@ def test_truncated_jpeg_fails_even_if_pil_global_allows_it(tmp_path):
     assert Image.MAX_IMAGE_PIXELS is not None
 
 
+def test_a_jpeg_too_short_for_the_size_its_header_claims_is_corrupt(tmp_path):
+    """A 16x16 JPEG whose frame header is rewritten to claim 6000x6000 would decode as 36 M
+    grey pixels; it is refused from its length, before decoding. Real plain images of that
+    size (the least a JPEG can spend on them) still decode."""
+    buf = io.BytesIO()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(buf, "JPEG")
+    forged = bytearray(buf.getvalue())
+    frame = forged.find(b"\xff\xc0")
+    forged[frame + 5 : frame + 9] = (6000).to_bytes(2, "big") * 2
+    path = tmp_path / "forged.jpg"
+    path.write_bytes(forged)
+    for source in (bytes(forged), path, io.BytesIO(forged)):
+        with pytest.raises(ImageDecodeError, match="cannot hold the 6000x6000 pixels"):
+            decode_image(source)
+    for mode, progressive in (("L", False), ("L", True), ("RGB", False)):
+        plain = io.BytesIO()
+        Image.new(mode, (3000, 2000), 255).save(
+            plain, "JPEG", progressive=progressive, optimize=True, quality=10
+        )
+        assert decode_image(plain.getvalue()).shape == (2000, 3000, 3)
+
+
 def test_cmyk_jpeg(tmp_path):
     path = tmp_path / "cmyk.jpg"
     Image.new("CMYK", (8, 8), (0, 255, 255, 0)).save(path, quality=95)

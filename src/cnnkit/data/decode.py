@@ -308,11 +308,65 @@ def decode_image(
 
 
 def _decode_encoded(source: Any, max_pixels: int | None) -> np.ndarray:
+    if hasattr(source, "read"):
+        source = source.read()
     with _strict_pil():
         im, fmt = _open(source)
         with im:
             _check_pixels(*im.size, max_pixels)
+            if fmt == "JPEG":
+                _check_jpeg_length(source, *im.size)
             return _load_rgb(im, fmt)
+
+
+# start-of-frame markers (0xFFC0-0xFFCF but DHT C4, JPG C8 and DAC CC); C9-CB and CD-CF are
+# arithmetic-coded frames, which can code a plain block in under a bit
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_ARITHMETIC_SOF = frozenset({0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+_HEADER_BYTES = 1 << 20  # marker segments read before the frame header: EXIF, ICC, ...
+
+
+def _frame_marker(head: bytes) -> int | None:
+    """The start-of-frame marker of a JPEG's header (walking its marker segments up to the
+    first scan), or None when the walk does not reach one."""
+    pos = 2  # after SOI
+    while pos + 4 <= len(head) and head[pos] == 0xFF:
+        marker = head[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in _SOF_MARKERS:
+            return marker
+        if marker == 0xDA:  # start of scan: no frame header before it
+            return None
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
+            pos += 2
+            continue
+        pos += 2 + int.from_bytes(head[pos + 2 : pos + 4], "big")
+    return None
+
+
+def _check_jpeg_length(source: Any, width: int, height: int) -> None:
+    """Refuse a JPEG too short to hold the pixels its header claims. Huffman coding spends at
+    least one bit on every 8x8 block of every component, and a component covers 16x16 pixels
+    a block at the most (2x2 subsampled), so a 631-byte file cannot hold a 6000x6000 image:
+    libjpeg would fill what is missing with grey, at the full size's cost. (A plain white
+    JPEG spends 2-3 bits per 8x8 pixels.)"""
+    if isinstance(source, (str, os.PathLike)):
+        length = os.path.getsize(source)
+        with open(source, "rb") as f:
+            head = f.read(_HEADER_BYTES)
+    else:
+        length, head = len(source), bytes(source[:_HEADER_BYTES])
+    marker = _frame_marker(head)
+    if marker is None or marker in _ARITHMETIC_SOF:
+        return
+    blocks = -(-width // 16) * -(-height // 16)
+    if length * 8 < blocks:
+        raise ImageDecodeError(
+            f"corrupt JPEG ({length:,} bytes cannot hold the {width}x{height} pixels its "
+            "header claims)"
+        )
 
 
 def _load_rgb(im: Image.Image, fmt: str) -> np.ndarray:
