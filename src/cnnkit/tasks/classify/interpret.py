@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -130,3 +131,61 @@ def plot_top_losses(
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def top_loss_entries(
+    images: Any,
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    classes: list[str],
+    threshold: float | None = None,
+    k: int = 16,
+) -> list[dict[str, Any]]:
+    """The k misclassified images (of an ImageSet) with the highest loss: the model's surest
+    mistakes first (fewer when it made fewer mistakes). A two-class model's mistakes are
+    those its decision ``threshold`` makes, as predict decides."""
+    from cnnkit.tasks.classify.metrics import decide
+
+    probs = logits.float().softmax(1)
+    decided = decide(probs, threshold)
+    out = []
+    for i in top_losses(logits, labels, len(labels)):
+        if len(out) == k:
+            break
+        predicted = int(decided[i])
+        if predicted == int(labels[i]):
+            continue
+        out.append(
+            {
+                "index": i,
+                "path": str(images.paths[i]) if images.paths else None,
+                "true": classes[int(labels[i])],
+                "predicted": classes[predicted],
+                "probability": float(probs[i, predicted]),
+                "loss": float(-probs[i, int(labels[i])].clamp_min(1e-12).log()),
+            }
+        )
+    return out
+
+
+def draw_top_losses(predictor: Any, images: Any, losses: list[dict], path: Path) -> None:
+    """top_losses.png: each image with its Grad-CAM for the predicted class (the images alone
+    when the predictor gives no gradients, e.g. an exported file)."""
+    from cnnkit.errors import CnnkitError
+
+    if not losses:
+        return
+    arrays = [images.images[e["index"]].permute(1, 2, 0).numpy() for e in losses]
+    titles = [
+        f"{e['true']} -> {e['predicted']} {e['probability']:.0%}\nloss {e['loss']:.2f}"
+        for e in losses
+    ]
+    overlays = None
+    try:
+        from cnnkit.explain.cam import explain, overlay
+
+        found = explain(predictor, list(arrays))
+        overlays = [overlay(a, r.heatmap) for a, r in zip(arrays, found, strict=True)]
+    except (ImportError, CnnkitError):
+        pass
+    plot_top_losses(arrays, titles, path, overlays)

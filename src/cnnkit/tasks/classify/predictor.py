@@ -26,7 +26,7 @@ from cnnkit.models.pretrained import (
     spec_for_rebuild,
 )
 from cnnkit.tasks.classify import ClassificationReport, classification_report, write_report
-from cnnkit.tasks.classify.interpret import plot_top_losses, top_losses
+from cnnkit.tasks.classify.interpret import draw_top_losses, top_loss_entries
 from cnnkit.tasks.classify.loop import image_input, pixel_input, predict_logits
 from cnnkit.tasks.classify.metrics import decide
 from cnnkit.tasks.classify.metrics import top_k as ranked_top_k
@@ -302,57 +302,13 @@ class Classifier:
         if out_dir is None and self.path is not None and not isinstance(data, ImageSet):
             out_dir = evaluation_folder(self.path, data, split, tta)
         if out_dir is not None:
-            report.top_losses = self._top_losses(images, logits, labels)
+            report.top_losses = top_loss_entries(
+                images, logits, labels, self.classes, self.decision_threshold
+            )
             write_report(report, Path(out_dir))
-            self._draw_top_losses(images, report.top_losses, Path(out_dir) / "top_losses.png")
+            draw_top_losses(self, images, report.top_losses, Path(out_dir) / "top_losses.png")
             report.out_dir = Path(out_dir)
         return report
-
-    def _top_losses(
-        self, images: ImageSet, logits: torch.Tensor, labels: torch.Tensor, k: int = 16
-    ) -> list[dict[str, Any]]:
-        """The k misclassified images with the highest loss: the model's surest mistakes
-        first (fewer when it made fewer mistakes)."""
-        probs = logits.float().softmax(1)
-        decided = decide(probs, self.decision_threshold)  # the mistakes predict would make
-        out = []
-        for i in top_losses(logits, labels, len(labels)):
-            if len(out) == k:
-                break
-            predicted = int(decided[i])
-            if predicted == int(labels[i]):
-                continue
-            out.append(
-                {
-                    "index": i,
-                    "path": str(images.paths[i]) if images.paths else None,
-                    "true": self.classes[int(labels[i])],
-                    "predicted": self.classes[predicted],
-                    "probability": float(probs[i, predicted]),
-                    "loss": float(-probs[i, int(labels[i])].clamp_min(1e-12).log()),
-                }
-            )
-        return out
-
-    def _draw_top_losses(self, images: ImageSet, losses: list[dict], path: Path) -> None:
-        """top_losses.png: each image with its Grad-CAM for the predicted class (the images
-        alone when the model gives no gradients, e.g. an exported file)."""
-        if not losses:
-            return
-        arrays = [images.images[e["index"]].permute(1, 2, 0).numpy() for e in losses]
-        titles = [
-            f"{e['true']} -> {e['predicted']} {e['probability']:.0%}\nloss {e['loss']:.2f}"
-            for e in losses
-        ]
-        overlays = None
-        try:
-            from cnnkit.explain.cam import explain, overlay
-
-            found = explain(self, list(arrays))
-            overlays = [overlay(a, r.heatmap) for a, r in zip(arrays, found, strict=True)]
-        except (ImportError, CnnkitError):
-            pass
-        plot_top_losses(arrays, titles, path, overlays)
 
     def _trained_on(self, data: str | os.PathLike) -> bool:
         return trained_on(data, self.data_location, self.config)
