@@ -157,6 +157,16 @@ def test_multipart_and_raw_bodies_give_the_predictors_answer(client, cls_run):
         assert reply.status_code == 200, (fmt, reply.text)
 
 
+def forged_jpeg(width: int, height: int) -> bytes:
+    """A 16x16 JPEG whose frame header claims another size."""
+    buf = io.BytesIO()
+    Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(buf, "JPEG")
+    data = bytearray(buf.getvalue())
+    frame = data.find(b"\xff\xc0")
+    data[frame + 5 : frame + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(data)
+
+
 def test_hostile_uploads_get_a_4xx_and_one_line(client):
     good = png_bytes(photo())
 
@@ -172,6 +182,7 @@ def test_hostile_uploads_get_a_4xx_and_one_line(client):
         "empty": (400, dict(content=b"")),
         "text in the file field": (400, dict(data={"file": "not bytes"}, files={"x": ("", b"")})),
         "truncated": (422, dict(content=good[: len(good) // 2])),
+        "JPEG claiming 6000x6000": (422, dict(content=forged_jpeg(6000, 6000))),
         "PostScript": (415, dict(content=b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 1 1\n")),
         "text as png": (415, dict(files={"file": ("cat.png", b"<html>not a png</html>")})),
         "form without a file": (400, dict(files={"note": (None, b"value")})),
