@@ -79,8 +79,9 @@ def test_truncated_jpeg_fails_even_if_pil_global_allows_it(tmp_path):
 
 def test_a_jpeg_too_short_for_the_size_its_header_claims_is_corrupt(tmp_path):
     """A 16x16 JPEG whose frame header is rewritten to claim 6000x6000 would decode as 36 M
-    grey pixels; it is refused from its length, before decoding. Real plain images of that
-    size (the least a JPEG can spend on them) still decode."""
+    grey pixels; it is refused from its length, before decoding, also with stray bytes
+    between its segments (which libjpeg skips). Plain images, whose JPEGs spend the least on
+    their pixels, still decode: the 1-pixel-wide progressive grey one is the tightest case."""
     buf = io.BytesIO()
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(buf, "JPEG")
@@ -89,15 +90,23 @@ def test_a_jpeg_too_short_for_the_size_its_header_claims_is_corrupt(tmp_path):
     forged[frame + 5 : frame + 9] = (6000).to_bytes(2, "big") * 2
     path = tmp_path / "forged.jpg"
     path.write_bytes(forged)
-    for source in (bytes(forged), path, io.BytesIO(forged)):
+    stray = forged[:20] + b"\x00" + forged[20:]  # one byte after the APP0 segment
+    for source in (bytes(forged), path, io.BytesIO(forged), bytes(stray)):
         with pytest.raises(ImageDecodeError, match="cannot hold the 6000x6000 pixels"):
             decode_image(source)
-    for mode, progressive in (("L", False), ("L", True), ("RGB", False)):
+    cut = forged[:-2]  # without its end marker it is a cut-off file
+    with pytest.raises(ImageDecodeError, match="^truncated JPEG$"):
+        decode_image(bytes(cut))
+    for mode, progressive, size in (
+        ("L", False, (3000, 2000)),
+        ("RGB", False, (3000, 2000)),
+        ("L", True, (1, 20000)),
+    ):
         plain = io.BytesIO()
-        Image.new(mode, (3000, 2000), 255).save(
+        Image.new(mode, size, 255).save(
             plain, "JPEG", progressive=progressive, optimize=True, quality=10
         )
-        assert decode_image(plain.getvalue()).shape == (2000, 3000, 3)
+        assert decode_image(plain.getvalue()).shape == (size[1], size[0], 3)
 
 
 def test_cmyk_jpeg(tmp_path):

@@ -226,7 +226,7 @@ def test_show_batch_overlays_the_augmented_masks(seg_data, tmp_path, capsys):
     assert Image.open(out).size[0] > 64 and "4 training images" in capsys.readouterr().out
 
 
-def test_copy_paste_lays_another_training_images_objects_over_each_sample(seg_data, capsys):
+def test_copy_paste_lays_another_training_images_objects_over_each_sample(seg_data):
     cfg = TrainConfig(**seg_options(seg_data, augment="none", copy_paste=1.0))
     task = SegmentTask(cfg, torch.device("cpu"), Precision(torch.device("cpu"), "fp32"), False)
     task.load_data(progress=False)

@@ -328,11 +328,12 @@ _HEADER_BYTES = 1 << 20  # marker segments read before the frame header: EXIF, I
 
 def _frame_marker(head: bytes) -> int | None:
     """The start-of-frame marker of a JPEG's header (walking its marker segments up to the
-    first scan), or None when the walk does not reach one."""
+    first scan, skipping stray bytes between segments as libjpeg does), or None when the walk
+    does not reach one."""
     pos = 2  # after SOI
-    while pos + 4 <= len(head) and head[pos] == 0xFF:
+    while pos + 4 <= len(head):
         marker = head[pos + 1]
-        if marker == 0xFF:  # fill byte
+        if head[pos] != 0xFF or marker in (0x00, 0xFF):  # a stray or fill byte
             pos += 1
             continue
         if marker in _SOF_MARKERS:
@@ -347,11 +348,13 @@ def _frame_marker(head: bytes) -> int | None:
 
 
 def _check_jpeg_length(source: Any, width: int, height: int) -> None:
-    """Refuse a JPEG too short to hold the pixels its header claims. Huffman coding spends at
-    least one bit on every 8x8 block of every component, and a component covers 16x16 pixels
-    a block at the most (2x2 subsampled), so a 631-byte file cannot hold a 6000x6000 image:
-    libjpeg would fill what is missing with grey, at the full size's cost. (A plain white
-    JPEG spends 2-3 bits per 8x8 pixels.)"""
+    """Refuse a JPEG too short to hold the pixels its header claims, before decoding it:
+    libjpeg would fill what is missing with grey, at the full size's cost. Huffman coding
+    spends at least one bit on every 8x8 block, and the most finely sampled component has a
+    block for every 8x8 pixels, so a frame holds at least a bit per 64 pixels; the bound used
+    is a bit per 16x16 pixels, 4x below that (a plain white JPEG spends 2-3 bits per 8x8
+    pixels). Arithmetic-coded frames (rare) can code a plain block in under a bit and are not
+    checked; --max-pixels still bounds them."""
     if isinstance(source, (str, os.PathLike)):
         length = os.path.getsize(source)
         with open(source, "rb") as f:
@@ -363,6 +366,8 @@ def _check_jpeg_length(source: Any, width: int, height: int) -> None:
         return
     blocks = -(-width // 16) * -(-height // 16)
     if length * 8 < blocks:
+        if _missing_end_marker("JPEG", source):
+            raise ImageDecodeError("truncated JPEG")
         raise ImageDecodeError(
             f"corrupt JPEG ({length:,} bytes cannot hold the {width}x{height} pixels its "
             "header claims)"

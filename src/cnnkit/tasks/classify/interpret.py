@@ -13,6 +13,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from cnnkit.errors import CnnkitError
+
 CALIBRATION_BINS = 15  # as torchmetrics' and Guo et al.'s expected calibration error
 
 
@@ -171,8 +173,6 @@ def top_loss_entries(
 def draw_top_losses(predictor: Any, images: Any, losses: list[dict], path: Path) -> None:
     """top_losses.png: each image with its Grad-CAM for the predicted class (the images alone
     when the predictor gives no gradients, e.g. an exported file)."""
-    from cnnkit.errors import CnnkitError
-
     if not losses:
         return
     arrays = [images.images[e["index"]].permute(1, 2, 0).numpy() for e in losses]

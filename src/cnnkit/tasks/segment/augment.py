@@ -15,6 +15,8 @@ generator state replays the same augmentation and the global RNG is left as it w
 ``paste_objects`` is Simple Copy-Paste (Ghiasi et al., 2021) for class masks: the pixels of
 every class but the first (class 0, background) of one augmented sample are laid over another,
 image and mask alike. Written here because torchvision has no copy-paste for semantic masks.
+It is meant for data whose class 0 is background: where class 0 is a real class (land cover,
+say), nearly every pixel is an "object" and a paste replaces most of the image.
 
 Presets: ``none``; ``basic`` (horizontal flip); ``standard`` (colour jitter, flip, zoom 0.5-2x
 with a shift of up to 10% and a rotation of up to 10 degrees).
