@@ -107,6 +107,30 @@ def test_classes_are_resized_a_few_at_a_time_exactly_as_all_at_once():
     assert got.shape == (50, 37) and torch.equal(got, full.argmax(0))
 
 
+@pytest.mark.parametrize("classes", [2, 40])
+def test_a_large_photo_is_resized_in_bands_of_rows_as_in_one_piece(classes):
+    """Bands of rows (forced here with a small band size) give F.interpolate's classes, but
+    where the two best classes are within float rounding of each other."""
+    from cnnkit.tasks.segment.batch import classes_in_window, window
+
+    generator = torch.Generator().manual_seed(1)
+    scores = torch.rand(classes, 64, 64, generator=generator)
+    for height, width in ((203, 157), (41, 300), (64, 64 * 3 + 1)):
+        win = window(height, width, 64)
+        banded = classes_in_window(scores, win, band_values=16 * width * 7)
+        inner = scores[
+            :, win.top : win.top + win.inner_height, win.left : win.left + win.inner_width
+        ]
+        full = torch.nn.functional.interpolate(
+            inner[None], size=(height, width), mode="bilinear", align_corners=False
+        )[0]
+        top2 = full.topk(2, dim=0).values
+        differ = banded != full.argmax(0)
+        assert banded.shape == (height, width) and banded.dtype == torch.int64
+        assert differ.sum() <= 0.001 * height * width
+        assert ((top2[0] - top2[1])[differ] < 1e-5).all()
+
+
 def test_a_set_with_no_labelled_pixel_reports_null_means_not_zero():
     truth = torch.full((3, 3), IGNORE_INDEX)
     values = segmentation_metrics([torch.zeros(3, 3, dtype=torch.long)], [truth], CLASSES)

@@ -65,27 +65,71 @@ def letterbox_batch(images: list[torch.Tensor], size: int) -> tuple[torch.Tensor
     return torch.stack([b[0] for b in boxed]), [b[2] for b in boxed]
 
 
-CLASS_CHUNK = 16  # classes resized at once: a (16, h, w) float map, whatever the class count
+CLASS_CHUNK = 16  # classes resized at once
+BAND_VALUES = 1 << 24  # floats resized at once (64 MB): a large photo is done in bands of rows
 
 
-def classes_in_window(scores: torch.Tensor, win: Window) -> torch.Tensor:
+def classes_in_window(
+    scores: torch.Tensor, win: Window, band_values: int = BAND_VALUES
+) -> torch.Tensor:
     """(C, size, size) logits or probabilities of one canvas -> int64 (h, w): each pixel's best
-    class at the image's own size. The image's window is resized bilinearly a few classes at a
-    time, keeping a running maximum, so a large photo with many classes never needs a (C, h, w)
-    map; ties go to the lower class index, as argmax gives them."""
+    class at the image's own size (bilinear, as F.interpolate with align_corners=False; ties
+    go to the lower class index, as argmax gives them).
+
+    The image's window is resized a few classes at a time, keeping a running maximum, so many
+    classes never need a (C, h, w) map. When even that is over ``band_values`` floats (a
+    12 MP photo with two classes, a 1 MP one with 16) the resize goes a band of rows at a
+    time, so a 40 MP photo costs tens of MB besides its mask rather than gigabytes. A band
+    computes the same bilinear weights in its own arithmetic, so a pixel whose two best
+    classes are within float rounding (about 1e-7) of each other may fall the other way."""
     inner = scores[:, win.top : win.top + win.inner_height, win.left : win.left + win.inner_width]
-    if (win.inner_height, win.inner_width) == (win.height, win.width):
+    height, width = win.height, win.width
+    if (win.inner_height, win.inner_width) == (height, width):
         return inner.argmax(0)
-    best = torch.full((win.height, win.width), -float("inf"))
-    classes = torch.zeros((win.height, win.width), dtype=torch.int64)
+    inner = inner.float()
+    chunk = min(inner.shape[0], CLASS_CHUNK)
+    if chunk * height * width <= band_values:
+        return _best_class(inner, lambda part: _resized(part, height, width))
+    rows = max(1, band_values // (chunk * width))
+    classes = torch.empty((height, width), dtype=torch.int64)
+    for top in range(0, height, rows):
+        bottom = min(height, top + rows)
+        classes[top:bottom] = _best_class(
+            inner, lambda part, t=top, b=bottom: _resized_rows(part, height, width, t, b)
+        )
+    return classes
+
+
+def _resized(part: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    size = (height, width)
+    return F.interpolate(part[None], size=size, mode="bilinear", align_corners=False)[0]
+
+
+def _resized_rows(part: torch.Tensor, height: int, width: int, top: int, bottom: int):
+    """Rows top:bottom of _resized(part, height, width): the width resized by F.interpolate on
+    the source rows they need, then the two nearest rows blended with F.interpolate's weights
+    (source row (r + 0.5) * in / out - 0.5, clamped at 0)."""
+    source_rows = part.shape[1]
+    scale = torch.tensor(source_rows, dtype=torch.float32) / height
+    y = ((torch.arange(top, bottom, dtype=torch.float32) + 0.5) * scale - 0.5).clamp(min=0)
+    y0 = y.floor().long().clamp(max=source_rows - 1)
+    y1 = (y0 + 1).clamp(max=source_rows - 1)
+    low = (y - y0).clamp(0, 1)[:, None]
+    first, last = int(y0[0]), int(y1[-1])
+    wide = _resized(part[:, first : last + 1], last + 1 - first, width)
+    return torch.lerp(wide[:, y0 - first], wide[:, y1 - first], low)
+
+
+def _best_class(inner: torch.Tensor, resize) -> torch.Tensor:
+    """Argmax over the classes of resize(a chunk of inner's classes), chunk by chunk."""
+    if inner.shape[0] <= CLASS_CHUNK:
+        return resize(inner).argmax(0)
+    best = classes = None
     for start in range(0, inner.shape[0], CLASS_CHUNK):
-        chunk = F.interpolate(
-            inner[None, start : start + CLASS_CHUNK].float(),
-            size=(win.height, win.width),
-            mode="bilinear",
-            align_corners=False,
-        )[0]
-        value, index = chunk.max(0)
+        value, index = resize(inner[start : start + CLASS_CHUNK]).max(0)
+        if best is None:
+            best, classes = value, index
+            continue
         better = value > best
         best = torch.where(better, value, best)
         classes = torch.where(better, index + start, classes)
