@@ -3,6 +3,11 @@ size (cnnkit.tasks.segment.batch.classes_in_window): in bands of rows (what cnnk
 one piece (the band size set past the photo, which is what it did before).
 
     python bench/segment_resize_memory.py [--classes 2 21] [--size 5000x8000] [--canvas 576]
+    PYTHONPATH=<an older checkout>/src python bench/segment_resize_memory.py --as-is
+
+"bands of rows" and --as-is call classes_in_window with its default band size (--as-is only
+that, so an older checkout, from before bands of rows, can be measured the same way); "one
+piece" sets the band size past the photo.
 
 Each measurement runs in a fresh process, so its peak resident memory (ru_maxrss) is its own:
 the growth over the process's peak before the call is reported, with the class map's own
@@ -26,7 +31,7 @@ scores = torch.rand(classes, canvas, canvas, generator=torch.Generator().manual_
 win = window(height, width, canvas)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 started = time.perf_counter()
-found = classes_in_window(scores, win, band_values=band)
+found = classes_in_window(scores, win, **({"band_values": band} if band else {}))
 seconds = time.perf_counter() - started
 grew = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
 print(json.dumps({"grew_mb": grew / 1024, "seconds": seconds, "map_mb": found.numel() * 8 / 2**20}))
@@ -40,17 +45,17 @@ def measure(classes: int, height: int, width: int, canvas: int, band: int) -> di
 
 
 def main() -> None:
-    from cnnkit.tasks.segment.batch import BAND_VALUES
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--classes", type=int, nargs="*", default=[2, 21])
     parser.add_argument("--size", default="5000x8000", help="the photo's HEIGHTxWIDTH")
     parser.add_argument("--canvas", type=int, default=576)
+    parser.add_argument("--as-is", action="store_true", help="call it without a band size")
     args = parser.parse_args()
     height, width = (int(v) for v in args.size.lower().split("x"))
     print(f"photo {height}x{width} ({height * width / 1e6:.0f} M pixels), canvas {args.canvas}")
     for classes in args.classes:
-        for name, band in (("bands of rows", BAND_VALUES), ("one piece", 1 << 62)):
+        ways = [("as is", 0)] if args.as_is else [("bands of rows", 0), ("one piece", 1 << 62)]
+        for name, band in ways:
             r = measure(classes, height, width, args.canvas, band)
             print(
                 f"{classes:>3} classes, {name:<13}: peak +{r['grew_mb']:,.0f} MB (the class map "
