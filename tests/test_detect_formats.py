@@ -321,7 +321,10 @@ def test_a_second_folder_for_one_split_is_named_in_a_note_for_both_tasks(tmp_pat
     root = tmp_path / "twice"
     write_masks(root, SAMPLES[:2], "PNGImages/train", "PedMasks/train")
     write_masks(root, SAMPLES[2:], "PNGImages/trainval", "PedMasks/trainval")
-    note = "PedMasks/trainval/ left out: PedMasks/train/ is the train split already"
+    note = (
+        f"PNGImages/trainval/ + PedMasks/trainval/ left out ({len(SAMPLES) - 2} masks): "
+        "PNGImages/train/ + PedMasks/train/ is the train split already"
+    )
     detection = read_detection(root, val_split=0)
     assert len(detection.train) == 2 and any(note in n for n in detection.notes)
     segments = read_segmentation(root, val_split=0)

@@ -224,6 +224,12 @@ def test_show_batch_overlays_the_augmented_masks(seg_data, tmp_path, capsys):
     args = ["show-batch", "--data", str(seg_data), "--model", "lraspp", "--image-size", "64"]
     assert main([*args, "--augment", "standard", "--n", "4", "--out", str(out)]) == 0
     assert Image.open(out).size[0] > 64 and "4 training images" in capsys.readouterr().out
+    assert main([*args, "--copy-paste", "1", "--n", "4", "--out", str(out)]) == 0
+    assert "copy-paste 1" in capsys.readouterr().out
+    # an option the task does not take is refused as train refuses it, not ignored
+    cifar = ["show-batch", "--data", "cifar10-sample", "--copy-paste", "1", "--out", str(out)]
+    assert main(cifar) == 2
+    assert "--copy-paste is for segmenters" in capsys.readouterr().err
 
 
 def test_copy_paste_lays_another_training_images_objects_over_each_sample(seg_data):

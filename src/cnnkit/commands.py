@@ -283,9 +283,10 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
 
 
 def cmd_show_batch(args: argparse.Namespace) -> int:
-    from cnnkit.tasks.base import task_name
+    from cnnkit.tasks.base import check_task_options, task_name
 
     cfg = build_config(args.config, given_train_flags(args))
+    check_task_options(cfg, task_name(cfg))  # as train refuses them: never ignored unsaid
     if task_name(cfg) == "detect":
         from cnnkit.tasks.detect.show import show_detection_batch
 

@@ -61,10 +61,12 @@ def choose_split(splits: Any, split: str, own: bool, data: str | os.PathLike) ->
             )
         else:
             chosen = splits.train  # a plain folder: evaluate all of it
-    if chosen is None or len(chosen) == 0:
-        raise CnnkitError(f"{data} has no '{split}' images")
     unsplit = splits.val_source == "none" and getattr(splits, "test", None) is None
-    if not own and asked == "train" and unsplit:
+    if chosen is None or len(chosen) == 0:
+        scores_all = unsplit and not own and split == "val"
+        hint = " (it has no splits: --split test scores all of it)" if scores_all else ""
+        raise CnnkitError(f"{data} has no '{split}' images{hint}")
+    if not own and split in ("train", "test") and unsplit:
         print(
             f"cnnkit: scoring all {len(chosen)} images of {data} (it has no val or test split)",
             file=sys.stderr,

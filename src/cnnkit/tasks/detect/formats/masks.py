@@ -79,10 +79,13 @@ def layout_folders(root: Path) -> Layout | None:
         notes = []
         for split, image_folder, mask_folder in candidates:
             if split in found:
-                kept = found[split][1]
+                kept = found[split]
+                count = len(_files(mask_folder))
                 notes.append(
-                    f"{_shown(root, mask_folder)} left out: {_shown(root, kept)} is the {split} "
-                    f"split already (rename one folder to use both)"
+                    f"{_shown(root, image_folder)} + {_shown(root, mask_folder)} left out "
+                    f"({count} mask{'s' if count != 1 else ''}): {_shown(root, kept[0])} + "
+                    f"{_shown(root, kept[1])} is the {split} split already (rename one pair "
+                    "of folders to use both)"
                 )
                 continue
             found[split] = (image_folder, mask_folder)
