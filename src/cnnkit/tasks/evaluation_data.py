@@ -66,7 +66,7 @@ def choose_split(splits: Any, split: str, own: bool, data: str | os.PathLike) ->
         scores_all = unsplit and not own and split == "val"
         hint = " (it has no splits: --split test scores all of it)" if scores_all else ""
         raise CnnkitError(f"{data} has no '{split}' images{hint}")
-    if not own and split in ("train", "test") and unsplit:
+    if not own and split == "train" and unsplit:  # (a held-out folder is all test data)
         print(
             f"cnnkit: scoring all {len(chosen)} images of {data} (it has no val or test split)",
             file=sys.stderr,
