@@ -77,9 +77,10 @@ def classes_in_window(
     go to the lower class index, as argmax gives them).
 
     The image's window is resized a few classes at a time, keeping a running maximum, so many
-    classes never need a (C, h, w) map. When even that is over ``band_values`` floats (a
-    12 MP photo with two classes, a 1 MP one with 16) the resize goes a band of rows at a
-    time, so a 40 MP photo costs tens of MB besides its mask rather than gigabytes. A band
+    classes never need a (C, h, w) map. When even that is over ``band_values`` floats (an
+    8 MP photo with two classes, a 1 MP one with 16) the resize goes a band of rows at a
+    time, so a 40 MP photo costs 0.1-0.3 GB besides its 0.3 GB mask rather than 1.5-4 GB
+    (bench/segment_resize_memory.py). A band
     computes the same bilinear weights in its own arithmetic, so a pixel whose two best
     classes are within float rounding (about 1e-7) of each other may fall the other way."""
     inner = scores[:, win.top : win.top + win.inner_height, win.left : win.left + win.inner_width]
