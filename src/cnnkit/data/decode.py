@@ -355,17 +355,17 @@ def _check_jpeg_length(source: Any, width: int, height: int) -> None:
     is a bit per 16x16 pixels, 4x below that (a plain white JPEG spends 2-3 bits per 8x8
     pixels). Arithmetic-coded frames (rare) can code a plain block in under a bit and are not
     checked; --max-pixels still bounds them."""
-    if isinstance(source, (str, os.PathLike)):
-        length = os.path.getsize(source)
+    path = isinstance(source, (str, os.PathLike))
+    length = os.path.getsize(source) if path else len(source)
+    if length * 8 >= -(-width // 16) * -(-height // 16):
+        return  # long enough: the header is only read for a file that is not
+    if path:
         with open(source, "rb") as f:
             head = f.read(_HEADER_BYTES)
     else:
-        length, head = len(source), bytes(source[:_HEADER_BYTES])
+        head = bytes(source[:_HEADER_BYTES])
     marker = _frame_marker(head)
-    if marker is None or marker in _ARITHMETIC_SOF:
-        return
-    blocks = -(-width // 16) * -(-height // 16)
-    if length * 8 < blocks:
+    if marker is not None and marker not in _ARITHMETIC_SOF:
         if _missing_end_marker("JPEG", source):
             raise ImageDecodeError("truncated JPEG")
         raise ImageDecodeError(

@@ -80,6 +80,18 @@ def choose_split(splits: Any, split: str, own: bool, data: str | os.PathLike) ->
     return chosen, split
 
 
+def choose_split_and_say(
+    splits: Any, split: str, own: bool, data: str | os.PathLike
+) -> tuple[Any, str, list[tuple[str, str]]]:
+    """choose_split, then what the reader noted and skipped, on stderr (never a file left out
+    unsaid), and the skipped files: (images, the split they are, skipped)."""
+    from cnnkit.tasks.base import print_data_notes
+
+    images, split = choose_split(splits, split, own, data)
+    print_data_notes(splits, file=sys.stderr)
+    return images, split, splits.skipped
+
+
 def _present(splits: Any) -> list[str]:
     return [name for name in SPLITS if getattr(splits, name, None) is not None] or ["none"]
 

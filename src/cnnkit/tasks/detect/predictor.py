@@ -4,7 +4,6 @@ in the original image's pixels, and evaluation (mAP, per class, PR curves, a gal
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,7 +19,6 @@ from cnnkit.data.preprocess import Preprocessing
 from cnnkit.engine.device import Precision, resolve_device, resolve_precision
 from cnnkit.errors import CnnkitError
 from cnnkit.inputs import ImageInput, describe_input, expand_paths, output_folder
-from cnnkit.tasks.base import print_data_notes
 from cnnkit.tasks.detect.dataset import DetectionSet
 from cnnkit.tasks.detect.formats import read_detection
 from cnnkit.tasks.detect.inference import (
@@ -37,7 +35,7 @@ from cnnkit.tasks.detect.report import DetectionReport, detection_report
 from cnnkit.tasks.detect.tta import check_tta
 from cnnkit.tasks.evaluation_data import (
     check_split,
-    choose_split,
+    choose_split_and_say,
     classes_in_our_order,
     evaluation_folder,
     split_options,
@@ -285,9 +283,7 @@ class Detector:
         )
         if splits.format == "masks" and len(self.classes) == len(splits.classes) == 1:
             _one_class_as_ours(splits, self.classes[0])
-        images, split = choose_split(splits, split, own, data)
-        print_data_notes(splits, file=sys.stderr)  # never a file left out unsaid
-        return images, split, splits.skipped
+        return choose_split_and_say(splits, split, own, data)
 
     def evaluate(
         self,

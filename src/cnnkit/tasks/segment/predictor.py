@@ -5,7 +5,6 @@ Dice, pixel accuracy, the confusion matrix, a gallery)."""
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,10 +18,9 @@ from cnnkit.data.preprocess import Preprocessing
 from cnnkit.engine.device import Precision, resolve_device, resolve_precision
 from cnnkit.errors import CnnkitError
 from cnnkit.inputs import ImageInput, describe_input, expand_paths, output_folder
-from cnnkit.tasks.base import print_data_notes
 from cnnkit.tasks.evaluation_data import (
     check_split,
-    choose_split,
+    choose_split_and_say,
     classes_in_our_order,
     evaluation_folder,
     split_options,
@@ -247,9 +245,7 @@ class Segmenter:
             splits = read_segmentation(data, instances="foreground", **options)
         if splits.instances == "foreground" and self.classes[0] == "background":
             _foreground_as_ours(splits, self.classes)
-        images, split = choose_split(splits, split, own, data)
-        print_data_notes(splits, file=sys.stderr)  # never a file left out unsaid
-        return images, split, splits.skipped
+        return choose_split_and_say(splits, split, own, data)
 
     def evaluate(
         self,
