@@ -21,7 +21,13 @@ from cnnkit.tasks.detect.models import (
     detector_spec,
     list_detectors,
 )
-from cnnkit.tasks.detect.postprocess import PostProcess, apply_postprocess, filter_detections, nms
+from cnnkit.tasks.detect.postprocess import (
+    VOTE_CANDIDATES,
+    PostProcess,
+    apply_postprocess,
+    filter_detections,
+    nms,
+)
 
 SIZE = 128
 NUM_CLASSES = 2
@@ -300,3 +306,70 @@ def test_background_offset_and_crowd_boxes_in_training_targets():
         assert seen["boxes"].tolist() == [[0.0, 0.0, 10.0, 10.0]]
     rcnn = model.model
     assert rcnn.roi_heads.box_predictor.cls_score.out_features == NUM_CLASSES + 1
+
+
+# ---- box voting ----
+
+
+def test_box_voting_averages_the_candidates_of_each_kept_box_by_score():
+    boxes = torch.tensor(
+        [[0, 0, 10, 10], [0, 0, 12, 10], [40, 40, 50, 50], [0, 0, 11, 10], [0, 0, 30, 30]],
+        dtype=torch.float32,
+    )
+    scores = torch.tensor([0.9, 0.6, 0.8, 0.3, 0.5])
+    labels = torch.tensor([0, 0, 0, 1, 0])
+    # NMS (IoU 0.5) keeps 0, 2, 4 (4 overlaps 0 by 100/900) and 3 (the other class). Box 1
+    # overlaps box 0 by 100/120 = 0.83: it votes for box 0 at 0.8, not at 0.9; box 3 is
+    # another class, so it never votes for box 0 although it overlaps it by 0.91.
+    plain = filter_detections(
+        {"boxes": boxes, "scores": scores, "labels": labels}, PostProcess(0.0, 0.5, 10)
+    )
+    voted = filter_detections(
+        {"boxes": boxes, "scores": scores, "labels": labels}, PostProcess(0.0, 0.5, 10, 0.8)
+    )
+    strict = filter_detections(
+        {"boxes": boxes, "scores": scores, "labels": labels}, PostProcess(0.0, 0.5, 10, 0.9)
+    )
+    assert plain["scores"].tolist() == pytest.approx([0.9, 0.8, 0.5, 0.3])
+    assert torch.equal(voted["scores"], plain["scores"])  # voting moves boxes, not scores
+    assert torch.equal(voted["labels"], plain["labels"])
+    x2 = (0.9 * 10 + 0.6 * 12) / 1.5
+    assert voted["boxes"][0].tolist() == pytest.approx([0, 0, x2, 10])
+    assert torch.equal(voted["boxes"][1:], plain["boxes"][1:])  # nothing else overlaps them
+    assert torch.equal(strict["boxes"], plain["boxes"])
+    # a candidate under --conf still votes (down to VOTE_SCORE_THRESHOLD), so a prediction's
+    # boxes are the ones evaluation scored
+    confident = filter_detections(
+        {"boxes": boxes, "scores": scores, "labels": labels}, PostProcess(0.7, 0.5, 10, 0.8)
+    )
+    assert confident["scores"].tolist() == pytest.approx([0.9, 0.8])
+    assert confident["boxes"][0].tolist() == pytest.approx([0, 0, x2, 10])
+
+
+def test_a_voting_detector_picks_from_its_heads_unsuppressed_candidates(empty_hub):
+    torch.manual_seed(0)
+    model = build_detector("fcos", NUM_CLASSES, image_size=SIZE)
+    model.eval()
+    images, _ = _batch()
+    with torch.no_grad():
+        apply_postprocess(model, PostProcess(0.01, 1.0, VOTE_CANDIDATES))
+        candidates = model(images[:1])[0]
+        apply_postprocess(model, PostProcess(0.01, 0.5, 20))
+        plain = model(images[:1])[0]
+        voting = PostProcess(0.01, 0.5, 20, 0.6)
+        apply_postprocess(model, voting)
+        heads = model.model
+        assert (heads.nms_thresh, heads.detections_per_img) == (1.0, VOTE_CANDIDATES)
+        voted = model(images[:1])[0]
+    assert len(candidates["boxes"]) > len(plain["boxes"]) > 1
+    expected = filter_detections(candidates, voting)
+    assert torch.equal(voted["scores"], plain["scores"]) and torch.equal(
+        voted["scores"], expected["scores"]
+    )
+    assert torch.allclose(voted["boxes"], expected["boxes"])
+    assert model.record()["postprocess"]["box_vote"] == 0.6
+    with pytest.raises(TypeError, match="DetectionModel"):
+        apply_postprocess(model.model, voting)  # a bare torchvision model cannot vote
+    with pytest.raises(CnnkitError, match=r"--box-vote\) must be a number from 0 to 1"):
+        PostProcess(box_vote=1.5)
+    assert PostProcess.from_dict({"score_threshold": 0.2}).box_vote == 0.0  # older checkpoints

@@ -237,7 +237,13 @@ def test_pretrained_none_trains_a_detector_from_random_weights_with_a_narrow_pyr
     from cnnkit.tasks.detect.backbones import mobilenet_v2_weights_file
 
     options = detect_options(
-        boxes_data, epochs=1, pretrained="none", fpn_channels=64, project=str(tmp_path)
+        boxes_data,
+        epochs=1,
+        pretrained="none",
+        fpn_channels=64,
+        nms_iou=0.7,
+        box_vote=0.6,
+        project=str(tmp_path),
     )
     (tmp_path / "scratch").mkdir()
     trainer = Trainer(TrainConfig(name="scratch", **options), tmp_path / "scratch", progress=False)
@@ -250,7 +256,11 @@ def test_pretrained_none_trains_a_detector_from_random_weights_with_a_narrow_pyr
     assert model.model.backbone.out_channels == 64
     ckpt = torch.load(run.best, weights_only=True)
     assert ckpt["model"]["options"] == {"pretrained": "none", "fpn_channels": 64}
-    found = cnnkit.load(run.best).predict(str(boxes_data / "images" / "p0.png"))
+    # --nms-iou and --box-vote are what best.pt predicts with
+    assert (ckpt["postprocess"]["iou_threshold"], ckpt["postprocess"]["box_vote"]) == (0.7, 0.6)
+    detector = cnnkit.load(run.best)
+    assert (detector.postprocess.iou_threshold, detector.postprocess.box_vote) == (0.7, 0.6)
+    found = detector.predict(str(boxes_data / "images" / "p0.png"))
     assert found.width > 0  # rebuilt from the checkpoint alone
 
 
@@ -258,6 +268,38 @@ def test_fpn_channels_is_refused_for_a_classifier(tmp_path):
     with pytest.raises(CnnkitError, match="fpn-channels is for detectors"):
         cnnkit.train(
             data="cifar10-sample", fpn_channels=64, epochs=1, project=str(tmp_path), progress=False
+        )
+
+
+def test_box_vote_moves_boxes_for_one_call_and_is_refused_where_it_means_nothing(
+    detect_run, boxes_data, tmp_path, capsys
+):
+    detector = cnnkit.load(detect_run.run_dir)
+    image = str(boxes_data / "images" / "p1.png")
+    assert detector.postprocess.box_vote == 0.0  # off unless asked for
+    plain = detector.predict(image, conf=0.05).detections
+    voted = detector.predict(image, conf=0.05, box_vote=0.5).detections
+    assert detector.predict(image, conf=0.05).detections == plain  # for that call only
+    assert [d.score for d in voted] == [d.score for d in plain]  # boxes move, scores stay
+    assert any(v.box != p.box for v, p in zip(voted, plain, strict=True))
+    argv = ["predict", str(detect_run.run_dir), image, "--json", "--conf", "0.05"]
+    assert main([*argv, "--box-vote", "0.5"]) == 0
+    printed = json.loads(capsys.readouterr().out)[0]["detections"]
+    assert [d["box"] for d in printed] == [d.box for d in voted]
+    assert main([*argv, "--box-vote", "1.5"]) == 2
+    err = capsys.readouterr().err
+    assert "box voting IoU (--box-vote) must be a number from 0 to 1" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    for bad, message in (
+        ({"nms_iou": 0}, "nms_iou must be a number above 0 and at most 1"),
+        ({"box_vote": 2}, "box_vote must be a number from 0 to 1"),
+        ({"box_vote": True}, "box_vote must be a number from 0 to 1"),
+    ):
+        with pytest.raises(CnnkitError, match=message):
+            TrainConfig(**bad)
+    with pytest.raises(CnnkitError, match="box-vote is for detectors"):
+        cnnkit.train(
+            data="cifar10-sample", box_vote=0.7, epochs=1, project=str(tmp_path), progress=False
         )
 
 

@@ -249,6 +249,19 @@ def test_the_dense_graph_and_select_find_torchvisions_boxes(arch, size):
         assert torch.equal(got["labels"], expected[i]["labels"])
         assert torch.allclose(got["boxes"], expected[i]["boxes"], atol=1e-4)
         assert torch.allclose(got["scores"], expected[i]["scores"], atol=1e-6)
+    voting = PostProcess(0.01, 0.5, 50, box_vote=0.3)  # as the module votes, so does select
+    apply_postprocess(model, voting)
+    with torch.no_grad():
+        for p in model.parameters():  # an untrained SSD scores many boxes alike: break ties
+            p.add_(torch.randn_like(p) * 0.05)
+        expected = model(images)
+        boxes, scores = dense(images)
+    for i in range(2):
+        got = select(boxes[i], scores[i], dense.layout(), voting)
+        assert len(expected[i]["boxes"]) > 0
+        assert torch.equal(got["labels"], expected[i]["labels"])
+        assert torch.allclose(got["boxes"], expected[i]["boxes"], atol=1e-4)
+        assert torch.allclose(got["scores"], expected[i]["scores"], atol=1e-6)
 
 
 def test_faster_rcnn_is_refused_in_one_line():

@@ -68,6 +68,11 @@ TRAIN_HELP = {
     "input_size": "the model's input size (default: the pretrained weights' size, or the data's)",
     "fpn_channels": "detectors: the width of the feature pyramid and heads, a multiple of 32"
     " (default 128; 64 trains 1.4-1.5x faster on 2 CPU cores)",
+    "nms_iou": "detectors: the IoU above which NMS drops the lower-scoring of two boxes of a"
+    " class, kept in best.pt (default 0.5; predict --iou changes it)",
+    "box_vote": "detectors: box voting, kept in best.pt: each box NMS keeps becomes the"
+    " score-weighted mean of the candidates overlapping it by at least this IoU (0: off, the"
+    " default; predict --box-vote changes it)",
     "output_stride": "segmenters: 32, 16 or 8: dilate the backbone's last stages instead of"
     " downsampling (finer masks, more computation; default 16, FCN 8)",
     "dice": "segmenters: weight of a soft Dice loss added to the cross-entropy (0: off)",
@@ -295,6 +300,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--conf", type=float, help="detectors: the score threshold (default: the run's)")
     p.add_argument(
         "--iou", type=float, help="detectors: the IoU threshold of NMS (default: the run's)"
+    )
+    p.add_argument(
+        "--box-vote",
+        type=float,
+        metavar="IOU",
+        help="detectors: move each kept box to the score-weighted mean of the candidates"
+        " overlapping it by at least IOU (0: off; default: the run's)",
     )
     p.add_argument("--save-images", metavar="DIR", help="detectors: draw the boxes into DIR")
     p.add_argument(

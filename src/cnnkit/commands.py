@@ -115,8 +115,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         return _predict_boxes(predictor, paths, args)
     if predictor.task == "segment":
         return _predict_masks(predictor, paths, args)
-    if args.conf is not None or args.iou is not None or args.save_images:
-        raise CnnkitError("--conf, --iou and --save-images are for detectors")
+    if _detector_flags(args) or args.save_images:
+        raise CnnkitError("--conf, --iou, --box-vote and --save-images are for detectors")
     if args.save_masks:
         raise CnnkitError("--save-masks is for segmenters")
     top_k = 3 if args.top_k is None else args.top_k
@@ -137,9 +137,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _detector_flags(args: argparse.Namespace) -> bool:
+    return any(v is not None for v in (args.conf, args.iou, args.box_vote))
+
+
 def _predict_masks(segmenter: Any, paths: list[str], args: argparse.Namespace) -> int:
-    if args.top_k is not None or args.conf is not None or args.iou is not None:
-        raise CnnkitError("--top-k, --conf and --iou are not for segmenters")
+    if args.top_k is not None or _detector_flags(args):
+        raise CnnkitError("--top-k, --conf, --iou and --box-vote are not for segmenters")
     if args.save_images:
         raise CnnkitError("a segmenter writes its masks with --save-masks DIR")
     results, errors = segmenter.predict_paths(paths, tta=args.tta, save_masks=args.save_masks)
@@ -180,12 +184,14 @@ def _print_masks(results: list) -> None:
 
 def _predict_boxes(detector: Any, paths: list[str], args: argparse.Namespace) -> int:
     if args.top_k is not None:
-        raise CnnkitError("--top-k is for classifiers; a detector takes --conf, --iou")
+        raise CnnkitError("--top-k is for classifiers; a detector takes --conf, --iou, --box-vote")
     if args.save_masks:
         raise CnnkitError("--save-masks is for segmenters; a detector draws with --save-images")
     if args.save_images:  # before predicting: a bad folder must not cost the predictions
         output_folder(args.save_images, "images")
-    results, errors = detector.predict_paths(paths, conf=args.conf, iou=args.iou, tta=args.tta)
+    results, errors = detector.predict_paths(
+        paths, conf=args.conf, iou=args.iou, tta=args.tta, box_vote=args.box_vote
+    )
     _print_skipped(errors)
     if not results:
         raise CnnkitError("no image could be read")

@@ -61,6 +61,8 @@ class TrainConfig:
     head: str | None = None  # new classifier head as a layer spec (default: dropout,dense)
     input_size: int | None = None  # the model's input size (default: the weights' or the data's)
     fpn_channels: int | None = None  # detectors: the feature pyramid's width (default 128)
+    nms_iou: float | None = None  # detectors: the NMS IoU that best.pt keeps (default 0.5)
+    box_vote: float | None = None  # detectors: the box-voting IoU that best.pt keeps (0: off)
     output_stride: int | None = None  # segmenters: 8 | 16 | 32 (default: the architecture's)
     dice: float = 0.0  # segmenters: weight of the Dice loss added to cross-entropy (0: off)
     copy_paste: float = 0.0  # segmenters: chance of pasting another image's objects (0: off)
@@ -163,6 +165,14 @@ class TrainConfig:
             raise CnnkitError(
                 f"copy_paste must be a probability in [0, 1], got {self.copy_paste!r}"
             )
+        for key, zero_ok in (("nms_iou", False), ("box_vote", True)):  # detectors' selection
+            value = getattr(self, key)
+            if value is None:
+                continue
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not number or not (0 <= value <= 1 if zero_ok else 0 < value <= 1):
+                bounds = "from 0 to 1" if zero_ok else "above 0 and at most 1"
+                raise CnnkitError(f"{key} must be a number {bounds}, got {value!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise CnnkitError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.sampler not in (None, "none", "balanced"):

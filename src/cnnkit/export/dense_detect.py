@@ -18,10 +18,9 @@ import torch
 from torch import nn
 from torchvision.models.detection import FCOS, RetinaNet
 from torchvision.models.detection.ssd import SSD
-from torchvision.ops import boxes as box_ops
 
 from cnnkit.errors import CnnkitError
-from cnnkit.tasks.detect.postprocess import PostProcess
+from cnnkit.tasks.detect.postprocess import PostProcess, candidate_threshold, filter_detections
 
 EXPORTABLE = ("fcos", "retinanet", "ssdlite")
 
@@ -112,15 +111,17 @@ def select(
 ) -> dict[str, torch.Tensor]:
     """One image's (A, 4) boxes and (A, C) scores -> its detections, as torchvision's
     postprocess_detections picks them: above the threshold, the top-k candidates per level (or
-    per class), class-aware NMS, at most ``pp.max_detections``, best first."""
+    per class), class-aware NMS (and box voting, as cnnkit's DetectionModel does it), at most
+    ``pp.max_detections``, best first."""
     topk = int(layout["topk_candidates"])
+    threshold = candidate_threshold(pp)
     num_classes = scores.shape[-1]
     kept_boxes, kept_scores, kept_labels = [], [], []
     if layout["ranking"] == "per_level":
         start = 0
         for count in layout["levels"]:
             level = scores[start : start + count].flatten()
-            idx = torch.where(level > pp.score_threshold)[0]
+            idx = torch.where(level > threshold)[0]
             top, order = level[idx].topk(min(topk, len(idx)))
             idx = idx[order]
             kept_boxes.append(boxes[start : start + count][idx // num_classes])
@@ -130,14 +131,14 @@ def select(
     else:
         for label in range(num_classes):
             column = scores[:, label]
-            idx = torch.where(column > pp.score_threshold)[0]
+            idx = torch.where(column > threshold)[0]
             top, order = column[idx].topk(min(topk, len(idx)))
             kept_boxes.append(boxes[idx[order]])
             kept_scores.append(top)
             kept_labels.append(torch.full((len(top),), label, dtype=torch.int64))
-    all_boxes = torch.cat(kept_boxes)
-    all_scores = torch.cat(kept_scores)
-    all_labels = torch.cat(kept_labels)
-    keep = box_ops.batched_nms(all_boxes, all_scores, all_labels, pp.iou_threshold)
-    keep = keep[: pp.max_detections]
-    return {"boxes": all_boxes[keep], "scores": all_scores[keep], "labels": all_labels[keep]}
+    candidates = {
+        "boxes": torch.cat(kept_boxes),
+        "scores": torch.cat(kept_scores),
+        "labels": torch.cat(kept_labels),
+    }
+    return filter_detections(candidates, pp)

@@ -129,20 +129,15 @@ class DenseDetections(nn.Module):
         super().__init__()
         self.graph = graph
         self.layout = layout
-        # the attributes apply_postprocess sets, as on torchvision's heads
-        self.score_thresh = postprocess.score_threshold
-        self.nms_thresh = postprocess.iou_threshold
-        self.detections_per_img = postprocess.max_detections
+        self.postprocess = postprocess  # what select() picks with; apply_postprocess sets it
 
     def forward(self, images: torch.Tensor | list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
         from cnnkit.export.dense_detect import select
-        from cnnkit.tasks.detect.postprocess import PostProcess
 
         batch = images if isinstance(images, torch.Tensor) else torch.stack(list(images))
         boxes, scores = self.graph(batch)
-        pp = PostProcess(self.score_thresh, self.nms_thresh, self.detections_per_img)
         found = [
-            select(b.float(), s.float(), self.layout, pp)
+            select(b.float(), s.float(), self.layout, self.postprocess)
             for b, s in zip(boxes, scores, strict=True)
         ]
         return [{k: v.to(batch.device) for k, v in f.items()} for f in found]

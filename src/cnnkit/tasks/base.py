@@ -109,6 +109,8 @@ PREDICTORS: dict[str, str] = {
 # options only some tasks take (None / 0 is "not given"), refused in one line by the others
 TASK_OPTIONS: dict[str, tuple[str, ...]] = {
     "fpn_channels": ("detect",),
+    "nms_iou": ("detect",),
+    "box_vote": ("detect",),
     "test_image_size": ("segment",),
     "output_stride": ("segment",),
     "dice": ("segment",),

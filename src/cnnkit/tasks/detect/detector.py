@@ -16,7 +16,7 @@ from torch import nn
 
 from cnnkit.models.staged import NamedBlocks
 from cnnkit.tasks.detect.dataset import BoxTarget
-from cnnkit.tasks.detect.postprocess import PostProcess, apply_postprocess
+from cnnkit.tasks.detect.postprocess import PostProcess, apply_postprocess, filter_detections
 
 
 class DetectionModel(NamedBlocks, nn.Module):
@@ -53,22 +53,25 @@ class DetectionModel(NamedBlocks, nn.Module):
         targets: Sequence[BoxTarget | dict] | None = None,
     ) -> dict[str, torch.Tensor] | list[dict[str, torch.Tensor]]:
         """Train mode: the named losses; eval mode: per image a dict of boxes (x1 y1 x2 y2 in
-        the input's pixels), scores and 0-based labels, best first."""
+        the input's pixels), scores and 0-based labels, best first, as ``postprocess`` picks
+        them."""
         batch = [_as_float(image) for image in images]
         if self.training:
             if targets is None or len(targets) != len(batch):
                 raise ValueError("a detector in train mode needs one target per image")
             device = batch[0].device
             return self.model(batch, [self._model_target(t, device) for t in targets])
-        out = self.model(batch)
-        return [
+        out = [
             {
                 "boxes": d["boxes"].float(),  # float32 also under bf16 autocast
                 "scores": d["scores"].float(),
                 "labels": d["labels"] - self.label_offset,
             }
-            for d in out
+            for d in self.model(batch)
         ]
+        if self.postprocess.box_vote > 0:  # the heads handed over every candidate
+            out = [filter_detections(d, self.postprocess) for d in out]
+        return out
 
     def _model_target(self, target: BoxTarget | dict, device: torch.device) -> dict:
         """Crowd boxes are left out of training (COCO only ignores them in evaluation)."""

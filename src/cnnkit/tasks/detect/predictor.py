@@ -149,27 +149,39 @@ class Detector:
         conf: float | None = None,
         iou: float | None = None,
         max_detections: int | None = None,
+        box_vote: float | None = None,
     ) -> PostProcess:
-        """Change the default score threshold, NMS IoU or cap for later predictions; returns
-        the settings in force."""
-        self.postprocess = self.settings(conf, iou, max_detections)
+        """Change the default score threshold, NMS IoU, cap or box-voting IoU (0: off) for
+        later predictions; returns the settings in force."""
+        self.postprocess = self.settings(conf, iou, max_detections, box_vote)
         apply_postprocess(self.model, self.postprocess)
         return self.postprocess
 
     def settings(
-        self, conf: float | None, iou: float | None, max_detections: int | None = None
+        self,
+        conf: float | None,
+        iou: float | None,
+        max_detections: int | None = None,
+        box_vote: float | None = None,
     ) -> PostProcess:
         """The default post-processing with the given values in place of its own."""
         values = self.postprocess.to_dict()
-        given = {"score_threshold": conf, "iou_threshold": iou, "max_detections": max_detections}
+        given = {
+            "score_threshold": conf,
+            "iou_threshold": iou,
+            "max_detections": max_detections,
+            "box_vote": box_vote,
+        }
         values.update({k: v for k, v in given.items() if v is not None})
         return PostProcess.from_dict(values)
 
     @contextmanager
-    def using(self, conf: float | None, iou: float | None) -> Iterator[PostProcess]:
-        """Within: the model post-processes with this --conf / --iou (the settings in force
-        are yielded); after: the defaults again."""
-        settings = self.settings(conf, iou)
+    def using(
+        self, conf: float | None, iou: float | None, box_vote: float | None = None
+    ) -> Iterator[PostProcess]:
+        """Within: the model post-processes with this --conf / --iou / --box-vote (the
+        settings in force are yielded); after: the defaults again."""
+        settings = self.settings(conf, iou, box_vote=box_vote)
         apply_postprocess(self.model, settings)
         try:
             yield settings
@@ -183,15 +195,16 @@ class Detector:
         conf: float | None = None,
         iou: float | None = None,
         tta: str = "none",
+        box_vote: float | None = None,
     ) -> Detections | list[Detections]:
         """Detect objects in one image (path, PIL image or HxWxC array) or a list of them;
-        `conf` and `iou` apply to this call (default: the checkpoint's settings); ``tta="flip"``
-        fuses the boxes found in the image and in its mirror image."""
+        `conf`, `iou` and `box_vote` apply to this call (default: the checkpoint's settings);
+        ``tta="flip"`` fuses the boxes found in the image and in its mirror image."""
         check_tta(tta)
         single = not isinstance(inputs, list)
         items = [inputs] if single else inputs
         arrays = [decode_image(item) for item in items]
-        with self.using(conf, iou):
+        with self.using(conf, iou, box_vote):
             results = self._detect(arrays, [describe_input(i) for i in items], tta)
         return results[0] if single else results
 
@@ -202,13 +215,14 @@ class Detector:
         iou: float | None = None,
         batch_size: int = 16,
         tta: str = "none",
+        box_vote: float | None = None,
     ) -> tuple[list[Detections], list[tuple[str, str]]]:
         """Detect in files, folders and globs; unreadable files come back as (path, reason)."""
         check_tta(tta)
         results: list[Detections] = []
         errors: list[tuple[str, str]] = []
         arrays, names = [], []
-        with self.using(conf, iou):
+        with self.using(conf, iou, box_vote):
             for path in expand_paths(patterns):
                 try:
                     arrays.append(decode_image(path))

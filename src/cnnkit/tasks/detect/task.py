@@ -125,7 +125,9 @@ class DetectTask:
         self.mode = resize_mode(cfg)
         self.augmentation = detect_augmentation(cfg)
         # what predictions show by default (--conf / --iou change it); evaluation ranks all
-        self.postprocess = PostProcess(score_threshold=0.25, iou_threshold=0.5)
+        self.postprocess = PostProcess(
+            score_threshold=0.25, iou_threshold=cfg.nms_iou or 0.5, box_vote=cfg.box_vote or 0.0
+        )
         self.data: DetectionSplits
 
     def augment(self, image: torch.Tensor, target: Any, generator: torch.Generator) -> tuple:
