@@ -206,7 +206,7 @@ def test_pil_image_input_any_mode():
         (np.full((4, 5, 4), 9, np.uint8), 9),  # opaque alpha
         (np.full((4, 5, 3), 40000, np.uint16), 156),
         (np.full((4, 5), 0.5, np.float32), 128),
-        (np.full((4, 5, 3), 2.0, np.float64), 255),  # clipped
+        (np.full((4, 5, 3), 1.0, np.float64), 255),
         (np.ones((4, 5), bool), 255),
     ],
 )
@@ -223,6 +223,27 @@ def test_bad_arrays_are_refused():
         decode_image(np.zeros((4, 4, 3), np.int32))
     with pytest.raises(ImageDecodeError, match="shape"):
         decode_image(np.zeros((3, 4, 4, 2), np.uint8))
+    with pytest.raises(ImageDecodeError, match=r"empty image \(0x0 pixels\)"):
+        decode_image(np.zeros((0, 0, 3), np.uint8))
+    # 0-255 values in a float array would be clipped to white: refused, not guessed at
+    with pytest.raises(ImageDecodeError, match=r"must lie in \[0, 1\], not 0..254"):
+        decode_image(np.arange(255, dtype=np.float32).reshape(15, 17))
+    with pytest.raises(ImageDecodeError, match="must lie in"):
+        decode_image(np.full((4, 4), np.nan, np.float32))
+
+
+def test_tensors_in_torchvisions_layout_or_as_arrays():
+    import torch
+
+    rgb = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    chw = torch.from_numpy(rgb).permute(2, 0, 1)
+    assert np.array_equal(decode_image(chw), rgb)
+    assert np.array_equal(decode_image(chw.float() / 255), rgb)
+    assert np.array_equal(decode_image(torch.from_numpy(rgb)), rgb)  # (H, W, C) as an array
+    assert decode_image(chw.bfloat16() / 255).shape == (5, 7, 3)
+    assert np.array_equal(decode_image(chw[0]), np.repeat(rgb[..., :1], 3, axis=2))
+    with pytest.raises(ImageDecodeError, match="a batch tensor"):
+        decode_image(chw[None])
 
 
 def test_resize_policies():

@@ -348,6 +348,33 @@ def test_rgb_instance_masks_and_size_mismatch(tmp_path):
     )
 
 
+@pytest.mark.parametrize("mode", ["LA", "I;16", "1"])
+def test_instance_masks_with_alpha_or_other_modes_give_the_same_boxes_and_classes(tmp_path, mode):
+    """An image editor may save ids with an alpha channel (LA): the ids are channel 0, for the
+    boxes and for segmentation's person masks alike."""
+    from cnnkit.tasks.segment.formats import read_segmentation
+
+    ids = np.zeros((12, 16), np.uint8)
+    ids[1:4, 2:6] = 1
+    if mode != "1":
+        ids[5:12, 10:16] = 2
+    photo(tmp_path / "PNGImages" / "x.png", (12, 16))
+    (tmp_path / "PedMasks").mkdir()
+    if mode == "LA":
+        mask = Image.fromarray(np.stack([ids, np.full_like(ids, 255)], -1), "LA")
+    elif mode == "1":
+        mask = Image.fromarray(ids * 255).convert("1")
+    else:
+        mask = Image.fromarray(ids.astype(np.uint16) * 1000)
+    mask.save(tmp_path / "PedMasks" / "x_mask.png")
+    expected = [[2, 1, 6, 4]] if mode == "1" else [[2, 1, 6, 4], [10, 5, 16, 12]]
+    assert read_detection(tmp_path, val_split=0).train.targets[0].boxes.tolist() == expected
+    assert read_instance_mask(tmp_path / "PedMasks" / "x_mask.png").shape == (12, 16)
+    people = read_segmentation(tmp_path, val_split=0)
+    assert people.skipped == []
+    assert np.array_equal(np.asarray(people.train.masks[0]), (ids > 0).astype(np.int64))
+
+
 # ---------------------------------------------------------------- options and errors
 
 

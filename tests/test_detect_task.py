@@ -271,6 +271,25 @@ def test_fpn_channels_is_refused_for_a_classifier(tmp_path):
         )
 
 
+def test_tuples_and_tensors_are_images_and_a_file_is_no_out_folder(
+    detect_run, boxes_data, tmp_path, capsys
+):
+    detector = cnnkit.load(detect_run.run_dir)
+    path = str(boxes_data / "images" / "p1.png")
+    pixels = np.array(Image.open(path).convert("RGB"))
+    by_path, by_tensor = detector.predict(
+        (path, torch.from_numpy(pixels).permute(2, 0, 1)), conf=0.05
+    )
+    assert by_tensor.detections == by_path.detections and by_tensor.source.startswith("<tensor 3x")
+    taken = tmp_path / "taken"
+    taken.write_text("a file")
+    assert main(["evaluate", str(detect_run.run_dir), "--out", str(taken)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err == f"cnnkit: error: {taken} is a file, not a folder to write evaluation reports into\n"
+    )
+
+
 def test_box_vote_moves_boxes_for_one_call_and_is_refused_where_it_means_nothing(
     detect_run, boxes_data, tmp_path, capsys
 ):

@@ -160,6 +160,41 @@ def test_a_masks_folder_that_is_a_file_is_one_line_before_any_prediction(
     assert [r["source"] for r in json.loads(capsys.readouterr().out)] == [image]
 
 
+def test_evaluate_refuses_a_file_as_its_out_folder_before_scoring(seg_run, tmp_path, capsys):
+    taken = tmp_path / "taken"
+    taken.write_text("a file")
+    assert main(["evaluate", str(seg_run.run_dir), "--out", str(taken)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err == f"cnnkit: error: {taken} is a file, not a folder to write evaluation reports into\n"
+    )
+    with pytest.raises(CnnkitError, match="is a file, not a folder"):
+        cnnkit.load(seg_run.run_dir).evaluate(seg_run.run_dir, out_dir=taken, progress=False)
+
+
+def test_an_object_model_refuses_class_masks_named_in_a_yaml(seg_data, tmp_path, capsys):
+    """A background / object model (instance masks read as one class) evaluated on data whose
+    YAML names many classes: its masks are classes, not object ids, and they are not ours."""
+    import shutil
+
+    plain = tmp_path / "plain"
+    shutil.copytree(seg_data, plain)
+    (plain / "classes.txt").unlink()
+    run = cnnkit.train(
+        project=str(tmp_path / "runs"),
+        name="objects",
+        progress=False,
+        **seg_options(plain, epochs=1, instances="foreground"),
+    )
+    assert cnnkit.load(run.best).classes == ["background", "object"]
+    named = tmp_path / "named"
+    shutil.copytree(plain, named)
+    (named / "classes.yaml").write_text("names:\n  0: background\n  1: car\n  2: sky\n")
+    assert main(["evaluate", str(run.run_dir), "--data", str(named)]) == 2
+    err = capsys.readouterr().err
+    assert "the data's classes differ from the checkpoint's" in err and "Traceback" not in err
+
+
 def test_an_interrupted_segmentation_run_resumes_to_the_same_weights(seg_data, tmp_path):
     options = seg_options(seg_data, epochs=2, project=str(tmp_path), seed=1, ema=0.9)
     full = cnnkit.train(name="full", progress=False, **options)

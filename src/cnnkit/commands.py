@@ -60,6 +60,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from cnnkit.data.datasets import evaluation_data
     from cnnkit.predict import load
 
+    if args.out is not None:  # before the work: a file in the way must not cost the scores
+        output_folder(args.out, "evaluation reports")
     predictor = load(args.checkpoint, device=args.device, precision=args.precision)
     data = evaluation_data(args.data, predictor.data_location, predictor.config)
     batch_size = args.batch_size or {"detect": 8, "segment": 4, "generate": 50}.get(

@@ -1,5 +1,5 @@
-"""What users hand a predictor: paths, folders, globs, PIL images and arrays (every task), and
-the folders it writes into."""
+"""What users hand a predictor: paths, folders, globs, PIL images, arrays and tensors (every
+task), and the folders it writes into."""
 
 from __future__ import annotations
 
@@ -9,12 +9,15 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from cnnkit.data import IMAGE_EXTENSIONS
 from cnnkit.errors import CnnkitError
 
-ImageInput = str | os.PathLike | Image.Image | np.ndarray
+# a file; a PIL image; an (H, W[, C]) array of uint8, uint16, bool or float in [0, 1]; a tensor
+# as torchvision's (C, H, W) or as the arrays
+ImageInput = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
 
 
 def _mask_folders(root: Path) -> list[Path]:
@@ -76,7 +79,8 @@ def describe_input(item: ImageInput) -> str:
         return str(item)
     if isinstance(item, Image.Image):
         return f"<PIL {item.mode} {item.width}x{item.height}>"
-    return f"<array {'x'.join(map(str, np.shape(item)))}>"
+    kind = "tensor" if isinstance(item, torch.Tensor) else "array"
+    return f"<{kind} {'x'.join(map(str, np.shape(item)))}>"
 
 
 def output_folder(path: str | os.PathLike, what: str) -> Path:

@@ -237,6 +237,25 @@ def _float_to_uint8(a: np.ndarray) -> np.ndarray:
     return (np.clip(a, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
+def _is_tensor(source: Any) -> bool:
+    return type(source).__module__.startswith("torch") and hasattr(source, "detach")
+
+
+def _tensor_to_array(t: Any) -> np.ndarray:
+    """A torch tensor -> an (H, W[, C]) array: torchvision's (C, H, W) is moved to channels
+    last; a batch is refused (give a list of images)."""
+    t = t.detach().cpu()
+    if t.ndim == 4:
+        raise ImageDecodeError(
+            f"a batch tensor {tuple(t.shape)}: give one image (C, H, W) or a list of them"
+        )
+    if t.ndim == 3 and t.shape[0] in (1, 3, 4) and t.shape[2] not in (1, 3, 4):
+        t = t.permute(1, 2, 0)
+    if t.is_floating_point():
+        t = t.float()  # numpy has no bf16
+    return t.contiguous().numpy()
+
+
 def _array_to_rgb(a: np.ndarray) -> np.ndarray:
     """(H, W), (H, W, 1), (H, W, 3) or (H, W, 4) of uint8, uint16, bool or float [0, 1]."""
     if a.ndim == 3 and a.shape[2] in (1, 3, 4):
@@ -245,6 +264,8 @@ def _array_to_rgb(a: np.ndarray) -> np.ndarray:
         a = a[..., None]
     else:
         raise ImageDecodeError(f"unsupported array shape {tuple(a.shape)} (need HxW or HxWxC)")
+    if a.shape[0] == 0 or a.shape[1] == 0:
+        raise ImageDecodeError(f"empty image ({a.shape[1]}x{a.shape[0]} pixels)")
     if a.dtype == np.uint8:
         pass
     elif a.dtype == np.uint16:
@@ -252,6 +273,12 @@ def _array_to_rgb(a: np.ndarray) -> np.ndarray:
     elif a.dtype == np.bool_:
         a = a.astype(np.uint8) * 255
     elif np.issubdtype(a.dtype, np.floating):
+        low, high = float(np.min(a)), float(np.max(a))
+        if not (low >= 0.0 and high <= 1.0):  # NaN fails both
+            raise ImageDecodeError(
+                f"a float image's values must lie in [0, 1], not {low:g}..{high:g} (divide "
+                "0-255 values by 255, or give uint8)"
+            )
         a = _float_to_uint8(a)
     else:
         raise ImageDecodeError(
@@ -284,7 +311,8 @@ def decode_image(
     resize: str = "stretch",
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> np.ndarray:
-    """Decode a path, bytes, file object, PIL image or array to RGB uint8 (H, W, 3).
+    """Decode a path, bytes, file object, PIL image, array (H, W[, C]) or tensor (C, H, W as
+    torchvision's, or H, W[, C]) to RGB uint8 (H, W, 3).
 
     ``size`` is (H, W); when given and different, the image is resized by ``resize``. Images over
     ``max_pixels`` are refused from their header, before any pixel is decoded.
@@ -292,6 +320,8 @@ def decode_image(
     if size is not None:
         check_resize_policy(resize)
         size = (int(size[0]), int(size[1]))
+    if _is_tensor(source):
+        source = _tensor_to_array(source)
     if isinstance(source, np.ndarray):
         _check_pixels(source.shape[1] if source.ndim > 1 else 1, source.shape[0], max_pixels)
         rgb = _array_to_rgb(source)

@@ -228,8 +228,8 @@ class Classifier:
         A file that cannot be read raises CnnkitError; use predict_paths to skip such files.
         """
         _check_top_k(top_k)
-        single = not isinstance(inputs, list)
-        items = [inputs] if single else inputs
+        single = not isinstance(inputs, (list, tuple))
+        items = [inputs] if single else list(inputs)
         arrays = [self.decode(item) for item in items]
         predictions = self._predict_arrays(arrays, [describe_input(i) for i in items], top_k, tta)
         return predictions[0] if single else predictions

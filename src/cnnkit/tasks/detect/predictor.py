@@ -201,8 +201,8 @@ class Detector:
         `conf`, `iou` and `box_vote` apply to this call (default: the checkpoint's settings);
         ``tta="flip"`` fuses the boxes found in the image and in its mirror image."""
         check_tta(tta)
-        single = not isinstance(inputs, list)
-        items = [inputs] if single else inputs
+        single = not isinstance(inputs, (list, tuple))
+        items = [inputs] if single else list(inputs)
         arrays = [decode_image(item) for item in items]
         with self.using(conf, iou, box_vote):
             results = self._detect(arrays, [describe_input(i) for i in items], tta)
@@ -313,6 +313,8 @@ class Detector:
         written to `out_dir` (default: beside the checkpoint). `data_root` is for named
         classification datasets and means nothing here."""
         check_tta(tta)
+        if out_dir is not None:  # before the work, as for predict's folders
+            output_folder(out_dir, "evaluation reports")
         skipped: list[tuple[str, str]] = []
         if isinstance(data, DetectionSet):
             images = data

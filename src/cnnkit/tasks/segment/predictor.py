@@ -29,7 +29,7 @@ from cnnkit.tasks.evaluation_data import (
 )
 from cnnkit.tasks.segment.dataset import IGNORE_INDEX, SegmentationSet
 from cnnkit.tasks.segment.formats import read_segmentation, segmentation_format
-from cnnkit.tasks.segment.formats.pairs import NoClassNames
+from cnnkit.tasks.segment.formats.pairs import ManyClassNames, NoClassNames
 from cnnkit.tasks.segment.inference import check_tta, predict_classes
 from cnnkit.tasks.segment.metrics import segmentation_metrics
 from cnnkit.tasks.segment.models import segmenter_from_record, segmenter_spec
@@ -131,8 +131,8 @@ class Segmenter:
         at each image's own size: a SegmentationResult whose ``.mask`` (also
         ``np.asarray(result)``) is the (H, W) class index of every pixel, with ``.shares``;
         ``tta="flip"`` averages it with the mirror image's."""
-        single = not isinstance(inputs, list)
-        items = [inputs] if single else inputs
+        single = not isinstance(inputs, (list, tuple))
+        items = [inputs] if single else list(inputs)
         arrays = [decode_image(item) for item in items]
         results = self._segment(arrays, [describe_input(i) for i in items], tta)
         return results[0] if single else results
@@ -237,6 +237,8 @@ class Segmenter:
         options = dict(**split_options(self.config, own), progress=progress)
         try:
             splits = read_segmentation(data, instances=instances, **options)
+        except ManyClassNames:  # class masks of many classes: read so, and compared with ours
+            splits = read_segmentation(data, instances="auto", **options)
         except NoClassNames:
             # masks without names, and a checkpoint from before it said how its masks were
             # read: a background / one-class model takes them as instance masks
@@ -261,6 +263,8 @@ class Segmenter:
         image's own size; reports are written to `out_dir` (default: beside the checkpoint).
         `data_root` is for named classification datasets and means nothing here."""
         check_tta(tta)
+        if out_dir is not None:  # before the work, as for predict's folders
+            output_folder(out_dir, "evaluation reports")
         skipped: list[tuple[str, str]] = []
         if isinstance(data, SegmentationSet):
             images = data

@@ -36,6 +36,7 @@ from cnnkit.tasks.segment.formats.classes import (
     class_map_of,
     load_yaml,
     read_classes_txt,
+    yaml_names,
 )
 from cnnkit.tasks.segment.formats.records import (
     FileMask,
@@ -93,18 +94,25 @@ def yaml_folders(path: Path, data: dict[str, Any], notes: list[str]) -> Folders:
     return found
 
 
-def foreground_classes(root: Path, default: str) -> list[str]:
-    """[background, the class]: a classes.txt of one name (or two, background's first)."""
-    path = root / "classes.txt"
-    if not path.is_file():
+class ManyClassNames(CnnkitError):
+    """Instance masks of one class asked for, and the data names more classes than that."""
+
+
+def foreground_classes(names_file: Path | None, default: str) -> list[str]:
+    """[background, the class]: a names file (classes.txt or a YAML's classes / names) of one
+    name, or two with background's first; ``default`` names the class when there is none."""
+    if names_file is None:
         return ["background", default]
-    names = list(read_classes_txt(path).values())
+    if names_file.suffix.lower() in (".yaml", ".yml"):
+        names = list(yaml_names(names_file, load_yaml(names_file)).values())
+    else:
+        names = list(read_classes_txt(names_file).values())
     if len(names) == 1:
         return ["background", names[0]]
     if len(names) == 2:
         return names
-    raise CnnkitError(
-        f"{path} names {len(names)} classes; instance masks of one class need one name "
+    raise ManyClassNames(
+        f"{names_file} names {len(names)} classes; instance masks of one class need one name "
         "(or two: background, then the class)"
     )
 
@@ -151,7 +159,7 @@ def parse_pairs(path: Path, instances: str = "auto") -> ParsedSegmentation:
         raise CnnkitError(f"{path}: no image and mask folders (images/ + masks/) found")
     foreground = instances == "foreground" or (instances == "auto" and pedmasks)
     if foreground:
-        classes = foreground_classes(root, default)
+        classes = foreground_classes(_names_file(root, yaml_path, data), default)
         to_classes, read = to_foreground, instance_ids
         notes.append(
             f"instance masks: object ids read as '{classes[1]}', 0 as '{classes[0]}'"
