@@ -56,8 +56,6 @@ class FileMask:
         return self.to_classes(values)
 
 
-
-
 def read_mask_file(path: str | Path, palette: np.ndarray | None = None) -> np.ndarray:
     """A mask PNG -> (H, W) int64 stored values: a grey or 16-bit file's values, a palette
     file's indices (as VOC stores classes). An RGB file is taken when its channels are equal,
