@@ -278,11 +278,16 @@ def test_masks_layouts_class_names_and_unpaired_files(tmp_path):
     (root / "classes.txt").write_text("car\n")
     photo(root / "images" / "lonely.png", (10, 10))  # image without a mask
     Image.fromarray(np.ones((10, 10), np.uint8)).save(root / "masks" / "orphan_mask.png")
+    first = sorted((root / "images").iterdir())[0]
+    twin = first.with_suffix(".jpg")  # the same name: the first in name order gets the mask
+    width, height = Image.open(first).size
+    photo(twin, (height, width))
     splits = read_detection(root, val_split=0)
     assert splits.format == "masks" and splits.classes == ["car"]
     assert dict(splits.skipped) == {
         str(root / "images" / "lonely.png"): "no mask for this image in masks/",
         str(root / "masks" / "orphan_mask.png"): "image not found for this mask in images/",
+        str(first): f"{twin.name} has the same name and took its mask",
     }
     assert len(splits.train) == 4 and splits.train.box_count() == 6
 

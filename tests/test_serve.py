@@ -196,6 +196,10 @@ def test_hostile_uploads_get_a_4xx_and_one_line(client):
         assert set(body) == {"error", "detail"} and "\n" not in body["detail"], name
         assert "Traceback" not in reply.text
         assert time.perf_counter() - started < 2.0, name
+    empty_file = client.post("/predict", files={"file": ("cat.png", b"")})
+    assert (
+        empty_file.status_code == 415 and "empty file (zero bytes)" in empty_file.json()["detail"]
+    )
     assert client.post("/predict", content=good).status_code == 200  # still serving
 
 

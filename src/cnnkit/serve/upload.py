@@ -97,6 +97,8 @@ async def image_bytes(request: Request, limit: int, timeout: float) -> bytes:
 def check_header(data: bytes, max_pixels: int) -> int:
     """What the first bytes and the header tell, at once on the event loop: the format, and
     the pixel count, returned (a decompression bomb is refused before any pixel is decoded)."""
+    if not data:
+        raise NotAnImage("an empty file (zero bytes)")
     if sniff_format(data[:16]) not in WEB_FORMATS:
         raise NotAnImage("not an image, or a format this server does not take")
     height, width = read_size(data, max_pixels)

@@ -191,12 +191,17 @@ def mask_pairs(images: Path, masks: Path) -> tuple[list[tuple[Path, Path]], list
         stem = mask.stem.removesuffix(MASK_SUFFIX) if mask.stem.endswith(MASK_SUFFIX) else mask.stem
         by_stem.setdefault(stem, mask)
     pairs, unpaired = [], []
+    paired: dict[str, Path] = {}  # stem -> the image that took its mask
     for image in _files(images):
         mask = by_stem.pop(image.stem, None)
-        if mask is None:
-            unpaired.append((str(image), f"no mask for this image in {masks.name}/"))
-        else:
+        if mask is not None:
             pairs.append((image, mask))
+            paired[image.stem] = image
+        elif image.stem in paired:
+            first = paired[image.stem].name
+            unpaired.append((str(image), f"{first} has the same name and took its mask"))
+        else:
+            unpaired.append((str(image), f"no mask for this image in {masks.name}/"))
     unpaired += [
         (str(m), f"image not found for this mask in {images.name}/") for m in by_stem.values()
     ]
