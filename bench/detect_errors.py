@@ -1,11 +1,13 @@
 """Where a pedestrian detector's boxes miss on Penn-Fudan test photos, and whether another NMS
-IoU threshold helps its mAP.
+IoU threshold or box voting helps its mAP.
 
     python bench/detect_errors.py RUN_OR_BEST_PT DATA_FOLDER [--iou 0.4 0.5 0.6 0.7]
+        [--vote 0 0.7]
 
 DATA_FOLDER holds PNGImages/ and PedMasks/ (a test part written by bench/detect_pennfudan.py
-with --keep, or any Penn-Fudan-layout folder). Each NMS IoU is scored with the predictor's own
-evaluate (so 0.5, the default, equals `cnnkit evaluate`'s mAP). Then every true box is matched
+with --keep, or any Penn-Fudan-layout folder). Each NMS IoU (with each box-voting IoU, 0: off)
+is scored with the predictor's own evaluate (so the checkpoint's own settings give
+`cnnkit evaluate`'s mAP). Then every true box is matched
 to the prediction that overlaps it most (IoU >= 0.5, predict's default score threshold), and
 each edge's offset is given as a share of the true box's width (left, right) or height (top,
 bottom): a mean far from 0 is a bias, a large mean |offset| is scatter.
@@ -23,14 +25,19 @@ import cnnkit
 from cnnkit.tasks.detect.formats import read_detection
 
 
-def nms_sweep(detector, data: str, thresholds: list[float]) -> None:
-    default = detector.postprocess.iou_threshold
+def nms_sweep(detector, data: str, thresholds: list[float], votes: list[float]) -> None:
+    default = detector.postprocess
     for iou in thresholds:
-        detector.set_postprocess(iou=iou)
-        with tempfile.TemporaryDirectory() as tmp:
-            r = detector.evaluate(data, out_dir=tmp, progress=False)
-        print(f"NMS IoU {iou:g}: mAP {r.map:.4f}  mAP@.5 {r.map_50:.4f}  mAP@.75 {r.map_75:.4f}")
-    detector.set_postprocess(iou=default)
+        for vote in votes:
+            detector.set_postprocess(iou=iou, box_vote=vote)
+            with tempfile.TemporaryDirectory() as tmp:
+                r = detector.evaluate(data, out_dir=tmp, progress=False)
+            print(
+                f"NMS IoU {iou:g}, box vote {vote:g}: mAP {r.map:.4f}  mAP@.5 {r.map_50:.4f}  "
+                f"mAP@.75 {r.map_75:.4f}",
+                flush=True,
+            )
+    detector.set_postprocess(iou=default.iou_threshold, box_vote=default.box_vote)
 
 
 def edge_offsets(detector, data: str) -> None:
@@ -72,9 +79,13 @@ def main() -> None:
     parser.add_argument("run", help="a detector run folder or its best.pt")
     parser.add_argument("data", help="a Penn-Fudan-layout folder of test photos")
     parser.add_argument("--iou", type=float, nargs="*", default=[0.4, 0.5, 0.55, 0.6, 0.65, 0.7])
+    parser.add_argument("--vote", type=float, nargs="*", default=[0.0], help="box-voting IoUs")
+    parser.add_argument("--no-offsets", action="store_true", help="the mAP sweep only")
     args = parser.parse_args()
     detector = cnnkit.load(args.run, device="cpu")
-    nms_sweep(detector, args.data, args.iou)
+    nms_sweep(detector, args.data, args.iou, args.vote)
+    if args.no_offsets:
+        return
     edge_offsets(detector, args.data)
 
 
