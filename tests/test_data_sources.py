@@ -135,6 +135,14 @@ def test_csv_without_split_column(tmp_path, header):
     assert len(d.train) + len(d.val) == 6 and Counter(d.val.labels.tolist()) == {0: 1, 1: 1}
 
 
+@pytest.mark.parametrize("header", ["path,class", "filename,category", "Image,Label", "file,y"])
+def test_csv_headers_by_other_common_names_are_headers(tmp_path, header):
+    csv_path = write_csv_dataset(tmp_path, header=False, split_column=False)
+    csv_path.write_text(f"{header}\n" + csv_path.read_text())
+    d = load(csv_path, tmp_path, val_split=0)
+    assert d.classes == ["cat", "dog"] and len(d.train) == 6 and d.skipped == []
+
+
 def test_csv_with_split_column(tmp_path):
     csv_path = write_csv_dataset(tmp_path, header=True, split_column=True)
     d = load(csv_path, tmp_path)

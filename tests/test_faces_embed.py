@@ -121,6 +121,18 @@ def test_lfw_pairs_files_are_read_with_their_folds(tmp_path):
     (tmp_path / "missing.txt").write_text(f"{names[0]}\t1\t999\n")
     with pytest.raises(CnnkitError, match="image not found"):
         read_pairs(tmp_path / "missing.txt", LFW)
+    # a BOM (Notepad's) and CRLF lines read as plain text; another image format is found
+    (tmp_path / "bom.txt").write_bytes("\ufeff".join(["", "\r\n".join(dev)]).encode("utf-8"))
+    assert read_pairs(tmp_path / "bom.txt", LFW).pairs.same.tolist() == [True, True, False]
+    pngs = tmp_path / "pngs"
+    for name, number in ((names[0], 1), (names[0], 2)):
+        (pngs / name).mkdir(parents=True, exist_ok=True)
+        stem = f"{name}_{number:04d}"
+        Image.open(LFW / name / f"{stem}.jpg").save(pngs / name / f"{stem}.png")
+    (tmp_path / "png.txt").write_text(f"{names[0]}\t1\t2\n")
+    assert read_pairs(tmp_path / "png.txt", pngs).paths == [
+        str(pngs / names[0] / f"{names[0]}_000{k}.png") for k in (1, 2)
+    ]
 
 
 # ---- end to end ----------------------------------------------------------------------------
@@ -243,6 +255,14 @@ def test_lfw_pairs_are_verified_with_ten_folds_and_a_roc(face_run, tmp_path, cap
     assert report["pairs"] == 24 and report["same_pairs"] == 12
     assert 0.0 <= report["accuracy"] <= 1.0 and 0.0 <= report["auc"] <= 1.0
     assert Image.open(roc).size[0] > 100
+    # --threshold sets the one the accuracy is measured at: -1 calls every pair "same"
+    assert main([*args, "--threshold", "-1", "--json"]) == 0
+    given = json.loads(capsys.readouterr().out)
+    assert given["threshold"] == -1.0 and given["accuracy_at_threshold"] == 0.5
+    assert given["accuracy"] == report["accuracy"]  # the folds choose their own
+    assert main([*args, "--threshold", "1.5"]) == 2
+    err = capsys.readouterr().err
+    assert "cosine similarity from -1 to 1, got 1.5" in err and len(err.splitlines()) == 1
 
 
 def test_a_gallery_from_another_model_is_refused(face_run, tmp_path, capsys):

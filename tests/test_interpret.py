@@ -74,3 +74,18 @@ def test_evaluate_writes_calibration_confusions_and_top_losses(cls_run, tmp_path
     print_report(report)
     printed = capsys.readouterr().out
     assert "balanced accuracy" in printed and "most confused:" in printed
+
+
+def test_a_rate_over_no_images_is_said_to_be_undefined_not_zero(capsys):
+    from cnnkit.tasks.classify import print_report
+
+    logits = torch.tensor([[2.0, 0.0], [0.0, 2.0], [2.0, 0.0]])
+    report = classification_report(
+        logits, torch.zeros(3, dtype=torch.long), ["benign", "malignant"]
+    )
+    print_report(report)
+    printed = capsys.readouterr().out
+    assert "sensitivity n/a (no positive image)" in printed and "specificity 66.67%" in printed
+    both = classification_report(logits, torch.tensor([0, 1, 1]), ["benign", "malignant"])
+    print_report(both)
+    assert "sensitivity 50.00%   specificity 100.00%" in capsys.readouterr().out

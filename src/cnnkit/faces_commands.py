@@ -105,7 +105,7 @@ def cmd_faces_verify(args: argparse.Namespace) -> int:
             raise CnnkitError("give two images or --pairs FILE --root DIR, not both")
         if not args.root:
             raise CnnkitError("--pairs needs --root: the folder holding name/name_0001.jpg")
-        report = verify_pair_file(embedder, args.pairs, args.root, args.roc)
+        report = verify_pair_file(embedder, args.pairs, args.root, args.roc, args.threshold)
         if args.json:
             print(json.dumps(report.to_dict(), indent=2))
         else:

@@ -315,7 +315,14 @@ def _resolve(spec: str | os.PathLike, req: _Request) -> tuple[str, _Source]:
         if path.suffix.lower() == ".npz":
             return text, _npz_source(path)
         if path.suffix.lower() != ".csv":
-            raise CnnkitError(f"{text} is a file but neither a .csv list of images nor an .npz")
+            hint = (  # LFW's pairs.txt: verification pairs, not a list of images
+                "; a face pairs file is scored by `cnnkit faces verify RUN --pairs FILE --root DIR`"
+                if path.suffix.lower() == ".txt"
+                else ""
+            )
+            raise CnnkitError(
+                f"{text} is a file but neither a .csv list of images nor an .npz{hint}"
+            )
         return text, _file_source(read_csv_list(path), req)
     if isinstance(spec, str) and not _looks_like_path(text):
         raise did_you_mean("dataset", text, DATASETS)

@@ -146,20 +146,28 @@ def _stat(path: str) -> tuple[int, int]:
         return (-1, -1)
 
 
+# a header row: a label column named so, or a path column named so (no image is called that)
+_LABEL_HEADERS = ("label", "labels", "class", "category", "target", "y")
+_PATH_HEADERS = ("path", "file", "filename", "file_name", "filepath", "image", "image_path", "img")
+
+
 def _csv_rows(csv_path: Path) -> tuple[list[tuple[int, list[str]]], bool]:
-    """(line number, cells) of the non-empty rows after an optional header, and whether the
-    header's second cell says ``labels`` (a multi-label list)."""
+    """(line number, cells) of the non-empty rows after an optional header (``path,label``,
+    ``filename,class``, ...), and whether the header's second cell says ``labels`` (a
+    multi-label list)."""
     with open(csv_path, newline="", encoding="utf-8-sig") as f:
         rows = [(n, [c.strip() for c in r]) for n, r in enumerate(csv.reader(f), 1)]
     rows = [(n, r) for n, r in rows if any(r)]
-    header = rows[0][1][1].lower() if rows and len(rows[0][1]) >= 2 else ""
-    if header in ("label", "labels"):
+    first = [c.lower() for c in rows[0][1]] if rows else []
+    header = len(first) >= 2 and (first[1] in _LABEL_HEADERS or first[0] in _PATH_HEADERS)
+    if header:
         rows = rows[1:]
-    return rows, header == "labels"
+    return rows, header and first[1] == "labels"
 
 
 def read_csv_list(csv_path: str | os.PathLike) -> SourceSplits:
-    """Read ``path,label[,split]`` rows; a header row is detected by a 2nd cell "label".
+    """Read ``path,label[,split]`` rows; a header row is detected by its names (a 2nd cell
+    ``label``/``class``/..., or a 1st cell ``path``/``filename``/...).
 
     Multi-label lists (a header ``path,labels``, or any label cell with a ``;``) name each
     image's labels as ``label1;label2``; an empty cell is an image with none of them (all

@@ -37,6 +37,7 @@ class VerificationReport:
     no_face: list[str] = field(default_factory=list)  # embedded whole: no face was found
     source: str = ""
     out_dir: Path | None = None
+    threshold_given: bool = False  # the threshold is the caller's, not the model's
 
     def to_dict(self) -> dict[str, Any]:
         folds = not np.isnan(self.accuracy)
@@ -64,8 +65,9 @@ class VerificationReport:
             f"{self.source}: {folds}{auc}"
         )
         if self.accuracy_at_threshold is not None:
+            whose = "the given" if self.threshold_given else "the model's"
             print(
-                f"accuracy at the model's threshold {self.threshold:.3f}: "
+                f"accuracy at {whose} threshold {self.threshold:.3f}: "
                 f"{self.accuracy_at_threshold:.2%}"
             )
         if self.no_face:
@@ -79,8 +81,13 @@ def score_pairs(
     source: str,
     aligned: bool = False,
     roc: str | os.PathLike | None = None,
+    threshold: float | None = None,
 ) -> VerificationReport:
-    """Embed each distinct image once, then score every pair."""
+    """Embed each distinct image once, then score every pair; the accuracy at ``threshold``
+    (default: the model's) besides LFW's 10-fold accuracy."""
+    given = threshold is not None
+    # a given threshold is checked before any embedding
+    threshold = embedder.resolve_threshold(threshold) if given else embedder.threshold
     result = embedder.embed(paths, whole_if_no_face=True, aligned=aligned)
     if result.failed:
         name, reason = result.failed[0]
@@ -89,17 +96,18 @@ def score_pairs(
     vectors = result.embeddings
     scores = np.einsum("nd,nd->n", vectors[pairs.first], vectors[pairs.second])
     mean, std = ten_fold_accuracy(scores, pairs.same, pairs.fold)
-    at = accuracy_at(scores, pairs.same, embedder.threshold) if embedder.threshold else None
+    at = accuracy_at(scores, pairs.same, threshold) if threshold is not None else None
     report = VerificationReport(
         mean,
         std,
         roc_auc(scores, pairs.same),
         len(pairs),
         int(pairs.same.sum()),
-        embedder.threshold,
+        threshold,
         at,
         result.whole,
         source,
+        threshold_given=given,
     )
     if roc is not None:
         write_roc(scores, pairs.same, Path(roc))
@@ -111,13 +119,17 @@ def verify_pair_file(
     pairs_file: str | os.PathLike,
     root: str | os.PathLike,
     roc: str | os.PathLike | None = None,
+    threshold: float | None = None,
 ) -> VerificationReport:
-    """LFW's protocol on a pairs file whose images lie under ``root``."""
+    """LFW's protocol on a pairs file whose images lie under ``root``, and the accuracy at
+    ``threshold`` (default: the model's)."""
     from cnnkit.tasks.embed.task import aligned_faces
 
+    if threshold is not None:
+        embedder.resolve_threshold(threshold)  # a bad one before the images are read
     found = read_pairs(pairs_file, root)
     aligned = aligned_faces(str(root)) is not None
-    return score_pairs(embedder, found.paths, found.pairs, str(pairs_file), aligned, roc)
+    return score_pairs(embedder, found.paths, found.pairs, str(pairs_file), aligned, roc, threshold)
 
 
 def evaluate_folder(

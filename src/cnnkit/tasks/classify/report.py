@@ -58,10 +58,12 @@ def print_report(report: ClassificationReport, console: Console | None = None) -
     point = report.operating
     if point is not None:
         source = "chosen on validation" if report.threshold_chosen else "default"
+        # a rate over no images is undefined: said so, not printed as 0%
+        sens = f"{point.sensitivity:.2%}" if report.support[1] else "n/a (no positive image)"
+        spec = f"{point.specificity:.2%}" if report.support[0] else "n/a (no negative image)"
         console.print(
             f"positive class '{report.classes[1]}' at threshold {point.threshold:.3f} ({source}):"
-            f"   sensitivity {point.sensitivity:.2%}   specificity {point.specificity:.2%}"
-            f"   accuracy {point.accuracy:.2%}"
+            f"   sensitivity {sens}   specificity {spec}   accuracy {point.accuracy:.2%}"
         )
     if report.confused:
         pairs = ", ".join(f"{t} as {p} ({n})" for t, p, n in report.confused[:3])

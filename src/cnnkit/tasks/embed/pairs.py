@@ -138,11 +138,25 @@ class PairFile:
 
 
 _HEADER = re.compile(r"^\s*(\d+)\s+(\d+)\s*$")
+# LFW's images are .jpg; an aligned or converted copy may hold another format
+PAIR_SUFFIXES = (".jpg", ".png", ".jpeg", ".JPG", ".PNG", ".JPEG", ".bmp", ".webp", ".pgm")
+
+
+def pair_image(root: Path, name: str, number: int) -> Path:
+    """``root/name/name_%04d`` with the first of PAIR_SUFFIXES that exists (.jpg when none
+    does: the one a missing-file error names)."""
+    stem = root / name / f"{name}_{number:04d}"
+    for suffix in PAIR_SUFFIXES:
+        candidate = stem.with_name(stem.name + suffix)
+        if candidate.is_file():
+            return candidate
+    return stem.with_name(stem.name + ".jpg")
 
 
 def read_pairs(path: str | os.PathLike, root: str | os.PathLike) -> PairFile:
     """Read LFW's pairs format: ``name i j`` (one person) and ``name1 i name2 j`` (two), image
-    ``ROOT/name/name_%04d.jpg``; an optional first line ``folds n`` (n same and n different
+    ``ROOT/name/name_%04d.jpg`` (or another image suffix: ``cnnkit faces align`` writes
+    .png); an optional first line ``folds n`` (n same and n different
     pairs per fold, in order) gives LFW's own folds, and a first line ``n`` (pairsDevTrain.txt,
     pairsDevTest.txt: n same, then n different pairs) is one set without folds."""
     file, root = Path(path), Path(root)
@@ -151,7 +165,7 @@ def read_pairs(path: str | os.PathLike, root: str | os.PathLike) -> PairFile:
     if not root.is_dir():
         raise CnnkitError(f"image folder not found: {root}")
     try:
-        lines = file.read_text(encoding="utf-8").splitlines()
+        lines = file.read_text(encoding="utf-8-sig").splitlines()  # a BOM is no name
     except (OSError, UnicodeDecodeError) as exc:
         raise CnnkitError(f"{file} cannot be read as a text pairs file ({exc})") from None
     per_fold = None
@@ -181,7 +195,7 @@ def read_pairs(path: str | os.PathLike, root: str | os.PathLike) -> PairFile:
             ) from None
         ids = []
         for name, number in (a, b):
-            image = root / name / f"{name}_{number:04d}.jpg"
+            image = pair_image(root, name, number)
             ids.append(index.setdefault(str(image), len(index)))
         first.append(ids[0])
         second.append(ids[1])

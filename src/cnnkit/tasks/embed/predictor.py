@@ -236,8 +236,13 @@ class Embedder:
 
     # ---- comparisons ---------------------------------------------------------------------------
     def resolve_threshold(self, threshold: float | None) -> float:
-        """The threshold given, else the one best.pt's validation chose."""
+        """The threshold given (a cosine similarity, -1 to 1), else the one best.pt's
+        validation chose."""
         if threshold is not None:
+            if isinstance(threshold, bool) or not -1.0 <= float(threshold) <= 1.0:
+                raise CnnkitError(
+                    f"the threshold is a cosine similarity from -1 to 1, got {threshold!r}"
+                )
             return float(threshold)
         if self.threshold is None:
             raise CnnkitError(
