@@ -260,14 +260,15 @@ PRESETS: dict[str, Preset] = {
                 # faster on one with AVX512-BF16, its training accuracy unmeasured: fp32
                 "precision": "fp32",
                 # each kept box averaged with its overlapping candidates: +0.006 to +0.027 test
-                # mAP on the same checkpoints (4, two splits; docs/benchmarks.md)
+                # mAP on the same checkpoints (5, two splits; docs/benchmarks.md)
                 "nms_iou": 0.7,
                 "box_vote": 0.7,
             },
-            "test mAP 0.567, mAP@.5 0.935, mAP@.75 0.643 on 30 held-out Penn-Fudan images "
-            "(1 seed), 19.3 minutes of training on a 2-core AMD EPYC in fp32 (mAP goal 0.60 not "
-            "met); the torchvision tutorial's Faster R-CNN on MobileNetV2 in the same time: "
-            "mAP@.5 0.467, mAP 0.129; bench/detect_pennfudan.py, 2026-12-02",
+            "test mAP 0.559 and 0.509 (mAP@.5 0.914 and 0.966) on two seeded splits' 30 "
+            "held-out Penn-Fudan images, 15.1 minutes of training on a 2-core AMD EPYC in fp32 "
+            "(mAP goal 0.60 not met; without box voting 0.567 and 0.490); the torchvision "
+            "tutorial's Faster R-CNN on MobileNetV2 in the same time: mAP@.5 0.467, mAP 0.129 "
+            "(2026-12-02); bench/detect_pennfudan.py, 2026-12-07",
         ),
         Preset(
             "segment-pennfudan",
