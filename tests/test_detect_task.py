@@ -320,6 +320,17 @@ def test_box_vote_moves_boxes_for_one_call_and_is_refused_where_it_means_nothing
         cnnkit.train(
             data="cifar10-sample", box_vote=0.7, epochs=1, project=str(tmp_path), progress=False
         )
+    # evaluate scores at other post-processing as the Python API does
+    out = ["--out", str(tmp_path / "eval"), "--json", "--no-progress"]
+    assert (
+        main(["evaluate", str(detect_run.run_dir), "--iou", "0.6", "--box-vote", "0.5", *out]) == 0
+    )
+    scored = json.loads(capsys.readouterr().out)
+    detector.set_postprocess(iou=0.6, box_vote=0.5)
+    report = detector.evaluate(str(boxes_data), out_dir=tmp_path / "eval2", progress=False)
+    assert scored["map"] == pytest.approx(report.map) and scored["map_75"] == pytest.approx(
+        report.map_75
+    )
 
 
 def test_the_gallery_draws_the_predictions_predict_would_show(detect_run, boxes_data, tmp_path):

@@ -138,6 +138,8 @@ def test_predict_cli_json_shares_and_save_masks(seg_run, seg_data, tmp_path, cap
     assert "not for segmenters" in capsys.readouterr().err
     assert main(["predict", str(seg_run.run_dir), image, "--box-vote", "0.7"]) == 2
     assert "--box-vote are not for segmenters" in capsys.readouterr().err
+    assert main(["evaluate", str(seg_run.run_dir), "--box-vote", "0.7"]) == 2
+    assert "--iou and --box-vote are for detectors" in capsys.readouterr().err
 
 
 def test_a_masks_folder_that_is_a_file_is_one_line_before_any_prediction(

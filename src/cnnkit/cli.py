@@ -280,6 +280,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder for the reports (default: beside the checkpoint)")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     tta_flag(p)
+    p.add_argument(
+        "--iou", type=float, help="detectors: the IoU threshold of NMS (default: the run's)"
+    )
+    p.add_argument(
+        "--box-vote",
+        type=float,
+        metavar="IOU",
+        help="detectors: box voting at this IoU (0: off; default: the run's)",
+    )
     p.add_argument("--no-progress", action="store_true")
 
     p = command(
