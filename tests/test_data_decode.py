@@ -230,6 +230,11 @@ def test_bad_arrays_are_refused():
         decode_image(np.arange(255, dtype=np.float32).reshape(15, 17))
     with pytest.raises(ImageDecodeError, match="must lie in"):
         decode_image(np.full((4, 4), np.nan, np.float32))
+    with pytest.raises(ImageDecodeError, match=r"not -0.5..0.5"):  # mean/std-normalised
+        decode_image(np.linspace(-0.5, 0.5, 16, dtype=np.float32).reshape(4, 4))
+    # a resize's overshoot just outside [0, 1] is clipped, as before
+    assert (decode_image(np.full((4, 4), 1.0000001, np.float32)) == 255).all()
+    assert (decode_image(np.full((4, 4), -0.01, np.float32)) == 0).all()
 
 
 def test_tensors_in_torchvisions_layout_or_as_arrays():
@@ -244,6 +249,9 @@ def test_tensors_in_torchvisions_layout_or_as_arrays():
     assert np.array_equal(decode_image(chw[0]), np.repeat(rgb[..., :1], 3, axis=2))
     with pytest.raises(ImageDecodeError, match="a batch tensor"):
         decode_image(chw[None])
+    # a first size of 1, 3 or 4 is torchvision's channels, whatever the last size is
+    narrow = torch.from_numpy(rgb[:, :3]).permute(2, 0, 1)  # (3, 5, 3): 5 x 3 pixels
+    assert np.array_equal(decode_image(narrow), rgb[:, :3])
 
 
 def test_resize_policies():

@@ -143,6 +143,17 @@ def test_csv_headers_by_other_common_names_are_headers(tmp_path, header):
     assert d.classes == ["cat", "dog"] and len(d.train) == 6 and d.skipped == []
 
 
+def test_a_first_row_that_names_an_image_is_data_even_with_a_header_like_label(tmp_path):
+    for name in ("a.png", "b.png", "c.png", "d.png"):
+        write_image(tmp_path / name, 1)
+    (tmp_path / "yes_no.csv").write_text("a.png,y\nb.png,n\nc.png,y\nd.png,n\n")
+    assert len(load(tmp_path / "yes_no.csv", tmp_path, val_split=0).train) == 4
+    (tmp_path / "image").write_bytes((tmp_path / "b.png").read_bytes())  # no suffix
+    (tmp_path / "named.csv").write_text("image,class\na.png,class\n")
+    d = load(tmp_path / "named.csv", tmp_path, val_split=0)
+    assert len(d.train) == 2 and d.classes == ["class"]
+
+
 def test_csv_with_split_column(tmp_path):
     csv_path = write_csv_dataset(tmp_path, header=True, split_column=True)
     d = load(csv_path, tmp_path)

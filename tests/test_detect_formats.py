@@ -353,7 +353,7 @@ def test_rgb_instance_masks_and_size_mismatch(tmp_path):
     )
 
 
-@pytest.mark.parametrize("mode", ["LA", "I;16", "1"])
+@pytest.mark.parametrize("mode", ["LA", "I;16", "1", "F"])
 def test_instance_masks_with_alpha_or_other_modes_give_the_same_boxes_and_classes(tmp_path, mode):
     """An image editor may save ids with an alpha channel (LA): the ids are channel 0, for the
     boxes and for segmentation's person masks alike."""
@@ -369,12 +369,15 @@ def test_instance_masks_with_alpha_or_other_modes_give_the_same_boxes_and_classe
         mask = Image.fromarray(np.stack([ids, np.full_like(ids, 255)], -1), "LA")
     elif mode == "1":
         mask = Image.fromarray(ids * 255).convert("1")
+    elif mode == "F":  # a float TIFF: ids past 255 stay apart
+        mask = Image.fromarray(ids.astype(np.float32) * 300)
     else:
         mask = Image.fromarray(ids.astype(np.uint16) * 1000)
-    mask.save(tmp_path / "PedMasks" / "x_mask.png")
+    mask.save(tmp_path / "PedMasks" / ("x_mask.tif" if mode == "F" else "x_mask.png"))
     expected = [[2, 1, 6, 4]] if mode == "1" else [[2, 1, 6, 4], [10, 5, 16, 12]]
     assert read_detection(tmp_path, val_split=0).train.targets[0].boxes.tolist() == expected
-    assert read_instance_mask(tmp_path / "PedMasks" / "x_mask.png").shape == (12, 16)
+    mask_file = next((tmp_path / "PedMasks").iterdir())
+    assert read_instance_mask(mask_file).shape == (12, 16)
     people = read_segmentation(tmp_path, val_split=0)
     assert people.skipped == []
     assert np.array_equal(np.asarray(people.train.masks[0]), (ids > 0).astype(np.int64))

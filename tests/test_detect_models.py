@@ -189,6 +189,7 @@ def test_postprocess_changes_take_effect(empty_hub):
     assert len(strict["boxes"]) < len(many["boxes"])
     assert len(none["boxes"]) == 0
     assert model.postprocess == PostProcess(top, 0.5, 100)
+    assert "box_vote" not in model.record()["postprocess"]  # off: files older cnnkit reads
     assert model.record()["postprocess"]["score_threshold"] == top
 
     rcnn = build_detector("fasterrcnn", NUM_CLASSES, image_size=SIZE, pretrained_backbone=False)
@@ -344,6 +345,18 @@ def test_box_voting_averages_the_candidates_of_each_kept_box_by_score():
     )
     assert confident["scores"].tolist() == pytest.approx([0.9, 0.8])
     assert confident["boxes"][0].tolist() == pytest.approx([0, 0, x2, 10])
+    # a candidate under VOTE_SCORE_THRESHOLD votes for no box, at evaluation's threshold too,
+    # so evaluate scores the boxes predict returns; a kept box that low still keeps itself
+    faint = {
+        "boxes": torch.cat([boxes, torch.tensor([[0, 0, 11, 10], [60, 60, 70, 70.0]])]),
+        "scores": torch.cat([scores, torch.tensor([0.04, 0.02])]),
+        "labels": torch.cat([labels, torch.tensor([0, 0])]),
+    }
+    evaluated = filter_detections(faint, PostProcess(0.001, 0.5, 10, 0.8))
+    predicted = filter_detections(faint, PostProcess(0.7, 0.5, 10, 0.8))
+    assert evaluated["boxes"][0].tolist() == predicted["boxes"][0].tolist()
+    assert evaluated["boxes"][0].tolist() == pytest.approx([0, 0, x2, 10])
+    assert evaluated["boxes"][-1].tolist() == pytest.approx([60, 60, 70, 70])  # kept at 0.02
 
 
 def test_a_voting_detector_picks_from_its_heads_unsuppressed_candidates(empty_hub):

@@ -331,6 +331,11 @@ def test_box_vote_moves_boxes_for_one_call_and_is_refused_where_it_means_nothing
     assert scored["map"] == pytest.approx(report.map) and scored["map_75"] == pytest.approx(
         report.map_75
     )
+    assert scored["postprocess"] == {"iou_threshold": 0.6, "box_vote": 0.5}
+    # without --out, other settings get their own folder beside the checkpoint
+    assert main(["evaluate", str(detect_run.run_dir), "--box-vote", "0.5", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert (detect_run.run_dir / "eval-data-val-iou0.5-vote0.5" / "metrics.json").is_file()
 
 
 def test_the_gallery_draws_the_predictions_predict_would_show(detect_run, boxes_data, tmp_path):

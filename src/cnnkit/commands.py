@@ -60,13 +60,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from cnnkit.data.datasets import evaluation_data
     from cnnkit.predict import load
 
-    if args.out is not None:  # before the work: a file in the way must not cost the scores
-        output_folder(args.out, "evaluation reports")
     predictor = load(args.checkpoint, device=args.device, precision=args.precision)
     if args.iou is not None or args.box_vote is not None:  # mAP at other post-processing
         if predictor.task != "detect":
             raise CnnkitError("--iou and --box-vote are for detectors")
         predictor.set_postprocess(iou=args.iou, box_vote=args.box_vote)
+    if args.out is not None:  # before the work: a file in the way must not cost the scores
+        output_folder(args.out, "evaluation reports")
     data = evaluation_data(args.data, predictor.data_location, predictor.config)
     batch_size = args.batch_size or {"detect": 8, "segment": 4, "generate": 50}.get(
         predictor.task, 256

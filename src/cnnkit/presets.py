@@ -259,8 +259,9 @@ PRESETS: dict[str, Preset] = {
                 # bf16 autocast: 3-4x slower steps on a CPU without native bf16, 1.3-1.4x
                 # faster on one with AVX512-BF16, its training accuracy unmeasured: fp32
                 "precision": "fp32",
-                # each kept box averaged with its overlapping candidates: +0.006 to +0.027 test
-                # mAP on the same checkpoints (5, two splits; docs/benchmarks.md)
+                # each kept box averaged with its overlapping candidates, NMS at 0.7: +0.006
+                # to +0.027 test mAP against NMS 0.5 without votes, on the same 5 checkpoints
+                # of two splits (docs/benchmarks.md)
                 "nms_iou": 0.7,
                 "box_vote": 0.7,
             },

@@ -232,6 +232,9 @@ def _gray_to_rgb(gray: np.ndarray) -> np.ndarray:
     return np.repeat(gray[..., None], 3, axis=2)
 
 
+FLOAT_SLACK = 0.05  # how far outside [0, 1] a float image may stray (then clipped)
+
+
 def _float_to_uint8(a: np.ndarray) -> np.ndarray:
     a = np.nan_to_num(a.astype(np.float32), nan=0.0)
     return (np.clip(a, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
@@ -242,14 +245,15 @@ def _is_tensor(source: Any) -> bool:
 
 
 def _tensor_to_array(t: Any) -> np.ndarray:
-    """A torch tensor -> an (H, W[, C]) array: torchvision's (C, H, W) is moved to channels
-    last; a batch is refused (give a list of images)."""
+    """A torch tensor -> an (H, W[, C]) array: a 3-d tensor whose first size is 1, 3 or 4 is
+    torchvision's (C, H, W) and moves to channels last (other 3-d tensors are (H, W, C)); a
+    batch is refused (give a list of images)."""
     t = t.detach().cpu()
     if t.ndim == 4:
         raise ImageDecodeError(
             f"a batch tensor {tuple(t.shape)}: give one image (C, H, W) or a list of them"
         )
-    if t.ndim == 3 and t.shape[0] in (1, 3, 4) and t.shape[2] not in (1, 3, 4):
+    if t.ndim == 3 and t.shape[0] in (1, 3, 4):
         t = t.permute(1, 2, 0)
     if t.is_floating_point():
         t = t.float()  # numpy has no bf16
@@ -274,10 +278,12 @@ def _array_to_rgb(a: np.ndarray) -> np.ndarray:
         a = a.astype(np.uint8) * 255
     elif np.issubdtype(a.dtype, np.floating):
         low, high = float(np.min(a)), float(np.max(a))
-        if not (low >= 0.0 and high <= 1.0):  # NaN fails both
+        # a resize's overshoot is clipped; 0-255 values, or mean/std-normalised ones, are not
+        # guessed at (NaN fails both comparisons)
+        if not (low >= -FLOAT_SLACK and high <= 1.0 + FLOAT_SLACK):
             raise ImageDecodeError(
-                f"a float image's values must lie in [0, 1], not {low:g}..{high:g} (divide "
-                "0-255 values by 255, or give uint8)"
+                f"a float image's values must lie in [0, 1], not {low:.6g}..{high:.6g} "
+                "(divide 0-255 values by 255, or give uint8)"
             )
         a = _float_to_uint8(a)
     else:

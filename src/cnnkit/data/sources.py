@@ -159,7 +159,13 @@ def _csv_rows(csv_path: Path) -> tuple[list[tuple[int, list[str]]], bool]:
         rows = [(n, [c.strip() for c in r]) for n, r in enumerate(csv.reader(f), 1)]
     rows = [(n, r) for n, r in rows if any(r)]
     first = [c.lower() for c in rows[0][1]] if rows else []
-    header = len(first) >= 2 and (first[1] in _LABEL_HEADERS or first[0] in _PATH_HEADERS)
+    header = (
+        len(first) >= 2
+        and (first[1] in _LABEL_HEADERS or first[0] in _PATH_HEADERS)
+        # a.png,y is an image labelled y, and so is a file called "image"
+        and os.path.splitext(first[0])[1] not in IMAGE_EXTENSIONS
+        and not (csv_path.parent / rows[0][1][0]).exists()
+    )
     if header:
         rows = rows[1:]
     return rows, header and first[1] == "labels"

@@ -131,14 +131,19 @@ def _source_of(marker: Path) -> str | None:
 
 
 def evaluation_folder(
-    checkpoint: str | os.PathLike, data: str | os.PathLike, split: str, tta: str = "none"
+    checkpoint: str | os.PathLike,
+    data: str | os.PathLike,
+    split: str,
+    tta: str = "none",
+    variant: str = "",
 ) -> Path:
-    """Where an evaluation's reports go by default: eval-<data>-<split>[-tta-<tta>] beside the
-    checkpoint. A folder holding another data's evaluation (data folders of the same name
+    """Where an evaluation's reports go by default: eval-<data>-<split>[-tta-<tta>][variant]
+    beside the checkpoint (``variant``, e.g. "-iou0.6-vote0": settings other than the
+    checkpoint's). A folder holding another data's evaluation (data folders of the same name
     elsewhere) is left alone and the next free -2, -3, ... is used; the same data's is
     replaced. The folder is made, with the data's location in evaluated.txt."""
     name = Path(str(data)).name or str(data)
-    base = f"eval-{name}-{split}" + ("" if tta == "none" else f"-tta-{tta}")
+    base = f"eval-{name}-{split}" + ("" if tta == "none" else f"-tta-{tta}") + variant
     source = data_location(data) or str(data)
     for n in itertools.count(1):
         folder = Path(checkpoint).parent / (base if n == 1 else f"{base}-{n}")

@@ -45,7 +45,10 @@ class PostProcess:
             raise CnnkitError(f"max detections must be a positive integer, got {value!r}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        values = asdict(self)
+        if not self.box_vote:  # off: a file that cnnkit before box voting also reads
+            del values["box_vote"]
+        return values
 
     @classmethod
     def from_dict(cls, d: dict) -> PostProcess:
@@ -109,34 +112,38 @@ def nms(
 
 def filter_detections(detections: dict[str, torch.Tensor], pp: PostProcess) -> dict:
     """One image's detections (boxes, scores, labels) after ``pp``: threshold, NMS, box voting
-    (the best ``VOTE_CANDIDATES`` above ``candidate_threshold`` vote), top k."""
+    (among the best ``VOTE_CANDIDATES`` above ``candidate_threshold``, those scoring above
+    ``VOTE_SCORE_THRESHOLD`` vote, and each kept box for itself), top k."""
     boxes, scores, labels = detections["boxes"], detections["scores"], detections["labels"]
-    voters = torch.nonzero(scores > candidate_threshold(pp)).flatten()
-    if pp.box_vote > 0 and len(voters) > VOTE_CANDIDATES:  # the best, as a head hands them over
-        voters = voters[scores[voters].topk(VOTE_CANDIDATES).indices]
-    boxes, scores, labels = boxes[voters], scores[voters], labels[voters]
+    candidates = torch.nonzero(scores > candidate_threshold(pp)).flatten()
+    if pp.box_vote > 0 and len(candidates) > VOTE_CANDIDATES:  # the best, as a head hands them
+        candidates = candidates[scores[candidates].topk(VOTE_CANDIDATES).indices]
+    boxes, scores, labels = boxes[candidates], scores[candidates], labels[candidates]
     keep = torch.nonzero(scores > pp.score_threshold).flatten()
     kept = nms(boxes[keep], scores[keep], labels[keep], pp.iou_threshold)
     keep = keep[kept][: pp.max_detections]
     chosen = boxes[keep]
     if pp.box_vote > 0 and len(keep):
-        chosen = vote_boxes(chosen, labels[keep], boxes, scores, labels, pp.box_vote)
+        chosen = vote_boxes(keep, boxes, scores, labels, pp.box_vote)
     return {"boxes": chosen, "scores": scores[keep], "labels": labels[keep]}
 
 
 def vote_boxes(
-    kept: torch.Tensor,
-    kept_labels: torch.Tensor,
+    keep: torch.Tensor,
     boxes: torch.Tensor,
     scores: torch.Tensor,
     labels: torch.Tensor,
     vote_iou: float,
 ) -> torch.Tensor:
-    """Each kept box -> the score-weighted mean of the candidate ``boxes`` of its label that
-    overlap it by at least ``vote_iou`` (a kept box is one of the candidates, so it votes for
-    itself); a candidate may vote for several kept boxes."""
-    same = kept_labels[:, None] == labels[None, :]
-    weights = ((box_iou(kept.float(), boxes.float()) >= vote_iou) & same) * scores.float()[None]
-    total = weights.sum(1, keepdim=True)
-    voted = (weights @ boxes.float()) / total.clamp_min(1e-12)
-    return torch.where(total > 0, voted, kept.float()).to(kept.dtype)
+    """The kept boxes (``keep`` indexes the candidate ``boxes``), each moved to the
+    score-weighted mean of the candidates of its label that overlap it by at least
+    ``vote_iou`` and score above ``VOTE_SCORE_THRESHOLD``, itself always among them. The same
+    voters whatever the score threshold, so evaluation scores the boxes predict returns. A
+    candidate may vote for several kept boxes."""
+    kept = boxes[keep].float()
+    voters = (scores > VOTE_SCORE_THRESHOLD)[None] & (labels[keep][:, None] == labels[None, :])
+    voters &= box_iou(kept, boxes.float()) >= vote_iou
+    voters[torch.arange(len(keep)), keep] = True  # a kept box votes, even a flat one
+    weights = voters * scores.float()[None]
+    voted = (weights @ boxes.float()) / weights.sum(1, keepdim=True).clamp_min(1e-12)
+    return voted.to(boxes.dtype)

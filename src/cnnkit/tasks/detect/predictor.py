@@ -4,6 +4,7 @@ in the original image's pixels, and evaluation (mAP, per class, PR curves, a gal
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -112,6 +113,8 @@ class Detector:
         self.classes = list(classes)
         self.preprocessing = preprocessing
         self.postprocess = postprocess
+        self.stored_postprocess = postprocess  # the checkpoint's own
+        self._settings_lock = threading.RLock()  # settings live on the model: one at a time
         self.config = config or {}
         self.path = path
         self.data_location = data_location
@@ -153,9 +156,10 @@ class Detector:
     ) -> PostProcess:
         """Change the default score threshold, NMS IoU, cap or box-voting IoU (0: off) for
         later predictions; returns the settings in force."""
-        self.postprocess = self.settings(conf, iou, max_detections, box_vote)
-        apply_postprocess(self.model, self.postprocess)
-        return self.postprocess
+        with self._settings_lock:
+            self.postprocess = self.settings(conf, iou, max_detections, box_vote)
+            apply_postprocess(self.model, self.postprocess)
+            return self.postprocess
 
     def settings(
         self,
@@ -181,12 +185,13 @@ class Detector:
     ) -> Iterator[PostProcess]:
         """Within: the model post-processes with this --conf / --iou / --box-vote (the
         settings in force are yielded); after: the defaults again."""
-        settings = self.settings(conf, iou, box_vote=box_vote)
-        apply_postprocess(self.model, settings)
-        try:
-            yield settings
-        finally:
-            apply_postprocess(self.model, self.postprocess)
+        with self._settings_lock:  # threads' settings never mix on the shared model
+            settings = self.settings(conf, iou, box_vote=box_vote)
+            apply_postprocess(self.model, settings)
+            try:
+                yield settings
+            finally:
+                apply_postprocess(self.model, self.postprocess)
 
     # ---- prediction ----------------------------------------------------------------------------
     def predict(
@@ -335,8 +340,12 @@ class Detector:
         report.skipped = skipped
         if not isinstance(data, DetectionSet):
             report.data = data_location(data)
+        pp, stored = self.postprocess, self.stored_postprocess
+        report.postprocess = {"iou_threshold": pp.iou_threshold, "box_vote": pp.box_vote}
         if out_dir is None and self.path is not None and not isinstance(data, DetectionSet):
-            out_dir = evaluation_folder(self.path, data, split, tta)
+            same = (pp.iou_threshold, pp.box_vote) == (stored.iou_threshold, stored.box_vote)
+            variant = "" if same else f"-iou{pp.iou_threshold:g}-vote{pp.box_vote:g}"
+            out_dir = evaluation_folder(self.path, data, split, tta, variant)
         if out_dir is not None:
             report.write(Path(out_dir))
         return report

@@ -35,6 +35,7 @@ class DetectionReport:
     )
     data: str | None = None  # where the evaluated images came from
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason) left out
+    postprocess: dict[str, float] | None = None  # the NMS IoU and box voting scored with
 
     @property
     def map(self) -> float:
@@ -58,6 +59,7 @@ class DetectionReport:
             "images": self.images,
             "boxes": self.boxes,
             "tta": self.tta,
+            "postprocess": self.postprocess,
             "data": self.data,
             "skipped": [{"file": file, "reason": reason} for file, reason in self.skipped],
         }

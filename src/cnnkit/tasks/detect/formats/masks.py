@@ -123,17 +123,13 @@ def open_mask(path: str | Path) -> Image.Image:
     return im
 
 
-# Pillow modes that hold one value per pixel (1 bit, 8 bit, palette index, 16/32-bit integer)
-ONE_VALUE_MODES = ("1", "L", "P", "I", "I;16", "I;16L", "I;16B", "I;16N")
-
-
 def _load_mask(path: str | Path) -> np.ndarray | str:
     """(H, W) int64 ids, or the reason the file cannot be read."""
     try:
         with open_mask(path) as im:
             if im.mode in ("LA", "La", "PA"):  # the ids, and an alpha channel that is not one
                 return np.asarray(im.getchannel(0)).astype(np.int64)
-            if im.mode in ONE_VALUE_MODES:
+            if len(im.getbands()) == 1:  # 1, L, P, I, I;16, F: one value per pixel
                 return np.asarray(im).astype(np.int64)
             rgb = np.asarray(im.convert("RGB")).astype(np.int64)  # colours, one per object
     except UNREADABLE_MASK as e:

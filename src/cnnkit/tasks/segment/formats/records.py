@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnkit.tasks.detect.formats.masks import ONE_VALUE_MODES, UNREADABLE_MASK, open_mask
+from cnnkit.tasks.detect.formats.masks import UNREADABLE_MASK, open_mask
 
 
 class MaskError(Exception):
@@ -56,6 +56,9 @@ class FileMask:
         return self.to_classes(values)
 
 
+_GREY_MODES = {"1", "L", "P", "I", "I;16", "I;16L", "I;16B", "I;16N"}
+
+
 def read_mask_file(path: str | Path, palette: np.ndarray | None = None) -> np.ndarray:
     """A mask PNG -> (H, W) int64 stored values: a grey or 16-bit file's values, a palette
     file's indices (as VOC stores classes). An RGB file is taken when its channels are equal,
@@ -63,7 +66,7 @@ def read_mask_file(path: str | Path, palette: np.ndarray | None = None) -> np.nd
     MaskError for an unreadable file or colours it cannot turn into values."""
     try:
         with open_mask(path) as im:
-            if im.mode in ONE_VALUE_MODES:
+            if im.mode in _GREY_MODES:
                 return np.asarray(im).astype(np.int64)
             if im.mode in ("LA", "La", "PA"):
                 return np.asarray(im.getchannel(0)).astype(np.int64)
