@@ -260,7 +260,7 @@ PRESETS: dict[str, Preset] = {
                 # faster on one with AVX512-BF16, its training accuracy unmeasured: fp32
                 "precision": "fp32",
                 # each kept box averaged with its overlapping candidates, NMS at 0.7: +0.006
-                # to +0.027 test mAP against NMS 0.5 without votes, on the same 5 checkpoints
+                # to +0.029 test mAP against NMS 0.5 without votes, on the same 6 checkpoints
                 # of two splits (docs/benchmarks.md)
                 "nms_iou": 0.7,
                 "box_vote": 0.7,
