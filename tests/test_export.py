@@ -240,24 +240,21 @@ def test_the_dense_graph_and_select_find_torchvisions_boxes(arch, size):
     apply_postprocess(model, pp)
     dense = DenseDetector(model).eval()
     images = torch.randint(0, 256, (2, 3, size, size), dtype=torch.uint8)
-    with torch.no_grad():
-        expected = model(images)
-        boxes, scores = dense(images)
-    for i in range(2):
-        got = select(boxes[i], scores[i], dense.layout(), pp)
-        assert len(expected[i]["boxes"]) > 0
-        assert torch.equal(got["labels"], expected[i]["labels"])
-        assert torch.allclose(got["boxes"], expected[i]["boxes"], atol=1e-4)
-        assert torch.allclose(got["scores"], expected[i]["scores"], atol=1e-6)
+    _assert_select_finds_the_modules_boxes(model, dense, images, pp)
     voting = PostProcess(0.01, 0.5, 50, box_vote=0.3)  # as the module votes, so does select
     apply_postprocess(model, voting)
     with torch.no_grad():
         for p in model.parameters():  # an untrained SSD scores many boxes alike: break ties
             p.add_(torch.randn_like(p) * 0.05)
+    _assert_select_finds_the_modules_boxes(model, dense, images, voting)
+
+
+def _assert_select_finds_the_modules_boxes(model, dense, images, pp) -> None:
+    with torch.no_grad():
         expected = model(images)
         boxes, scores = dense(images)
-    for i in range(2):
-        got = select(boxes[i], scores[i], dense.layout(), voting)
+    for i in range(len(images)):
+        got = select(boxes[i], scores[i], dense.layout(), pp)
         assert len(expected[i]["boxes"]) > 0
         assert torch.equal(got["labels"], expected[i]["labels"])
         assert torch.allclose(got["boxes"], expected[i]["boxes"], atol=1e-4)

@@ -249,6 +249,19 @@ def build_parser() -> argparse.ArgumentParser:
             " segmenters: none | flip)",
         )
 
+    def selection_flags(p: argparse.ArgumentParser) -> None:
+        """A detector's NMS and box voting, over the run's own (predict and evaluate)."""
+        p.add_argument(
+            "--iou", type=float, help="detectors: the IoU threshold of NMS (default: the run's)"
+        )
+        p.add_argument(
+            "--box-vote",
+            type=float,
+            metavar="IOU",
+            help="detectors: move each kept box to the score-weighted mean of the candidates"
+            " overlapping it by at least IOU (0: off; default: the run's)",
+        )
+
     def pretrained_flags(p: argparse.ArgumentParser) -> None:
         device_flags(p)
         p.add_argument("--model", help="a pretrained model instead of a checkpoint")
@@ -280,15 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder for the reports (default: beside the checkpoint)")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     tta_flag(p)
-    p.add_argument(
-        "--iou", type=float, help="detectors: the IoU threshold of NMS (default: the run's)"
-    )
-    p.add_argument(
-        "--box-vote",
-        type=float,
-        metavar="IOU",
-        help="detectors: box voting at this IoU (0: off; default: the run's)",
-    )
+    selection_flags(p)
     p.add_argument("--no-progress", action="store_true")
 
     p = command(
@@ -307,16 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=None, help="classifiers: classes shown (3)")
     tta_flag(p)
     p.add_argument("--conf", type=float, help="detectors: the score threshold (default: the run's)")
-    p.add_argument(
-        "--iou", type=float, help="detectors: the IoU threshold of NMS (default: the run's)"
-    )
-    p.add_argument(
-        "--box-vote",
-        type=float,
-        metavar="IOU",
-        help="detectors: move each kept box to the score-weighted mean of the candidates"
-        " overlapping it by at least IOU (0: off; default: the run's)",
-    )
+    selection_flags(p)
     p.add_argument("--save-images", metavar="DIR", help="detectors: draw the boxes into DIR")
     p.add_argument(
         "--save-masks",
