@@ -140,6 +140,51 @@ def test_coco_problems_skip_the_image_and_say_why(tmp_path):
     assert splits.train.box_count() == 3
 
 
+def test_coco_segmentation_without_bbox_and_windows_file_names(tmp_path):
+    """Label tools that export only polygons or RLE, and file names written on Windows."""
+    from pycocotools import mask as coco_mask
+
+    path = write_coco(tmp_path, SAMPLES)  # d is 32 x 28 (H x W)
+    expected = by_stem(read_all_unskipped(path))
+    (tmp_path / "images" / "train" / "sub").mkdir()
+    (tmp_path / "images" / "train" / "d.png").rename(
+        tmp_path / "images" / "train" / "sub" / "d.png"
+    )
+    data = json.loads(path.read_text())
+    data["images"][3]["file_name"] = "sub\\d.png"
+    first, second, third = (a for a in data["annotations"] if a["image_id"] == 4)
+    x, y, w, h = first.pop("bbox")  # a polygon tracing the box
+    first["segmentation"] = [[x, y, x + w, y, x + w, y + h, x, y + h]]
+    x, y, w, h = second.pop("bbox")  # an RLE of the box's pixels
+    grid = np.zeros((32, 28), dtype=np.uint8, order="F")
+    grid[y : y + h, x : x + w] = 1
+    rle = coco_mask.encode(grid)
+    rle["counts"] = rle["counts"].decode()  # compressed RLE as COCO JSON stores it
+    second["segmentation"] = rle
+    third.pop("bbox")
+    third["segmentation"] = [[1.0, 2.0, 3.0]]  # an odd number of coordinates: malformed
+    path.write_text(json.dumps(data))
+    splits = read_detection(tmp_path, val_split=0)
+    reasons = dict(splits.skipped)
+    assert list(reasons.values()) == [
+        "bbox must be 4 numbers [x, y, w, h]; image sub\\d.png skipped"
+    ]
+    third["segmentation"] = [[1.0, 2.0, 3.0, 2.0, 3.0, 9.0]]
+    path.write_text(json.dumps(data))
+    splits = read_detection(tmp_path, val_split=0)
+    assert splits.skipped == []
+    got = by_stem(splits.train)
+    assert got["d"][1] == expected["d"][1]
+    torch.testing.assert_close(got["d"][0][:2], expected["d"][0][:2])
+    assert got["d"][0][2].tolist() == [1.0, 2.0, 3.0, 9.0]
+
+
+def read_all_unskipped(path: Path) -> DetectionSet:
+    splits = read_detection(path, val_split=0)
+    assert splits.skipped == []
+    return splits.train
+
+
 def test_coco_clipping_and_dropping_boxes(tmp_path):
     path = write_coco(tmp_path, SAMPLES[3:])  # d: 32 x 28 (H x W)
     data = json.loads(path.read_text())
@@ -228,6 +273,37 @@ def test_yolo_missing_image_in_a_list_file(tmp_path):
         (f"{tmp_path / 'train.txt'}:2", "image not found: images/train/nope.png")
     ]
     assert [Path(p).stem for p in splits.train.paths] == ["a"]
+
+
+@pytest.mark.parametrize("path_key", [".", None])
+@pytest.mark.parametrize("given", ["folder", "dot", "yaml"])
+def test_yolo_read_from_inside_its_folder_keeps_every_box(tmp_path, monkeypatch, path_key, given):
+    """As Ultralytics is run: from the dataset's folder, `path: .` or no path at all."""
+    root = tmp_path / "set"
+    write_yolo(root, SAMPLES)
+    fields = {"train": "images/train", "names": CLASSES}
+    (root / "data.yaml").write_text(
+        yaml.safe_dump({**fields, "path": path_key} if path_key else fields)
+    )
+    expected = read_all(root).box_count()
+    assert expected > 0
+    monkeypatch.chdir(tmp_path if given == "folder" else root)
+    where = {"folder": "set", "dot": ".", "yaml": "data.yaml"}[given]
+    assert read_all(Path(where)).box_count() == expected
+
+
+def test_yolo_roboflow_export_with_dotdot_split_paths(tmp_path):
+    """Roboflow's data.yaml sits beside train/ and valid/ yet says ../train/images."""
+    write_yolo(tmp_path / "train", SAMPLES[:3], split="")
+    write_yolo(tmp_path / "valid", SAMPLES[3:], split="")
+    for part in ("train", "valid"):
+        (tmp_path / part / "data.yaml").unlink()
+    fields = {"train": "../train/images", "val": "../valid/images", "names": CLASSES}
+    (tmp_path / "data.yaml").write_text(yaml.safe_dump({**fields, "nc": len(CLASSES)}))
+    splits = read_detection(tmp_path)
+    assert splits.val_source == "folder" and splits.skipped == []
+    assert sorted(by_stem(splits.train)) == ["a", "b", "c"] and sorted(by_stem(splits.val)) == ["d"]
+    assert splits.train.box_count() + splits.val.box_count() == sum(len(o) for _, _, o in SAMPLES)
 
 
 # ---------------------------------------------------------------- VOC

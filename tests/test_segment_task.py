@@ -325,6 +325,48 @@ def test_options_a_segmenter_cannot_use_are_refused_in_one_line(seg_data, tmp_pa
     assert not any(tmp_path.iterdir())  # a run that never started leaves no folder
 
 
+def test_binary_0_255_masks_are_refused_with_the_option_that_reads_them(tmp_path, capsys):
+    """255 is 'ignore': 0/255 masks read as classes hold only background. Train says so and
+    names --instances foreground, which then trains on them as object masks."""
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    (data / "masks").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        photo = rng.integers(60, 120, (40, 48, 3), dtype=np.uint8)
+        mask = np.zeros((40, 48), np.uint8)
+        mask[5 + i : 25 + i, 10:30] = 255
+        photo[mask == 255] = (220, 200, 40)
+        Image.fromarray(photo).save(data / "images" / f"p{i}.png")
+        Image.fromarray(mask).save(data / "masks" / f"p{i}.png")
+    (data / "classes.txt").write_text("background\nobject\n")
+    options = seg_options(data, epochs=1, image_size=48, val_split=0.34)
+    args = ["train", "--data", str(data), "--model", "lraspp", "--epochs", "1"]
+    args += ["--image-size", "48", "--project", str(tmp_path / "runs"), "--no-progress"]
+    assert main(args) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "training masks hold only one class ('background')" in err
+    assert "255, which means 'ignore'" in err and "--instances foreground" in err
+    assert not any((tmp_path / "runs").glob("*"))  # no run folder left behind
+    run = cnnkit.train(
+        project=str(tmp_path / "runs"), progress=False, instances="foreground", **options
+    )
+    assert cnnkit.load(run.best).classes == ["background", "object"]
+    assert run.history and "val_miou" in run.history[-1]
+
+
+def test_jpeg_masks_are_read_with_a_note_that_they_are_lossy(seg_data, tmp_path, capsys):
+    data = tmp_path / "data"
+    (data / "masks").mkdir(parents=True)
+    (data / "images").symlink_to(seg_data / "images")
+    (data / "classes.txt").write_text((seg_data / "classes.txt").read_text())
+    for mask in sorted((seg_data / "masks").glob("*.png")):
+        Image.open(mask).save(data / "masks" / f"{mask.stem}.jpg", quality=95)
+    assert main(["datasets", "--inspect", str(data), "--task", "segment"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "12 masks are lossy JPG files" in out and "save masks as PNG" in out
+
+
 @pytest.mark.shared_data
 def test_coco128_masks_train_end_to_end_with_their_non_contiguous_ids(tmp_path):
     from detect_files import shared_dataset

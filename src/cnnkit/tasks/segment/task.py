@@ -77,6 +77,26 @@ def segment_augmentation(cfg: TrainConfig) -> SegmentAugment:
     return settings
 
 
+def refuse_one_class(
+    data: str, classes: list[str], counts: torch.Tensor, ignored: int, instances: str | None
+) -> None:
+    """Masks whose labelled pixels are all one class teach nothing: most often 0/255 binary
+    masks, whose 255 (the ignore value) was meant as the object."""
+    present = [classes[i] for i in torch.nonzero(counts).flatten().tolist()]
+    if len(present) != 1:
+        return
+    hint = ""
+    if ignored and instances != "foreground":
+        hint = (
+            f"; the other {ignored:,} pixels are 255, which means 'ignore': for 0/255 masks "
+            "(255 = the object) train with --instances foreground"
+        )
+    raise CnnkitError(
+        f"{data}'s training masks hold only one class ('{present[0]}'), so there is nothing "
+        f"to tell apart{hint}"
+    )
+
+
 class SegmentTask:
     """Semantic segmentation: a class mask per image, judged by mean IoU."""
 
@@ -137,9 +157,10 @@ class SegmentTask:
         print_data_notes(self.data)
         if self.data.train is None or len(self.data.train) == 0:
             raise CnnkitError(f"no training images in {cfg.data}")
-        counts, _ = self.data.train.pixel_counts()
+        counts, ignored = self.data.train.pixel_counts()
         if int(counts.sum()) == 0:
             raise CnnkitError(f"{cfg.data} has no labelled pixels in its training masks")
+        refuse_one_class(cfg.data, self.data.classes, counts, ignored, self.data.instances)
         self.weights = class_weights(cfg.class_weights, counts)
         if self.spec.arch == "deeplabv3" and min(cfg.batch_size, len(self.data.train)) < 2:
             raise CnnkitError(  # its ASPP pooling branch has BatchNorm over one value

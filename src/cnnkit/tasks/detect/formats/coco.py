@@ -114,8 +114,11 @@ def drop_empty_namesakes(
 
 
 def _box(ann: dict[str, Any]) -> list[float] | None:
-    """[x1, y1, x2, y2] from an annotation's [x, y, w, h], or None when it is malformed."""
+    """[x1, y1, x2, y2] from an annotation's [x, y, w, h] (or, without one, the box around its
+    segmentation), or None when it is malformed."""
     bbox = ann.get("bbox")
+    if bbox is None and ann.get("segmentation") is not None:
+        return _segmentation_box(ann["segmentation"])
     if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
         return None
     if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in bbox):
@@ -124,12 +127,42 @@ def _box(ann: dict[str, Any]) -> list[float] | None:
     return [x, y, x + w, y + h]
 
 
+def _segmentation_box(segmentation: Any) -> list[float] | None:
+    """The box around a COCO segmentation: polygons ([[x1, y1, x2, y2, ...], ...]) or an RLE
+    ({"counts", "size"}, compressed or not, through pycocotools); None when malformed."""
+    if isinstance(segmentation, list):
+        points = [v for poly in segmentation if isinstance(poly, list) for v in poly]
+        if len(points) < 4 or len(points) % 2:
+            return None
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in points):
+            return None
+        xs, ys = points[0::2], points[1::2]
+        return [float(min(xs)), float(min(ys)), float(max(xs)), float(max(ys))]
+    if isinstance(segmentation, dict) and {"counts", "size"} <= segmentation.keys():
+        try:
+            from pycocotools import mask as coco_mask
+
+            rle = segmentation
+            if isinstance(rle["counts"], list):
+                rle = coco_mask.frPyObjects(rle, *rle["size"])
+            x, y, w, h = (float(v) for v in coco_mask.toBbox(rle))
+        except Exception:  # noqa: BLE001 - pycocotools absent, or a malformed RLE
+            return None
+        return [x, y, x + w, y + h]
+    return None
+
+
 def find_image(file_name: str, folders: list[Path]) -> Path | None:
-    """The first of ``folders`` that holds ``file_name``, or None."""
+    """The first of ``folders`` that holds ``file_name`` (a Windows tool's ``a\\b.jpg`` is
+    ``a/b.jpg``), or None."""
+    names = [file_name]
+    if "\\" in file_name:
+        names.append(file_name.replace("\\", "/"))
     for folder in folders:
-        candidate = folder / file_name
-        if candidate.is_file():
-            return candidate
+        for name in names:
+            candidate = folder / name
+            if candidate.is_file():
+                return candidate
     return None
 
 

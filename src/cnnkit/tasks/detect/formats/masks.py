@@ -204,6 +204,23 @@ def mask_pairs(images: Path, masks: Path) -> tuple[list[tuple[Path, Path]], list
     return pairs, unpaired
 
 
+LOSSY_MASK_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif", ".webp")
+
+
+def lossy_mask_note(masks: list[Path]) -> list[str]:
+    """A note when masks are JPEG (or WebP) files: lossy compression changes the values along
+    every edge, so those pixels get other ids or classes (or are refused as unknown ones)."""
+    lossy = [m for m in masks if m.suffix.lower() in LOSSY_MASK_SUFFIXES]
+    if not lossy:
+        return []
+    return [
+        f"{len(lossy)} mask{'s are' if len(lossy) != 1 else ' is a'} lossy "
+        f"{lossy[0].suffix.lstrip('.').upper()} file{'s' if len(lossy) != 1 else ''} (first: "
+        f"{lossy[0]}): compression changes values at the edges, so some pixels get wrong "
+        "labels; save masks as PNG"
+    ]
+
+
 def parse_masks(root: Path) -> ParsedDataset:
     """Read every mask's object boxes (one class) into image records."""
     layout = layout_folders(root)
@@ -216,8 +233,9 @@ def parse_masks(root: Path) -> ParsedDataset:
         {split: [] for split in folders},
         notes=list(layout.notes),
     )
-    for split, (images, masks) in folders.items():
-        pairs, unpaired = mask_pairs(images, masks)
+    all_pairs = {split: mask_pairs(images, masks) for split, (images, masks) in folders.items()}
+    parsed.notes += lossy_mask_note([m for pairs, _ in all_pairs.values() for _, m in pairs])
+    for split, (pairs, unpaired) in all_pairs.items():
         parsed.skipped += unpaired
         for image, mask_path in pairs:
             mask = _load_mask(mask_path)

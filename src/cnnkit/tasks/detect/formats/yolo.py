@@ -99,6 +99,10 @@ def split_images(
     for entry in entries:
         where = Path(str(entry))
         where = where if where.is_absolute() else root / where
+        if not where.exists() and str(entry).startswith("../"):
+            # Roboflow's export: data.yaml beside train/ and valid/ says ../train/images
+            # (Ultralytics reads it the same way: without the leading ../)
+            where = root / str(entry)[3:]
         if where.is_dir():
             images.extend(image_files(where))
             folders.append(where)
@@ -163,12 +167,14 @@ def read_label_file(image: Path, index_of: dict[int, int]) -> ImageRecord | tupl
 def parse_yolo(yaml_path: Path) -> ParsedDataset:
     """Read a data.yaml and its label files into image records (a relative ``path`` is taken
     from the yaml's folder, not from Ultralytics' datasets folder)."""
+    # absolute, so that labels/ is found beside images/ from any working folder
+    yaml_path = Path(os.path.abspath(yaml_path))
     data = _load_yaml(yaml_path)
     classes, index_of = class_names(yaml_path, data["names"])
     refuse_repeated_names(classes, yaml_path)
-    root = Path(str(data["path"])) if data.get("path") else yaml_path.parent
-    if not root.is_absolute():
-        root = yaml_path.parent / root
+    root = yaml_path.parent
+    if data.get("path"):
+        root = Path(os.path.normpath(root / Path(str(data["path"])).expanduser()))
     parsed = ParsedDataset("yolo", classes, {})
     if not data.get("train"):
         raise CnnkitError(f"{yaml_path} names no 'train' images")

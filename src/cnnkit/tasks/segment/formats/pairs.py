@@ -26,6 +26,7 @@ from cnnkit.errors import CnnkitError, did_you_mean
 from cnnkit.tasks.detect.formats.masks import (
     Folders,
     layout_folders,
+    lossy_mask_note,
     mask_pairs,
     object_ids,
     read_instance_mask,
@@ -178,8 +179,9 @@ def parse_pairs(path: Path, instances: str = "auto") -> ParsedSegmentation:
         notes += class_map.notes
     mode = "foreground" if foreground else "classes"
     parsed = ParsedSegmentation("masks", classes, {}, notes=notes, instances=mode)
-    for split, (images, masks) in folders.items():
-        pairs, unpaired = mask_pairs(images, masks)
+    all_pairs = {split: mask_pairs(images, masks) for split, (images, masks) in folders.items()}
+    parsed.notes += lossy_mask_note([m for pairs, _ in all_pairs.values() for _, m in pairs])
+    for split, (pairs, unpaired) in all_pairs.items():
         parsed.skipped += unpaired
         parsed.splits[split] = [
             SampleRecord(str(image), FileMask(str(mask), to_classes, read), str(mask))
