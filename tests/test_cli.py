@@ -129,6 +129,15 @@ def test_predict_json_and_csv_skip_unreadable_files(run_dir, tmp_path, capsys):
     assert "top_k must be a whole number >= 1" in capsys.readouterr().err
 
 
+def test_options_may_come_before_or_between_the_files(run_dir, capsys):
+    images = [str(p) for p in sample_images()[:3]]
+    assert main(["predict", str(run_dir), "--json", *images[:2], "--top-k", "2", images[2]]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert [r["source"] for r in results] == images and len(results[0]["top_k"]) == 2
+    assert main(["predict", str(run_dir), "--jsn", images[0]]) == 2
+    assert "unknown option --jsn; did you mean --json?" in capsys.readouterr().err
+
+
 def test_predict_exits_non_zero_only_when_nothing_could_be_read(run_dir, tmp_path, capsys):
     bad = tmp_path / "empty.jpg"
     bad.write_bytes(b"")

@@ -197,6 +197,61 @@ def test_pil_image_input_any_mode():
     assert out.shape == (2, 2, 3)
 
 
+def test_empty_pil_images_are_refused():
+    for size in ((0, 0), (5, 0)):
+        with pytest.raises(ImageDecodeError, match=r"empty image \(\d+x\d+ pixels\)"):
+            decode_image(Image.new("RGB", size))
+
+
+@pytest.mark.parametrize("scale", [1.0, 255.0, 65535.0])
+def test_float_tiffs_are_read_by_the_range_their_values_lie_in(tmp_path, scale):
+    """A float TIFF holds 0-1, 0-255 or 0-65535 values: each gives the same grey ramp."""
+    ramp = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    path = tmp_path / "f.tif"
+    Image.fromarray((ramp / 255.0 * scale).astype(np.float32), "F").save(path)
+    assert Image.open(path).mode == "F"
+    out = decode_image(path)
+    assert np.abs(out[..., 0].astype(int) - ramp).max() <= 1 and (out[..., 0] == out[..., 2]).all()
+
+
+def test_32bit_integer_tiffs_are_read_by_their_range_and_odd_values_refused(tmp_path):
+    ramp = np.arange(256, dtype=np.int32).reshape(16, 16)
+    for name, values in (("eight", ramp), ("sixteen", ramp * 257)):
+        Image.fromarray(values).save(tmp_path / f"{name}.tif")
+        assert Image.open(tmp_path / f"{name}.tif").mode == "I"
+        assert np.array_equal(decode_image(tmp_path / f"{name}.tif")[..., 1], ramp)
+    Image.fromarray(ramp * 100_000).save(tmp_path / "wide.tif")
+    with pytest.raises(ImageDecodeError, match=r"32-bit pixel values 0..25500000"):
+        decode_image(tmp_path / "wide.tif")
+    Image.fromarray(np.full((4, 4), np.nan, np.float32)).save(tmp_path / "nan.tif")
+    with pytest.raises(ImageDecodeError, match="not numbers"):
+        decode_image(tmp_path / "nan.tif")
+    Image.fromarray(np.full((4, 4), 9e6, np.float32)).save(tmp_path / "huge.tif")
+    with pytest.raises(ImageDecodeError, match="lie in no image range"):
+        decode_image(tmp_path / "huge.tif")
+
+
+def test_eps_is_not_decoded_and_a_nul_in_a_path_is_one_error(tmp_path):
+    Image.new("RGB", (8, 8), "red").save(tmp_path / "a.eps")  # PIL writes EPS without Ghostscript
+    with pytest.raises(ImageDecodeError, match="unsupported format EPS"):
+        decode_image(tmp_path / "a.eps")
+    with pytest.raises(ImageDecodeError, match="NUL"):
+        decode_image(str(tmp_path / "a\x00.png"))
+
+
+def test_a_broken_exif_block_is_read_without_a_warning(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "exif.jpg"
+    broken = b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\xff\xff"
+    Image.new("RGB", (16, 16), "blue").save(path, "JPEG", exif=broken)
+    code = f"from cnnkit.data import decode_image; print(decode_image({str(path)!r}).shape)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "(16, 16, 3)"
+    assert done.stderr == ""
+
+
 @pytest.mark.parametrize(
     ("array", "expected"),
     [

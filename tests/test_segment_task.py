@@ -124,6 +124,11 @@ def test_predict_gives_a_mask_at_the_original_size_and_saves_class_pngs(
     saved = np.asarray(Image.open(results[0].files["mask"]))
     assert saved.shape == (56, 72) and np.array_equal(saved, results[0].mask)
     assert Path(results[0].files["overlay"]).is_file()
+    # predict() is all or nothing: its error names the file, or the input's place in the list
+    with pytest.raises(CnnkitError, match=r"^'[^']*bad.png': not an image$"):
+        segmenter.predict(paths)
+    with pytest.raises(CnnkitError, match=r"^input 1 of the 2: empty image \(0x0 pixels\)$"):
+        segmenter.predict([np.asarray(image), Image.new("RGB", (0, 0))])
 
 
 def test_predict_cli_json_shares_and_save_masks(seg_run, seg_data, tmp_path, capsys):

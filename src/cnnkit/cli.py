@@ -390,11 +390,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _late_positionals(args: argparse.Namespace, extra: list[str]) -> list[str]:
+    """Files after an option (`predict RUN --conf 0.5 a.png`): argparse ends a command's list
+    at its first option and leaves the rest over; they join the list. Returns what is left
+    (any option word among them leaves them all to the unknown-option error)."""
+    if not extra or any(w.startswith("-") for w in extra):
+        return extra
+    listed = [a for a in args.parser._actions if not a.option_strings and a.nargs in ("+", "*")]
+    if len(listed) != 1:
+        return extra
+    dest = listed[0].dest
+    setattr(args, dest, [*(getattr(args, dest) or []), *extra])
+    return []
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:
         args, extra = build_parser().parse_known_args(argv)
+        extra = _late_positionals(args, extra)
         if extra:
             raise args.parser.unknown_options(extra)
         return args.func(args)

@@ -16,6 +16,10 @@ class CnnkitError(Exception):
     exit_code = 2
 
 
+class ImageDecodeError(CnnkitError):
+    """An image that cannot be read; the message is the reason ("truncated PNG", ...)."""
+
+
 def did_you_mean(kind: str, name: str, choices: Iterable[str]) -> CnnkitError:
     """An 'unknown X' error naming the closest valid choice(s) and listing the rest."""
     choices = sorted(choices)

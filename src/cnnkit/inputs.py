@@ -6,6 +6,7 @@ from __future__ import annotations
 import glob
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +82,27 @@ def describe_input(item: ImageInput) -> str:
         return f"<PIL {item.mode} {item.width}x{item.height}>"
     kind = "tensor" if isinstance(item, torch.Tensor) else "array"
     return f"<{kind} {'x'.join(map(str, np.shape(item)))}>"
+
+
+def decode_each(
+    items: list[ImageInput], decode: Callable[[ImageInput], np.ndarray] | None = None
+) -> list[np.ndarray]:
+    """Decode every input of one predict() call (by ``decode``, default decode_image); an
+    unreadable one raises its ImageDecodeError naming it: its path, or its place in the list."""
+    from cnnkit.data.decode import ImageDecodeError, decode_image
+
+    decode = decode or decode_image
+    arrays = []
+    for k, item in enumerate(items):
+        try:
+            arrays.append(decode(item))
+        except ImageDecodeError as e:
+            if isinstance(item, (str, os.PathLike)):
+                raise type(e)(f"{os.fsdecode(item)!r}: {e}") from None
+            if len(items) > 1:
+                raise type(e)(f"input {k} of the {len(items)}: {e}") from None
+            raise
+    return arrays
 
 
 def output_folder(path: str | os.PathLike, what: str) -> Path:

@@ -9,9 +9,11 @@ up-front scan can list them instead of crashing mid-epoch.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import threading
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -19,8 +21,17 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from cnnkit.data.pixels import (
+    array_to_rgb,
+    composite_on_white,
+    float_file_to_uint8,
+    gray_to_rgb,
+    int_file_to_uint8,
+    is_tensor,
+    tensor_to_array,
+)
 from cnnkit.data.preprocess import RESIZE_POLICIES
-from cnnkit.errors import CnnkitError, did_you_mean
+from cnnkit.errors import ImageDecodeError, did_you_mean
 
 DEFAULT_MAX_PIXELS = 89_478_485  # PIL's own default Image.MAX_IMAGE_PIXELS (~ 0.25 GiB RGBA)
 IMAGE_EXTENSIONS = frozenset(
@@ -36,11 +47,7 @@ _MAGIC = (
     (b"MM\x00*", "TIFF"),
 )
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
-_16BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}  # "I": 16-bit PNGs in older Pillow
-
-
-class ImageDecodeError(CnnkitError):
-    """An image that cannot be read; the message is the reason ("truncated PNG", ...)."""
+_16BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}
 
 
 class NotAnImage(ImageDecodeError):
@@ -103,6 +110,18 @@ def _format_of(head: bytes) -> str:
     return "image"
 
 
+_POSTSCRIPT = (b"%!PS", b"\xc5\xd0\xd3\xc6")  # EPS: PIL would hand it to Ghostscript
+# PIL warns (UserWarning) of a broken EXIF block, which is not worth a word to the user
+warnings.filterwarnings("ignore", message=r"(?i).*exif", category=UserWarning, module=r"PIL\.")
+
+
+@functools.cache
+def _open_formats() -> tuple[str, ...]:
+    """Every format PIL can open but EPS (whose plugin runs Ghostscript on the file)."""
+    Image.init()
+    return tuple(f for f in Image.OPEN if f != "EPS")
+
+
 def _open(source: Any) -> tuple[Image.Image, str]:
     """Open lazily (header only) and return the image and a format name for messages."""
     if isinstance(source, (bytes, bytearray, memoryview)):
@@ -112,6 +131,8 @@ def _open(source: Any) -> tuple[Image.Image, str]:
         fp: Any = io.BytesIO(data)
         head = data[:16]
     elif isinstance(source, (str, os.PathLike)):
+        if "\0" in os.fsdecode(source):
+            raise ImageDecodeError("invalid path (it holds a NUL character)")
         try:
             if os.path.getsize(source) == 0:
                 raise NotAnImage("zero-byte file")
@@ -131,8 +152,10 @@ def _open(source: Any) -> tuple[Image.Image, str]:
     else:
         raise TypeError(f"cannot decode an image from {type(source).__name__}")
     fmt = _format_of(head)
+    if head.startswith(_POSTSCRIPT):
+        raise NotAnImage("unsupported format EPS/PostScript (not decoded: convert it to PNG)")
     try:
-        im = Image.open(fp)
+        im = Image.open(fp, formats=_open_formats())
     except UnidentifiedImageError:
         if fmt == "image":
             raise NotAnImage("not an image") from None
@@ -204,97 +227,23 @@ def read_size(
             return (w, h) if _orientation_swaps(im) else (h, w)
 
 
-def _composite_on_white(rgba: np.ndarray) -> np.ndarray:
-    alpha = rgba[..., 3:4].astype(np.uint16)
-    rgb = rgba[..., :3].astype(np.uint16)
-    return ((rgb * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8)
-
-
-def _pil_to_rgb(im: Image.Image) -> np.ndarray:
-    """A loaded PIL image of any mode -> RGB uint8 array."""
+def _pil_to_rgb(im: Image.Image, fmt: str) -> np.ndarray:
+    """A loaded PIL image of any mode (from a ``fmt`` file) -> RGB uint8 array."""
     mode = im.mode
     if mode == "RGB" and "transparency" not in im.info:
         return np.asarray(im, dtype=np.uint8)
     if mode in _16BIT_MODES:
-        a = np.asarray(im).astype(np.int64)
-        return _gray_to_rgb((np.clip(a, 0, 65535) >> 8).astype(np.uint8))
+        return gray_to_rgb((np.asarray(im).astype(np.int64).clip(0, 65535) >> 8).astype(np.uint8))
+    if mode in ("I", "I;32", "I;32L", "I;32B"):  # "I" from a PNG: 16 bits in older Pillow
+        return gray_to_rgb(int_file_to_uint8(np.asarray(im), sixteen_bit=fmt == "PNG"))
     if mode == "F":
-        return _gray_to_rgb(_float_to_uint8(np.asarray(im)))
+        return gray_to_rgb(float_file_to_uint8(np.asarray(im)))
     if mode in _ALPHA_MODES or "transparency" in im.info:
-        return _composite_on_white(np.asarray(im.convert("RGBA")))
+        return composite_on_white(np.asarray(im.convert("RGBA")))
     try:
         return np.asarray(im.convert("RGB"), dtype=np.uint8)
     except (ValueError, OSError) as e:
         raise ImageDecodeError(f"unsupported image mode {mode} ({e})") from None
-
-
-def _gray_to_rgb(gray: np.ndarray) -> np.ndarray:
-    return np.repeat(gray[..., None], 3, axis=2)
-
-
-FLOAT_SLACK = 0.05  # how far outside [0, 1] a float image may stray (then clipped)
-
-
-def _float_to_uint8(a: np.ndarray) -> np.ndarray:
-    a = np.nan_to_num(a.astype(np.float32), nan=0.0)
-    return (np.clip(a, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-
-
-def _is_tensor(source: Any) -> bool:
-    return type(source).__module__.startswith("torch") and hasattr(source, "detach")
-
-
-def _tensor_to_array(t: Any) -> np.ndarray:
-    """A torch tensor -> an (H, W[, C]) array: a 3-d tensor whose first size is 1, 3 or 4 is
-    torchvision's (C, H, W) and moves to channels last (other 3-d tensors are (H, W, C)); a
-    batch is refused (give a list of images)."""
-    t = t.detach().cpu()
-    if t.ndim == 4:
-        raise ImageDecodeError(
-            f"a batch tensor {tuple(t.shape)}: give one image (C, H, W) or a list of them"
-        )
-    if t.ndim == 3 and t.shape[0] in (1, 3, 4):
-        t = t.permute(1, 2, 0)
-    if t.is_floating_point():
-        t = t.float()  # numpy has no bf16
-    return t.contiguous().numpy()
-
-
-def _array_to_rgb(a: np.ndarray) -> np.ndarray:
-    """(H, W), (H, W, 1), (H, W, 3) or (H, W, 4) of uint8, uint16, bool or float [0, 1]."""
-    if a.ndim == 3 and a.shape[2] in (1, 3, 4):
-        pass
-    elif a.ndim == 2:
-        a = a[..., None]
-    else:
-        raise ImageDecodeError(f"unsupported array shape {tuple(a.shape)} (need HxW or HxWxC)")
-    if a.shape[0] == 0 or a.shape[1] == 0:
-        raise ImageDecodeError(f"empty image ({a.shape[1]}x{a.shape[0]} pixels)")
-    if a.dtype == np.uint8:
-        pass
-    elif a.dtype == np.uint16:
-        a = (a >> 8).astype(np.uint8)
-    elif a.dtype == np.bool_:
-        a = a.astype(np.uint8) * 255
-    elif np.issubdtype(a.dtype, np.floating):
-        low, high = float(np.min(a)), float(np.max(a))
-        # a resize's overshoot is clipped; 0-255 values, or mean/std-normalised ones, are not
-        # guessed at (NaN fails both comparisons)
-        if not (low >= -FLOAT_SLACK and high <= 1.0 + FLOAT_SLACK):
-            raise ImageDecodeError(
-                f"a float image's values must lie in [0, 1], not {low:.6g}..{high:.6g} "
-                "(divide 0-255 values by 255, or give uint8)"
-            )
-        a = _float_to_uint8(a)
-    else:
-        raise ImageDecodeError(
-            f"unsupported array dtype {a.dtype} (use uint8, uint16 or float in [0, 1])"
-        )
-    if a.shape[2] == 1:
-        return np.ascontiguousarray(np.repeat(a, 3, axis=2))
-    if a.shape[2] == 4:
-        return _composite_on_white(a)
-    return np.ascontiguousarray(a)
 
 
 def resize_image(im: Image.Image, size: tuple[int, int], resize: str = "stretch") -> Image.Image:
@@ -326,12 +275,14 @@ def decode_image(
     if size is not None:
         check_resize_policy(resize)
         size = (int(size[0]), int(size[1]))
-    if _is_tensor(source):
-        source = _tensor_to_array(source)
+    if is_tensor(source):
+        source = tensor_to_array(source)
     if isinstance(source, np.ndarray):
         _check_pixels(source.shape[1] if source.ndim > 1 else 1, source.shape[0], max_pixels)
-        rgb = _array_to_rgb(source)
+        rgb = array_to_rgb(source)
     elif isinstance(source, Image.Image):
+        if source.width == 0 or source.height == 0:
+            raise ImageDecodeError(f"empty image ({source.width}x{source.height} pixels)")
         _check_pixels(*source.size, max_pixels)
         with _strict_pil():
             rgb = _load_rgb(source, source.format or "image")
@@ -414,7 +365,7 @@ def _load_rgb(im: Image.Image, fmt: str) -> np.ndarray:
     """Decode the pixels (inside _strict_pil), apply EXIF orientation, convert to RGB."""
     try:
         im.load()
-        return _pil_to_rgb(ImageOps.exif_transpose(im))
+        return _pil_to_rgb(ImageOps.exif_transpose(im), fmt)
     except (ImageDecodeError, MemoryError):
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:

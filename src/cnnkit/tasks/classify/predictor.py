@@ -18,7 +18,7 @@ from cnnkit.data.preprocess import Preprocessing
 from cnnkit.engine.checkpoint import load_checkpoint, resolve_checkpoint_path
 from cnnkit.engine.device import Precision, resolve_device, resolve_precision
 from cnnkit.errors import CnnkitError
-from cnnkit.inputs import ImageInput, describe_input, expand_paths
+from cnnkit.inputs import ImageInput, decode_each, describe_input, expand_paths
 from cnnkit.models import ModelSpec, create_model, resolve_spec
 from cnnkit.models.pretrained import (
     pretrained_classes,
@@ -230,7 +230,7 @@ class Classifier:
         _check_top_k(top_k)
         single = not isinstance(inputs, (list, tuple))
         items = [inputs] if single else list(inputs)
-        arrays = [self.decode(item) for item in items]
+        arrays = decode_each(items, self.decode)
         predictions = self._predict_arrays(arrays, [describe_input(i) for i in items], top_k, tta)
         return predictions[0] if single else predictions
 

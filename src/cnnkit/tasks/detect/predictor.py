@@ -19,7 +19,7 @@ from cnnkit.data.datasets import data_location
 from cnnkit.data.preprocess import Preprocessing
 from cnnkit.engine.device import Precision, resolve_device, resolve_precision
 from cnnkit.errors import CnnkitError
-from cnnkit.inputs import ImageInput, describe_input, expand_paths, output_folder
+from cnnkit.inputs import ImageInput, decode_each, describe_input, expand_paths, output_folder
 from cnnkit.tasks.detect.dataset import DetectionSet
 from cnnkit.tasks.detect.formats import read_detection
 from cnnkit.tasks.detect.inference import (
@@ -208,7 +208,7 @@ class Detector:
         check_tta(tta)
         single = not isinstance(inputs, (list, tuple))
         items = [inputs] if single else list(inputs)
-        arrays = [decode_image(item) for item in items]
+        arrays = decode_each(items)
         with self.using(conf, iou, box_vote):
             results = self._detect(arrays, [describe_input(i) for i in items], tta)
         return results[0] if single else results

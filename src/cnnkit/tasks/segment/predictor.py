@@ -17,7 +17,7 @@ from cnnkit.data.datasets import data_location
 from cnnkit.data.preprocess import Preprocessing
 from cnnkit.engine.device import Precision, resolve_device, resolve_precision
 from cnnkit.errors import CnnkitError
-from cnnkit.inputs import ImageInput, describe_input, expand_paths, output_folder
+from cnnkit.inputs import ImageInput, decode_each, describe_input, expand_paths, output_folder
 from cnnkit.tasks.evaluation_data import (
     check_split,
     choose_split_and_say,
@@ -133,7 +133,7 @@ class Segmenter:
         ``tta="flip"`` averages it with the mirror image's."""
         single = not isinstance(inputs, (list, tuple))
         items = [inputs] if single else list(inputs)
-        arrays = [decode_image(item) for item in items]
+        arrays = decode_each(items)
         results = self._segment(arrays, [describe_input(i) for i in items], tta)
         return results[0] if single else results
 
