@@ -91,6 +91,11 @@ def test_datasets_inspect_warns_about_an_imbalanced_folder(tmp_path, capsys):
     # without --task: class folders are read as a classification dataset
     assert main(["datasets", "--inspect", root]) == 0
     assert "warning: imbalanced training classes" in capsys.readouterr().out
+    # ... and so is what is wrong with them, not a list of detection layouts
+    (tmp_path / "data" / "train" / "empty").mkdir()
+    assert main(["datasets", "--inspect", root]) == 2
+    err = capsys.readouterr().err
+    assert "empty" in err and "no images" in err and "detection" not in err
 
 
 def test_datasets_inspect_reads_a_named_dataset(capsys):

@@ -63,6 +63,21 @@ def test_the_shared_pneumonia_file_reads_with_its_class_names_and_splits(pneumon
     assert data.train.labels[:5].tolist() == raw["train_labels"][:5, 0].tolist()
 
 
+def test_datasets_inspect_reads_an_npz_without_task(tmp_path, capsys):
+    import json
+
+    from cnnkit.cli import main
+
+    path = write_npz(tmp_path / "mine.npz", splits=("train", "test"), n=10, classes=3)
+    assert main(["datasets", "--inspect", str(path), "--json"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert found["classes"] == ["0", "1", "2"]
+    assert found["images"] == {
+        "train": {"0": 4, "1": 3, "2": 3},
+        "test": {"0": 4, "1": 3, "2": 3},
+    }
+
+
 def test_an_npz_of_any_name_reads_colour_and_grey(tmp_path):
     grey = load_data(str(write_npz(tmp_path / "mine.npz")), progress=False)
     assert grey.classes == ["0", "1", "2"] and len(grey.test) == 40

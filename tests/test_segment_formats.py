@@ -420,6 +420,22 @@ def test_datasets_inspect_task_segment_reports_pennfudans_person_share(capsys):
     assert "person" in capsys.readouterr().out
 
 
+def test_datasets_inspect_reads_instance_masks_with_the_instances_option(tmp_path, capsys):
+    from cnnkit.cli import main
+
+    photo(tmp_path / "images" / "x.png", (8, 10))
+    mask = np.zeros((8, 10), np.uint8)
+    mask[1:5, 2:4], mask[5:7, 6:9] = 1, 2  # two objects: a quarter of the pixels
+    save_mask(tmp_path / "masks" / "x.png", mask)
+    args = ["datasets", "--inspect", str(tmp_path), "--task", "segment", "--json"]
+    assert main(args) == 2
+    assert "--instances foreground" in capsys.readouterr().err  # no names: which reading?
+    assert main([*args, "--instances", "foreground"]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert found["classes"] == ["background", "object"]
+    assert found["class_shares"]["object"]["pixel_share"] == pytest.approx(14 / 80)
+
+
 def test_a_class_name_given_twice_is_refused_in_one_line(tmp_path):
     photo(tmp_path / "images" / "x.png", (8, 10))
     save_mask(tmp_path / "masks" / "x.png", np.zeros((8, 10), np.uint8))

@@ -367,9 +367,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--task",
         choices=("classify", "detect", "segment"),
         default=None,
-        help="with --inspect: read PATH as class folders or a CSV list (classify: images per"
-        " class, an imbalance warning), boxes (detect) or class masks (segment); default: a"
-        " named dataset or class folders are classify, else detect",
+        help="with --inspect: read PATH as class folders, a CSV list or an .npz (classify:"
+        " images per class, an imbalance warning), boxes (detect) or class masks (segment);"
+        " default: a COCO, YOLO, VOC or image + instance-mask layout is detect, else classify",
+    )
+    p.add_argument(
+        "--instances",
+        choices=("auto", "foreground", "classes"),
+        default=None,
+        help="with --inspect --task segment: read mask values as object ids of one class"
+        " (foreground) or as classes (classes); auto: foreground for PedMasks",
     )
     p.add_argument("--json", action="store_true", help="with --inspect: JSON output")
     command("presets", cmd_presets, "list the named training recipes and their measured results")

@@ -372,7 +372,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
         if args.task == "segment":
             from cnnkit.tasks.segment.inspect import inspect_segmentation
 
-            found = inspect_segmentation(args.inspect)
+            found = inspect_segmentation(args.inspect, instances=args.instances or "auto")
         elif args.task == "classify":
             from cnnkit.tasks.classify.inspect import inspect_classification
 
@@ -406,24 +406,18 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def _inspect_task(path: str) -> str:
-    """`datasets --inspect` without --task: a named dataset, a CSV list or a folder of class
-    folders is a classification dataset; anything else is read as detection data."""
+    """`datasets --inspect` without --task: a layout detection reads (COCO, YOLO, VOC, image +
+    instance-mask folders) is detection; anything else (a named dataset, a CSV list, an .npz,
+    class folders) is classification, whose reader then says what is wrong with it."""
     from cnnkit.data.datasets import named_dataset
-    from cnnkit.data.sources import scan_folder
+    from cnnkit.tasks.detect.formats import detect_format
 
-    if named_dataset(path) is not None or Path(path).suffix.lower() == ".csv":
+    if named_dataset(path) is not None or Path(path).suffix.lower() in (".csv", ".npz"):
         return "classify"
-    from cnnkit.tasks.detect.formats.masks import layout_folders
-
-    folder = Path(path)
-    detection_marks = ("annotations", "Annotations", "data.yaml", "PedMasks", "masks", "labels")
-    marked = any((folder / mark).exists() for mark in detection_marks)
-    if folder.is_dir() and not marked and layout_folders(folder) is None:  # test/PedMasks too
-        try:
-            if len(scan_folder(folder).classes) >= 2:
-                return "classify"
-        except (CnnkitError, OSError):
-            pass
+    try:
+        detect_format(path)
+    except CnnkitError:
+        return "classify" if Path(path).is_dir() else "detect"
     return "detect"
 
 

@@ -285,6 +285,10 @@ class NpzFile:
             raise CnnkitError(f"{self.path.name} holds no labelled images")
         return index_names(top + 1)
 
+    def labels(self, split: str) -> np.ndarray:
+        """A split's class indices (N,), or its multi-hot rows (N, C)."""
+        return self._labels[split]
+
     def split(self, name: str) -> ImageSet:
         images = np.asarray(self.arrays[f"{name}_images"])
         labels = self._labels[name]

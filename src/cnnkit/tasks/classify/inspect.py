@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from cnnkit.data.sources import read_csv_list, scan_folder
@@ -84,8 +85,13 @@ def inspect_classification(path: str | os.PathLike) -> ClassificationInspection:
         found = scan_folder(where)
     elif where.is_file() and where.suffix.lower() == ".csv":
         found = read_csv_list(where)
+    elif where.is_file() and where.suffix.lower() == ".npz":
+        return _inspect_npz(where)
     else:
-        raise CnnkitError(f"{path}: give a folder of class folders or a CSV list to inspect")
+        raise CnnkitError(
+            f"{path}: give a folder of class folders, a CSV list or a MedMNIST-style .npz to "
+            "inspect"
+        )
     counts, totals = {}, {}
     for split, files in found.lists.items():
         totals[split] = len(files)
@@ -101,6 +107,24 @@ def inspect_classification(path: str | os.PathLike) -> ClassificationInspection:
     )
     return ClassificationInspection(
         str(path), list(found.classes), counts, totals if multilabel else None
+    )
+
+
+def _inspect_npz(path: Path) -> ClassificationInspection:
+    """A MedMNIST-style .npz: its splits' images per class, from the label arrays alone."""
+    from cnnkit.data.medmnist import NpzFile
+
+    npz = NpzFile(path)
+    counts, totals = {}, {}
+    for split in npz.splits:
+        labels = npz.labels(split)
+        totals[split] = len(labels)
+        if npz.multilabel:
+            counts[split] = labels.sum(0).astype(int).tolist()
+        else:
+            counts[split] = np.bincount(labels, minlength=len(npz.classes)).tolist()
+    return ClassificationInspection(
+        str(path), list(npz.classes), counts, totals if npz.multilabel else None
     )
 
 
