@@ -287,6 +287,8 @@ def run_cli(*args):
         (["train", "--data", "cifar100000"], "unknown dataset"),
         (["predict", "missing.pt", "x.png"], "checkpoint not found"),
         (["summary", "resnet81"], "did you mean 'resnet18'"),
+        (["evaulate", "runs/x"], "unknown command 'evaulate'; did you mean 'evaluate'?"),
+        (["datasets", "--inspect", "x", "--task", "segmnt"], "did you mean 'segment'?"),
     ],
 )
 def test_user_mistakes_are_one_line_and_exit_2(args, expected):

@@ -90,6 +90,10 @@ def test_an_evaluation_folder_is_kept_for_its_own_data(tmp_path):
     )
     (checkpoint.parent / "eval-data-val").mkdir()  # from before the marker: never replaced
     assert evaluation_folder(checkpoint, tmp_path / "x" / "data", "val").name == "eval-data-val-2"
+    # another model file of the run (last.pt, an int8 export) keeps a report of its own
+    for other, name in (("last.pt", "eval-data-test-last"), ("best.int8.onnx", None)):
+        folder = evaluation_folder(checkpoint.parent / other, tmp_path / "x" / "data", "test")
+        assert folder.name == (name or f"eval-data-test-{other}") and folder != first
 
 
 def test_data_without_a_true_box_has_no_map_instead_of_minus_one(tiny_detector_run, tmp_path):

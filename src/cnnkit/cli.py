@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import difflib
 import os
+import re
 import sys
 import types
 from collections.abc import Callable, Sequence
@@ -157,6 +158,23 @@ TRAIN_HELP = {
 }
 
 
+_INVALID_CHOICE = re.compile(r"argument ([^:]*): invalid choice: '([^']*)' \(choose from (.*)\)$")
+
+
+def _with_close_choice(message: str) -> str:
+    """argparse's "argument command: invalid choice: 'evaulate' (choose from ...)", with the
+    close match named when there is one."""
+    found = _INVALID_CHOICE.search(message)
+    if found is None:
+        return message
+    what, given, listed = found.groups()
+    choices = [c.strip().strip("'") for c in listed.split(",")]
+    close = difflib.get_close_matches(given, choices, n=1, cutoff=0.6)
+    if not close:
+        return message
+    return f"unknown {what.split('/')[0].lstrip('-')} '{given}'; did you mean '{close[0]}'?"
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but a usage mistake is one line (with a close match) and exit code 2.
 
@@ -169,6 +187,7 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         command = self.prog.removeprefix("cnnkit").strip()
+        message = _with_close_choice(message)
         raise CnnkitError(f"{command}: {message}" if command else message)
 
     def unknown_options(self, words: list[str]) -> CnnkitError:

@@ -138,12 +138,16 @@ def evaluation_folder(
     variant: str = "",
 ) -> Path:
     """Where an evaluation's reports go by default: eval-<data>-<split>[-tta-<tta>][variant]
-    beside the checkpoint (``variant``, e.g. "-iou0.6-vote0": settings other than the
-    checkpoint's). A folder holding another data's evaluation (data folders of the same name
-    elsewhere) is left alone and the next free -2, -3, ... is used; the same data's is
-    replaced. The folder is made, with the data's location in evaluated.txt."""
+    [-<file>] beside the checkpoint (``variant``, e.g. "-iou0.6-vote0": settings other than
+    the checkpoint's; ``file``: a checkpoint other than best.pt, such as last.pt or
+    best.int8.onnx, so that each model file keeps its own report). A folder holding another
+    data's evaluation (data folders of the same name elsewhere) is left alone and the next free
+    -2, -3, ... is used; the same data's is replaced. The folder is made, with the data's
+    location in evaluated.txt."""
     name = Path(str(data)).name or str(data)
     base = f"eval-{name}-{split}" + ("" if tta == "none" else f"-tta-{tta}") + variant
+    if Path(checkpoint).name != "best.pt":
+        base += "-" + Path(checkpoint).name.removesuffix(".pt")
     source = data_location(data) or str(data)
     for n in itertools.count(1):
         folder = Path(checkpoint).parent / (base if n == 1 else f"{base}-{n}")
