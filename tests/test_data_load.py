@@ -50,7 +50,7 @@ def test_corrupt_files_skipped_and_listed_once(tmp_path, capsys):
     }
     err = capsys.readouterr().err
     assert err.count("cnnkit: skipped 3 unreadable images (first: ") == 1
-    assert "cut.png: truncated PNG" in err
+    assert f"{root / 'train' / 'a' / 'cut.png'}: truncated PNG" in err
     again = load(root, tmp_path, val_split=0)  # from the cache: same report
     assert again.skipped == d.skipped
     assert "skipped 3 unreadable images" in capsys.readouterr().err

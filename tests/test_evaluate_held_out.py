@@ -157,6 +157,9 @@ def test_a_class_mismatch_quotes_names_that_hold_commas():
     from cnnkit.tasks.evaluation_data import classes_in_our_order
 
     assert classes_in_our_order(["b", "a"], ["a", "b"]).tolist() == [1, 0]
+    # the same names in Unicode's decomposed form (folders unzipped on a Mac) are the same
+    composed, decomposed = "caf\u00e9 noir", "cafe\u0301 noir"
+    assert classes_in_our_order([decomposed, "b"], ["b", composed]).tolist() == [1, 0]
     with pytest.raises(CnnkitError) as caught:
         classes_in_our_order(["malignant", "normal, benign"], ["normal", "pneumonia"])
     assert str(caught.value) == (

@@ -25,6 +25,18 @@ def test_confusion_matrix_precision_recall_f1_by_hand(tmp_path):
     assert rows[1] == "a,2,1,0"
 
 
+def test_macro_f1_averages_the_classes_in_the_truth_or_the_predictions():
+    """A held-out set of 2 of the model's 4 classes: d is neither true nor predicted (no F1 to
+    average), c is predicted but never true (F1 0, counted), as scikit-learn's macro F1."""
+    labels = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    predicted = torch.tensor([0, 0, 0, 1, 1, 1, 2, 0])
+    logits = torch.nn.functional.one_hot(predicted, 4).float() * 5
+    report = classification_report(logits, labels, ["a", "b", "c", "d"])
+    assert report.f1 == pytest.approx([0.75, 4 / 7, 0.0, 0.0])
+    assert report.macro_f1 == pytest.approx((0.75 + 4 / 7 + 0.0) / 3)
+    assert report.to_dict()["macro_f1"] == pytest.approx(report.macro_f1)
+
+
 def test_topk_accuracy():
     logits = torch.tensor([[3.0, 2.0, 1.0], [1.0, 2.0, 3.0]])
     labels = torch.tensor([1, 0])

@@ -358,7 +358,7 @@ def _resize_set(data: ImageSet, size: tuple[int, int], resize: str) -> ImageSet:
 def _warn_skipped(skipped: list[tuple[str, str]]) -> None:
     if not skipped:
         return
-    shown = "; ".join(f"{os.path.basename(p)}: {r}" for p, r in skipped[:5])
+    shown = "; ".join(f"{p}: {r}" for p, r in skipped[:5])  # the path: two folders may share a name
     more = "; ..." if len(skipped) > 5 else ""
     n = len(skipped)
     print(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import os
 import sys
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +110,9 @@ def classes_in_our_order(data_classes: list[str], ours: list[str]) -> Any:
     line naming the classes the model does not know."""
     import torch
 
-    index = {name: i for i, name in enumerate(ours)}
+    # compared in Unicode's composed form: a folder unzipped on a Mac names 'café' decomposed
+    index = {unicodedata.normalize("NFC", name): i for i, name in enumerate(ours)}
+    data_classes = [unicodedata.normalize("NFC", name) for name in data_classes]
     unknown = [name for name in data_classes if name not in index]
     if unknown:
         quoted = ", ".join(f"'{name}'" for name in unknown[:5])  # a name may hold a comma

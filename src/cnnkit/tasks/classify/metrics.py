@@ -49,7 +49,14 @@ class ClassificationReport:
 
     @property
     def macro_f1(self) -> float:
-        return sum(self.f1) / max(len(self.f1), 1)
+        """Mean F1 over the classes in the truth or the predictions (as scikit-learn's
+        f1_score(average="macro") counts them): a class the data does not hold and the model
+        never answers (a held-out set of some classes) has no F1 to average."""
+        answered = self.confusion.sum(0).tolist() if self.confusion.numel() else []
+        present = [
+            f for i, f in enumerate(self.f1) if self.support[i] or (answered and answered[i])
+        ]
+        return sum(present) / max(len(present), 1)
 
     def to_dict(self) -> dict:
         return {
