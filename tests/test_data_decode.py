@@ -214,6 +214,24 @@ def test_float_tiffs_are_read_by_the_range_their_values_lie_in(tmp_path, scale):
     assert np.abs(out[..., 0].astype(int) - ramp).max() <= 1 and (out[..., 0] == out[..., 2]).all()
 
 
+def test_float_tiffs_overshooting_one_are_clipped_and_no_data_pixels_are_black(tmp_path):
+    ramp = np.linspace(0, 1.2, 64, dtype=np.float32).reshape(8, 8)  # a little over 1: 0-1
+    ramp[0, :2] = np.nan  # a GIS file's 'no data'
+    Image.fromarray(ramp, "F").save(tmp_path / "over.tif")
+    out = decode_image(tmp_path / "over.tif")[..., 0].astype(int)
+    expected = np.round(np.clip(np.nan_to_num(ramp), 0, 1) * 255).astype(int)
+    assert np.abs(out - expected).max() <= 1
+
+
+def test_a_16bit_pgm_is_scaled_by_its_type_not_its_values(tmp_path):
+    """PIL opens a 16-bit PGM as mode I: dark values stay dark (only TIFF's are guessed)."""
+    values = np.arange(256, dtype=">u2").reshape(16, 16)  # 0..255 of 65535: near black
+    path = tmp_path / "dark.pgm"
+    path.write_bytes(b"P5 16 16 65535\n" + values.tobytes())
+    assert Image.open(path).mode.startswith("I")
+    assert decode_image(path).max() == 0
+
+
 def test_32bit_integer_tiffs_are_read_by_their_range_and_odd_values_refused(tmp_path):
     ramp = np.arange(256, dtype=np.int32).reshape(16, 16)
     for name, values in (("eight", ramp), ("sixteen", ramp * 257)):

@@ -162,13 +162,14 @@ def test_coco_segmentation_without_bbox_and_windows_file_names(tmp_path):
     rle["counts"] = rle["counts"].decode()  # compressed RLE as COCO JSON stores it
     second["segmentation"] = rle
     third.pop("bbox")
-    third["segmentation"] = [[1.0, 2.0, 3.0]]  # an odd number of coordinates: malformed
-    path.write_text(json.dumps(data))
-    splits = read_detection(tmp_path, val_split=0)
-    reasons = dict(splits.skipped)
-    assert list(reasons.values()) == [
-        "bbox must be 4 numbers [x, y, w, h]; image sub\\d.png skipped"
-    ]
+    for malformed in ([[1.0, 2.0, 3.0]], [[1.0, 2.0, 3.0], [4, 5, 6, 7, 8]], [[1, 1, 9, 9]]):
+        third["segmentation"] = malformed  # odd coordinates, or fewer than 3 points
+        path.write_text(json.dumps(data))
+        splits = read_detection(tmp_path, val_split=0)
+        assert [reason for _, reason in splits.skipped] == [
+            "bbox must be 4 numbers [x, y, w, h] (or, without one, a polygon or RLE "
+            "segmentation); image sub\\d.png skipped"
+        ]
     third["segmentation"] = [[1.0, 2.0, 3.0, 2.0, 3.0, 9.0]]
     path.write_text(json.dumps(data))
     splits = read_detection(tmp_path, val_split=0)
@@ -392,6 +393,23 @@ def test_mask_pairs_split_in_subfolders_read_as_that_split_for_both_tasks(tmp_pa
     segments = read_segmentation(root)
     assert segments.train is None and len(segments.test) == len(SAMPLES)
     assert main(["datasets", "--inspect", str(root)]) == 0
+
+
+def test_inspect_without_task_names_a_detection_layouts_missing_part(tmp_path, capsys):
+    from cnnkit.cli import main
+
+    write_yolo(tmp_path, SAMPLES)
+    (tmp_path / "data.yaml").unlink()  # images/ + labels/ without data.yaml: a YOLO mistake
+    assert main(["datasets", "--inspect", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "no detection dataset layout" in err and "YOLO (data.yaml)" in err
+    # --instances is about segmentation masks: it implies --task segment, and needs it
+    write_masks(tmp_path / "m", SAMPLES)
+    assert main(["datasets", "--inspect", str(tmp_path / "m"), "--instances", "foreground"]) == 0
+    assert "pixel share per class" in capsys.readouterr().out
+    args = ["datasets", "--inspect", str(tmp_path / "m"), "--instances", "auto", "--task", "detect"]
+    assert main(args) == 2
+    assert "--instances reads segmentation masks" in capsys.readouterr().err
 
 
 def test_a_second_folder_for_one_split_is_named_in_a_note_for_both_tasks(tmp_path):

@@ -367,8 +367,10 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_datasets(args: argparse.Namespace) -> int:
     if args.inspect:
-        if args.task is None:
-            args.task = _inspect_task(args.inspect)
+        if args.task is None:  # --instances is about segmentation masks
+            args.task = "segment" if args.instances else _inspect_task(args.inspect)
+        elif args.instances and args.task != "segment":
+            raise CnnkitError("--instances reads segmentation masks: give it with --task segment")
         if args.task == "segment":
             from cnnkit.tasks.segment.inspect import inspect_segmentation
 
@@ -417,7 +419,11 @@ def _inspect_task(path: str) -> str:
     try:
         detect_format(path)
     except CnnkitError:
-        return "classify" if Path(path).is_dir() else "detect"
+        folder = Path(path)
+        # a detection layout with a part missing (labels/ without data.yaml, ...): its error
+        marks = ("annotations", "Annotations", "labels", "data.yaml", "PedMasks", "masks")
+        if folder.is_dir() and not any((folder / mark).exists() for mark in marks):
+            return "classify"
     return "detect"
 
 

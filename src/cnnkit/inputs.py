@@ -98,7 +98,7 @@ def decode_each(
             arrays.append(decode(item))
         except ImageDecodeError as e:
             if isinstance(item, (str, os.PathLike)):
-                raise type(e)(f"{os.fsdecode(item)!r}: {e}") from None
+                raise type(e)(f"'{describe_input(item)}': {e}") from None
             if len(items) > 1:
                 raise type(e)(f"input {k} of the {len(items)}: {e}") from None
             raise

@@ -9,7 +9,6 @@ up-front scan can list them instead of crashing mid-epoch.
 
 from __future__ import annotations
 
-import functools
 import io
 import os
 import threading
@@ -115,9 +114,9 @@ _POSTSCRIPT = (b"%!PS", b"\xc5\xd0\xd3\xc6")  # EPS: PIL would hand it to Ghosts
 warnings.filterwarnings("ignore", message=r"(?i).*exif", category=UserWarning, module=r"PIL\.")
 
 
-@functools.cache
 def _open_formats() -> tuple[str, ...]:
-    """Every format PIL can open but EPS (whose plugin runs Ghostscript on the file)."""
+    """Every format PIL can open but EPS (whose plugin runs Ghostscript on the file); read at
+    each call, so plugins registered later (pillow-heif's, ...) are used."""
     Image.init()
     return tuple(f for f in Image.OPEN if f != "EPS")
 
@@ -234,8 +233,8 @@ def _pil_to_rgb(im: Image.Image, fmt: str) -> np.ndarray:
         return np.asarray(im, dtype=np.uint8)
     if mode in _16BIT_MODES:
         return gray_to_rgb((np.asarray(im).astype(np.int64).clip(0, 65535) >> 8).astype(np.uint8))
-    if mode in ("I", "I;32", "I;32L", "I;32B"):  # "I" from a PNG: 16 bits in older Pillow
-        return gray_to_rgb(int_file_to_uint8(np.asarray(im), sixteen_bit=fmt == "PNG"))
+    if mode in ("I", "I;32", "I;32L", "I;32B"):  # 16-bit PNG / PGM in PIL; a 32-bit TIFF
+        return gray_to_rgb(int_file_to_uint8(np.asarray(im), sixteen_bit=fmt != "TIFF"))
     if mode == "F":
         return gray_to_rgb(float_file_to_uint8(np.asarray(im)))
     if mode in _ALPHA_MODES or "transparency" in im.info:

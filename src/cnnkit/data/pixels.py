@@ -3,7 +3,7 @@ is handed an array or a tensor.
 
 The rules: uint8 as it is; 16-bit scaled by its type's range; a float image's values in [0, 1]
 (a resize's overshoot of up to FLOAT_SLACK clipped); alpha composited on white; grey repeated
-into three channels. A float or 32-bit integer *file* (TIFF) has no type range to go by: its
+into three channels. A float or 32-bit integer TIFF *file* has no type range to go by: its
 values are read by the range they lie in (0-1, 0-255 or 0-65535), never clipped to white.
 """
 
@@ -40,12 +40,23 @@ def _value_range(a: np.ndarray) -> tuple[float, float]:
     return low, high
 
 
+UNIT_FLOAT_MAX = 2.0  # a float file's values up to this are a 0-1 image (brighter: clipped)
+
+
 def float_file_to_uint8(a: np.ndarray) -> np.ndarray:
-    """A float image file's grey values (PIL mode F) -> uint8, by the range they lie in: [0, 1],
-    else 0-255, else 0-65535; other values are refused rather than clipped."""
+    """A float image file's grey values (PIL mode F) -> uint8, by the range they lie in: up to
+    UNIT_FLOAT_MAX a 0-1 image (what overshoots is clipped), else 0-255, else 0-65535; other
+    values are refused rather than clipped. Pixels that are no number (a GIS file's 'no data')
+    are black; a file of nothing else is refused."""
+    a = a.astype(np.float32)
+    finite = np.isfinite(a)
+    if not finite.any():
+        raise ImageDecodeError("pixel values that are not numbers (NaN or infinite)")
+    a = np.where(finite, a, 0.0)
     low, high = _value_range(a)
     for top in (1.0, 255.0, 65535.0):
-        if low >= -FLOAT_SLACK * top and high <= (1.0 + FLOAT_SLACK) * top:
+        limit = UNIT_FLOAT_MAX if top == 1.0 else (1.0 + FLOAT_SLACK) * top
+        if low >= -FLOAT_SLACK * top and high <= limit:
             return unit_float_to_uint8(a / top)
     raise ImageDecodeError(
         f"float pixel values {low:.6g}..{high:.6g} lie in no image range (0-1, 0-255 or 0-65535)"

@@ -127,29 +127,42 @@ def _box(ann: dict[str, Any]) -> list[float] | None:
     return [x, y, x + w, y + h]
 
 
-def _segmentation_box(segmentation: Any) -> list[float] | None:
-    """The box around a COCO segmentation: polygons ([[x1, y1, x2, y2, ...], ...]) or an RLE
-    ({"counts", "size"}, compressed or not, through pycocotools); None when malformed."""
-    if isinstance(segmentation, list):
-        points = [v for poly in segmentation if isinstance(poly, list) for v in poly]
-        if len(points) < 4 or len(points) % 2:
-            return None
-        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in points):
-            return None
-        xs, ys = points[0::2], points[1::2]
-        return [float(min(xs)), float(min(ys)), float(max(xs)), float(max(ys))]
-    if isinstance(segmentation, dict) and {"counts", "size"} <= segmentation.keys():
-        try:
-            from pycocotools import mask as coco_mask
+def usable_segmentation(segmentation: Any) -> bool:
+    """Polygons (lists of at least 3 x, y pairs) or an RLE dict with counts and size."""
+    if isinstance(segmentation, dict):
+        return "counts" in segmentation and len(segmentation.get("size", ())) == 2
+    if not isinstance(segmentation, list) or not segmentation:
+        return False
+    return all(
+        isinstance(p, list)
+        and len(p) >= 6
+        and len(p) % 2 == 0
+        and all(isinstance(v, (int, float)) for v in p)
+        for p in segmentation
+    )
 
-            rle = segmentation
-            if isinstance(rle["counts"], list):
-                rle = coco_mask.frPyObjects(rle, *rle["size"])
-            x, y, w, h = (float(v) for v in coco_mask.toBbox(rle))
-        except Exception:  # noqa: BLE001 - pycocotools absent, or a malformed RLE
+
+def _segmentation_box(segmentation: Any) -> list[float] | None:
+    """The box around a usable COCO segmentation (polygons, or an RLE through pycocotools),
+    or None."""
+    if not usable_segmentation(segmentation):
+        return None
+    if isinstance(segmentation, list):
+        xs = [v for polygon in segmentation for v in polygon[0::2]]
+        ys = [v for polygon in segmentation for v in polygon[1::2]]
+        if not all(math.isfinite(v) for v in xs + ys):
             return None
-        return [x, y, x + w, y + h]
-    return None
+        return [float(min(xs)), float(min(ys)), float(max(xs)), float(max(ys))]
+    try:
+        from pycocotools import mask as coco_mask
+
+        rle = segmentation
+        if isinstance(rle["counts"], list):
+            rle = coco_mask.frPyObjects(rle, *rle["size"])
+        x, y, w, h = (float(v) for v in coco_mask.toBbox(rle))
+    except Exception:  # noqa: BLE001 - pycocotools absent, or a malformed RLE
+        return None
+    return [x, y, x + w, y + h]
 
 
 def find_image(file_name: str, folders: list[Path]) -> Path | None:
@@ -214,7 +227,10 @@ def _image_record(
         where = f"{path} (annotation {ann.get('id', '?')})"
         box = _box(ann)
         if box is None:
-            return where, f"bbox must be 4 numbers [x, y, w, h]; image {img['file_name']} skipped"
+            return where, (
+                "bbox must be 4 numbers [x, y, w, h] (or, without one, a polygon or RLE "
+                f"segmentation); image {img['file_name']} skipped"
+            )
         cid = ann.get("category_id")
         if cid not in index_of:
             return where, f"unknown category_id {cid!r}; image {img['file_name']} skipped"

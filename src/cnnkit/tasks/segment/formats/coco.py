@@ -25,6 +25,7 @@ from cnnkit.tasks.detect.formats.coco import (
     image_folders,
     load_instances,
     split_of_file,
+    usable_segmentation,
 )
 from cnnkit.tasks.detect.formats.records import refuse_repeated_names
 from cnnkit.tasks.segment.dataset import IGNORE_INDEX, MAX_CLASSES
@@ -80,21 +81,6 @@ def rasterize(objects: tuple[tuple[int, Any], ...], height: int, width: int) -> 
         out[clash] = IGNORE_INDEX
         covered |= pixels
     return out
-
-
-def usable_segmentation(segmentation: Any) -> bool:
-    """Polygons (lists of at least 3 x, y pairs) or an RLE dict with counts and size."""
-    if isinstance(segmentation, dict):
-        return "counts" in segmentation and len(segmentation.get("size", ())) == 2
-    if not isinstance(segmentation, list) or not segmentation:
-        return False
-    return all(
-        isinstance(p, list)
-        and len(p) >= 6
-        and len(p) % 2 == 0
-        and all(isinstance(v, (int, float)) for v in p)
-        for p in segmentation
-    )
 
 
 def _objects(
