@@ -77,6 +77,32 @@ def _left_out_and_folders(run, writer, tmp_path, capsys) -> None:
     assert "--split test scores all of it" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("task", ["detect", "segment"])
+def test_evaluating_one_split_names_only_the_files_that_split_left_out(
+    task, tiny_detector_run, tiny_segmenter_run, tmp_path, capsys
+):
+    """Held-out data with train/ and test/ parts: a bad file of train/ is no concern of the
+    test split's evaluation, and is of train's."""
+    run, _ = tiny_detector_run if task == "detect" else tiny_segmenter_run
+    writer = write_masks_dataset if task == "detect" else write_dataset
+    held = writer(tmp_path / "split", n=6, seed=5)
+    for part, names in (("train", ("p0", "p1", "p2")), ("test", ("p3", "p4", "p5"))):
+        for folder, suffix in (("images", ".png"), ("masks", "_mask.png")):
+            (held / folder / part).mkdir()
+            for stem in names:
+                stem = stem if task == "detect" else stem.replace("p", "s")
+                (held / folder / f"{stem}{suffix}").rename(held / folder / part / f"{stem}{suffix}")
+    bad = spoil(held, "images/train")
+    out = tmp_path / "out"
+    for split, expected in (("test", []), ("train", sorted(bad))):
+        report = cnnkit.load(run.run_dir).evaluate(str(held), split=split, out_dir=out / split)
+        metrics = json.loads((out / split / "metrics.json").read_text())
+        left_out = sorted(entry["file"].rsplit("/", 1)[-1] for entry in metrics["skipped"])
+        assert left_out == expected and report.images == 3, split
+        err = capsys.readouterr().err
+        assert ("skipped 3 file(s)" in err) == bool(expected), err
+
+
 def test_an_evaluation_folder_is_kept_for_its_own_data(tmp_path):
     checkpoint = tmp_path / "run" / "best.pt"
     checkpoint.parent.mkdir()

@@ -193,12 +193,15 @@ def task_name(cfg: TrainConfig) -> str:
     return cfg.task
 
 
-def print_data_notes(data: Any, file: TextIO | None = None) -> None:
-    """What a reader noted (values mapped, splits replaced) and the files it skipped, one line
-    each, the skipped ones named up to three (`cnnkit datasets --inspect` lists them all)."""
+def print_data_notes(
+    data: Any, file: TextIO | None = None, skipped: list[tuple[str, str]] | None = None
+) -> None:
+    """What a reader noted (values mapped, splits replaced) and the files it skipped (or
+    ``skipped``: those of the split in use), one line each, the skipped ones named up to three
+    (`cnnkit datasets --inspect` lists them all)."""
     for note in getattr(data, "notes", []):
         print(f"cnnkit: {note}", file=file)
-    skipped = getattr(data, "skipped", [])
+    skipped = getattr(data, "skipped", []) if skipped is None else skipped
     if skipped:
         first = ", ".join(f"{path} ({reason})" for path, reason in skipped[:3])
         more = len(skipped) - 3

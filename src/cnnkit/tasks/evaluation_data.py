@@ -84,13 +84,17 @@ def choose_split(splits: Any, split: str, own: bool, data: str | os.PathLike) ->
 def choose_split_and_say(
     splits: Any, split: str, own: bool, data: str | os.PathLike
 ) -> tuple[Any, str, list[tuple[str, str]]]:
-    """choose_split, then what the reader noted and skipped, on stderr (never a file left out
-    unsaid), and the skipped files: (images, the split they are, skipped)."""
+    """choose_split, then what the reader noted and skipped of that split, on stderr (never a
+    file left out unsaid), and those skipped files: (images, the split they are, skipped)."""
     from cnnkit.tasks.base import print_data_notes
+    from cnnkit.tasks.detect.formats.records import skipped_of
 
     images, split = choose_split(splits, split, own, data)
-    print_data_notes(splits, file=sys.stderr)
-    return images, split, splits.skipped
+    # the split whose images these are (a folder without splits is scored whole: its train)
+    held = next((name for name in SPLITS if getattr(splits, name, None) is images), split)
+    skipped = skipped_of(splits, held)
+    print_data_notes(splits, file=sys.stderr, skipped=skipped)
+    return images, split, skipped
 
 
 def _present(splits: Any) -> list[str]:

@@ -101,6 +101,7 @@ class DetectionSplits:
     test: DetectionSet | None
     val_source: str  # "folder" (the format's own split) | "split" (seeded) | "none"
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file[:line], reason)
+    skipped_in: dict[int, str] = field(default_factory=dict)  # index in skipped -> its split
     dropped_boxes: int = 0  # zero-area boxes (after clipping) left out
     clipped_boxes: int = 0  # boxes that reached outside their image, clipped to it
     notes: list[str] = field(default_factory=list)  # one-line remarks (e.g. a val split replaced)

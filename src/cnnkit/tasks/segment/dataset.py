@@ -92,4 +92,5 @@ class SegmentationSplits:
     val_source: str  # "folder" (the format's own split) | "split" (seeded) | "none"
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason), one per file
     notes: list[str] = field(default_factory=list)  # how values were mapped, splits replaced, ...
+    skipped_in: dict[int, str] = field(default_factory=dict)  # index in skipped -> its split
     instances: str = "classes"  # how mask values were read: "classes" or "foreground"

@@ -14,7 +14,7 @@ from tqdm import tqdm
 from cnnkit.data.decode import ImageDecodeError, decode_image
 from cnnkit.errors import CnnkitError
 from cnnkit.tasks.detect.dataset import BoxTarget, DetectionSet, DetectionSplits
-from cnnkit.tasks.detect.formats.records import ImageRecord, ParsedDataset
+from cnnkit.tasks.detect.formats.records import ImageRecord, ParsedDataset, mark_split
 
 # YOLO's 6-decimal fractions overshoot the border by a few thousandths of a pixel; clipping that
 # much is rounding, not a box that really reached outside its image.
@@ -157,7 +157,7 @@ def build_splits(
 ) -> DetectionSplits:
     """Decode a parsed dataset into DetectionSplits (validation: the format's own, else seeded)."""
     check_options(val_split, max_size)
-    skipped = list(parsed.skipped)
+    skipped, skipped_in = list(parsed.skipped), dict(parsed.skipped_in)
     notes = list(parsed.notes)
     counts = _Counts()
     total = sum(len(r) for r in parsed.splits.values())
@@ -165,7 +165,9 @@ def build_splits(
     sets: dict[str, DetectionSet] = {}
     with bar:
         for split, records in parsed.splits.items():
+            since = len(skipped)
             data = _decode_records(records, parsed.classes, max_size, counts, skipped, bar)
+            mark_split(skipped_in, skipped, since, split)
             if len(data):
                 sets[split] = data
             elif records:
@@ -183,6 +185,7 @@ def build_splits(
         test=sets.get("test"),
         val_source=val_source,
         skipped=skipped,
+        skipped_in=skipped_in,
         dropped_boxes=counts.dropped,
         clipped_boxes=counts.clipped,
         notes=notes,

@@ -13,6 +13,7 @@ from cnnkit.errors import CnnkitError
 from cnnkit.tasks.detect.formats.records import (
     ImageRecord,
     ParsedDataset,
+    mark_split,
     refuse_repeated_names,
     split_of_name,
 )
@@ -254,6 +255,8 @@ def parse_coco(paths: list[Path]) -> ParsedDataset:
     parsed = ParsedDataset("coco", [names[c] for c in ids], {}, notes=notes)
     for path, data in files:
         split = split_of_file(path) if len(paths) > 1 else "train"
+        since = len(parsed.skipped)
         records = _records(path, data, index_of, parsed.skipped)
+        mark_split(parsed.skipped_in, parsed.skipped, since, split)
         parsed.splits.setdefault(split, []).extend(records)
     return parsed

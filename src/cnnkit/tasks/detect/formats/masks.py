@@ -19,7 +19,12 @@ from PIL import Image
 
 from cnnkit.data.decode import IMAGE_EXTENSIONS
 from cnnkit.errors import CnnkitError
-from cnnkit.tasks.detect.formats.records import ImageRecord, ParsedDataset, split_of_name
+from cnnkit.tasks.detect.formats.records import (
+    ImageRecord,
+    ParsedDataset,
+    mark_split,
+    split_of_name,
+)
 
 LAYOUTS = (("PNGImages", "PedMasks", "person"), ("images", "masks", "object"))
 PEDMASKS = "PedMasks"
@@ -236,6 +241,7 @@ def parse_masks(root: Path) -> ParsedDataset:
     all_pairs = {split: mask_pairs(images, masks) for split, (images, masks) in folders.items()}
     parsed.notes += lossy_mask_note([m for pairs, _ in all_pairs.values() for _, m in pairs])
     for split, (pairs, unpaired) in all_pairs.items():
+        since = len(parsed.skipped)
         parsed.skipped += unpaired
         for image, mask_path in pairs:
             mask = _load_mask(mask_path)
@@ -247,4 +253,5 @@ def parse_masks(root: Path) -> ParsedDataset:
                 str(image), boxes, [0] * len(boxes), None, False, mask.shape[:2], str(mask_path)
             )
             parsed.splits[split].append(record)
+        mark_split(parsed.skipped_in, parsed.skipped, since, split)
     return parsed

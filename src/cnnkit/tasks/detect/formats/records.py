@@ -47,6 +47,21 @@ class ParsedDataset:
     splits: dict[str, list[ImageRecord]]  # "train" / "val" / "test"; unsplit data is "train"
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file[:line], reason)
     notes: list[str] = field(default_factory=list)
+    skipped_in: dict[int, str] = field(default_factory=dict)  # index in skipped -> its split
+
+
+def mark_split(skipped_in: dict[int, str], skipped: list, since: int, split: str) -> None:
+    """Say that the entries of ``skipped`` from index ``since`` on belong to ``split``."""
+    for i in range(since, len(skipped)):
+        skipped_in.setdefault(i, split)
+
+
+def skipped_of(splits: object, split: str) -> list[tuple[str, str]]:
+    """What a reader skipped that concerns ``split``: its own files, those of no one split,
+    and, when ``split`` was carved out of train (a seeded validation split), train's."""
+    skipped_in: dict[int, str] = getattr(splits, "skipped_in", {})
+    ours = {split, "train"} if getattr(splits, "val_source", "") == "split" else {split}
+    return [e for i, e in enumerate(splits.skipped) if skipped_in.get(i, split) in ours]  # type: ignore[attr-defined]
 
 
 def split_of_name(name: str) -> str | None:

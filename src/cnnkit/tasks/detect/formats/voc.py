@@ -121,6 +121,7 @@ def parse_voc(root: Path) -> ParsedDataset:
         for image_id in ids:
             result = read_xml(root, image_id, found)
             if isinstance(result, tuple):
+                parsed.skipped_in[len(parsed.skipped)] = split
                 parsed.skipped.append(result)
             else:
                 records.append(result)

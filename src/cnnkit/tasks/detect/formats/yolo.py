@@ -14,7 +14,12 @@ import yaml
 
 from cnnkit.data.decode import IMAGE_EXTENSIONS
 from cnnkit.errors import CnnkitError
-from cnnkit.tasks.detect.formats.records import ImageRecord, ParsedDataset, refuse_repeated_names
+from cnnkit.tasks.detect.formats.records import (
+    ImageRecord,
+    ParsedDataset,
+    mark_split,
+    refuse_repeated_names,
+)
 
 YAML_NAMES = ("data.yaml", "data.yml")
 SPLITS = ("train", "val", "test")
@@ -179,28 +184,40 @@ def parse_yolo(yaml_path: Path) -> ParsedDataset:
     if not data.get("train"):
         raise CnnkitError(f"{yaml_path} names no 'train' images")
     lists: dict[str, list[Path]] = {}
-    folders: list[Path] = []
+    folders: dict[str, list[Path]] = {}
     for split in SPLITS:
         if not data.get(split):
             continue
+        since = len(parsed.skipped)
         try:
             lists[split] = split_images(
-                yaml_path, root, split, data[split], parsed.skipped, folders
+                yaml_path, root, split, data[split], parsed.skipped, folders.setdefault(split, [])
             )
         except CnnkitError as e:
             if split != "test":
                 raise
             parsed.notes.append(f"{e}: read without a test split")
+        mark_split(parsed.skipped_in, parsed.skipped, since, split)
     _drop_training_images_from_val(yaml_path, lists, parsed.notes)
     for split, images in lists.items():
         records = parsed.splits.setdefault(split, [])
+        since = len(parsed.skipped)
         for image in images:
             result = read_label_file(image, index_of)
             if isinstance(result, tuple):
                 parsed.skipped.append(result)
             else:
                 records.append(result)
-    parsed.skipped.extend(orphan_labels(folders, [p for v in lists.values() for p in v]))
+        mark_split(parsed.skipped_in, parsed.skipped, since, split)
+    used = [p for v in lists.values() for p in v]
+    reported: set[str] = set()
+    for split, where in folders.items():  # a labels/ folder's orphans are its split's
+        since = len(parsed.skipped)
+        for entry in orphan_labels(where, used):
+            if entry[0] not in reported:
+                reported.add(entry[0])
+                parsed.skipped.append(entry)
+        mark_split(parsed.skipped_in, parsed.skipped, since, split)
     return parsed
 
 

@@ -12,6 +12,7 @@ from tqdm import tqdm
 from cnnkit.data.decode import ImageDecodeError, decode_image
 from cnnkit.errors import CnnkitError
 from cnnkit.tasks.detect.formats.build import check_options, decode_bar, pick_validation
+from cnnkit.tasks.detect.formats.records import mark_split
 from cnnkit.tasks.segment.dataset import SegmentationSet, SegmentationSplits
 from cnnkit.tasks.segment.formats.records import MaskError, ParsedSegmentation, SampleRecord
 
@@ -87,14 +88,16 @@ def build_splits(
     """Decode a parsed dataset into SegmentationSplits (validation: the format's own, else
     seeded)."""
     check_options(val_split, max_size)
-    skipped = list(parsed.skipped)
+    skipped, skipped_in = list(parsed.skipped), dict(parsed.skipped_in)
     notes = list(parsed.notes)
     total = sum(len(r) for r in parsed.splits.values())
     bar = decode_bar(name, total, progress)
     sets: dict[str, SegmentationSet] = {}
     with bar:
         for split, records in parsed.splits.items():
+            since = len(skipped)
             data = _decode_records(records, parsed.classes, max_size, skipped, bar)
+            mark_split(skipped_in, skipped, since, split)
             if len(data):
                 sets[split] = data
             elif records:
@@ -116,4 +119,5 @@ def build_splits(
         skipped=skipped,
         notes=notes,
         instances=parsed.instances,
+        skipped_in=skipped_in,
     )

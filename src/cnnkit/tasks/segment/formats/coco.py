@@ -27,7 +27,7 @@ from cnnkit.tasks.detect.formats.coco import (
     split_of_file,
     usable_segmentation,
 )
-from cnnkit.tasks.detect.formats.records import refuse_repeated_names
+from cnnkit.tasks.detect.formats.records import mark_split, refuse_repeated_names
 from cnnkit.tasks.segment.dataset import IGNORE_INDEX, MAX_CLASSES
 from cnnkit.tasks.segment.formats.records import MaskError, ParsedSegmentation, SampleRecord
 
@@ -150,5 +150,7 @@ def parse_coco_masks(paths: list[Path]) -> ParsedSegmentation:
         )
     for path, data in files:
         split = split_of_file(path) if len(paths) > 1 else "train"
+        since = len(parsed.skipped)
         parsed.splits.setdefault(split, []).extend(_records(path, data, index_of, parsed.skipped))
+        mark_split(parsed.skipped_in, parsed.skipped, since, split)
     return parsed

@@ -31,6 +31,7 @@ from cnnkit.tasks.detect.formats.masks import (
     object_ids,
     read_instance_mask,
 )
+from cnnkit.tasks.detect.formats.records import mark_split
 from cnnkit.tasks.segment.dataset import IGNORE_INDEX
 from cnnkit.tasks.segment.formats.classes import (
     ClassMap,
@@ -182,6 +183,7 @@ def parse_pairs(path: Path, instances: str = "auto") -> ParsedSegmentation:
     all_pairs = {split: mask_pairs(images, masks) for split, (images, masks) in folders.items()}
     parsed.notes += lossy_mask_note([m for pairs, _ in all_pairs.values() for _, m in pairs])
     for split, (pairs, unpaired) in all_pairs.items():
+        mark_split(parsed.skipped_in, parsed.skipped + unpaired, len(parsed.skipped), split)
         parsed.skipped += unpaired
         parsed.splits[split] = [
             SampleRecord(str(image), FileMask(str(mask), to_classes, read), str(mask))

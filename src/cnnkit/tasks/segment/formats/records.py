@@ -41,6 +41,7 @@ class ParsedSegmentation:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
     notes: list[str] = field(default_factory=list)
     instances: str = "classes"  # how mask values were read: "classes" or "foreground"
+    skipped_in: dict[int, str] = field(default_factory=dict)  # index in skipped -> its split
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnkit.data.decode import IMAGE_EXTENSIONS
+from cnnkit.tasks.detect.formats.records import mark_split
 from cnnkit.tasks.segment.formats.classes import ClassMap, class_map_of
 from cnnkit.tasks.segment.formats.records import (
     FileMask,
@@ -108,6 +109,7 @@ def parse_voc(root: Path) -> ParsedSegmentation:
     parsed = ParsedSegmentation("voc", class_map.classes, {}, notes=list(class_map.notes))
     for split, (ids, listed_in) in split_ids(root).items():
         records = parsed.splits.setdefault(split, [])
+        since = len(parsed.skipped)
         for image_id in ids:
             mask = root / MASKS / f"{image_id}.png"
             image = _image_path(root, image_id)
@@ -120,4 +122,5 @@ def parse_voc(root: Path) -> ParsedSegmentation:
                 records.append(
                     SampleRecord(str(image), FileMask(str(mask), class_map.apply, read), str(mask))
                 )
+        mark_split(parsed.skipped_in, parsed.skipped, since, split)
     return parsed
