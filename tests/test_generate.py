@@ -183,6 +183,20 @@ def test_a_conditional_gan_writes_a_class_folder_and_refuses_an_unknown_class(
     assert main(["generate", run, "--class", "kat", "--out", str(tmp_path / "x.png")]) == 2
     err = capsys.readouterr().err.strip()
     assert "did you mean 'cat'" in err and "\n" not in err and "Traceback" not in err
+    # a second run into the same folder adds its images: the numbers go on
+    assert main(["generate", run, "--n", "3", "--class", "cat", "--out", str(tmp_path / "d")]) == 0
+    assert len(list((tmp_path / "d" / "cat").glob("*.png"))) == 10
+    assert (tmp_path / "d" / "cat" / "00009.png").is_file()
+    (tmp_path / "file").write_text("not a folder")
+    for bad, message in (
+        (["--seed", str(2**64)], "seed must be a whole number from 0 to 2**63 - 1"),
+        (["--out", str(tmp_path / "file" / "g.png")], "is a file, not a folder"),
+        (["--out", str(tmp_path / "file")], "is a file, not a folder"),
+    ):
+        argv = ["generate", run, "--n", "2", "--out", str(tmp_path / "y.png"), *bad]
+        assert main(argv) == 2, bad
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err, (bad, err)
 
 
 def test_export_serve_and_predict_refuse_a_gan_in_one_line(conditional_run, capsys):
@@ -201,6 +215,8 @@ def test_evaluate_reports_the_distance_and_its_floor(conditional_run, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["n"] == 8 and report["split"] == "test"
     assert report["fd_lite0"] > report["floor_fd_lite0"] >= 0
+    assert main(["evaluate", str(conditional_run.run_dir)]) == 0  # 8 a side: said to be few
+    assert "8 images a side are too few" in " ".join(capsys.readouterr().out.split())
 
 
 def test_the_distance_of_a_set_to_itself_is_zero_and_grows_with_noise(sample_test_images):

@@ -104,6 +104,24 @@ def test_an_npz_of_any_name_with_label_columns_is_multi_label_and_splits_at_rand
     assert torch.equal(first.val.images, again.val.images)
 
 
+def test_numbered_single_label_data_is_refused_by_a_model_of_numbered_labels(tmp_path, capsys):
+    """An unnamed npz names its labels 0, 1, ...; a single-label file's class numbers are no
+    such labels (class 0 is not 'label 0 present'), so evaluating one on the other is refused."""
+    labels = chest_npz(tmp_path / "tags.npz", columns=2)
+    args = ["--model", "simple_cnn", "--epochs", "1", "--image-size", "28", "--no-progress"]
+    assert main(["train", "--data", str(tmp_path / "tags.npz"), *args,
+                 "--project", str(tmp_path / "runs"), "--name", "tags"]) == 0  # fmt: skip
+    arrays = dict(np.load(tmp_path / "tags.npz"))
+    np.savez(tmp_path / "single.npz", test_images=arrays["val_images"],
+             test_labels=labels[24:, :1])  # fmt: skip
+    capsys.readouterr()
+    run = str(tmp_path / "runs" / "tags")
+    assert main(["evaluate", run, "--data", str(tmp_path / "single.npz"), "--no-progress"]) == 2
+    assert "one class per image, by number" in one_line_error(capsys)
+    assert main(["evaluate", run, "--data", str(tmp_path / "tags.npz"), "--split", "val",
+                 "--no-progress"]) == 0  # fmt: skip
+
+
 def test_a_csv_list_names_several_labels_per_row_and_may_name_none(tmp_path):
     for i, image in enumerate(photos(4)):
         image.save(tmp_path / f"{i}.png")

@@ -139,6 +139,14 @@ class MultilabelClassifier(Classifier):
         matched by name (a label the data never names is all negatives); single-label data is
         one label per image. A label the model does not know is one line."""
         ours = {name: i for i, name in enumerate(self.classes)}
+        numbered = images.classes == [str(i) for i in range(len(images.classes))]
+        if not images.multilabel and numbered:
+            raise CnnkitError(
+                "the data gives one class per image, by number (0, 1, ...), but this model "
+                "scores each of its labels on its own: a class number is no label name; give "
+                "its labels as 0/1 columns, one per label (N, "
+                f"{len(self.classes)})"
+            )
         unknown = [name for name in images.classes if name not in ours]
         if unknown:
             raise CnnkitError(

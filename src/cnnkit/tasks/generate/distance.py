@@ -23,6 +23,7 @@ from torch import nn
 
 FEATURES = "lite0"  # the suffix of the metric names: fd_lite0, kid_lite0
 FEATURE_BATCH = 50
+FEATURE_DIMS = 1280  # EfficientNet-Lite0's pooled features
 # torch-fidelity's Inception weights, which torchmetrics' FID loads (pytorch-fid names the same
 # converted TF graph pt_inception-2015-12-05-6726825d.pth)
 INCEPTION_FILES = (

@@ -16,6 +16,7 @@ import torch
 
 from cnnkit.engine.device import Precision, resolve_device, resolve_precision
 from cnnkit.errors import CnnkitError, did_you_mean
+from cnnkit.inputs import output_folder
 from cnnkit.tasks.evaluation_data import (
     check_split,
     choose_split,
@@ -24,7 +25,13 @@ from cnnkit.tasks.evaluation_data import (
     split_options,
     trained_on,
 )
-from cnnkit.tasks.generate.distance import distances, features, standard_fid, standard_fid_status
+from cnnkit.tasks.generate.distance import (
+    FEATURE_DIMS,
+    distances,
+    features,
+    standard_fid,
+    standard_fid_status,
+)
 from cnnkit.tasks.generate.networks import GAN, GANSpec
 from cnnkit.tasks.generate.sample import class_cycle, generate_images, noise, save_folder, save_grid
 from cnnkit.tasks.generate.task import DEFAULT_FD_IMAGES
@@ -63,6 +70,15 @@ class GenerationReport:
             f"kid_lite0 {self.floor_kid_lite0:.4f}"
         )
         print(f"Inception FID: {self.fid:.2f}" if self.fid is not None else self.fid_note)
+        if self.n < FEW_IMAGES:
+            print(
+                f"note: {self.n} images a side are too few for these distances to mean much "
+                f"(the features have {FEATURE_DIMS:,} dimensions): compare only figures of the "
+                "same n, and prefer 1,000 or more"
+            )
+
+
+FEW_IMAGES = 200  # fewer images a side than this: the distances are mostly their small-n bias
 
 
 class Generator:
@@ -129,8 +145,17 @@ class Generator:
             raise CnnkitError(f"n must be a positive whole number, got {n!r}")
         labels = self.labels_for(n, class_name)
         seed = secrets.randbits(62) if seed is None else int(seed)  # global RNG untouched
-        z = noise(n, self.spec.latent_dim, seed)
-        return generate_images(self.model.generator, z, labels, self.precision), labels
+        if not 0 <= seed < 2**63:
+            raise CnnkitError(f"seed must be a whole number from 0 to 2**63 - 1, got {seed}")
+        try:
+            z = noise(n, self.spec.latent_dim, seed)
+            return generate_images(self.model.generator, z, labels, self.precision), labels
+        except (MemoryError, RuntimeError) as e:
+            if isinstance(e, RuntimeError) and "allocate" not in str(e):
+                raise
+            raise CnnkitError(
+                f"not enough memory to make {n:,} images at once: ask for fewer"
+            ) from None
 
     def generate(
         self, n: int = 64, class_name: str | None = None, seed: int | None = None
@@ -149,13 +174,20 @@ class Generator:
     ) -> list[Path]:
         """out.png (or .jpg): one grid; any other path: a folder of PNG files, out/<class>/ for
         a conditional GAN (a classifier's training folder as it is)."""
-        images, labels = self.generate_tensor(n, class_name, seed)
         out = Path(out)
-        if out.suffix.lower() in GRID_SUFFIXES:
-            nrow = self.spec.num_classes if self.conditional and class_name is None else 8
-            return [save_grid(images, out, nrow=min(nrow, n))]
-        names = [self.classes[int(i)] for i in labels] if labels is not None else None
-        return save_folder(images, out, names)
+        grid = out.suffix.lower() in GRID_SUFFIXES
+        if grid and out.is_dir():
+            raise CnnkitError(f"{out} is a folder: give a grid file's name, or the folder alone")
+        output_folder(out.parent if grid else out, "images")  # before any work is done
+        images, labels = self.generate_tensor(n, class_name, seed)
+        try:
+            if grid:
+                nrow = self.spec.num_classes if self.conditional and class_name is None else 8
+                return [save_grid(images, out, nrow=min(nrow, n))]
+            names = [self.classes[int(i)] for i in labels] if labels is not None else None
+            return save_folder(images, out, names)
+        except OSError as e:
+            raise CnnkitError(f"cannot write the images to {out}: {e.strerror or e}") from None
 
     def predict(self, *args: Any, **kwargs: Any) -> Any:
         raise CnnkitError("a GAN makes images instead of predicting: `cnnkit generate RUN`")

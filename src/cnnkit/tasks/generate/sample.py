@@ -78,13 +78,19 @@ def save_folder(
     images: torch.Tensor, out: str | Path, class_names: list[str] | None = None
 ) -> list[Path]:
     """One PNG per image: out/00000.png, or out/<class>/00000.png with class names (a folder a
-    classifier trains on as it is)."""
+    classifier trains on as it is). A folder that holds images already keeps them: the
+    numbers go on from its highest."""
     out = Path(out)
     written = []
+    following: dict[Path, int] = {}
     for i, image in enumerate(images):
         folder = out / class_names[i] if class_names else out
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{i:05d}.png"
+        if folder not in following:
+            folder.mkdir(parents=True, exist_ok=True)
+            taken = [int(p.stem) for p in folder.glob("*.png") if p.stem.isdigit()]
+            following[folder] = max(taken, default=-1) + 1
+        path = folder / f"{following[folder]:05d}.png"
+        following[folder] += 1
         Image.fromarray(np.ascontiguousarray(image.permute(1, 2, 0).numpy())).save(path)
         written.append(path)
     return written
