@@ -88,8 +88,12 @@ def test_pairs_are_drawn_person_by_person():
     assert len(pairs) == 600 and pairs.same.sum() == 300
     assert (labels[pairs.first] == labels[pairs.second]).tolist() == pairs.same.tolist()
     assert (pairs.first != pairs.second).all()
+    drawn = {(min(a, b), max(a, b)) for a, b in zip(pairs.first, pairs.second, strict=True)}
+    assert len(drawn) == 600  # no pair twice
     people = np.bincount(labels[pairs.first[pairs.same]], minlength=4)
-    assert people[3] == 0 and min(people[:3]) > 60  # not 500:10:2 as all pairs would be
+    # person by person: the two-image person gives its one pair and the ten-image one nearly
+    # all its 45, where drawing among all pairs would give them 500:10:2 of 124,795
+    assert people[3] == 0 and people[2] == 1 and 40 <= people[1] <= 45
     again = sample_pairs(labels, 600, seed=1)
     assert (again.first == pairs.first).all() and (again.second == pairs.second).all()
     with pytest.raises(CnnkitError, match="two people"):
@@ -263,6 +267,34 @@ def test_lfw_pairs_are_verified_with_ten_folds_and_a_roc(face_run, tmp_path, cap
     assert main([*args, "--threshold", "1.5"]) == 2
     err = capsys.readouterr().err
     assert "cosine similarity from -1 to 1, got 1.5" in err and len(err.splitlines()) == 1
+
+
+def test_pairs_naming_one_person_twice_are_one_person_and_a_wrong_header_is_said(
+    face_run, tmp_path, capsys
+):
+    _, _, run = face_run
+    names = sorted(p.name for p in LFW.iterdir())[:4]
+    lines = ["10 3"]  # promises 10 folds of 6 pairs: the file holds 8
+    lines += [f"{n} 1 {n} 2" for n in names]  # the four-field form, one person each
+    lines += [f"{names[i]} 3 {names[(i + 1) % 4]} 4" for i in range(4)]
+    (tmp_path / "pairs.txt").write_text("\n".join(lines) + "\n")
+    args = ["faces", "verify", str(run), "--pairs", str(tmp_path / "pairs.txt"), "--root", str(LFW)]
+    assert main([*args, "--json"]) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert report["pairs"] == 8 and report["same_pairs"] == 4 and report["folds"] == "stratified"
+    assert "promises folds of 6 pairs, but it holds 8" in " ".join(captured.err.split())
+
+
+def test_evaluate_writes_its_report_beside_the_checkpoint(face_run, capsys):
+    _, aligned, run = face_run
+    assert main(["evaluate", str(run)]) == 0
+    out = capsys.readouterr().out
+    folders = list(run.glob("eval-*"))
+    assert len(folders) == 1 and f"reports written to {folders[0]}" in " ".join(out.split())
+    metrics = json.loads((folders[0] / "metrics.json").read_text())
+    assert metrics["pairs"] > 0 and 0.0 <= metrics["auc"] <= 1.0
+    assert (folders[0] / "roc.png").is_file()
 
 
 def test_a_gallery_from_another_model_is_refused(face_run, tmp_path, capsys):

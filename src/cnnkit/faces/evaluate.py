@@ -3,7 +3,9 @@ of people, scored by an embedding model with LFW's 10-fold protocol."""
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,7 @@ class VerificationReport:
     source: str = ""
     out_dir: Path | None = None
     threshold_given: bool = False  # the threshold is the caller's, not the model's
+    file_folds: bool = False  # the 10 folds are the pairs file's own (LFW's), not dealt here
 
     def to_dict(self) -> dict[str, Any]:
         folds = not np.isnan(self.accuracy)
@@ -51,11 +54,13 @@ class VerificationReport:
             "threshold": self.threshold,
             "accuracy_at_threshold": self.accuracy_at_threshold,
             "no_face": len(self.no_face),
+            "folds": "file" if self.file_folds else "stratified",
         }
 
     def show(self) -> None:
         folds = (
-            f"accuracy {self.accuracy:.2%} +- {self.accuracy_std:.2%} (LFW's folds)"
+            f"accuracy {self.accuracy:.2%} +- {self.accuracy_std:.2%} "
+            + ("(the file's folds)" if self.file_folds else "(10 stratified folds)")
             if not np.isnan(self.accuracy)
             else "too few pairs for folds (2 of each kind at least)"
         )
@@ -108,6 +113,7 @@ def score_pairs(
         result.whole,
         source,
         threshold_given=given,
+        file_folds=pairs.fold is not None,
     )
     if roc is not None:
         write_roc(scores, pairs.same, Path(roc))
@@ -128,6 +134,8 @@ def verify_pair_file(
     if threshold is not None:
         embedder.resolve_threshold(threshold)  # a bad one before the images are read
     found = read_pairs(pairs_file, root)
+    for note in found.notes:
+        print(f"cnnkit: {note}", file=sys.stderr)
     aligned = aligned_faces(str(root)) is not None
     return score_pairs(embedder, found.paths, found.pairs, str(pairs_file), aligned, roc, threshold)
 
@@ -144,7 +152,12 @@ def evaluate_folder(
     from cnnkit.config import TrainConfig
     from cnnkit.data import load_data
     from cnnkit.tasks.embed.task import aligned_faces, identity_splits
-    from cnnkit.tasks.evaluation_data import check_split, choose_split, trained_on
+    from cnnkit.tasks.evaluation_data import (
+        check_split,
+        choose_split,
+        evaluation_folder,
+        trained_on,
+    )
 
     check_split(split)
     own = trained_on(data, embedder.data_location, embedder.config)
@@ -159,11 +172,16 @@ def evaluate_folder(
     pairs = sample_pairs(chosen.labels.numpy(), PAIRS_FROM_FOLDER, seed=0)
     aligned = Path(data).is_dir() and aligned_faces(str(data)) is not None
     roc = None
+    if out_dir is None and getattr(embedder, "path", None) is not None:
+        out_dir = evaluation_folder(embedder.path, data, split)  # beside the checkpoint
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         roc = Path(out_dir) / "roc.png"
     report = score_pairs(embedder, list(chosen.paths), pairs, f"{data} ({split})", aligned, roc)
-    report.out_dir = Path(out_dir) if out_dir is not None else None
+    if out_dir is not None:
+        report.out_dir = Path(out_dir)
+        metrics = json.dumps(report.to_dict(), indent=2) + "\n"
+        (report.out_dir / "metrics.json").write_text(metrics, encoding="utf-8")
     return report
 
 

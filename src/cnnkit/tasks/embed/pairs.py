@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from itertools import combinations
 from pathlib import Path
 
 import numpy as np
@@ -36,10 +37,12 @@ class Pairs:
 
 
 def sample_pairs(labels: np.ndarray, max_pairs: int = 6000, seed: int = 0) -> Pairs:
-    """Pairs drawn person by person, as LFW's are: half of one person (a person with two or
-    more images chosen uniformly, then two of their images), half of two different people
-    (two people chosen uniformly, one image each); at most ``max_pairs`` and no more pairs of
-    one person than exist. A fixed seed gives the same pairs every epoch."""
+    """Distinct pairs drawn person by person, as LFW's are: half of one person (a person with
+    two or more images chosen uniformly, then two of their images), half of two different
+    people (two people chosen uniformly, one image each); at most ``max_pairs`` and no more
+    pairs of one person than exist. No pair is drawn twice (a repeated pair could sit both in
+    the folds that choose a threshold and in the one it is scored on). A fixed seed gives the
+    same pairs every epoch."""
     labels = np.asarray(labels).reshape(-1)
     people = np.unique(labels)
     images = {p: np.flatnonzero(labels == p) for p in people.tolist()}
@@ -49,17 +52,39 @@ def sample_pairs(labels: np.ndarray, max_pairs: int = 6000, seed: int = 0) -> Pa
     existing = sum(images[p].size * (images[p].size - 1) // 2 for p in several)
     half = max(1, min(max_pairs // 2, existing))
     rng = np.random.default_rng(seed)
-    first, second = [], []
-    for p in rng.choice(several, half):
-        a, b = rng.choice(images[int(p)], 2, replace=False)
-        first.append(a)
-        second.append(b)
-    for _ in range(half):
+
+    def one_person() -> tuple[int, int]:
+        a, b = rng.choice(images[int(rng.choice(several))], 2, replace=False)
+        return int(a), int(b)
+
+    def two_people() -> tuple[int, int]:
         p, q = rng.choice(people, 2, replace=False)
-        first.append(rng.choice(images[int(p)]))
-        second.append(rng.choice(images[int(q)]))
-    same = np.arange(2 * half) < half
-    return Pairs(np.array(first), np.array(second), same)
+        return int(rng.choice(images[int(p)])), int(rng.choice(images[int(q)]))
+
+    same_pairs = _distinct(one_person, half, existing)
+    n = labels.size
+    different = _distinct(two_people, half, n * (n - 1) // 2 - existing)
+    if len(same_pairs) < half:  # a few people with many images: every pair of one person
+        same_pairs = [
+            (int(a), int(b)) for p in several for a, b in combinations(images[p].tolist(), 2)
+        ]
+        same_pairs = [same_pairs[i] for i in rng.permutation(len(same_pairs))[:half]]
+    pairs = same_pairs + different
+    same = np.arange(len(pairs)) < len(same_pairs)
+    return Pairs(np.array([a for a, _ in pairs]), np.array([b for _, b in pairs]), same)
+
+
+def _distinct(draw, wanted: int, available: int) -> list[tuple[int, int]]:
+    """Up to ``wanted`` distinct pairs from ``draw()`` (a pair and its reverse are one), with
+    a bounded number of tries: fewer when they run out or the draws keep repeating."""
+    found: dict[tuple[int, int], None] = {}
+    wanted = min(wanted, available)
+    for _ in range(20 * wanted + 100):
+        if len(found) >= wanted:
+            break
+        a, b = draw()
+        found.setdefault((min(a, b), max(a, b)), None)
+    return [(a, b) for a, b in found]
 
 
 def best_threshold(scores: np.ndarray, same: np.ndarray) -> tuple[float, float]:
@@ -135,6 +160,7 @@ class PairFile:
 
     paths: list[str]
     pairs: Pairs
+    notes: list[str] = field(default_factory=list)  # e.g. a folds header the pairs belie
 
 
 _HEADER = re.compile(r"^\s*(\d+)\s+(\d+)\s*$")
@@ -199,15 +225,20 @@ def read_pairs(path: str | os.PathLike, root: str | os.PathLike) -> PairFile:
             ids.append(index.setdefault(str(image), len(index)))
         first.append(ids[0])
         second.append(ids[1])
-        same.append(len(parts) == 3)
+        same.append(a[0] == b[0])  # 'name i name j' is one person too
     if not same:
         raise CnnkitError(f"{file} holds no pairs")
     missing = [p for p in index if not Path(p).is_file()]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise CnnkitError(f"{file}: image not found: {missing[0]}{more}")
-    fold = None
+    fold, notes = None, []
     if per_fold is not None and len(same) % per_fold == 0 and len(same) // per_fold > 1:
         fold = np.arange(len(same)) // per_fold
+    elif per_fold is not None:
+        notes.append(
+            f"{file}'s first line promises folds of {per_fold} pairs, but it holds "
+            f"{len(same)}: its pairs are dealt into 10 stratified folds instead"
+        )
     pairs = Pairs(np.array(first), np.array(second), np.array(same, dtype=bool), fold)
-    return PairFile(list(index), pairs)
+    return PairFile(list(index), pairs, notes)
