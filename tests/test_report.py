@@ -280,6 +280,22 @@ def sweep_command(project: Path) -> list[str]:
     ]
 
 
+def test_a_combination_that_cannot_train_is_named_and_the_others_train(tmp_path, capsys):
+    """A detector cannot train on class folders: found only when its run starts, it is said,
+    and the sweep's other runs train and are compared; the exit says not all did."""
+    args = ["train", "--data", "cifar10-sample", "--project", str(tmp_path), "--name", "m"]
+    args += ["--epochs", "1", "--no-report", "--no-progress"]
+    args += ["--sweep", "model=simple_cnn,fcos_mobilenet_v2,fastnet_cpu"]
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    said = " ".join(captured.out.split())
+    assert "sweep 2/3 (model=fcos_mobilenet_v2) not trained:" in said
+    assert "classification dataset" in said and "2 of 3 runs finished" in said
+    assert (tmp_path / "m" / "compare.html").is_file()
+    assert (tmp_path / "m" / "03_model=fastnet_cpu" / "best.pt").is_file()
+    assert not (tmp_path / "m" / "02_model=fcos_mobilenet_v2").exists()
+
+
 def test_an_interrupted_sweep_keeps_its_runs_and_a_rerun_goes_on(tmp_path):
     folder = tmp_path / "s"
     second = folder / "02_epochs=6"

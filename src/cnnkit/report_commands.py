@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -38,6 +39,11 @@ def run_sweep(items: list[str], config: Any, progress: bool) -> int:
         print(f"sweep folder: {result.folder} ({done}); comparison: {result.compare}")
     else:
         print(f"sweep folder: {result.folder} ({done})")
+    if result.failed:
+        print(
+            f"cnnkit: {len(result.failed)} combination(s) could not train (above)", file=sys.stderr
+        )
+        return 2
     return 0
 
 

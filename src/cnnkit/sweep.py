@@ -40,6 +40,7 @@ class SweepResult:
     interrupted: bool = False
     stopped_by: int | None = None
     compare: Path | None = None
+    failed: list[tuple[Path, str]] = field(default_factory=list)  # (run folder, why not run)
 
 
 def _scalar_type(name: str) -> tuple[type, bool]:
@@ -183,7 +184,6 @@ def sweep(
 ) -> SweepResult:
     """Train one run per combination of ``grid``'s values over ``config`` into
     <project>/<name> (default name: sweep-<keys>), then write compare.html there."""
-    from cnnkit.engine import train
     from cnnkit.report.compare import compare_runs
 
     if not grid:
@@ -215,13 +215,13 @@ def sweep(
             _report_if_missing(run_dir, config.report)
             continue
         print(f"sweep {index}/{len(combos)}: {described}")
-        if (run_dir / "last.pt").is_file():
-            run = train(resume=run_dir, progress=progress)
-        else:
-            if run_dir.exists():  # a run stopped before its first checkpoint: start it again
-                shutil.rmtree(run_dir)
-            values = {**with_overrides(base, combo), "project": str(folder), "name": name}
-            run = train(TrainConfig.from_dict(values, "--sweep"), progress=progress)
+        try:
+            run = _train_one(run_dir, {**with_overrides(base, combo), "name": name}, progress)
+        except CnnkitError as exc:  # this combination cannot train (a model for another
+            # task than the data's, ...): the others still can
+            print(f"cnnkit: sweep {index}/{len(combos)} ({described}) not trained: {exc}")
+            result.failed.append((run_dir, str(exc)))
+            continue
         if run.interrupted:
             result.interrupted, result.stopped_by = True, run.stopped_by
             break
@@ -229,6 +229,18 @@ def sweep(
     if len(result.finished) >= 2:
         result.compare = compare_runs(result.finished, folder / "compare.html")
     return result
+
+
+def _train_one(run_dir: Path, values: dict[str, Any], progress: bool) -> Any:
+    """One combination's run: resumed from its last.pt, else started afresh."""
+    from cnnkit.engine import train
+
+    if (run_dir / "last.pt").is_file():
+        return train(resume=run_dir, progress=progress)
+    if run_dir.exists():  # a run stopped before its first checkpoint: start it again
+        shutil.rmtree(run_dir)
+    values = {**values, "project": str(run_dir.parent)}
+    return train(TrainConfig.from_dict(values, "--sweep"), progress=progress)
 
 
 def _report_if_missing(run_dir: Path, wanted: bool) -> None:
