@@ -164,6 +164,32 @@ def test_cli_explain_filters_and_features(cls_run, tmp_path, capsys):
     assert "conv2d_1" in capsys.readouterr().out and features.is_file()
 
 
+def test_explain_skips_and_names_unreadable_files_among_good_ones(cls_run, tmp_path, capsys):
+    folder = tmp_path / "mix"
+    folder.mkdir()
+    good = sorted(SAMPLE.rglob("*.png"))[:2]
+    for i, path in enumerate(good):
+        (folder / f"b{i}.png").write_bytes(path.read_bytes())
+    (folder / "a_bad.png").write_text("not a picture")  # sorts first
+    out = tmp_path / "cams"
+    assert main(["explain", str(cls_run.run_dir), str(folder), "--out", str(out), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert [Path(r["source"]).name for r in json.loads(captured.out)] == ["b0.png", "b1.png"]
+    assert f"skipped {folder / 'a_bad.png'}: not an image" in captured.err
+    assert len(list(out.glob("*.png"))) == 2
+    assert main(["explain", str(cls_run.run_dir), str(folder / "a_bad.png")]) == 2
+    assert "no image could be read" in capsys.readouterr().err
+    argv = [
+        "features",
+        str(cls_run.run_dir),
+        str(folder / "a_bad.png"),
+        "--out",
+        str(out / "f.png"),
+    ]
+    assert main(argv) == 2
+    assert f"{folder / 'a_bad.png'}: not an image" in capsys.readouterr().err
+
+
 def test_cli_refusals_are_one_line(cls_run, tmp_path, capsys):
     image = str(sorted(SAMPLE.rglob("*.png"))[0])
     onnx_file = export_model(cls_run.run_dir, "onnx", tmp_path / "m.onnx").path

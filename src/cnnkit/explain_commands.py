@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from cnnkit.errors import CnnkitError
 
@@ -31,9 +32,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if not args.model and len(args.inputs) < 2:
         raise CnnkitError("give a checkpoint (or run folder) and at least one image")
     predictor, paths = _classifier(args, args.inputs, EXPLAINED_TASKS)
-    files = [str(p) for p in expand_paths(paths)]
-    if not files:
-        raise CnnkitError("no image to explain")
+    files = _readable([str(p) for p in expand_paths(paths)])
     results = explain(predictor, files, args.method, args.layer, args.target, args.out, args.conf)
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
@@ -42,6 +41,26 @@ def cmd_explain(args: argparse.Namespace) -> int:
             print(r.summary())
         print(f"{args.method} on layer {results[0].layer}", file=sys.stderr)
     return 0
+
+
+def _readable(files: list[str]) -> list[str]:
+    """The files that decode; each other one is named on stderr (as predict does), and none
+    at all is one error."""
+    from cnnkit.data.decode import decode_image
+
+    if not files:
+        raise CnnkitError("no image to explain")
+    readable = []
+    for path in files:
+        try:
+            decode_image(path)
+        except CnnkitError as exc:
+            print(f"cnnkit: skipped {path}: {exc}", file=sys.stderr)
+            continue
+        readable.append(path)
+    if not readable:
+        raise CnnkitError(f"no image could be read ({len(files)} skipped)")
+    return readable
 
 
 def cmd_filters(args: argparse.Namespace) -> int:
@@ -59,6 +78,9 @@ def cmd_features(args: argparse.Namespace) -> int:
     classifier, rest = _classifier(args, args.inputs)
     if len(rest) != 1:
         raise CnnkitError("give one image")
+    if Path(rest[0]).is_dir():
+        raise CnnkitError(f"{rest[0]} is a folder: give one image")
+    _readable([rest[0]])
     layer, path = draw_features(classifier, rest[0], args.out, args.layer, args.max_maps)
     print(f"{layer}'s feature maps written to {path}")
     return 0
