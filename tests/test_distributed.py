@@ -196,6 +196,30 @@ def test_sigterm_on_one_rank_stops_both_and_resume_continues_exactly(data, runs,
     assert max_difference(weights(run), weights(runs["two"])) < 1e-6
 
 
+def test_a_run_of_one_process_resumed_in_two_goes_on_after_as_many_images(data, tmp_path):
+    """1 process x batch 8 stopped 40 steps (320 images) into epoch 2; resumed by 2 processes
+    (16 images a step), it goes on at step 20: no image of the epoch skipped."""
+    from cnnkit.config import TrainConfig
+    from cnnkit.engine.fit import Trainer
+    from stop_after import StopAfter
+
+    run = tmp_path / "runs" / "cut"
+    run.mkdir(parents=True)
+    config = TrainConfig(  # common()'s settings
+        data=str(data), model=MODEL, precision="fp32", optimizer="sgd", lr=0.005, report=False,
+        epochs=2, batch_size=8, project=str(tmp_path / "runs"), name="cut",
+    )  # fmt: skip
+    trainer = Trainer(config, run, progress=False)
+    trainer.stop = StopAfter(trainer.steps + 40)
+    assert trainer.fit().interrupted
+    assert torch.load(run / "last.pt", weights_only=True)["progress"]["step"] == 40
+    resume = torchrun(2, "--resume", str(run), "--no-progress", cwd=tmp_path)
+    code, out = finish(resume)
+    assert code == 0, out
+    assert "saved by 1 process(es) and resumes in 2" in out
+    assert f"resuming {run} at epoch 2, batch 20" in out, out
+
+
 def test_a_dead_rank_fails_the_others_in_one_line_instead_of_hanging(data, tmp_path):
     proc = torchrun(
         2, *common(data, "--epochs", "50", "--batch-size", "2", "--name", "dead"), cwd=tmp_path

@@ -49,7 +49,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     main_process = launched_rank() == 0  # under torchrun only rank 0 speaks
     if result.interrupted:
         if main_process:
-            print(f"interrupted: resume with `cnnkit train --resume {result.run_dir}`")
+            how = (
+                f"the same torchrun command with `--resume {result.run_dir}`"
+                if launched()
+                else f"`cnnkit train --resume {result.run_dir}`"
+            )
+            print(f"interrupted: resume with {how}")
         return 128 + (result.stopped_by or signal.SIGINT)  # 130 for Ctrl-C, 143 for SIGTERM
     if main_process:
         print(f"run folder: {result.run_dir}")

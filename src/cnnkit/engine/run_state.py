@@ -150,6 +150,11 @@ class RunState:
         _set_rng_state(ranks[distributed.rank()] if same_world else ckpt["rng"])
         self.generator.set_state(ckpt["generator"])
         self.progress = EpochProgress.from_dict(ckpt["progress"])
+        saved_world = int(ckpt.get("world_size") or 1)
+        if saved_world != self.world:
+            # its steps were of saved_world x batch images: go on after as many images (a
+            # partial step is done again rather than skipped)
+            self.progress.step = self.progress.step * saved_world // self.world
         if not self.main:  # the saved totals are every rank's: rank 0 carries them on
             self.progress.sums = dict.fromkeys(self.progress.sums, 0.0)
             self.progress.seen = 0

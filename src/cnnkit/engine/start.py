@@ -48,7 +48,8 @@ def _resume(run: str | Path, progress: bool, overrides: dict[str, Any]) -> RunRe
         print(
             f"cnnkit: note: {last} was saved by {trained_by} process(es) and resumes in "
             f"{trainer.world}: it goes on with {trainer.cfg.batch_size * trainer.world} images "
-            "a step, not exactly as the interrupted run would have"
+            "a step, after as many images of the epoch as were done, not exactly as the "
+            "interrupted run would have"
         )
     trainer.restore(ckpt)
     if trainer.epoch >= trainer.total_epochs:
