@@ -181,6 +181,14 @@ def test_a_second_align_into_the_same_folder_adds_people_at_the_same_size_only(
     assert not (copy / "s13").exists()
     assert main(["faces", "align", str(more), "--out", str(copy), "--size", "64"]) == 0
     assert len(list((copy / "s13").glob("*.png"))) == 10 and len(list(copy.iterdir())) == 14
+    # another photo folder's person named as one already there would merge two people
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "s1").symlink_to(ORL / "s20")
+    capsys.readouterr()
+    assert main(["faces", "align", str(other), "--out", str(copy), "--size", "64"]) == 2
+    assert "already holds a person 's1'" in capsys.readouterr().err
+    assert len(list((copy / "s1").glob("*.png"))) == 10  # untouched
 
 
 def test_the_checkpoint_holds_the_threshold_and_the_alignment(face_run):

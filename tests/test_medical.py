@@ -125,6 +125,14 @@ def test_an_npz_of_any_name_reads_colour_and_grey(tmp_path):
             ),
             "must be uint8",
         ),
+        (
+            lambda p: np.savez(
+                p,
+                train_images=np.zeros((2, 28, 28), np.uint8),
+                train_labels=np.array([[0.0], [1.0]], np.float32),
+            ),
+            "train_labels must be whole class numbers (an integer array), not float32",
+        ),
     ],
 )
 def test_bad_npz_files_are_one_line(tmp_path, capsys, make, message):

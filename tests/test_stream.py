@@ -245,6 +245,16 @@ def test_shard_command_refuses_bad_input_in_one_line(cifar_folder, tmp_path, cap
     assert not (tmp_path / "s").exists()
 
 
+def test_shards_whose_index_is_cut_short_are_one_line_naming_it(cifar_folder, tmp_path, capsys):
+    write_shards(cifar_folder, tmp_path / "shards", shard_size=40, progress=False)
+    index = tmp_path / "shards" / "dataset.json"
+    index.write_text(index.read_text()[:20])  # cut short: no longer JSON
+    argv = ["train", "--data", str(tmp_path / "shards"), "--epochs", "1", "--no-progress"]
+    assert main([*argv, "--project", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"cnnkit: error: {index} cannot be read") and "\n" not in err
+
+
 def test_memory_budget_reads_sizes_and_shares():
     assert memory_budget("1K")[0] == 1024 and memory_budget("2GiB")[0] == 2 * 2**30
     assert 0 < memory_budget("10%")[0] < memory_budget("50%")[0]

@@ -249,7 +249,12 @@ class NpzFile:
                 )
             return labels.astype(np.uint8)
         labels = labels.reshape(-1)
-        if labels.size and (labels.min() < 0 or not np.issubdtype(labels.dtype, np.integer)):
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise CnnkitError(
+                f"{self.path.name}: {split}_labels must be whole class numbers (an integer "
+                f"array), not {labels.dtype}: save them with .astype(int)"
+            )
+        if labels.size and labels.min() < 0:
             raise CnnkitError(f"{self.path.name}: {split}_labels must be class indices >= 0")
         return labels.astype(np.int64)
 

@@ -58,14 +58,20 @@ class ShardMembers:
 
 
 def is_shard_folder(path: str | os.PathLike) -> bool:
-    """Whether `path` is a folder `cnnkit shard` wrote (it holds a dataset.json of ours)."""
+    """Whether `path` is a folder `cnnkit shard` wrote (it holds a dataset.json of ours); a
+    dataset.json beside .tar shards that cannot be read is one error naming it."""
     index = Path(path) / SHARD_INDEX
     if not index.is_file():
         return False
     try:
-        return json.loads(index.read_text()).get("format") == SHARD_FORMAT
-    except (OSError, ValueError, AttributeError):
+        data = json.loads(index.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        if any(Path(path).glob("*.tar")):
+            raise CnnkitError(
+                f"{index} cannot be read ({e}): write the shards again with `cnnkit shard`"
+            ) from None
         return False
+    return isinstance(data, dict) and data.get("format") == SHARD_FORMAT
 
 
 def _source_lists(src: Path) -> SourceSplits:

@@ -55,6 +55,7 @@ def align_folder(
     people = sorted(p for p in src.iterdir() if p.is_dir())
     if not people:
         raise CnnkitError(f"{src} has no person folders (one sub-folder of photos per person)")
+    _refuse_namesakes(dst, src, earlier, [p.name for p in people])
     detector = detector or FaceDetector()
     result = AlignedFolder(dst, 0, 0)
     for person in people:
@@ -80,9 +81,32 @@ def align_folder(
         result.people += written > 0
     if not result.faces:
         raise CnnkitError(f"no face found in any photo of {src}")
-    record = {"detector": "mtcnn", "size": size, "source": str(src.resolve())}
+    sources = [*(earlier or {}).get("sources", []), str(src.resolve())]
+    record = {
+        "detector": "mtcnn",
+        "size": size,
+        "source": str(src.resolve()),
+        "sources": sorted(set(sources)),  # every folder aligned into this one
+    }
     (dst / ALIGNED_MARKER).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return result
+
+
+def _refuse_namesakes(dst: Path, src: Path, earlier: dict | None, names: list[str]) -> None:
+    """Two people of different photo folders under one name would become one person: a
+    folder aligned from another source that holds a person of this one's name is refused."""
+    if earlier is None:
+        return
+    aligned_from = earlier.get("sources") or [earlier.get("source")]
+    if str(src.resolve()) in aligned_from:
+        return  # the same photos again: their crops are made anew
+    taken = [name for name in names if (dst / name).is_dir()]
+    if taken:
+        raise CnnkitError(
+            f"{dst} already holds a person '{taken[0]}' aligned from {aligned_from[-1]}: the "
+            f"person of {src} with that folder name would be merged into them (folder names "
+            "must not repeat): rename one, or give another --out"
+        )
 
 
 def _earlier_record(marker: Path) -> dict | None:
