@@ -196,7 +196,7 @@ def test_sigterm_on_one_rank_stops_both_and_resume_continues_exactly(data, runs,
     assert max_difference(weights(run), weights(runs["two"])) < 1e-6
 
 
-def test_a_run_of_one_process_resumed_in_two_goes_on_after_as_many_images(data, tmp_path):
+def test_a_run_of_one_process_resumed_in_two_goes_on_after_as_many_images(data, runs, tmp_path):
     """1 process x batch 8 stopped 40 steps (320 images) into epoch 2; resumed by 2 processes
     (16 images a step), it goes on at step 20: no image of the epoch skipped."""
     from cnnkit.config import TrainConfig
@@ -218,6 +218,11 @@ def test_a_run_of_one_process_resumed_in_two_goes_on_after_as_many_images(data, 
     assert code == 0, out
     assert "saved by 1 process(es) and resumes in 2" in out
     assert f"resuming {run} at epoch 2, batch 20" in out, out
+    # the schedule moved with it: it ends where two processes' uninterrupted run ends (to a
+    # step: 165 steps of 8 images are 82 of 16, not 82.5)
+    ended = torch.load(run / "last.pt", weights_only=True)["scheduler"]["last_epoch"]
+    whole = torch.load(runs["two"] / "last.pt", weights_only=True)["scheduler"]["last_epoch"]
+    assert abs(ended - whole) <= 1, (ended, whole)
 
 
 def test_a_dead_rank_fails_the_others_in_one_line_instead_of_hanging(data, tmp_path):

@@ -103,6 +103,22 @@ def test_evaluating_one_split_names_only_the_files_that_split_left_out(
         assert ("skipped 3 file(s)" in err) == bool(expected), err
 
 
+def test_only_a_validation_split_carved_from_train_shares_trains_skipped_files():
+    from types import SimpleNamespace
+
+    from cnnkit.tasks.detect.formats.records import skipped_of
+
+    skipped = [("train/bad.png", "truncated PNG"), ("test/bad.png", "not an image")]
+    splits = SimpleNamespace(
+        skipped=skipped, skipped_in={0: "train", 1: "test"}, val_source="split"
+    )
+    assert skipped_of(splits, "test") == skipped[1:]
+    assert skipped_of(splits, "val") == skipped[:1]  # carved out of train: train's concern it
+    assert skipped_of(splits, "train") == skipped[:1]
+    splits.val_source = "folder"
+    assert skipped_of(splits, "val") == []
+
+
 def test_an_evaluation_folder_is_kept_for_its_own_data(tmp_path):
     checkpoint = tmp_path / "run" / "best.pt"
     checkpoint.parent.mkdir()

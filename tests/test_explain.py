@@ -178,7 +178,8 @@ def test_explain_skips_and_names_unreadable_files_among_good_ones(cls_run, tmp_p
     assert f"skipped {folder / 'a_bad.png'}: not an image" in captured.err
     assert len(list(out.glob("*.png"))) == 2
     assert main(["explain", str(cls_run.run_dir), str(folder / "a_bad.png")]) == 2
-    assert "no image could be read" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip()  # one file: one line naming it
+    assert err == f"cnnkit: error: {folder / 'a_bad.png'}: not an image"
     argv = [
         "features",
         str(cls_run.run_dir),
@@ -187,7 +188,7 @@ def test_explain_skips_and_names_unreadable_files_among_good_ones(cls_run, tmp_p
         str(out / "f.png"),
     ]
     assert main(argv) == 2
-    assert f"{folder / 'a_bad.png'}: not an image" in capsys.readouterr().err
+    assert capsys.readouterr().err.strip() == f"cnnkit: error: {folder / 'a_bad.png'}: not an image"
 
 
 def test_cli_refusals_are_one_line(cls_run, tmp_path, capsys):

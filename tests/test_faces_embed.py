@@ -291,7 +291,7 @@ def test_pairs_naming_one_person_twice_are_one_person_and_a_wrong_header_is_said
     captured = capsys.readouterr()
     report = json.loads(captured.out)
     assert report["pairs"] == 8 and report["same_pairs"] == 4 and report["folds"] == "stratified"
-    assert "promises folds of 6 pairs, but it holds 8" in " ".join(captured.err.split())
+    assert "promises 10 fold(s) of 6 pairs, but it holds 8 pairs" in " ".join(captured.err.split())
 
 
 def test_evaluate_writes_its_report_beside_the_checkpoint(face_run, capsys):

@@ -288,8 +288,8 @@ def test_a_combination_that_cannot_train_is_named_and_the_others_train(tmp_path,
     args += ["--sweep", "model=simple_cnn,fcos_mobilenet_v2,fastnet_cpu"]
     assert main(args) == 2
     captured = capsys.readouterr()
-    said = " ".join(captured.out.split())
-    assert "sweep 2/3 (model=fcos_mobilenet_v2) not trained:" in said
+    said = " ".join((captured.out + captured.err).split())
+    assert "sweep 2/3 (model=fcos_mobilenet_v2) not trained:" in " ".join(captured.err.split())
     assert "classification dataset" in said and "2 of 3 runs finished" in said
     assert (tmp_path / "m" / "compare.html").is_file()
     assert (tmp_path / "m" / "03_model=fastnet_cpu" / "best.pt").is_file()

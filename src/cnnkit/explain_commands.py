@@ -55,6 +55,8 @@ def _readable(files: list[str]) -> list[str]:
         try:
             decode_image(path)
         except CnnkitError as exc:
+            if len(files) == 1:
+                raise CnnkitError(f"{path}: {exc}") from None
             print(f"cnnkit: skipped {path}: {exc}", file=sys.stderr)
             continue
         readable.append(path)

@@ -11,6 +11,7 @@ import dataclasses
 import itertools
 import re
 import shutil
+import sys
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -219,7 +220,12 @@ def sweep(
             run = _train_one(run_dir, {**with_overrides(base, combo), "name": name}, progress)
         except CnnkitError as exc:  # this combination cannot train (a model for another
             # task than the data's, ...): the others still can
-            print(f"cnnkit: sweep {index}/{len(combos)} ({described}) not trained: {exc}")
+            if (run_dir / "best.pt").is_file():
+                raise  # it trained, and failed after: no combination to leave out
+            print(
+                f"cnnkit: sweep {index}/{len(combos)} ({described}) not trained: {exc}",
+                file=sys.stderr,
+            )
             result.failed.append((run_dir, str(exc)))
             continue
         if run.interrupted:

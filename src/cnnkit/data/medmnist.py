@@ -249,7 +249,9 @@ class NpzFile:
                 )
             return labels.astype(np.uint8)
         labels = labels.reshape(-1)
-        if not np.issubdtype(labels.dtype, np.integer):
+        if labels.dtype == bool:
+            labels = labels.astype(np.int64)
+        if labels.size and not np.issubdtype(labels.dtype, np.integer):
             raise CnnkitError(
                 f"{self.path.name}: {split}_labels must be whole class numbers (an integer "
                 f"array), not {labels.dtype}: save them with .astype(int)"

@@ -33,6 +33,17 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _rescale_schedule(scheduler: Any, saved_world: int, world: int) -> None:
+    """A per-step LambdaLR saved at a step count of ``saved_world`` processes, moved to the
+    same number of images at ``world`` processes' steps, its learning rates set anew."""
+    scheduler.last_epoch = scheduler.last_epoch * saved_world // world
+    for group, base, factor in zip(
+        scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True
+    ):
+        group["lr"] = base * factor(scheduler.last_epoch)
+    scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]
+
+
 class RunState:
     """The Trainer's checkpoints: best.pt (the chosen weights) and last.pt (everything to
     resume)."""
@@ -153,8 +164,10 @@ class RunState:
         saved_world = int(ckpt.get("world_size") or 1)
         if saved_world != self.world:
             # its steps were of saved_world x batch images: go on after as many images (a
-            # partial step is done again rather than skipped)
+            # partial step is done again rather than skipped), the schedule too
             self.progress.step = self.progress.step * saved_world // self.world
+            for opt in self.optimizations.values():
+                _rescale_schedule(opt.scheduler, saved_world, self.world)
         if not self.main:  # the saved totals are every rank's: rank 0 carries them on
             self.progress.sums = dict.fromkeys(self.progress.sums, 0.0)
             self.progress.seen = 0

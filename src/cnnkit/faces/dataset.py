@@ -81,7 +81,7 @@ def align_folder(
         result.people += written > 0
     if not result.faces:
         raise CnnkitError(f"no face found in any photo of {src}")
-    sources = [*(earlier or {}).get("sources", []), str(src.resolve())]
+    sources = [*_sources(earlier), str(src.resolve())]
     record = {
         "detector": "mtcnn",
         "size": size,
@@ -97,16 +97,24 @@ def _refuse_namesakes(dst: Path, src: Path, earlier: dict | None, names: list[st
     folder aligned from another source that holds a person of this one's name is refused."""
     if earlier is None:
         return
-    aligned_from = earlier.get("sources") or [earlier.get("source")]
+    aligned_from = _sources(earlier)
     if str(src.resolve()) in aligned_from:
         return  # the same photos again: their crops are made anew
     taken = [name for name in names if (dst / name).is_dir()]
     if taken:
         raise CnnkitError(
-            f"{dst} already holds a person '{taken[0]}' aligned from {aligned_from[-1]}: the "
-            f"person of {src} with that folder name would be merged into them (folder names "
-            "must not repeat): rename one, or give another --out"
+            f"{dst} already holds a person '{taken[0]}' aligned from another photo folder: "
+            f"the person of {src} with that folder name would be merged into them (folder "
+            "names must not repeat): rename one, or give another --out"
         )
+
+
+def _sources(record: dict | None) -> list[str]:
+    """The photo folders an aligned folder's record names (older records: one, 'source')."""
+    if not record:
+        return []
+    listed = record.get("sources") or [record.get("source")]
+    return [str(s) for s in listed if s]
 
 
 def _earlier_record(marker: Path) -> dict | None:

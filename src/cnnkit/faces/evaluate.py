@@ -54,7 +54,7 @@ class VerificationReport:
             "threshold": self.threshold,
             "accuracy_at_threshold": self.accuracy_at_threshold,
             "no_face": len(self.no_face),
-            "folds": "file" if self.file_folds else "stratified",
+            "folds": ("file" if self.file_folds else "stratified") if folds else None,
         }
 
     def show(self) -> None:

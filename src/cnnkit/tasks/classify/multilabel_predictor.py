@@ -123,6 +123,7 @@ class MultilabelClassifier(Classifier):
             images = data
         else:
             images, split = self.split_images(data, split, data_root, progress)
+            _refuse_class_numbers(data, images, len(self.classes))
         targets = self.targets_in_our_order(images)
         logits, _ = self.logits(images.images, batch_size, tta)
         report = multilabel_report(logits, targets, self.classes, self.label_thresholds)
@@ -139,14 +140,6 @@ class MultilabelClassifier(Classifier):
         matched by name (a label the data never names is all negatives); single-label data is
         one label per image. A label the model does not know is one line."""
         ours = {name: i for i, name in enumerate(self.classes)}
-        numbered = images.classes == [str(i) for i in range(len(images.classes))]
-        if not images.multilabel and numbered:
-            raise CnnkitError(
-                "the data gives one class per image, by number (0, 1, ...), but this model "
-                "scores each of its labels on its own: a class number is no label name; give "
-                "its labels as 0/1 columns, one per label (N, "
-                f"{len(self.classes)})"
-            )
         unknown = [name for name in images.classes if name not in ours]
         if unknown:
             raise CnnkitError(
@@ -162,3 +155,15 @@ class MultilabelClassifier(Classifier):
         targets = torch.zeros(len(images), len(self.classes))
         targets[:, columns] = rows
         return targets
+
+
+def _refuse_class_numbers(data: Any, images: ImageSet, labels: int) -> None:
+    """An unnamed .npz names its classes by number (0, 1, ...), as it names a multi-label
+    file's columns: a single-label file's class 0 is no 'label 0 present', so it is refused."""
+    numbered = images.classes == [str(i) for i in range(len(images.classes))]
+    if str(data).lower().endswith(".npz") and not images.multilabel and numbered:
+        raise CnnkitError(
+            f"{data} gives one class per image, by number (0, 1, ...), but this model scores "
+            "each of its labels on its own: a class number is no label name; give its labels "
+            f"as 0/1 columns, one per label (N, {labels})"
+        )

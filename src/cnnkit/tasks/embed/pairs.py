@@ -53,30 +53,56 @@ def sample_pairs(labels: np.ndarray, max_pairs: int = 6000, seed: int = 0) -> Pa
     half = max(1, min(max_pairs // 2, existing))
     rng = np.random.default_rng(seed)
 
-    def one_person() -> tuple[int, int]:
-        a, b = rng.choice(images[int(rng.choice(several))], 2, replace=False)
-        return int(a), int(b)
-
     def two_people() -> tuple[int, int]:
         p, q = rng.choice(people, 2, replace=False)
         return int(rng.choice(images[int(p)])), int(rng.choice(images[int(q)]))
 
-    same_pairs = _distinct(one_person, half, existing)
+    same_pairs = _one_person_pairs({p: images[p] for p in several}, half, max_pairs, rng)
     n = labels.size
     different = _distinct(two_people, half, n * (n - 1) // 2 - existing)
-    if len(same_pairs) < half:  # a few people with many images: every pair of one person
-        same_pairs = [
-            (int(a), int(b)) for p in several for a, b in combinations(images[p].tolist(), 2)
-        ]
-        same_pairs = [same_pairs[i] for i in rng.permutation(len(same_pairs))[:half]]
     pairs = same_pairs + different
     same = np.arange(len(pairs)) < len(same_pairs)
     return Pairs(np.array([a for a, _ in pairs]), np.array([b for _, b in pairs]), same)
 
 
+def _one_person_pairs(
+    images: dict[int, np.ndarray], wanted: int, max_pairs: int, rng: np.random.Generator
+) -> list[tuple[int, int]]:
+    """``wanted`` distinct pairs of one person each: a person chosen uniformly among those with
+    a pair left, then one of their unused pairs. A person with few pairs has them listed and
+    shuffled; one with many more than could be wanted (over 4 x max_pairs) is drawn from at
+    random, a repeat drawn again (rare there), so no person's pairs are ever all listed."""
+    large = 4 * max_pairs
+    left = {p: idx.size * (idx.size - 1) // 2 for p, idx in images.items()}
+    listed: dict[int, list[tuple[int, int]]] = {}
+    taken: set[tuple[int, int]] = set()
+    open_people = [p for p in images if left[p] > 0]
+    found: list[tuple[int, int]] = []
+    while len(found) < wanted and open_people:
+        k = int(rng.integers(len(open_people)))
+        person = open_people[k]
+        if left[person] > large:
+            while True:
+                a, b = sorted(int(v) for v in rng.choice(images[person], 2, replace=False))
+                if (a, b) not in taken:
+                    break
+        else:
+            if person not in listed:
+                every = list(combinations(images[person].tolist(), 2))
+                listed[person] = [every[i] for i in rng.permutation(len(every))]
+            a, b = listed[person].pop()
+        taken.add((a, b))
+        found.append((a, b))
+        left[person] -= 1
+        if left[person] == 0:
+            open_people[k] = open_people[-1]
+            open_people.pop()
+    return found
+
+
 def _distinct(draw, wanted: int, available: int) -> list[tuple[int, int]]:
-    """Up to ``wanted`` distinct pairs from ``draw()`` (a pair and its reverse are one), with
-    a bounded number of tries: fewer when they run out or the draws keep repeating."""
+    """Up to ``wanted`` distinct pairs of two people from ``draw()`` (a pair and its reverse
+    are one), with a bounded number of tries: fewer when they run out or keep repeating."""
     found: dict[tuple[int, int], None] = {}
     wanted = min(wanted, available)
     for _ in range(20 * wanted + 100):
@@ -194,7 +220,7 @@ def read_pairs(path: str | os.PathLike, root: str | os.PathLike) -> PairFile:
         lines = file.read_text(encoding="utf-8-sig").splitlines()  # a BOM is no name
     except (OSError, UnicodeDecodeError) as exc:
         raise CnnkitError(f"{file} cannot be read as a text pairs file ({exc})") from None
-    per_fold = None
+    per_fold, folds = None, 0
     numbered = list(enumerate(lines, 1))
     if numbered and _HEADER.match(numbered[0][1]) and len(numbered[0][1].split()) == 2:
         folds, n = (int(v) for v in numbered[0][1].split())
@@ -233,12 +259,12 @@ def read_pairs(path: str | os.PathLike, root: str | os.PathLike) -> PairFile:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise CnnkitError(f"{file}: image not found: {missing[0]}{more}")
     fold, notes = None, []
-    if per_fold is not None and len(same) % per_fold == 0 and len(same) // per_fold > 1:
+    if per_fold is not None and folds > 1 and len(same) == folds * per_fold:
         fold = np.arange(len(same)) // per_fold
     elif per_fold is not None:
         notes.append(
-            f"{file}'s first line promises folds of {per_fold} pairs, but it holds "
-            f"{len(same)}: its pairs are dealt into 10 stratified folds instead"
+            f"{file}'s first line promises {folds} fold(s) of {per_fold} pairs, but it holds "
+            f"{len(same)} pairs: they are dealt into stratified folds instead"
         )
     pairs = Pairs(np.array(first), np.array(second), np.array(same, dtype=bool), fold)
     return PairFile(list(index), pairs, notes)

@@ -87,7 +87,9 @@ def save_folder(
         folder = out / class_names[i] if class_names else out
         if folder not in following:
             folder.mkdir(parents=True, exist_ok=True)
-            taken = [int(p.stem) for p in folder.glob("*.png") if p.stem.isdigit()]
+            taken = [
+                int(p.stem) for p in folder.glob("*.png") if p.stem.isascii() and p.stem.isdigit()
+            ]
             following[folder] = max(taken, default=-1) + 1
         path = folder / f"{following[folder]:05d}.png"
         following[folder] += 1

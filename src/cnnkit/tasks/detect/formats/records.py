@@ -60,7 +60,8 @@ def skipped_of(splits: object, split: str) -> list[tuple[str, str]]:
     """What a reader skipped that concerns ``split``: its own files, those of no one split,
     and, when ``split`` was carved out of train (a seeded validation split), train's."""
     skipped_in: dict[int, str] = getattr(splits, "skipped_in", {})
-    ours = {split, "train"} if getattr(splits, "val_source", "") == "split" else {split}
+    carved = split == "val" and getattr(splits, "val_source", "") == "split"
+    ours = {split, "train"} if carved else {split}
     return [e for i, e in enumerate(splits.skipped) if skipped_in.get(i, split) in ours]  # type: ignore[attr-defined]
 
 
