@@ -94,6 +94,21 @@ def test_a_detector_trains_into_a_run_folder_with_its_loss_items_and_map(detect_
     assert (detect_run.run_dir / "curves.png").is_file()
 
 
+def test_box_loss_weights_the_box_regression_in_the_total(boxes_data, tmp_path):
+    options = detect_options(boxes_data, epochs=1, box_loss=2.5)
+    run = cnnkit.train(project=str(tmp_path), name="w", progress=False, **options)
+    row = run.history[0]
+    parts = row["train_classification"] + 2.5 * row["train_bbox_regression"]
+    assert row["train_loss"] == pytest.approx(parts + row["train_bbox_ctrness"], rel=1e-5)
+    for bad in (0, -1, "2", True):
+        with pytest.raises(CnnkitError, match="box_loss must be a number above 0"):
+            cnnkit.train(
+                project=str(tmp_path), progress=False, **detect_options(boxes_data, box_loss=bad)
+            )
+    with pytest.raises(CnnkitError, match="--box-loss is for detectors"):
+        cnnkit.train(data="cifar10-sample", box_loss=2, project=str(tmp_path), progress=False)
+
+
 def test_evaluate_on_the_runs_own_data_gives_its_validation_map(detect_run, boxes_data):
     """`cnnkit evaluate` splits the run's data as the run did and scores best.pt the same way
     validation did: the same mAP as history.csv's best epoch."""

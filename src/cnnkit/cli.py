@@ -74,6 +74,8 @@ TRAIN_HELP = {
     "box_vote": "detectors: box voting, kept in best.pt: each box NMS keeps becomes the"
     " score-weighted mean of the candidates overlapping it by at least this IoU (0: off, the"
     " default; predict --box-vote changes it)",
+    "box_loss": "detectors: the weight of the box-regression loss in the total, against 1 for"
+    " the others (default 1; Ultralytics' 'box' gain is the same idea)",
     "output_stride": "segmenters: 32, 16 or 8: dilate the backbone's last stages instead of"
     " downsampling (finer masks, more computation; default 16, FCN 8)",
     "dice": "segmenters: weight of a soft Dice loss added to the cross-entropy (0: off)",

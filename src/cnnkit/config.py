@@ -63,6 +63,7 @@ class TrainConfig:
     fpn_channels: int | None = None  # detectors: the feature pyramid's width (default 128)
     nms_iou: float | None = None  # detectors: the NMS IoU that best.pt keeps (default 0.5)
     box_vote: float | None = None  # detectors: the box-voting IoU that best.pt keeps (0: off)
+    box_loss: float | None = None  # detectors: weight of the box-regression loss (default 1)
     output_stride: int | None = None  # segmenters: 8 | 16 | 32 (default: the architecture's)
     dice: float = 0.0  # segmenters: weight of the Dice loss added to cross-entropy (0: off)
     copy_paste: float = 0.0  # segmenters: chance of pasting another image's objects (0: off)
@@ -164,6 +165,14 @@ class TrainConfig:
         ):
             raise CnnkitError(
                 f"copy_paste must be a probability in [0, 1], got {self.copy_paste!r}"
+            )
+        if self.box_loss is not None and (
+            not isinstance(self.box_loss, (int, float))
+            or isinstance(self.box_loss, bool)
+            or not 0 < self.box_loss <= 100
+        ):
+            raise CnnkitError(
+                f"box_loss must be a number above 0, at most 100, got {self.box_loss!r}"
             )
         for key, zero_ok in (("nms_iou", False), ("box_vote", True)):  # detectors' selection
             value = getattr(self, key)

@@ -111,6 +111,7 @@ TASK_OPTIONS: dict[str, tuple[str, ...]] = {
     "fpn_channels": ("detect",),
     "nms_iou": ("detect",),
     "box_vote": ("detect",),
+    "box_loss": ("detect",),
     "test_image_size": ("segment",),
     "output_stride": ("segment",),
     "dice": ("segment",),

@@ -104,6 +104,9 @@ def detect_augmentation(cfg: TrainConfig) -> DetectAugment:
     return settings
 
 
+BOX_LOSSES = ("bbox_regression", "loss_box_reg", "loss_rpn_box_reg")  # weighted by --box-loss
+
+
 class DetectTask:
     """Object detection: boxes with class labels, judged by COCO-style mAP."""
 
@@ -177,6 +180,12 @@ class DetectTask:
         self.transform = model.model.transform  # its mean and std go in the checkpoint
         return model.to(self.device)
 
+    def loss_weight(self, name: str) -> float:
+        """The weight of one of the detector's loss items in the total: --box-loss for the box
+        regression (torchvision names it bbox_regression in FCOS, RetinaNet and SSD, and
+        loss_box_reg / loss_rpn_box_reg in Faster R-CNN), 1 for the others."""
+        return float(self.cfg.box_loss or 1.0) if name in BOX_LOSSES else 1.0
+
     def steps_per_epoch(self) -> int:
         return len(batch_starts(len(self.data.train), self.cfg.batch_size))
 
@@ -209,7 +218,7 @@ class DetectTask:
             with self.precision.autocast():
                 losses = module(inputs, batch.targets)
             losses = {name: value.float() for name, value in losses.items()}
-            total = sum(losses.values())
+            total = sum(self.loss_weight(name) * value for name, value in losses.items())
             return StepOutput({"loss": total, **losses}, len(indices))
 
         module.train()
