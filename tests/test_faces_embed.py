@@ -100,6 +100,15 @@ def test_pairs_are_drawn_person_by_person():
         sample_pairs(np.array([0, 1, 2]))
 
 
+def test_a_person_with_very_many_pairs_is_drawn_from_without_repeats():
+    """220 images (24,090 pairs, over 4 x 6,000): drawn at random, never listed, none twice,
+    even as their count nears the line."""
+    labels = np.array([0] * 220 + [p for p in range(1, 400) for _ in range(2)])
+    pairs = sample_pairs(labels, 6000, seed=0)
+    drawn = {(min(a, b), max(a, b)) for a, b in zip(pairs.first, pairs.second, strict=True)}
+    assert len(drawn) == len(pairs) == 6000 and pairs.same.sum() == 3000
+
+
 def test_lfw_pairs_files_are_read_with_their_folds(tmp_path):
     names = sorted(p.name for p in LFW.iterdir())[:4]
     lines = ["2\t2"]

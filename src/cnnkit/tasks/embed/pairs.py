@@ -72,8 +72,9 @@ def _one_person_pairs(
     a pair left, then one of their unused pairs. A person with few pairs has them listed and
     shuffled; one with many more than could be wanted (over 4 x max_pairs) is drawn from at
     random, a repeat drawn again (rare there), so no person's pairs are ever all listed."""
-    large = 4 * max_pairs
     left = {p: idx.size * (idx.size - 1) // 2 for p, idx in images.items()}
+    # decided once: a large person keeps far more pairs than can be taken, never listed
+    large = {p: n > 4 * max_pairs for p, n in left.items()}
     listed: dict[int, list[tuple[int, int]]] = {}
     taken: set[tuple[int, int]] = set()
     open_people = [p for p in images if left[p] > 0]
@@ -81,7 +82,7 @@ def _one_person_pairs(
     while len(found) < wanted and open_people:
         k = int(rng.integers(len(open_people)))
         person = open_people[k]
-        if left[person] > large:
+        if large[person]:
             while True:
                 a, b = sorted(int(v) for v in rng.choice(images[person], 2, replace=False))
                 if (a, b) not in taken:
@@ -261,7 +262,7 @@ def read_pairs(path: str | os.PathLike, root: str | os.PathLike) -> PairFile:
     fold, notes = None, []
     if per_fold is not None and folds > 1 and len(same) == folds * per_fold:
         fold = np.arange(len(same)) // per_fold
-    elif per_fold is not None:
+    elif per_fold is not None and len(same) != folds * per_fold:
         notes.append(
             f"{file}'s first line promises {folds} fold(s) of {per_fold} pairs, but it holds "
             f"{len(same)} pairs: they are dealt into stratified folds instead"
