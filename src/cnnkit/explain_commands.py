@@ -46,20 +46,22 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def _readable(files: list[str]) -> list[str]:
     """The files that decode; each other one is named on stderr (as predict does), and none
     at all is one error."""
+    from cnnkit.commands import _print_skipped
     from cnnkit.data.decode import decode_image
 
     if not files:
         raise CnnkitError("no image to explain")
-    readable = []
+    readable, errors = [], []
     for path in files:
         try:
             decode_image(path)
         except CnnkitError as exc:
             if len(files) == 1:
                 raise CnnkitError(f"{path}: {exc}") from None
-            print(f"cnnkit: skipped {path}: {exc}", file=sys.stderr)
+            errors.append((path, str(exc)))
             continue
         readable.append(path)
+    _print_skipped(errors)
     if not readable:
         raise CnnkitError(f"no image could be read ({len(files)} skipped)")
     return readable

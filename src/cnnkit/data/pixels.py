@@ -53,7 +53,7 @@ def float_file_to_uint8(a: np.ndarray) -> np.ndarray:
     if not finite.any():
         raise ImageDecodeError("pixel values that are not numbers (NaN or infinite)")
     a = np.where(finite, a, 0.0)
-    low, high = _value_range(a)
+    low, high = float(a.min()), float(a.max())
     for top in (1.0, 255.0, 65535.0):
         limit = UNIT_FLOAT_MAX if top == 1.0 else (1.0 + FLOAT_SLACK) * top
         if low >= -FLOAT_SLACK * top and high <= limit:

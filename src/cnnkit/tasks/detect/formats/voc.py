@@ -14,7 +14,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from cnnkit.data.decode import IMAGE_EXTENSIONS
-from cnnkit.tasks.detect.formats.records import ImageRecord, ParsedDataset
+from cnnkit.tasks.detect.formats.records import ImageRecord, ParsedDataset, mark_split
 
 SPLIT_FILES = {"train": "train.txt", "val": "val.txt", "test": "test.txt"}
 
@@ -118,13 +118,14 @@ def parse_voc(root: Path) -> ParsedDataset:
     found: dict[str, int] = {}
     for split, ids in split_ids(root).items():
         records = parsed.splits.setdefault(split, [])
+        since = len(parsed.skipped)
         for image_id in ids:
             result = read_xml(root, image_id, found)
             if isinstance(result, tuple):
-                parsed.skipped_in[len(parsed.skipped)] = split
                 parsed.skipped.append(result)
             else:
                 records.append(result)
+        mark_split(parsed.skipped_in, parsed.skipped, since, split)
     parsed.classes = sorted(found)
     sorted_index = {found[name]: i for i, name in enumerate(parsed.classes)}
     for records in parsed.splits.values():
