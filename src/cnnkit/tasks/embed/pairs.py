@@ -206,8 +206,17 @@ def pair_image(root: Path, name: str, number: int) -> Path:
     return stem.with_name(stem.name + ".jpg")
 
 
+def _fields(line: str) -> list[str]:
+    """A pairs line's fields: split on tabs only when it holds one (LFW's own layout), so a
+    name may hold spaces ("Jean Paul\t1\t3"); else on any whitespace."""
+    if "\t" in line:
+        return [part.strip() for part in line.split("\t") if part.strip()]
+    return line.split()
+
+
 def read_pairs(path: str | os.PathLike, root: str | os.PathLike) -> PairFile:
-    """Read LFW's pairs format: ``name i j`` (one person) and ``name1 i name2 j`` (two), image
+    """Read LFW's pairs format: ``name i j`` (one person) and ``name1 i name2 j`` (two), the
+    fields separated by tabs (a name may then hold spaces) or by any whitespace, image
     ``ROOT/name/name_%04d.jpg`` (or another image suffix: ``cnnkit faces align`` writes
     .png); an optional first line ``folds n`` (n same and n different
     pairs per fold, in order) gives LFW's own folds, and a first line ``n`` (pairsDevTrain.txt,
@@ -232,7 +241,7 @@ def read_pairs(path: str | os.PathLike, root: str | os.PathLike) -> PairFile:
     index: dict[str, int] = {}
     first, second, same = [], [], []
     for line_no, line in numbered:
-        parts = line.split()
+        parts = _fields(line)
         if not parts:
             continue
         try:

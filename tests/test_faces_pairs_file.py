@@ -1,0 +1,63 @@
+"""A pairs file's two layouts: LFW's tab-separated one, whose names may hold spaces, and
+fields separated by any whitespace; both read against people folders the test makes from
+real LFW photos."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cnnkit.errors import CnnkitError
+from cnnkit.tasks.embed.pairs import read_pairs
+
+LFW = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces" / "lfw-62"
+
+
+@pytest.fixture
+def people(tmp_path) -> Path:
+    """ROOT/<name>/<name>_000k.jpg, 3 real photos each, for names with and without spaces."""
+    if not (LFW / "Tony_Blair").is_dir():
+        if os.environ.get("CNNKIT_REQUIRE_SHARED_DATA") == "1":
+            pytest.fail(f"CNNKIT_REQUIRE_SHARED_DATA=1 but {LFW} is missing")
+        pytest.skip("shared LFW faces not found")
+    root = tmp_path / "people"
+    for name, source in (
+        ("Jean Paul", "Tony_Blair"),
+        ("Ann Lee", "Bill_Clinton"),
+        ("Jean_Paul", "Tony_Blair"),
+        ("Ann_Lee", "Bill_Clinton"),
+    ):
+        (root / name).mkdir(parents=True)
+        for k in (1, 2, 3):
+            shutil.copy(LFW / source / f"{source}_{k:04d}.jpg", root / name / f"{name}_{k:04d}.jpg")
+    return root
+
+
+def named_pairs(pairs_file: Path, root: Path) -> list[tuple[str, str, bool]]:
+    """Each pair of the file as (first image, second image, same person)."""
+    found = read_pairs(pairs_file, root)
+    pairs = zip(found.pairs.first, found.pairs.second, found.pairs.same, strict=True)
+    return [(found.paths[a], found.paths[b], bool(same)) for a, b, same in pairs]
+
+
+def test_pairs_split_on_tabs_when_a_line_holds_one_else_on_any_whitespace(people, tmp_path):
+    def expected(a: str, b: str) -> list[tuple[str, str, bool]]:
+        image = {k: str(people / a / f"{a}_{k:04d}.jpg") for k in (1, 2, 3)}
+        other = {k: str(people / b / f"{b}_{k:04d}.jpg") for k in (1, 2)}
+        return [(image[1], image[3], True), (image[2], other[1], False), (other[1], other[2], True)]
+
+    # LFW's layout: tabs only, so names keep their spaces (a stray space at an end is none)
+    tabs = "Jean Paul\t1\t3\nJean Paul\t2\tAnn Lee\t1\nAnn Lee\t1\t2 \n"
+    (tmp_path / "tabs.txt").write_text(tabs, encoding="utf-8")
+    assert named_pairs(tmp_path / "tabs.txt", people) == expected("Jean Paul", "Ann Lee")
+    # no tab in a line: any run of whitespace separates, as before
+    spaces = "Jean_Paul 1 3\nJean_Paul  2   Ann_Lee 1\nAnn_Lee 1 2\n"
+    (tmp_path / "spaces.txt").write_text(spaces, encoding="utf-8")
+    assert named_pairs(tmp_path / "spaces.txt", people) == expected("Jean_Paul", "Ann_Lee")
+    # a space-separated line cannot name a person with a space: one line says what was expected
+    (tmp_path / "bad.txt").write_text("Jean Paul 1 3\n", encoding="utf-8")
+    with pytest.raises(CnnkitError, match=r"bad.txt:1: expected 'name i j'"):
+        read_pairs(tmp_path / "bad.txt", people)
