@@ -1,6 +1,6 @@
-"""A pairs file's two layouts: LFW's tab-separated one, whose names may hold spaces, and
-fields separated by any whitespace; both read against people folders the test makes from
-real LFW photos."""
+"""LFW's pairs format read against a folder of people: its headers and folds, a BOM, other
+image suffixes, and its two layouts (tab-separated, whose names may hold spaces, and fields
+separated by any whitespace) on people folders the test makes from real LFW photos."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from cnnkit.errors import CnnkitError
 from cnnkit.tasks.embed.pairs import read_pairs
@@ -61,3 +62,42 @@ def test_pairs_split_on_tabs_when_a_line_holds_one_else_on_any_whitespace(people
     (tmp_path / "bad.txt").write_text("Jean Paul 1 3\n", encoding="utf-8")
     with pytest.raises(CnnkitError, match=r"bad.txt:1: expected 'name i j'"):
         read_pairs(tmp_path / "bad.txt", people)
+
+
+def test_lfw_pairs_files_are_read_with_their_folds(tmp_path):
+    names = sorted(p.name for p in LFW.iterdir())[:4]
+    lines = ["2\t2"]
+    for fold in range(2):
+        lines += [f"{names[fold]}\t1\t2", f"{names[fold + 2]}\t3\t4"]
+        lines += [f"{names[0]}\t1\t{names[1]}\t{fold + 1}", f"{names[2]}\t2\t{names[3]}\t5"]
+    (tmp_path / "pairs.txt").write_text("\n".join(lines) + "\n")
+    found = read_pairs(tmp_path / "pairs.txt", LFW)
+    assert found.pairs.same.tolist() == [True, True, False, False] * 2
+    assert found.pairs.fold.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+    first = found.paths[found.pairs.first[0]]
+    assert first == str(LFW / names[0] / f"{names[0]}_0001.jpg")
+    assert len(found.paths) == len(set(found.paths))  # each image embedded once
+    # pairsDevTest.txt's header is one number (n same, then n different pairs): no folds
+    dev = ["2", f"{names[0]}\t1\t2", f"{names[2]}\t3\t4", f"{names[0]}\t1\t{names[1]}\t1"]
+    (tmp_path / "pairsDevTest.txt").write_text("\n".join([*dev, f"{names[2]}\t2\t{names[3]}\t5"]))
+    dev_pairs = read_pairs(tmp_path / "pairsDevTest.txt", LFW).pairs
+    assert dev_pairs.same.tolist() == [True, True, False, False] and dev_pairs.fold is None
+
+    (tmp_path / "bad.txt").write_text(f"{names[0]}\t1\t2\n{names[0]}\tone\t2\n")
+    with pytest.raises(CnnkitError, match=r"bad.txt:2: expected"):
+        read_pairs(tmp_path / "bad.txt", LFW)
+    (tmp_path / "missing.txt").write_text(f"{names[0]}\t1\t999\n")
+    with pytest.raises(CnnkitError, match="image not found"):
+        read_pairs(tmp_path / "missing.txt", LFW)
+    # a BOM (Notepad's) and CRLF lines read as plain text; another image format is found
+    (tmp_path / "bom.txt").write_bytes("\ufeff".join(["", "\r\n".join(dev)]).encode("utf-8"))
+    assert read_pairs(tmp_path / "bom.txt", LFW).pairs.same.tolist() == [True, True, False]
+    pngs = tmp_path / "pngs"
+    for name, number in ((names[0], 1), (names[0], 2)):
+        (pngs / name).mkdir(parents=True, exist_ok=True)
+        stem = f"{name}_{number:04d}"
+        Image.open(LFW / name / f"{stem}.jpg").save(pngs / name / f"{stem}.png")
+    (tmp_path / "png.txt").write_text(f"{names[0]}\t1\t2\n")
+    assert read_pairs(tmp_path / "png.txt", pngs).paths == [
+        str(pngs / names[0] / f"{names[0]}_000{k}.png") for k in (1, 2)
+    ]
