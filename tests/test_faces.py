@@ -13,8 +13,10 @@ from PIL import Image
 from skimage import data as skdata
 
 from cnnkit.cli import main
+from cnnkit.data import decode_image
 from cnnkit.faces.align import TEMPLATE_112, align_face, similarity_matrix
 from cnnkit.faces.detect import FaceDetector, detect_faces
+from face_photos import LFW, face_photo
 
 ORL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces" / "orl"
 
@@ -86,6 +88,38 @@ def test_every_orl_image_of_one_person_has_one_face(detector):
     results, errors = detect_faces([str(ORL / "s1")], detector=detector)
     assert not errors and len(results) == 10
     assert all(len(r.faces) == 1 for r in results)
+
+
+def test_align_keeps_the_largest_of_several_faces_and_names_those_photos(tmp_path, capsys):
+    """Two photos of a large and a small face (the large one left, then right) give the large
+    one's crop, as the photo of that face alone does; one line names both photos."""
+    if not LFW.is_dir():
+        if os.environ.get("CNNKIT_REQUIRE_SHARED_DATA") == "1":
+            pytest.fail(f"CNNKIT_REQUIRE_SHARED_DATA=1 but {LFW} is missing")
+        pytest.skip("shared LFW faces not found")
+    person = tmp_path / "people" / "p"
+    for side, big_left in (("left", True), ("right", False)):
+        face_photo(person / f"{side}_two.png", big_left)
+        face_photo(person / f"{side}_big.png", big_left, ("big",))
+        face_photo(person / f"{side}_small.png", big_left, ("small",))
+    out = tmp_path / "aligned"
+    assert main(["faces", "align", str(tmp_path / "people"), "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "6 faces of 1 people" in captured.out
+    two = [str(person / "left_two.png"), str(person / "right_two.png")]
+    assert captured.err.strip() == (
+        "cnnkit: 2 photo(s) showed several faces; the largest face of each was used: "
+        f"{two[0]}, {two[1]}"
+    )
+    for side in ("left", "right"):
+        crop = {
+            k: decode_image(out / "p" / f"{side}_{k}.png").astype(float)
+            for k in ("two", "big", "small")
+        }
+        assert (
+            np.abs(crop["two"] - crop["big"]).mean()
+            < np.abs(crop["two"] - crop["small"]).mean() / 2
+        )
 
 
 def test_drawn_photos_and_crops_are_written(photos, tmp_path, capsys):

@@ -24,6 +24,7 @@ from cnnkit.tasks.embed.pairs import (
     sample_pairs,
     ten_fold_accuracy,
 )
+from face_photos import face_photo
 
 FACES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "faces"
 ORL, LFW = FACES / "orl", FACES / "lfw-62"
@@ -220,6 +221,38 @@ def test_enroll_identify_and_verify_unseen_people(face_run, tmp_path, capsys):
     )
     out = json.loads(capsys.readouterr().out)
     assert set(out) == {"first", "second", "score", "threshold", "same"}
+
+
+def test_a_photo_of_several_faces_is_embedded_by_its_largest_and_named(face_run, tmp_path, capsys):
+    _, _, run = face_run
+    two = face_photo(tmp_path / "p" / "two.png", big_left=False)
+    big = face_photo(tmp_path / "p" / "big.png", big_left=False, faces=("big",))
+    small = face_photo(tmp_path / "small.png", big_left=False, faces=("small",))
+    note = f"cnnkit: 1 photo(s) showed several faces; the largest face of each was used: {two}"
+    scores = {}
+    for other in (big, small):
+        assert main(["faces", "verify", str(run), str(two), str(other), "--json"]) == 0
+        captured = capsys.readouterr()
+        assert captured.err.strip() == note
+        scores[other] = json.loads(captured.out)["score"]
+    assert scores[big] > 0.99 and scores[big] > scores[small]  # the large face was embedded
+    npz = tmp_path / "g.npz"
+    for argv in (
+        ["enroll", str(run), str(tmp_path), "--out", str(npz)],
+        ["identify", str(run), str(two), "--gallery", str(npz)],
+    ):
+        assert main(["faces", *argv]) == 0
+        assert capsys.readouterr().err.strip() == note, argv
+    # a pairs file's photos: the same line, and the count in the report
+    root = tmp_path / "root"
+    face_photo(root / "Jo" / "Jo_0001.png", big_left=True)
+    face_photo(root / "Jo" / "Jo_0002.png", big_left=True, faces=("big",))
+    (tmp_path / "pairs.txt").write_text("Jo\t1\t2\n")
+    args = ["verify", str(run), "--pairs", str(tmp_path / "pairs.txt"), "--root", str(root)]
+    assert main(["faces", *args, "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["several_faces"] == 1
+    assert captured.err.strip() == note.replace(str(two), str(root / "Jo" / "Jo_0001.png"))
 
 
 def test_lfw_pairs_are_verified_with_ten_folds_and_a_roc(face_run, tmp_path, capsys):

@@ -38,10 +38,11 @@ def cmd_faces_detect(args: argparse.Namespace) -> int:
 
 def cmd_faces_align(args: argparse.Namespace) -> int:
     from cnnkit.faces.dataset import align_folder
-    from cnnkit.faces.detect import FaceDetector
+    from cnnkit.faces.detect import FaceDetector, print_several_faces
 
     done = align_folder(args.folder, args.out, args.size, FaceDetector(min_score=args.min_score))
     _print_skipped(done.skipped)
+    print_several_faces(done.several)
     print(f"{done.faces} faces of {done.people} people aligned to {args.size} px in {done.out}")
     return 0
 
@@ -61,6 +62,7 @@ def _embedder(run: str, device: str) -> Any:
 def cmd_faces_enroll(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from cnnkit.faces.detect import print_several_faces
     from cnnkit.faces.gallery import enroll
 
     if Path(args.out).suffix != ".npz":  # say so before enrolling, not after
@@ -68,12 +70,14 @@ def cmd_faces_enroll(args: argparse.Namespace) -> int:
     gallery = enroll(_embedder(args.run, args.device), args.folder)
     path = gallery.save(args.out)
     _print_skipped(gallery.skipped)
+    print_several_faces(gallery.several)
     images = sum(gallery.counts)
     print(f"enrolled {len(gallery.names)} people ({images} photos) into {path}")
     return 0
 
 
 def cmd_faces_identify(args: argparse.Namespace) -> int:
+    from cnnkit.faces.detect import print_several_faces
     from cnnkit.faces.gallery import Gallery, identify
     from cnnkit.inputs import expand_paths
 
@@ -85,6 +89,7 @@ def cmd_faces_identify(args: argparse.Namespace) -> int:
         path, reason = errors[0]
         raise CnnkitError(f"none of the images could be read: {path}: {reason}")
     _print_skipped(errors)
+    print_several_faces([f.source for f in found if f.several_faces])
     if args.json:
         print(json.dumps([f.to_dict() for f in found], indent=2))
         return 0
@@ -113,7 +118,10 @@ def cmd_faces_verify(args: argparse.Namespace) -> int:
         return 0
     if len(args.images) != 2:
         raise CnnkitError("give two images to compare (or --pairs FILE --root DIR)")
+    from cnnkit.faces.detect import print_several_faces
+
     result = embedder.verify(args.images[0], args.images[1], args.threshold)
+    print_several_faces(result.several)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:

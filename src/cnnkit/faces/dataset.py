@@ -10,17 +10,19 @@ from pathlib import Path
 
 from cnnkit.data import IMAGE_EXTENSIONS, decode_image
 from cnnkit.errors import CnnkitError
-from cnnkit.faces.detect import FaceDetector
+from cnnkit.faces.detect import FaceDetector, main_face
 
 
 @dataclass
 class AlignedFolder:
-    """Where the crops went, how many, and the photos left out (path, reason)."""
+    """Where the crops went, how many, the photos left out (path, reason) and those that
+    showed several faces."""
 
     out: Path
     people: int
     faces: int
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    several: list[str] = field(default_factory=list)  # photos of several faces: largest kept
 
 
 def align_folder(
@@ -30,9 +32,9 @@ def align_folder(
     detector: FaceDetector | None = None,
 ) -> AlignedFolder:
     """Each ``source/<person>/<photo>`` becomes ``out/<person>/<photo>.png``: the largest face,
-    aligned on 5 landmarks to a ``size`` x ``size`` crop. Photos without a face, or unreadable,
-    are skipped and listed. ``out`` records how it was made (cnnkit-faces.json), so a model
-    trained on it aligns new photos the same way."""
+    aligned on 5 landmarks to a ``size`` x ``size`` crop (photos of several faces are listed).
+    Photos without a face, or unreadable, are skipped and listed. ``out`` records how it was
+    made (cnnkit-faces.json), so a model trained on it aligns new photos the same way."""
     from PIL import Image
 
     from cnnkit.tasks.embed.task import ALIGNED_MARKER
@@ -70,12 +72,15 @@ def align_folder(
                 result.skipped.append((str(photo), str(exc)))
                 continue
             faces = detector.detect(image, align=size)
-            if not faces:
+            face = main_face(faces)
+            if face is None:
                 result.skipped.append((str(photo), "no face found"))
                 continue
+            if len(faces) > 1:
+                result.several.append(str(photo))
             target = dst / person.name / photo.relative_to(person).with_suffix(".png")
             target.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(faces[0].crop).save(target)
+            Image.fromarray(face.crop).save(target)
             written += 1
         result.faces += written
         result.people += written > 0

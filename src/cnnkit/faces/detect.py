@@ -9,6 +9,7 @@ facenet-pytorch's metadata pins torch < 2.3, so it is installed with --no-deps (
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,8 +105,38 @@ class FaceDetector:
             for b, s, p in zip(boxes, scores, points, strict=True)
             if s >= self.min_score
         ]
-        faces.sort(key=lambda f: -(f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+        faces.sort(key=lambda f: -face_area(f))
         return faces
+
+
+def face_area(face: Face) -> float:
+    """The face's box area in pixels: how prominent it is in the photo."""
+    x1, y1, x2, y2 = face.box
+    return max(0.0, x2 - x1) * max(0.0, y2 - y1)
+
+
+def main_face(faces: list[Face]) -> Face | None:
+    """The face a photo filed under one person is taken to show: the largest box (None when
+    there is no face)."""
+    # The largest box, not score x area: every face kept already scored min_score (0.9) or
+    # more, most of them above 0.99, so the score says "a face", not "the subject". The subject
+    # is framed largest, while a sharp bystander can outscore a subject turned aside.
+    # facenet-pytorch's own MTCNN picks the largest by default (select_largest=True).
+    return max(faces, key=face_area, default=None)
+
+
+def print_several_faces(sources: list[str]) -> None:
+    """One line on stderr naming (up to three of) the photos that showed several faces, of
+    which only the largest was used; nothing when there are none."""
+    if not sources:
+        return
+    first = ", ".join(sources[:3])
+    more = f", and {len(sources) - 3} more" if len(sources) > 3 else ""
+    print(
+        f"cnnkit: {len(sources)} photo(s) showed several faces; the largest face of each was "
+        f"used: {first}{more}",
+        file=sys.stderr,
+    )
 
 
 def detect_faces(

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from cnnkit.errors import CnnkitError
+from cnnkit.faces.detect import print_several_faces
 from cnnkit.tasks.embed.pairs import (
     Pairs,
     accuracy_at,
@@ -41,6 +42,7 @@ class VerificationReport:
     out_dir: Path | None = None
     threshold_given: bool = False  # the threshold is the caller's, not the model's
     file_folds: bool = False  # the 10 folds are the pairs file's own (LFW's), not dealt here
+    several_faces: list[str] = field(default_factory=list)  # the largest face embedded
 
     def to_dict(self) -> dict[str, Any]:
         folds = not np.isnan(self.accuracy)
@@ -54,6 +56,7 @@ class VerificationReport:
             "threshold": self.threshold,
             "accuracy_at_threshold": self.accuracy_at_threshold,
             "no_face": len(self.no_face),
+            "several_faces": len(self.several_faces),
             "folds": ("file" if self.file_folds else "stratified") if folds else None,
         }
 
@@ -98,6 +101,7 @@ def score_pairs(
         name, reason = result.failed[0]
         more = f" (and {len(result.failed) - 1} more)" if len(result.failed) > 1 else ""
         raise CnnkitError(f"{name}: {reason}{more}")
+    print_several_faces(result.several)
     vectors = result.embeddings
     scores = np.einsum("nd,nd->n", vectors[pairs.first], vectors[pairs.second])
     mean, std = ten_fold_accuracy(scores, pairs.same, pairs.fold)
@@ -114,6 +118,7 @@ def score_pairs(
         source,
         threshold_given=given,
         file_folds=pairs.fold is not None,
+        several_faces=result.several,
     )
     if roc is not None:
         write_roc(scores, pairs.same, Path(roc))

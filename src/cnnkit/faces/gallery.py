@@ -32,6 +32,7 @@ class Gallery:
     counts: list[int]
     model_sha256: str
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (image, reason)
+    several: list[str] = field(default_factory=list)  # photos of several faces: largest used
 
     def save(self, path: str | os.PathLike) -> Path:
         path = Path(path)
@@ -79,6 +80,7 @@ class Identification:
     score: float | None  # cosine similarity to the nearest person
     nearest: str | None
     note: str | None = None
+    several_faces: bool = False  # the photo showed several: the largest was identified
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"source": self.source, "name": self.name}
@@ -98,13 +100,14 @@ def enroll(embedder: Any, folder: str | os.PathLike) -> Gallery:
     people = sorted(p for p in root.iterdir() if p.is_dir())
     if not people:
         raise CnnkitError(f"{root} has no person folders (one sub-folder of photos per person)")
-    names, means, counts, skipped = [], [], [], []
+    names, means, counts, skipped, several = [], [], [], [], []
     for person in people:
         photos = sorted(
             p for p in person.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
         )
         result = embedder.embed([str(p) for p in photos])
         skipped += result.failed
+        several += result.several
         if not len(result.embeddings):
             skipped.append((str(person), "no usable photo: person not enrolled"))
             continue
@@ -114,7 +117,7 @@ def enroll(embedder: Any, folder: str | os.PathLike) -> Gallery:
         counts.append(len(result.embeddings))
     if not names:
         raise CnnkitError(f"no person in {root} could be enrolled: {skipped[0][1]}")
-    return Gallery(names, np.stack(means), counts, embedder.fingerprint, skipped)
+    return Gallery(names, np.stack(means), counts, embedder.fingerprint, skipped, several)
 
 
 def identify(
@@ -134,11 +137,13 @@ def identify(
     result = embedder.embed(items)
     out: list[Identification] = []
     scores = result.embeddings @ gallery.embeddings.T if len(result.embeddings) else None
+    several = set(result.several)
     for k, source in enumerate(result.sources):
         best = int(np.argmax(scores[k]))
         score = float(scores[k, best])
         name = gallery.names[best] if score > limit else UNKNOWN
-        out.append(Identification(source, name, score, gallery.names[best]))
+        nearest = gallery.names[best]
+        out.append(Identification(source, name, score, nearest, None, source in several))
     errors = []
     for source, reason in result.failed:
         if reason == "no face found":

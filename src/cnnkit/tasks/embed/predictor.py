@@ -38,6 +38,7 @@ class Embedded:
     embeddings: np.ndarray
     failed: list[tuple[str, str]]  # (input, reason): unreadable, or no face found
     whole: list[str] = field(default_factory=list)  # no face found: embedded whole (if asked)
+    several: list[str] = field(default_factory=list)  # several faces: the largest embedded
 
 
 @dataclass
@@ -49,6 +50,7 @@ class Verification:
     score: float
     threshold: float
     same: bool
+    several: list[str] = field(default_factory=list)  # showed several faces: the largest used
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -174,24 +176,26 @@ class Embedder:
         return self._fingerprint
 
     # ---- images -> embeddings ------------------------------------------------------------------
-    def _face(self, image: np.ndarray) -> np.ndarray | None:
-        """The aligned crop of the largest face (None: no face), or the image as it is for a
-        model trained on whole images."""
+    def _face(self, image: np.ndarray) -> tuple[np.ndarray | None, int]:
+        """The aligned crop of the largest face (None: no face) and how many faces the photo
+        showed, or the image as it is for a model trained on whole images (0 faces counted)."""
         if self.align is None:
-            return image
-        if self._detector is None:
-            from cnnkit.faces.detect import FaceDetector
+            return image, 0
+        from cnnkit.faces.detect import FaceDetector, main_face
 
+        if self._detector is None:
             self._detector = FaceDetector()
         faces = self._detector.detect(image, align=int(self.align["size"]))
-        return faces[0].crop if faces else None
+        face = main_face(faces)
+        return (face.crop if face else None), len(faces)
 
     def crops(
         self, items: list[ImageInput], whole_if_no_face: bool = False, aligned: bool = False
-    ) -> tuple[list[str], list[np.ndarray], list[tuple[str, str]], list[str]]:
-        """Decoded (and, for an aligned model, aligned) images at the training decode size;
-        ``aligned``: the inputs already are `cnnkit faces align` crops."""
-        sources, crops, failed, whole = [], [], [], []
+    ) -> tuple[list[str], list[np.ndarray], list[tuple[str, str]], list[str], list[str]]:
+        """Decoded (and, for an aligned model, aligned) images at the training decode size,
+        with the inputs that failed, were taken whole, or showed several faces (the largest
+        used); ``aligned``: the inputs already are `cnnkit faces align` crops."""
+        sources, crops, failed, whole, several = [], [], [], [], []
         for item in items:
             name = describe_input(item)
             try:
@@ -199,7 +203,9 @@ class Embedder:
             except CnnkitError as exc:
                 failed.append((name, str(exc)))
                 continue
-            face = image if aligned else self._face(image)
+            face, count = (image, 0) if aligned else self._face(image)
+            if count > 1:
+                several.append(name)
             if face is None and whole_if_no_face:
                 face = image
                 whole.append(name)
@@ -208,7 +214,7 @@ class Embedder:
                 continue
             crops.append(decode_image(face, size=self.decode_size))
             sources.append(name)
-        return sources, crops, failed, whole
+        return sources, crops, failed, whole, several
 
     def decoded(self, images: list[Any]) -> list[np.ndarray]:
         """Images as they are (no face search), decoded at the training decode size."""
@@ -231,8 +237,8 @@ class Embedder:
         """Embed files, PIL images or arrays; inputs that give no embedding are listed.
         ``whole_if_no_face``: embed the whole image where no face is found (pairs must all
         be scored); ``aligned``: the inputs already are aligned crops."""
-        sources, crops, failed, whole = self.crops(list(items), whole_if_no_face, aligned)
-        return Embedded(sources, self.embed_arrays(crops), failed, whole)
+        sources, crops, failed, whole, several = self.crops(list(items), whole_if_no_face, aligned)
+        return Embedded(sources, self.embed_arrays(crops), failed, whole, several)
 
     # ---- comparisons ---------------------------------------------------------------------------
     def resolve_threshold(self, threshold: float | None) -> float:
@@ -262,7 +268,8 @@ class Embedder:
             name, reason = result.failed[0]
             raise CnnkitError(f"{name}: {reason}")
         score = float(result.embeddings[0] @ result.embeddings[1])
-        return Verification(result.sources[0], result.sources[1], score, limit, score > limit)
+        first, second = result.sources
+        return Verification(first, second, score, limit, score > limit, result.several)
 
     def evaluate(self, data: Any, split: str = "test", **options: Any) -> Any:
         """Verification on pairs of the people in ``data``'s split (LFW's 10-fold accuracy)."""
