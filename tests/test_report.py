@@ -221,12 +221,52 @@ def test_compare_puts_runs_side_by_side(cls_run, tmp_path):
     assert "<td>lr</td>" in html and "validation curves" in html
 
 
-def test_compare_refuses_runs_of_two_tasks(cls_run, tiny_detector_run, tmp_path, capsys):
-    run, _ = tiny_detector_run
-    code = main(
-        ["compare", str(cls_run.run_dir), str(run.run_dir), "--out", str(tmp_path / "c.html")]
-    )
-    assert code == 2 and "one task" in capsys.readouterr().err
+def write_run(run_dir: Path, task: str, score: str, best: float, **config) -> Path:
+    """A finished run's records written by the engine's own writers (config.yaml, two rows of
+    history.csv, metrics.json), without training: what `cnnkit compare` reads."""
+    from cnnkit.engine import run_folder
+
+    run_dir.mkdir(parents=True)
+    run_folder.write_run_files(run_dir, {"data": "d", "lr": 0.001, **config}, ["a", "b"])
+    history = [
+        {"epoch": e, "stage": "train", "train_loss": 1 / e, f"val_{score}": best * e / 2}
+        | {"lr": 0.001, "seconds": 2.0, "images_per_second": 100.0}
+        for e in (1, 2)
+    ]
+    run_folder.write_history(run_dir, history)
+    metrics = {"task": task, "epochs_done": 2, "epochs": 2, f"best_val_{score}": best}
+    run_folder.write_metrics(run_dir, metrics | {"best_epoch": 2, f"test_{score}": best - 0.01})
+    return run_dir
+
+
+def sections(html: str) -> dict[str, str]:
+    """A page's sections: heading -> its HTML."""
+    return dict(re.findall(r'<section id="[^"]*"><h2>([^<]*)</h2>(.*?)</section>', html))
+
+
+@pytest.mark.parametrize("given", ["folder", "list"])
+def test_compare_groups_runs_of_several_tasks_by_task(tmp_path, capsys, given):
+    """A folder (or a list) of classification, detection and segmentation runs: one table per
+    task, each with that task's own score."""
+    folder = tmp_path / "runs"
+    write_run(folder / "cls-a", "classify", "accuracy", 0.61, model="simple_cnn")
+    write_run(folder / "cls-b", "classify", "accuracy", 0.72, model="fastnet_cpu")
+    write_run(folder / "det", "detect", "map", 0.31, model="fcos_mobilenet_v2")
+    write_run(folder / "seg", "segment", "miou", 0.42, model="lraspp_mobilenet_v3_large")
+    runs = [str(folder)] if given == "folder" else [str(p) for p in sorted(folder.iterdir())]
+    assert main(["compare", *runs, "--out", str(tmp_path / "c.html")]) == 0
+    assert capsys.readouterr().err == ""
+    found = sections(assert_self_contained(tmp_path / "c.html"))
+    classify = found["classify runs, ranked by validation accuracy"]
+    assert "<th>best val accuracy</th>" in classify and "<td>72.00%</td>" in classify
+    assert classify.index("<td>cls-b</td>") < classify.index("<td>cls-a</td>")  # ranked
+    assert "<td>det</td>" not in classify and "<td>seg</td>" not in classify
+    detect = found["detect runs, ranked by validation map"]
+    assert "<th>best val map</th>" in detect and "<td>0.3100</td>" in detect
+    segment = found["segment runs, ranked by validation miou"]
+    assert "<th>best val miou</th>" in segment and "<td>0.4200</td>" in segment
+    assert "<td>model</td>" in found["classify: settings that differ"]
+    assert "validation curves" in found["detect: validation curves"]
 
 
 def test_parse_sweep_types_the_values():
