@@ -269,6 +269,28 @@ def test_compare_groups_runs_of_several_tasks_by_task(tmp_path, capsys, given):
     assert "validation curves" in found["detect: validation curves"]
 
 
+def test_compare_leaves_out_a_run_whose_metrics_are_corrupt(tmp_path, capsys):
+    """A list of three runs, one with a metrics.json that is not JSON: that run is named on
+    stderr in one line, the others are compared, and the exit says one was left out (2)."""
+    first = write_run(tmp_path / "first", "classify", "accuracy", 0.6)
+    bad = write_run(tmp_path / "bad", "classify", "accuracy", 0.7)
+    third = write_run(tmp_path / "third", "classify", "accuracy", 0.8, lr=0.01)
+    (bad / "metrics.json").write_text('{"task": "classify", "best_val')
+    out = tmp_path / "compare.html"
+    assert main(["compare", str(first), str(bad), str(third), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"left out {bad}" in err[0] and "metrics.json" in err[0]
+    found = sections(assert_self_contained(out))
+    assert "<td>first</td>" in found["Runs"] and "<td>third</td>" in found["Runs"]
+    assert "<td>bad</td>" not in found["Runs"] and str(bad) in found["Runs left out"]
+    # no run left to compare: each named, then one line saying so
+    (first / "metrics.json").write_text("not json")
+    out.unlink()
+    assert main(["compare", str(first), str(bad), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and "none of those given can be read" in err[2] and not out.exists()
+
+
 def test_parse_sweep_types_the_values():
     grid = parse_sweep(["lr=0.001,0.01", "batch-size=32,64", "flip=true,false"])
     assert grid == {"lr": [0.001, 0.01], "batch_size": [32, 64], "flip": [True, False]}

@@ -19,11 +19,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from cnnkit.report.compare import compare_runs
+    from cnnkit.report.compare import expand_runs, write_comparison
 
-    path = compare_runs(args.runs, args.out)
+    found = expand_runs(args.runs)
+    path = write_comparison(found, args.out)
     print(f"comparison written to {path}")
-    return 0
+    return 2 if found.left_out else 0  # as a sweep: some runs left out (named above)
 
 
 def run_sweep(items: list[str], config: Any, progress: bool) -> int:

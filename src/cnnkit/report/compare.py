@@ -4,6 +4,8 @@ validation and test scores, time, images/s) with their validation curves overlai
 from __future__ import annotations
 
 import os
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ from cnnkit.report.page import Page, figure_png
 from cnnkit.report.run import (
     NOT_RECIPE,
     RunFiles,
+    UnreadableRun,
     images_per_second,
     percent,
     read_run,
@@ -19,11 +22,19 @@ from cnnkit.report.run import (
 )
 
 
-def expand_runs(paths: list[str | os.PathLike]) -> list[RunFiles]:
+@dataclass
+class FoundRuns:
+    """The runs a comparison is given: those read, and the run folders left out with why."""
+
+    runs: list[RunFiles] = field(default_factory=list)
+    left_out: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def expand_runs(paths: list[str | os.PathLike]) -> FoundRuns:
     """The runs as given; a folder that is not a run but holds runs (a sweep's, a project's)
-    stands for the readable runs in it, in name order (an unreadable one is named and left
-    out). The same run given twice counts once."""
-    found: list[RunFiles] = []
+    stands for the runs in it, in name order. A run folder whose records cannot be read is
+    named on stderr in one line and left out. The same run given twice counts once."""
+    found = FoundRuns()
     seen: set[Path] = set()
     for given in paths:
         path = Path(given)
@@ -31,18 +42,20 @@ def expand_runs(paths: list[str | os.PathLike]) -> list[RunFiles]:
             inside = sorted(p for p in path.iterdir() if (p / "config.yaml").is_file())
             if not inside:
                 raise CnnkitError(f"{path} is neither a run folder nor a folder of runs")
-            runs = []
-            for run in inside:
-                try:
-                    runs.append(read_run(run))
-                except CnnkitError as exc:
-                    print(f"cnnkit: left out {run}: {exc}")
         else:
-            runs = [read_run(path)]
-        for run in runs:
-            if run.run_dir.resolve() not in seen:
-                seen.add(run.run_dir.resolve())
-                found.append(run)
+            inside = [path]
+        for run in inside:
+            try:
+                files = read_run(run)
+            except UnreadableRun as exc:
+                if run.resolve() not in seen:
+                    seen.add(run.resolve())
+                    print(f"cnnkit: left out {run}: {exc}", file=sys.stderr)
+                    found.left_out.append((run, str(exc)))
+                continue
+            if files.run_dir.resolve() not in seen:
+                seen.add(files.run_dir.resolve())
+                found.runs.append(files)
     return found
 
 
@@ -67,9 +80,16 @@ def compare_runs(runs: list[str | os.PathLike], out: str | os.PathLike = "compar
     Runs of several tasks are grouped by task: one comparison each, on that task's score."""
     if isinstance(runs, str | os.PathLike):
         runs = [runs]
-    found = expand_runs(list(runs))
-    if len(found) < 2:
+    return write_comparison(expand_runs(list(runs)), out)
+
+
+def write_comparison(given: FoundRuns, out: str | os.PathLike = "compare.html") -> Path:
+    """compare.html for the runs read (those left out are listed), and its path."""
+    found = given.runs
+    if len(found) + len(given.left_out) < 2:
         raise CnnkitError("give at least two different runs to compare (or a folder of them)")
+    if not found:
+        raise CnnkitError("no run to compare: none of those given can be read (named above)")
     path = Path(out)
     if path.suffix.lower() not in (".html", ".htm"):
         raise CnnkitError(f"--out must end in .html, not {path.name}")
@@ -83,9 +103,11 @@ def compare_runs(runs: list[str | os.PathLike], out: str | os.PathLike = "compar
     else:
         counts = ", ".join(f"{len(group)} {label}" for label, group in groups.items())
         subtitle = f"runs of {len(groups)} tasks ({counts}), each task compared on its own score"
-    page = Page(f"cnnkit: {len(found)} runs compared", subtitle)
+    page = Page(f"cnnkit: {len(found)} run{'s' * (len(found) != 1)} compared", subtitle)
     for label, group in groups.items():
         _add_comparison(page, group, [names[id(run)] for run in group], label, len(groups) > 1)
+    if given.left_out:
+        page.section("Runs left out").table(["run", "why"], given.left_out)
     return page.write(path)
 
 

@@ -25,6 +25,10 @@ NOT_RECIPE = ("project", "name", "device", "tensorboard", "report", "data_root")
 SCORES = {"classify": "accuracy", "detect": "map", "segment": "miou", "generate": "fd_lite0"}
 
 
+class UnreadableRun(CnnkitError):
+    """A run folder whose records cannot be read: a comparison of several runs leaves it out."""
+
+
 @dataclass
 class RunFiles:
     """A run folder's records: its resolved config, metrics.json and history.csv."""
@@ -64,11 +68,11 @@ def read_run(run: str | Path) -> RunFiles:
     metrics_file = run_dir / "metrics.json"
     metrics = _read(metrics_file, json.loads) if metrics_file.is_file() else {}
     if not isinstance(config, dict) or not isinstance(metrics, dict):
-        raise CnnkitError(f"{run_dir}: config.yaml or metrics.json is not a mapping")
+        raise UnreadableRun(f"{run_dir}: config.yaml or metrics.json is not a mapping")
     try:
         rows = run_folder.read_history(run_dir) if (run_dir / "history.csv").is_file() else []
     except (OSError, ValueError) as exc:
-        raise CnnkitError(f"{run_dir / 'history.csv'}: cannot be read ({exc})") from None
+        raise UnreadableRun(f"{run_dir / 'history.csv'}: cannot be read ({exc})") from None
     return RunFiles(run_dir, config, metrics, _checked_history(run_dir, rows))
 
 
@@ -77,7 +81,7 @@ def _read(path: Path, parse: Any) -> Any:
         return parse(path.read_text())
     except (OSError, ValueError, yaml.YAMLError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CnnkitError(f"{path}: cannot be read ({first})") from None
+        raise UnreadableRun(f"{path}: cannot be read ({first})") from None
 
 
 def _checked_history(run_dir: Path, rows: list[dict[str, str]]) -> list[dict[str, str]]:
@@ -90,7 +94,7 @@ def _checked_history(run_dir: Path, rows: list[dict[str, str]]) -> list[dict[str
                 if key not in ("epoch", "stage") and value not in (None, ""):
                     float(value)
         except (TypeError, ValueError):
-            raise CnnkitError(
+            raise UnreadableRun(
                 f"{run_dir / 'history.csv'} line {i} is malformed (an epoch number and numbers "
                 "in every other column but stage expected)"
             ) from None
