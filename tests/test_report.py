@@ -159,16 +159,6 @@ def test_large_pictures_are_inlined_as_jpeg_under_the_budget():
     assert compact(small.getvalue()) == (small.getvalue(), "image/png")
 
 
-def test_a_malformed_history_is_one_line(cls_run, tmp_path, capsys):
-    run_dir = tmp_path / "run"
-    shutil.copytree(cls_run.run_dir, run_dir)
-    (run_dir / "history.csv").write_text("epoch,val_accuracy\nabc,xyz\n")
-    assert main(["report", str(run_dir)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "history.csv line 2 is malformed" in err
-    assert main(["compare", str(run_dir), str(cls_run.run_dir)]) == 2
-
-
 def test_recipe_lists_what_differs_from_the_defaults():
     shown = recipe(
         {"model": "simple_cnn", "lr": 0.003, "dropout": 0.0, "project": "x", "data": "d"}
@@ -289,6 +279,49 @@ def test_compare_leaves_out_a_run_whose_metrics_are_corrupt(tmp_path, capsys):
     assert main(["compare", str(first), str(bad), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and "none of those given can be read" in err[2] and not out.exists()
+
+
+CORRUPT_HISTORIES = {
+    "empty": b"",
+    "not-a-table": b"this is not a csv\n",
+    "a-malformed-line": b"epoch,val_accuracy\nabc,xyz\n",
+    "not-text": bytes(range(128, 256)),
+    "a-folder": None,
+}
+
+
+@pytest.mark.parametrize("content", CORRUPT_HISTORIES.values(), ids=CORRUPT_HISTORIES)
+def test_a_corrupt_history_is_named_and_its_curves_left_out(tmp_path, capsys, content):
+    """A history.csv that cannot be read: `report` and `compare` name it in one line, leave its
+    curves out and go on; a missing one is said by no one (a run before its first epoch)."""
+    broken = write_run(tmp_path / "broken", "classify", "accuracy", 0.6)
+    other = write_run(tmp_path / "other", "classify", "accuracy", 0.7, lr=0.01)
+    history = broken / "history.csv"
+    history.unlink()
+    if content is None:
+        history.mkdir()
+    else:
+        history.write_bytes(content)
+    said = f"cnnkit: {history}: cannot be read ("
+    assert main(["report", str(broken)]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(said), err
+    assert err[0].endswith("); its curves are left out")
+    curves = sections((broken / "report.html").read_text())["Training curves"]
+    assert "its curves are left out" in curves and "<img" not in curves
+    out = tmp_path / "compare.html"
+    assert main(["compare", str(broken), str(other), "--out", str(out)]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(said), err
+    found = sections(out.read_text())
+    assert "<td>broken</td>" in found["Runs"]
+    assert "its curves are left out" in found["Validation curves"]
+    if content is None:
+        history.rmdir()
+    else:
+        history.unlink()
+    assert main(["compare", str(broken), str(other), "--out", str(out)]) == 0
+    assert capsys.readouterr().err == ""
 
 
 def test_parse_sweep_types_the_values():

@@ -173,9 +173,11 @@ def _add_comparison(
         section.table(["setting", *names], [[k, *v] for k, v in settings.items()])
     else:
         section.text("the runs' settings are the same (they differ by chance alone)", note=True)
-    page.section(f"{prefix}validation curves" if titled else "Validation curves").image(
-        _curves(runs, names, score), f"{prefix}validation curves"
-    )
+    curves = page.section(f"{prefix}validation curves" if titled else "Validation curves")
+    curves.image(_curves(runs, names, score), f"{prefix}validation curves")
+    for run in runs:
+        if run.history_note is not None:
+            curves.text(run.history_note, note=True)
 
 
 def _names(runs: list[RunFiles]) -> list[str]:
