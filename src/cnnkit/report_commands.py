@@ -64,7 +64,8 @@ def add_report_parsers(command: Callable[..., argparse.ArgumentParser]) -> None:
         "compare",
         cmd_compare,
         "put runs side by side in one page: model, parameters, the settings that differ,"
-        " scores, time and overlaid validation curves",
+        " scores, time and overlaid validation curves (runs of several tasks: one comparison"
+        " per task)",
     )
     p.add_argument("runs", nargs="+", help="run folders, or folders of runs (a sweep's)")
     p.add_argument("--out", default="compare.html", help="the page to write")
