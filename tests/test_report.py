@@ -159,16 +159,6 @@ def test_large_pictures_are_inlined_as_jpeg_under_the_budget():
     assert compact(small.getvalue()) == (small.getvalue(), "image/png")
 
 
-def test_a_malformed_history_is_one_line(cls_run, tmp_path, capsys):
-    run_dir = tmp_path / "run"
-    shutil.copytree(cls_run.run_dir, run_dir)
-    (run_dir / "history.csv").write_text("epoch,val_accuracy\nabc,xyz\n")
-    assert main(["report", str(run_dir)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "history.csv line 2 is malformed" in err
-    assert main(["compare", str(run_dir), str(cls_run.run_dir)]) == 2
-
-
 def test_recipe_lists_what_differs_from_the_defaults():
     shown = recipe(
         {"model": "simple_cnn", "lr": 0.003, "dropout": 0.0, "project": "x", "data": "d"}
@@ -221,12 +211,117 @@ def test_compare_puts_runs_side_by_side(cls_run, tmp_path):
     assert "<td>lr</td>" in html and "validation curves" in html
 
 
-def test_compare_refuses_runs_of_two_tasks(cls_run, tiny_detector_run, tmp_path, capsys):
-    run, _ = tiny_detector_run
-    code = main(
-        ["compare", str(cls_run.run_dir), str(run.run_dir), "--out", str(tmp_path / "c.html")]
-    )
-    assert code == 2 and "one task" in capsys.readouterr().err
+def write_run(run_dir: Path, task: str, score: str, best: float, **config) -> Path:
+    """A finished run's records written by the engine's own writers (config.yaml, two rows of
+    history.csv, metrics.json), without training: what `cnnkit compare` reads."""
+    from cnnkit.engine import run_folder
+
+    run_dir.mkdir(parents=True)
+    run_folder.write_run_files(run_dir, {"data": "d", "lr": 0.001, **config}, ["a", "b"])
+    history = [
+        {"epoch": e, "stage": "train", "train_loss": 1 / e, f"val_{score}": best * e / 2}
+        | {"lr": 0.001, "seconds": 2.0, "images_per_second": 100.0}
+        for e in (1, 2)
+    ]
+    run_folder.write_history(run_dir, history)
+    metrics = {"task": task, "epochs_done": 2, "epochs": 2, f"best_val_{score}": best}
+    run_folder.write_metrics(run_dir, metrics | {"best_epoch": 2, f"test_{score}": best - 0.01})
+    return run_dir
+
+
+def sections(html: str) -> dict[str, str]:
+    """A page's sections: heading -> its HTML."""
+    return dict(re.findall(r'<section id="[^"]*"><h2>([^<]*)</h2>(.*?)</section>', html))
+
+
+@pytest.mark.parametrize("given", ["folder", "list"])
+def test_compare_groups_runs_of_several_tasks_by_task(tmp_path, capsys, given):
+    """A folder (or a list) of classification, detection and segmentation runs: one table per
+    task, each with that task's own score."""
+    folder = tmp_path / "runs"
+    write_run(folder / "cls-a", "classify", "accuracy", 0.61, model="simple_cnn")
+    write_run(folder / "cls-b", "classify", "accuracy", 0.72, model="fastnet_cpu")
+    write_run(folder / "det", "detect", "map", 0.31, model="fcos_mobilenet_v2")
+    write_run(folder / "seg", "segment", "miou", 0.42, model="lraspp_mobilenet_v3_large")
+    runs = [str(folder)] if given == "folder" else [str(p) for p in sorted(folder.iterdir())]
+    assert main(["compare", *runs, "--out", str(tmp_path / "c.html")]) == 0
+    assert capsys.readouterr().err == ""
+    found = sections(assert_self_contained(tmp_path / "c.html"))
+    classify = found["classify runs, ranked by validation accuracy"]
+    assert "<th>best val accuracy</th>" in classify and "<td>72.00%</td>" in classify
+    assert classify.index("<td>cls-b</td>") < classify.index("<td>cls-a</td>")  # ranked
+    assert "<td>det</td>" not in classify and "<td>seg</td>" not in classify
+    detect = found["detect runs, ranked by validation map"]
+    assert "<th>best val map</th>" in detect and "<td>0.3100</td>" in detect
+    segment = found["segment runs, ranked by validation miou"]
+    assert "<th>best val miou</th>" in segment and "<td>0.4200</td>" in segment
+    assert "<td>model</td>" in found["classify: settings that differ"]
+    assert "validation curves" in found["detect: validation curves"]
+
+
+def test_compare_leaves_out_a_run_whose_metrics_are_corrupt(tmp_path, capsys):
+    """A list of three runs, one with a metrics.json that is not JSON: that run is named on
+    stderr in one line, the others are compared, and the exit says one was left out (2)."""
+    first = write_run(tmp_path / "first", "classify", "accuracy", 0.6)
+    bad = write_run(tmp_path / "bad", "classify", "accuracy", 0.7)
+    third = write_run(tmp_path / "third", "classify", "accuracy", 0.8, lr=0.01)
+    (bad / "metrics.json").write_text('{"task": "classify", "best_val')
+    out = tmp_path / "compare.html"
+    assert main(["compare", str(first), str(bad), str(third), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"left out {bad}" in err[0] and "metrics.json" in err[0]
+    found = sections(assert_self_contained(out))
+    assert "<td>first</td>" in found["Runs"] and "<td>third</td>" in found["Runs"]
+    assert "<td>bad</td>" not in found["Runs"] and str(bad) in found["Runs left out"]
+    # no run left to compare: each named, then one line saying so
+    (first / "metrics.json").write_text("not json")
+    out.unlink()
+    assert main(["compare", str(first), str(bad), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and "none of those given can be read" in err[2] and not out.exists()
+
+
+CORRUPT_HISTORIES = {
+    "empty": b"",
+    "not-a-table": b"this is not a csv\n",
+    "a-malformed-line": b"epoch,val_accuracy\nabc,xyz\n",
+    "not-text": bytes(range(128, 256)),
+    "a-folder": None,
+}
+
+
+@pytest.mark.parametrize("content", CORRUPT_HISTORIES.values(), ids=CORRUPT_HISTORIES)
+def test_a_corrupt_history_is_named_and_its_curves_left_out(tmp_path, capsys, content):
+    """A history.csv that cannot be read: `report` and `compare` name it in one line, leave its
+    curves out and go on; a missing one is said by no one (a run before its first epoch)."""
+    broken = write_run(tmp_path / "broken", "classify", "accuracy", 0.6)
+    other = write_run(tmp_path / "other", "classify", "accuracy", 0.7, lr=0.01)
+    history = broken / "history.csv"
+    history.unlink()
+    if content is None:
+        history.mkdir()
+    else:
+        history.write_bytes(content)
+    said = f"cnnkit: {history}: cannot be read ("
+    assert main(["report", str(broken)]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(said), err
+    assert err[0].endswith("); its curves are left out")
+    curves = sections((broken / "report.html").read_text())["Training curves"]
+    assert "its curves are left out" in curves and "<img" not in curves
+    out = tmp_path / "compare.html"
+    assert main(["compare", str(broken), str(other), "--out", str(out)]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(said), err
+    found = sections(out.read_text())
+    assert "<td>broken</td>" in found["Runs"]
+    assert "its curves are left out" in found["Validation curves"]
+    if content is None:
+        history.rmdir()
+    else:
+        history.unlink()
+    assert main(["compare", str(broken), str(other), "--out", str(out)]) == 0
+    assert capsys.readouterr().err == ""
 
 
 def test_parse_sweep_types_the_values():

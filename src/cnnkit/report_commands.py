@@ -19,11 +19,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from cnnkit.report.compare import compare_runs
+    from cnnkit.report.compare import expand_runs, write_comparison
 
-    path = compare_runs(args.runs, args.out)
+    found = expand_runs(args.runs)
+    path = write_comparison(found, args.out)
     print(f"comparison written to {path}")
-    return 0
+    return 2 if found.left_out else 0  # as a sweep: some runs left out (named above)
 
 
 def run_sweep(items: list[str], config: Any, progress: bool) -> int:
@@ -63,7 +64,8 @@ def add_report_parsers(command: Callable[..., argparse.ArgumentParser]) -> None:
         "compare",
         cmd_compare,
         "put runs side by side in one page: model, parameters, the settings that differ,"
-        " scores, time and overlaid validation curves",
+        " scores, time and overlaid validation curves (runs of several tasks: one comparison"
+        " per task)",
     )
     p.add_argument("runs", nargs="+", help="run folders, or folders of runs (a sweep's)")
     p.add_argument("--out", default="compare.html", help="the page to write")

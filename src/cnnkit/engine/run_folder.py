@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import re
@@ -74,11 +73,6 @@ def write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
     for row in history:
         lines.append(",".join(_fmt(row.get(k, "")) for k in fields))
     write_text_atomic(run_dir / "history.csv", "\n".join(lines) + "\n")
-
-
-def read_history(run_dir: Path) -> list[dict[str, str]]:
-    with open(run_dir / "history.csv", newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:

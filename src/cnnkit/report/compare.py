@@ -4,6 +4,8 @@ validation and test scores, time, images/s) with their validation curves overlai
 from __future__ import annotations
 
 import os
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ from cnnkit.report.page import Page, figure_png
 from cnnkit.report.run import (
     NOT_RECIPE,
     RunFiles,
+    UnreadableRun,
     images_per_second,
     percent,
     read_run,
@@ -19,11 +22,19 @@ from cnnkit.report.run import (
 )
 
 
-def expand_runs(paths: list[str | os.PathLike]) -> list[RunFiles]:
+@dataclass
+class FoundRuns:
+    """The runs a comparison is given: those read, and the run folders left out with why."""
+
+    runs: list[RunFiles] = field(default_factory=list)
+    left_out: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def expand_runs(paths: list[str | os.PathLike]) -> FoundRuns:
     """The runs as given; a folder that is not a run but holds runs (a sweep's, a project's)
-    stands for the readable runs in it, in name order (an unreadable one is named and left
-    out). The same run given twice counts once."""
-    found: list[RunFiles] = []
+    stands for the runs in it, in name order. A run folder whose records cannot be read is
+    named on stderr in one line and left out. The same run given twice counts once."""
+    found = FoundRuns()
     seen: set[Path] = set()
     for given in paths:
         path = Path(given)
@@ -31,18 +42,20 @@ def expand_runs(paths: list[str | os.PathLike]) -> list[RunFiles]:
             inside = sorted(p for p in path.iterdir() if (p / "config.yaml").is_file())
             if not inside:
                 raise CnnkitError(f"{path} is neither a run folder nor a folder of runs")
-            runs = []
-            for run in inside:
-                try:
-                    runs.append(read_run(run))
-                except CnnkitError as exc:
-                    print(f"cnnkit: left out {run}: {exc}")
         else:
-            runs = [read_run(path)]
-        for run in runs:
-            if run.run_dir.resolve() not in seen:
-                seen.add(run.run_dir.resolve())
-                found.append(run)
+            inside = [path]
+        for run in inside:
+            try:
+                files = read_run(run)
+            except UnreadableRun as exc:
+                if run.resolve() not in seen:
+                    seen.add(run.resolve())
+                    print(f"cnnkit: left out {run}: {exc}", file=sys.stderr)
+                    found.left_out.append((run, str(exc)))
+                continue
+            if files.run_dir.resolve() not in seen:
+                seen.add(files.run_dir.resolve())
+                found.runs.append(files)
     return found
 
 
@@ -63,27 +76,67 @@ def differing_settings(runs: list[RunFiles]) -> dict[str, list[Any]]:
 
 
 def compare_runs(runs: list[str | os.PathLike], out: str | os.PathLike = "compare.html") -> Path:
-    """Write compare.html for the runs (run folders, or folders of runs) and return its path."""
+    """Write compare.html for the runs (run folders, or folders of runs) and return its path.
+    Runs of several tasks are grouped by task: one comparison each, on that task's score."""
     if isinstance(runs, str | os.PathLike):
         runs = [runs]
-    found = expand_runs(list(runs))
-    if len(found) < 2:
+    return write_comparison(expand_runs(list(runs)), out)
+
+
+def write_comparison(given: FoundRuns, out: str | os.PathLike = "compare.html") -> Path:
+    """compare.html for the runs read (those left out are listed), and its path."""
+    found = given.runs
+    if len(found) + len(given.left_out) < 2:
         raise CnnkitError("give at least two different runs to compare (or a folder of them)")
-    tasks = sorted({r.task for r in found})
-    if len(tasks) > 1:
-        raise CnnkitError(f"compare runs of one task; these are {' and '.join(tasks)} runs")
+    if not found:
+        raise CnnkitError("no run to compare: none of those given can be read (named above)")
     path = Path(out)
     if path.suffix.lower() not in (".html", ".htm"):
         raise CnnkitError(f"--out must end in .html, not {path.name}")
     if not path.parent.is_dir():
         raise CnnkitError(f"cannot write {path}: folder {path.parent} does not exist")
-    names = _names(found)
-    score = found[0].score_name
-    page = Page(
-        f"cnnkit: {len(found)} runs compared", f"{tasks[0]} runs, ranked by validation {score}"
+    names = dict(zip((id(run) for run in found), _names(found), strict=True))
+    groups = by_task(found)
+    if len(groups) == 1:
+        ((label, group),) = groups.items()
+        subtitle = f"{label} runs, ranked by validation {group[0].score_name}"
+    else:
+        counts = ", ".join(f"{len(group)} {label}" for label, group in groups.items())
+        subtitle = f"runs of {len(groups)} tasks ({counts}), each task compared on its own score"
+    page = Page(f"cnnkit: {len(found)} run{'s' * (len(found) != 1)} compared", subtitle)
+    for label, group in groups.items():
+        _add_comparison(page, group, [names[id(run)] for run in group], label, len(groups) > 1)
+    if given.left_out:
+        page.section("Runs left out").table(["run", "why"], given.left_out)
+    return page.write(path)
+
+
+def by_task(runs: list[RunFiles]) -> dict[str, list[RunFiles]]:
+    """The runs grouped by what they are compared on: their task, and their score where one
+    task's runs are scored differently (a multi-label classifier's AUC beside accuracy)."""
+    scores: dict[str, set[str]] = {}
+    for run in runs:
+        scores.setdefault(run.task, set()).add(run.score_name)
+    groups: dict[str, list[RunFiles]] = {}
+    for run in runs:
+        label = run.task if len(scores[run.task]) == 1 else f"{run.task} ({run.score_name})"
+        groups.setdefault(label, []).append(run)
+    return groups
+
+
+def _add_comparison(
+    page: Page, runs: list[RunFiles], names: list[str], label: str, titled: bool
+) -> None:
+    """One task's runs side by side: the ranked table, the settings that differ, the curves;
+    `titled`: the sections name the task (the page compares several)."""
+    score = runs[0].score_name
+    lower_is_better = score in LOWER_IS_BETTER
+    ranked = sorted(
+        zip(names, runs, strict=True),
+        key=lambda pair: _rank(pair[1].metrics.get(f"best_val_{score}"), lower_is_better),
     )
     rows = []
-    for name, run in zip(names, found, strict=True):
+    for name, run in ranked:
         m = run.metrics
         rate = images_per_second(run)
         rows.append(
@@ -98,13 +151,8 @@ def compare_runs(runs: list[str | os.PathLike], out: str | os.PathLike = "compar
                 f"{rate:,.0f}" if rate else "",
             ]
         )
-    lower_is_better = score in LOWER_IS_BETTER
-    order = {
-        id(r): _rank(run.metrics.get(f"best_val_{score}"), lower_is_better)
-        for r, run in zip(rows, found, strict=True)
-    }
-    rows.sort(key=lambda r: order[id(r)])
-    page.section("Runs").table(
+    prefix = f"{label}: " if titled else ""
+    page.section(f"{label} runs, ranked by validation {score}" if titled else "Runs").table(
         [
             "run",
             "model",
@@ -117,14 +165,19 @@ def compare_runs(runs: list[str | os.PathLike], out: str | os.PathLike = "compar
         ],
         rows,
     )
-    settings = differing_settings(found)
-    section = page.section("Settings that differ")
-    if settings:
+    section = page.section(f"{prefix}settings that differ" if titled else "Settings that differ")
+    settings = differing_settings(runs)
+    if len(runs) == 1:
+        section.text(f"one {label} run: no other to set its settings against", note=True)
+    elif settings:
         section.table(["setting", *names], [[k, *v] for k, v in settings.items()])
     else:
         section.text("the runs' settings are the same (they differ by chance alone)", note=True)
-    page.section("Validation curves").image(_curves(found, names, score), "validation curves")
-    return page.write(path)
+    curves = page.section(f"{prefix}validation curves" if titled else "Validation curves")
+    curves.image(_curves(runs, names, score), f"{prefix}validation curves")
+    for run in runs:
+        if run.history_note is not None:
+            curves.text(run.history_note, note=True)
 
 
 def _names(runs: list[RunFiles]) -> list[str]:

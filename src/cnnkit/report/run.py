@@ -4,8 +4,10 @@ export parity table, read from the run folder's own files."""
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -25,6 +27,10 @@ NOT_RECIPE = ("project", "name", "device", "tensorboard", "report", "data_root")
 SCORES = {"classify": "accuracy", "detect": "map", "segment": "miou", "generate": "fd_lite0"}
 
 
+class UnreadableRun(CnnkitError):
+    """A run folder whose records cannot be read: a comparison of several runs leaves it out."""
+
+
 @dataclass
 class RunFiles:
     """A run folder's records: its resolved config, metrics.json and history.csv."""
@@ -33,6 +39,7 @@ class RunFiles:
     config: dict[str, Any]
     metrics: dict[str, Any]
     history: list[dict[str, str]]
+    history_note: str | None = None  # why history.csv's curves are left out (it is corrupt)
 
     @property
     def task(self) -> str:
@@ -64,12 +71,11 @@ def read_run(run: str | Path) -> RunFiles:
     metrics_file = run_dir / "metrics.json"
     metrics = _read(metrics_file, json.loads) if metrics_file.is_file() else {}
     if not isinstance(config, dict) or not isinstance(metrics, dict):
-        raise CnnkitError(f"{run_dir}: config.yaml or metrics.json is not a mapping")
-    try:
-        rows = run_folder.read_history(run_dir) if (run_dir / "history.csv").is_file() else []
-    except (OSError, ValueError) as exc:
-        raise CnnkitError(f"{run_dir / 'history.csv'}: cannot be read ({exc})") from None
-    return RunFiles(run_dir, config, metrics, _checked_history(run_dir, rows))
+        raise UnreadableRun(f"{run_dir}: config.yaml or metrics.json is not a mapping")
+    history, note = read_history(run_dir / "history.csv")
+    if note is not None:
+        print(f"cnnkit: {note}", file=sys.stderr)
+    return RunFiles(run_dir, config, metrics, history, note)
 
 
 def _read(path: Path, parse: Any) -> Any:
@@ -77,12 +83,24 @@ def _read(path: Path, parse: Any) -> Any:
         return parse(path.read_text())
     except (OSError, ValueError, yaml.YAMLError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CnnkitError(f"{path}: cannot be read ({first})") from None
+        raise UnreadableRun(f"{path}: cannot be read ({first})") from None
 
 
-def _checked_history(run_dir: Path, rows: list[dict[str, str]]) -> list[dict[str, str]]:
-    """history.csv's rows, each with a whole-number epoch and numbers (or blanks) in every
-    loss, score and rate column; a file that breaks this is named in one line."""
+def read_history(path: Path) -> tuple[list[dict[str, str]], str | None]:
+    """(rows, note): history.csv's rows, each with a whole-number epoch and numbers (or blanks)
+    in every loss, score and rate column; a file that is not that gives no rows and a one-line
+    note naming it. No file (a run stopped before its first epoch) is no rows and no note."""
+    if not path.exists():
+        return [], None
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            columns = reader.fieldnames or []
+            rows = list(reader)
+    except (OSError, ValueError, csv.Error) as exc:
+        return [], _curves_left_out(path, (str(exc).strip().splitlines() or [repr(exc)])[0])
+    if "epoch" not in columns:
+        return [], _curves_left_out(path, "no header line with an epoch column")
     for i, row in enumerate(rows, 2):
         try:
             int(row.get("epoch") or "")
@@ -90,11 +108,13 @@ def _checked_history(run_dir: Path, rows: list[dict[str, str]]) -> list[dict[str
                 if key not in ("epoch", "stage") and value not in (None, ""):
                     float(value)
         except (TypeError, ValueError):
-            raise CnnkitError(
-                f"{run_dir / 'history.csv'} line {i} is malformed (an epoch number and numbers "
-                "in every other column but stage expected)"
-            ) from None
-    return rows
+            why = f"line {i}: an epoch number and numbers in every other column but stage expected"
+            return [], _curves_left_out(path, why)
+    return rows, None
+
+
+def _curves_left_out(path: Path, why: str) -> str:
+    return f"{path}: cannot be read ({why}); its curves are left out"
 
 
 def recipe(config: dict[str, Any]) -> dict[str, Any]:
@@ -173,6 +193,8 @@ def summary_section(page: Page, files: RunFiles) -> None:
 
 
 def curves_section(page: Page, files: RunFiles, tmp: Path) -> None:
+    if files.history_note is not None:
+        page.section("Training curves").text(files.history_note, note=True)
     if not files.history:
         return
     history = [dict(row) for row in files.history]
