@@ -243,6 +243,7 @@ def test_compare_groups_runs_of_several_tasks_by_task(tmp_path, capsys, given):
     write_run(folder / "cls-b", "classify", "accuracy", 0.72, model="fastnet_cpu")
     write_run(folder / "det", "detect", "map", 0.31, model="fcos_mobilenet_v2")
     write_run(folder / "seg", "segment", "miou", 0.42, model="lraspp_mobilenet_v3_large")
+    write_run(folder / "faces", "embed", "pair_accuracy", 0.875, model="faces")
     runs = [str(folder)] if given == "folder" else [str(p) for p in sorted(folder.iterdir())]
     assert main(["compare", *runs, "--out", str(tmp_path / "c.html")]) == 0
     assert capsys.readouterr().err == ""
@@ -255,6 +256,8 @@ def test_compare_groups_runs_of_several_tasks_by_task(tmp_path, capsys, given):
     assert "<th>best val map</th>" in detect and "<td>0.3100</td>" in detect
     segment = found["segment runs, ranked by validation miou"]
     assert "<th>best val miou</th>" in segment and "<td>0.4200</td>" in segment
+    faces = found["embed runs, ranked by validation pair_accuracy"]
+    assert "<th>best val pair_accuracy</th>" in faces and "<td>87.50%</td>" in faces
     assert "<td>model</td>" in found["classify: settings that differ"]
     assert "validation curves" in found["detect: validation curves"]
 

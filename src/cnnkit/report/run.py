@@ -24,7 +24,13 @@ from cnnkit.report.page import Page
 ALWAYS_SHOWN = ("data", "model", "epochs", "batch_size", "optimizer", "lr", "augment")
 # keys that only say where things go, not how the model was trained
 NOT_RECIPE = ("project", "name", "device", "tensorboard", "report", "data_root")
-SCORES = {"classify": "accuracy", "detect": "map", "segment": "miou", "generate": "fd_lite0"}
+SCORES = {
+    "classify": "accuracy",
+    "detect": "map",
+    "segment": "miou",
+    "generate": "fd_lite0",
+    "embed": "pair_accuracy",
+}
 
 
 class UnreadableRun(CnnkitError):
@@ -262,7 +268,7 @@ def percent(value: Any, score: str) -> str | None:
 def _percent(value: Any, score: str) -> str | None:
     if not isinstance(value, int | float):
         return None
-    return f"{value:.2%}" if score == "accuracy" else f"{value:.4f}"
+    return f"{value:.2%}" if score in ("accuracy", "pair_accuracy") else f"{value:.4f}"
 
 
 def _rate(value: float | None) -> str | None:
