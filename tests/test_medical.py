@@ -221,6 +221,21 @@ def test_the_report_uses_the_threshold_it_is_given():
     assert strict.to_dict()["top1_accuracy_argmax"] == 0.5
 
 
+def test_a_rate_over_no_images_is_null_in_metrics_json_and_printed_n_a(capsys):
+    from cnnkit.tasks.classify.report import print_report
+
+    logits = torch.tensor([[0.0, 1.0], [0.0, -1.0], [0.0, -2.0]])
+    # p(pos) 0.73, 0.27, 0.12: only the first is called positive at 0.5
+    cases = (([0, 0, 0], "sensitivity", "specificity", 2 / 3),
+             ([1, 1, 1], "specificity", "sensitivity", 1 / 3))  # fmt: skip
+    for labels, undefined, kept, rate in cases:
+        report = classification_report(logits, torch.tensor(labels), ["neg", "pos"])
+        point = report.to_dict()["operating_point"]
+        assert point[undefined] is None and point[kept] == pytest.approx(rate), labels
+        print_report(report)
+        assert f"{undefined} n/a (no " in capsys.readouterr().out
+
+
 # ---- end to end --------------------------------------------------------------------------------
 
 
@@ -318,3 +333,18 @@ def test_a_held_out_test_file_of_any_name_is_scored_as_the_models_classes(
              val_labels=labels)  # fmt: skip
     assert main(argv) == 2
     assert "pass --split val to score its validation" in capsys.readouterr().err
+
+
+def test_a_test_split_without_positives_records_no_sensitivity(tmp_path, capsys):
+    """The run's final test, metrics.json and report.html: undefined, never 0%."""
+    path = write_npz(tmp_path / "two.npz", classes=2)
+    arrays = dict(np.load(path))
+    negatives = arrays["test_labels"][:, 0] == 0
+    arrays["test_images"] = arrays["test_images"][negatives]
+    arrays["test_labels"] = arrays["test_labels"][negatives]
+    np.savez(path, **arrays)
+    run = cnnkit.train(data=str(path), epochs=1, project=str(tmp_path), name="r", progress=False)
+    assert "sensitivity n/a (no positive image)" in capsys.readouterr().out
+    metrics = json.loads((run.run_dir / "metrics.json").read_text())
+    assert metrics["test_sensitivity"] is None and 0 <= metrics["test_specificity"] <= 1
+    assert "n/a (no positive image)" in (run.run_dir / "report.html").read_text()
