@@ -87,6 +87,32 @@ def test_an_npz_of_any_name_reads_colour_and_grey(tmp_path):
     assert resized.train.images.shape[2:] == (32, 32)
 
 
+def test_16_bit_and_float_npz_images_read_as_the_file_decoder_reads_them(tmp_path):
+    """uint16 scaled by its type; floats by the range the values lie in (0-1, 0-255,
+    0-65535); a pixel that is no number is black. Each reads as the uint8 file it came from."""
+    original = write_npz(tmp_path / "u8.npz", splits=("train",))
+    arrays = dict(np.load(original))
+    pixels = arrays["train_images"]
+    as_uint8 = load_data(str(original), val_split=0.0, progress=False).train.images
+    assert torch.equal(as_uint8[:, 0], torch.from_numpy(pixels))  # uint8 as it was
+    unit = pixels / 255.0
+    unit[0, 0, 0] = np.nan
+    variants = {
+        "u16": pixels.astype(np.uint16) * 257,
+        "unit": unit,
+        "f255": pixels.astype(np.float32),
+        "f65535": pixels.astype(np.float64) * 257,
+    }
+    for name, images in variants.items():
+        np.savez(tmp_path / f"{name}.npz", **{**arrays, "train_images": images})
+        read = load_data(str(tmp_path / f"{name}.npz"), val_split=0.0, progress=False)
+        expected = as_uint8.clone()
+        if name == "unit":
+            expected[0, :, 0, 0] = 0
+        assert read.train.images.dtype == torch.uint8, name
+        assert torch.equal(read.train.images, expected), name
+
+
 @pytest.mark.parametrize(
     ("make", "message"),
     [
@@ -120,10 +146,26 @@ def test_an_npz_of_any_name_reads_colour_and_grey(tmp_path):
         (
             lambda p: np.savez(
                 p,
-                train_images=np.zeros((2, 28, 28), np.float32),
+                train_images=np.zeros((2, 28, 28), np.int32),
                 train_labels=np.zeros((2, 1), np.uint8),
             ),
-            "must be uint8",
+            "train_images: pixel type int32 (use uint8, uint16 or float)",
+        ),
+        (
+            lambda p: np.savez(
+                p,
+                train_images=np.full((2, 28, 28), np.nan, np.float32),
+                train_labels=np.zeros((2, 1), np.uint8),
+            ),
+            "train_images: pixel values that are not numbers (NaN or infinite)",
+        ),
+        (
+            lambda p: np.savez(
+                p,
+                train_images=np.linspace(-5000, 300, 2 * 28 * 28).reshape(2, 28, 28),
+                train_labels=np.zeros((2, 1), np.uint8),
+            ),
+            "float pixel values -5000..300 lie in no image range (0-1, 0-255 or 0-65535)",
         ),
         (
             lambda p: np.savez(
