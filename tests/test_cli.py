@@ -376,6 +376,22 @@ def test_evaluate_on_a_folder_with_val_but_no_test_uses_the_val_folder(tmp_path,
     assert count == 4 and "did not train on" in err
 
 
+def test_held_out_data_with_only_a_val_split_is_scored_on_it_with_a_note(run_dir, tmp_path, capsys):
+    held = tmp_path / "held"
+    copy_sample_classes(held / "val", per_class=3)
+    count, err = evaluated(capsys, str(run_dir), "--data", str(held))
+    assert count == 6 and "Traceback" not in err
+    assert f"{held} has no test split: scoring its 6 validation images (its only split)" in err
+    assert (run_dir / "eval-held-val" / "metrics.json").is_file()
+    # asked for by name it is the same split, without the note
+    count, err = evaluated(capsys, str(run_dir), "--data", str(held), "--split", "val")
+    assert count == 6 and "no test split" not in err
+    # with a train split beside it there are two candidates: still the user's choice
+    copy_sample_classes(held / "train", per_class=3)
+    assert main(["evaluate", str(run_dir), "--data", str(held), "--no-progress"]) == 2
+    assert "pass --split val to score its validation images" in capsys.readouterr().err
+
+
 def test_a_folder_with_one_class_is_refused_before_training(tmp_path, capsys):
     (tmp_path / "only" / "cat").mkdir(parents=True)
     for i in range(4):

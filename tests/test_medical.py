@@ -87,6 +87,32 @@ def test_an_npz_of_any_name_reads_colour_and_grey(tmp_path):
     assert resized.train.images.shape[2:] == (32, 32)
 
 
+def test_16_bit_and_float_npz_images_read_as_the_file_decoder_reads_them(tmp_path):
+    """uint16 scaled by its type; floats by the range the values lie in (0-1, 0-255,
+    0-65535); a pixel that is no number is black. Each reads as the uint8 file it came from."""
+    original = write_npz(tmp_path / "u8.npz", splits=("train",))
+    arrays = dict(np.load(original))
+    pixels = arrays["train_images"]
+    as_uint8 = load_data(str(original), val_split=0.0, progress=False).train.images
+    assert torch.equal(as_uint8[:, 0], torch.from_numpy(pixels))  # uint8 as it was
+    unit = pixels / 255.0
+    unit[0, 0, 0] = np.nan
+    variants = {
+        "u16": pixels.astype(np.uint16) * 257,
+        "unit": unit,
+        "f255": pixels.astype(np.float32),
+        "f65535": pixels.astype(np.float64) * 257,
+    }
+    for name, images in variants.items():
+        np.savez(tmp_path / f"{name}.npz", **{**arrays, "train_images": images})
+        read = load_data(str(tmp_path / f"{name}.npz"), val_split=0.0, progress=False)
+        expected = as_uint8.clone()
+        if name == "unit":
+            expected[0, :, 0, 0] = 0
+        assert read.train.images.dtype == torch.uint8, name
+        assert torch.equal(read.train.images, expected), name
+
+
 @pytest.mark.parametrize(
     ("make", "message"),
     [
@@ -120,10 +146,26 @@ def test_an_npz_of_any_name_reads_colour_and_grey(tmp_path):
         (
             lambda p: np.savez(
                 p,
-                train_images=np.zeros((2, 28, 28), np.float32),
+                train_images=np.zeros((2, 28, 28), np.int32),
                 train_labels=np.zeros((2, 1), np.uint8),
             ),
-            "must be uint8",
+            "train_images: pixel type int32 (use uint8, uint16 or float)",
+        ),
+        (
+            lambda p: np.savez(
+                p,
+                train_images=np.full((2, 28, 28), np.nan, np.float32),
+                train_labels=np.zeros((2, 1), np.uint8),
+            ),
+            "train_images: pixel values that are not numbers (NaN or infinite)",
+        ),
+        (
+            lambda p: np.savez(
+                p,
+                train_images=np.linspace(-5000, 300, 2 * 28 * 28).reshape(2, 28, 28),
+                train_labels=np.zeros((2, 1), np.uint8),
+            ),
+            "float pixel values -5000..300 lie in no image range (0-1, 0-255 or 0-65535)",
         ),
         (
             lambda p: np.savez(
@@ -219,6 +261,21 @@ def test_the_report_uses_the_threshold_it_is_given():
     assert low.confusion.tolist() == [[1, 1], [0, 2]] and low.top1 == 0.75
     assert strict.argmax_top1 == 0.5 and default.argmax_top1 is None  # MedMNIST's ACC kept
     assert strict.to_dict()["top1_accuracy_argmax"] == 0.5
+
+
+def test_a_rate_over_no_images_is_null_in_metrics_json_and_printed_n_a(capsys):
+    from cnnkit.tasks.classify.report import print_report
+
+    logits = torch.tensor([[0.0, 1.0], [0.0, -1.0], [0.0, -2.0]])
+    # p(pos) 0.73, 0.27, 0.12: only the first is called positive at 0.5
+    cases = (([0, 0, 0], "sensitivity", "specificity", 2 / 3),
+             ([1, 1, 1], "specificity", "sensitivity", 1 / 3))  # fmt: skip
+    for labels, undefined, kept, rate in cases:
+        report = classification_report(logits, torch.tensor(labels), ["neg", "pos"])
+        point = report.to_dict()["operating_point"]
+        assert point[undefined] is None and point[kept] == pytest.approx(rate), labels
+        print_report(report)
+        assert f"{undefined} n/a (no " in capsys.readouterr().out
 
 
 # ---- end to end --------------------------------------------------------------------------------
@@ -318,3 +375,18 @@ def test_a_held_out_test_file_of_any_name_is_scored_as_the_models_classes(
              val_labels=labels)  # fmt: skip
     assert main(argv) == 2
     assert "pass --split val to score its validation" in capsys.readouterr().err
+
+
+def test_a_test_split_without_positives_records_no_sensitivity(tmp_path, capsys):
+    """The run's final test, metrics.json and report.html: undefined, never 0%."""
+    path = write_npz(tmp_path / "two.npz", classes=2)
+    arrays = dict(np.load(path))
+    negatives = arrays["test_labels"][:, 0] == 0
+    arrays["test_images"] = arrays["test_images"][negatives]
+    arrays["test_labels"] = arrays["test_labels"][negatives]
+    np.savez(path, **arrays)
+    run = cnnkit.train(data=str(path), epochs=1, project=str(tmp_path), name="r", progress=False)
+    assert "sensitivity n/a (no positive image)" in capsys.readouterr().out
+    metrics = json.loads((run.run_dir / "metrics.json").read_text())
+    assert metrics["test_sensitivity"] is None and 0 <= metrics["test_specificity"] <= 1
+    assert "n/a (no positive image)" in (run.run_dir / "report.html").read_text()

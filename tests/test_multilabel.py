@@ -189,6 +189,19 @@ def test_per_label_auc_thresholds_and_exact_match_on_a_hand_computed_case():
     assert multilabel_report(probs.logit(), one_sided, ["a", "b"]).auc == pytest.approx(1.0)
 
 
+def test_a_label_with_one_side_only_has_no_rate_for_the_missing_side(tmp_path):
+    from cnnkit.tasks.classify.multilabel_report import write_multilabel
+
+    probs = torch.tensor([[0.9, 0.2], [0.6, 0.7], [0.3, 0.4], [0.1, 0.8]])
+    targets = torch.tensor([[1.0, 0.0], [1.0, 1.0], [1.0, 0.0], [1.0, 1.0]])  # a: all positive
+    report = multilabel_report(probs.logit(), targets, ["a", "b"])
+    label = report.to_dict()["per_label"]["a"]
+    assert label["specificity"] is None and label["sensitivity"] == pytest.approx(0.5)
+    write_multilabel(report, tmp_path)
+    row = (tmp_path / "per_label.csv").read_text().splitlines()[1]
+    assert row.endswith(",0.500,-")
+
+
 # ---- end to end --------------------------------------------------------------------------------
 
 

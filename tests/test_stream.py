@@ -198,9 +198,9 @@ def test_shards_with_hostile_members_train_and_list_them(cifar_folder, tmp_path,
     add_bad_files(cifar_folder / "train")
     shards = tmp_path / "shards"
     summary = write_shards(cifar_folder, shards, shard_size=40, progress=False)
-    # no image header (zero bytes, text, the cut JPEG) or a bomb's: left out when sharding
+    # no image header (zero bytes, text, the cut JPEG), a bomb's or a cut PNG: left out
     left_out = sorted(Path(p).name for p, _ in summary.skipped)
-    assert left_out == ["bomb.png", "cut.jpg", "text.jpg", "zero.png"]
+    assert left_out == ["bomb.png", "cut.jpg", "text.jpg", "truncated.png", "zero.png"]
     members = {
         "notes.txt": b"hello",  # a sample without an image
         "fake.png": b"GIF8 no",  # an image name, not an image
@@ -228,9 +228,34 @@ def test_shards_with_hostile_members_train_and_list_them(cifar_folder, tmp_path,
     captured = capsys.readouterr()
     assert "notes (no image member in the sample)" in captured.err  # listed when loading
     epoch_line = captured.err.split("this epoch skipped", 1)[1]
-    assert epoch_line.startswith(" 3 unreadable image(s)")  # truncated, fake, bomb
+    assert epoch_line.startswith(" 2 unreadable image(s)")  # fake, bomb
     assert "fake.png (corrupt GIF)" in epoch_line and "exceeds the limit" in epoch_line
-    assert run.metrics["skipped_images"] == 4 and run.metrics["epochs_done"] == 1
+    assert run.metrics["skipped_images"] == 3 and run.metrics["epochs_done"] == 1
+
+
+def test_shard_leaves_out_a_truncated_png_and_names_it(tmp_path, capsys):
+    """A PNG cut short has a whole header: only decoding every pixel finds it, and it must be
+    left out of the shards, not packed while the count says it was left out."""
+    from PIL import Image
+
+    source = tmp_path / "data"
+    for c, name in enumerate(CLASSES):
+        (source / "train" / name).mkdir(parents=True)
+        for i in range(3):
+            pixels = np.random.default_rng(c * 3 + i).integers(0, 256, (16, 16, 3), np.uint8)
+            Image.fromarray(pixels).save(source / "train" / name / f"{i}.png")
+    whole = (source / "train" / "cat" / "1.png").read_bytes()
+    (source / "train" / "cat" / "1.png").write_bytes(whole[: len(whole) // 2])  # in its pixels
+    out = tmp_path / "shards"
+    assert main(["shard", str(source), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "left out 1 unreadable file(s): train/cat/1.png: truncated PNG" in printed
+    assert "wrote 8 images in 1 shards" in printed
+    with tarfile.open(out / "train-000000.tar") as tar:
+        packed = sorted(m.name for m in tar.getmembers() if m.name.endswith(".png"))
+    readable = sorted(f"{n}/{i}.png" for n in CLASSES for i in range(3) if (n, i) != ("cat", 1))
+    assert packed == readable
+    assert json.loads((out / "dataset.json").read_text())["splits"]["train"]["images"] == 8
 
 
 def test_shard_command_refuses_bad_input_in_one_line(cifar_folder, tmp_path, capsys):

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from cnnkit.data.imageset import ImageSet
-from cnnkit.errors import CnnkitError
+from cnnkit.data.pixels import image_stack_to_uint8
+from cnnkit.errors import CnnkitError, ImageDecodeError
 
 RECORD = "https://zenodo.org/records/10519652/files"
 
@@ -299,8 +300,10 @@ class NpzFile:
     def split(self, name: str) -> ImageSet:
         images = np.asarray(self.arrays[f"{name}_images"])
         labels = self._labels[name]
-        if images.dtype != np.uint8:
-            raise CnnkitError(f"{self.path.name}: {name}_images must be uint8, not {images.dtype}")
+        try:  # 16-bit and float arrays as the file decoder reads such pixels
+            images = image_stack_to_uint8(images)
+        except ImageDecodeError as exc:
+            raise CnnkitError(f"{self.path.name}: {name}_images: {exc}") from None
         if images.ndim == 3:  # grey (N, H, W): the same plane in all three channels
             images = np.repeat(images[:, None], 3, axis=1)
         elif images.ndim == 4 and images.shape[-1] in (1, 3):

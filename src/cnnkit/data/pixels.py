@@ -4,7 +4,8 @@ is handed an array or a tensor.
 The rules: uint8 as it is; 16-bit scaled by its type's range; a float image's values in [0, 1]
 (a resize's overshoot of up to FLOAT_SLACK clipped); alpha composited on white; grey repeated
 into three channels. A float or 32-bit integer TIFF *file* has no type range to go by: its
-values are read by the range they lie in (0-1, 0-255 or 0-65535), never clipped to white.
+values are read by the range they lie in (0-1, 0-255 or 0-65535), never clipped to white; so
+are the float arrays of an .npz (image_stack_to_uint8, over the whole stack).
 """
 
 from __future__ import annotations
@@ -53,14 +54,54 @@ def float_file_to_uint8(a: np.ndarray) -> np.ndarray:
     if not finite.any():
         raise ImageDecodeError("pixel values that are not numbers (NaN or infinite)")
     a = np.where(finite, a, 0.0)
-    low, high = float(a.min()), float(a.max())
+    return unit_float_to_uint8(a / float_range_top(float(a.min()), float(a.max())))
+
+
+def float_range_top(low: float, high: float) -> float:
+    """The top of the image range float values from ``low`` to ``high`` lie in (1, 255 or
+    65535, as float_file_to_uint8 reads them), or ImageDecodeError when they lie in none."""
     for top in (1.0, 255.0, 65535.0):
         limit = UNIT_FLOAT_MAX if top == 1.0 else (1.0 + FLOAT_SLACK) * top
         if low >= -FLOAT_SLACK * top and high <= limit:
-            return unit_float_to_uint8(a / top)
+            return top
     raise ImageDecodeError(
         f"float pixel values {low:.6g}..{high:.6g} lie in no image range (0-1, 0-255 or 0-65535)"
     )
+
+
+STACK_CHUNK = 1024  # images converted at a time: a float64 stack is not copied whole
+
+
+def image_stack_to_uint8(images: np.ndarray) -> np.ndarray:
+    """A stack of images (N, ...) of uint8, uint16 or float -> uint8 by the file rules: uint8
+    as it is, 16-bit scaled by its type's range, floats by the range the whole stack's values
+    lie in (so every image is scaled alike) with no-number pixels black and a stack of nothing
+    else refused; other types are refused."""
+    if images.dtype == np.uint8:
+        return images
+    images = images.reshape(1) if images.ndim == 0 else images  # (its shape is refused later)
+    if images.size == 0 and images.dtype.kind in "uif":  # nothing to scale
+        return images.astype(np.uint8)
+    if images.dtype == np.uint16:
+        return (images >> 8).astype(np.uint8)
+    if not np.issubdtype(images.dtype, np.floating):
+        raise ImageDecodeError(f"pixel type {images.dtype} (use uint8, uint16 or float)")
+    low, high = np.inf, -np.inf
+    for start in range(0, len(images), STACK_CHUNK):
+        part = images[start : start + STACK_CHUNK]
+        finite = part[np.isfinite(part)]
+        if finite.size:
+            low, high = min(low, float(finite.min())), max(high, float(finite.max()))
+    if low > high:
+        raise ImageDecodeError("pixel values that are not numbers (NaN or infinite)")
+    top = float_range_top(low, high)
+    out = np.empty(images.shape, np.uint8)
+    for start in range(0, len(images), STACK_CHUNK):
+        part = images[start : start + STACK_CHUNK].astype(np.float32)
+        out[start : start + STACK_CHUNK] = unit_float_to_uint8(
+            np.where(np.isfinite(part), part, 0.0) / top
+        )
+    return out
 
 
 def int_file_to_uint8(a: np.ndarray, sixteen_bit: bool) -> np.ndarray:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnkit.data.decode import IMAGE_EXTENSIONS, ImageDecodeError, read_size
+from cnnkit.data.decode import IMAGE_EXTENSIONS, ImageDecodeError, decode_image
 from cnnkit.data.sources import SPLIT_NAMES, SourceSplits, read_csv_list, scan_folder
 from cnnkit.errors import CnnkitError
 
@@ -107,13 +107,14 @@ def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 
 def _read_checked(path: str) -> bytes:
-    """The file's bytes if its header reads as an image (pixels are checked when streamed)."""
+    """The file's bytes if they decode as the stream will decode them, every pixel (a header
+    alone passes for a file cut short, which would then be packed and skipped every epoch)."""
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as e:
         raise ImageDecodeError(e.strerror or str(e)) from None
-    read_size(data)
+    decode_image(data)
     return data
 
 
@@ -125,7 +126,8 @@ def write_shards(
 ) -> ShardSummary:
     """Write the images of a folder of class folders (train/ val/ test/ or classes at the top)
     or a CSV list as tar shards of `shard_size` images into the empty or new folder `out`.
-    Files whose header is not an image's are left out and returned in `skipped`."""
+    Files that do not decode (no image header, cut short, corrupt, too many pixels) are left
+    out and returned in `skipped`."""
     if not isinstance(shard_size, int) or shard_size < 1:
         raise CnnkitError(f"--shard-size must be a whole number >= 1, got {shard_size!r}")
     found = _source_lists(Path(src).expanduser())

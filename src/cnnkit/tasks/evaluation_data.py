@@ -35,9 +35,9 @@ def trained_on(data: str | os.PathLike, location: str | None, config: dict[str, 
 def choose_split(splits: Any, split: str, own: bool, data: str | os.PathLike) -> tuple[Any, str]:
     """(images, the split they are) from a task's splits (.train .val .test .val_source). On the
     run's own data with no test split its validation images stand in; other data without any
-    splits is all evaluation data, while other data with its own train / val splits but no test
-    split (or an .npz without test arrays) is refused; the test split stands in for validation
-    only in the run's own data."""
+    splits is all evaluation data and other data with only a val split is scored on it (with a
+    note), while other data with its own train split but no test split (or an .npz without test
+    arrays) is refused; the test split stands in for validation only in the run's own data."""
     chosen, asked = getattr(splits, split), split
     if split == "val" and splits.val_source == "test" and not own:
         chosen = None
@@ -49,6 +49,8 @@ def choose_split(splits: Any, split: str, own: bool, data: str | os.PathLike) ->
                 f"{data} has no test split and the run trained on all of it: pass --data "
                 "with images it has not seen"
             )
+        elif only_validation(splits):  # held-out data that is all validation: score it
+            chosen, split = splits.val, "val"
         elif splits.val_source == "folder" or str(data).lower().endswith(".npz"):
             # named splits without a test one: its train images are no test
             instead = (
@@ -73,12 +75,24 @@ def choose_split(splits: Any, split: str, own: bool, data: str | os.PathLike) ->
             file=sys.stderr,
         )
     if split != asked:
-        print(
-            f"cnnkit: {data} has no test split: using the {len(chosen)} validation images "
-            "the run did not train on",
-            file=sys.stderr,
+        said = (
+            f"using the {len(chosen)} validation images the run did not train on"
+            if own
+            else f"scoring its {len(chosen)} validation images (its only split)"
         )
+        print(f"cnnkit: {data} has no test split: {said}", file=sys.stderr)
     return chosen, split
+
+
+def only_validation(splits: Any) -> bool:
+    """True when data has validation images and neither test nor training images: held-out
+    data whose one usable split is its validation split."""
+
+    def has(name: str) -> bool:
+        part = getattr(splits, name, None)
+        return part is not None and len(part) > 0
+
+    return has("val") and not has("train") and not has("test")
 
 
 def choose_split_and_say(

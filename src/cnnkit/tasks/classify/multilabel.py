@@ -140,8 +140,8 @@ class LabelFigures:
     auc: float | None
     average_precision: float | None
     threshold: float
-    sensitivity: float
-    specificity: float
+    sensitivity: float | None  # None for a label without a positive image
+    specificity: float | None  # None for a label without a negative image
 
 
 @dataclass

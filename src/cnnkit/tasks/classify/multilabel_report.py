@@ -26,8 +26,8 @@ def _rows(report: MultilabelReport) -> list[list[str]]:
             _fixed(f.auc),
             _fixed(f.average_precision),
             f"{f.threshold:.3f}",
-            f"{f.sensitivity:.3f}",
-            f"{f.specificity:.3f}",
+            _fixed(f.sensitivity),
+            _fixed(f.specificity),
         ]
         for f in report.labels
     ]

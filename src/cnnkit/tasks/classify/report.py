@@ -12,6 +12,7 @@ from rich.table import Table
 
 from cnnkit.tasks.classify.interpret import plot_reliability
 from cnnkit.tasks.classify.metrics import ClassificationReport
+from cnnkit.tasks.classify.roc import rate_text
 
 
 def output_console() -> Console:
@@ -59,8 +60,8 @@ def print_report(report: ClassificationReport, console: Console | None = None) -
     if point is not None:
         source = "chosen on validation" if report.threshold_chosen else "default"
         # a rate over no images is undefined: said so, not printed as 0%
-        sens = f"{point.sensitivity:.2%}" if report.support[1] else "n/a (no positive image)"
-        spec = f"{point.specificity:.2%}" if report.support[0] else "n/a (no negative image)"
+        sens = rate_text(point.sensitivity, "positive")
+        spec = rate_text(point.specificity, "negative")
         console.print(
             f"positive class '{report.classes[1]}' at threshold {point.threshold:.3f} ({source}):"
             f"   sensitivity {sens}   specificity {spec}   accuracy {point.accuracy:.2%}"

@@ -12,6 +12,7 @@ from cnnkit.errors import CnnkitError
 from cnnkit.report.page import Page
 from cnnkit.report.run import RunFiles, test_evaluation
 from cnnkit.tasks.classify.report import plot_confusion
+from cnnkit.tasks.classify.roc import rate_text
 
 CONFUSED_SHOWN = 10
 
@@ -47,8 +48,8 @@ def add_sections(
     point = report.operating
     if point is not None:
         figures += [
-            (f"sensitivity at {point.threshold:.3f}", f"{point.sensitivity:.2%}"),
-            (f"specificity at {point.threshold:.3f}", f"{point.specificity:.2%}"),
+            (f"sensitivity at {point.threshold:.3f}", rate_text(point.sensitivity, "positive")),
+            (f"specificity at {point.threshold:.3f}", rate_text(point.specificity, "negative")),
         ]
     section.figures(figures)
     if point is not None:

@@ -23,9 +23,15 @@ class BinaryOperatingPoint:
     """What a threshold on the positive class's probability gives."""
 
     threshold: float
-    sensitivity: float  # recall of the positive class (true positive rate)
-    specificity: float  # recall of the negative class (true negative rate)
+    sensitivity: float | None  # recall of the positive class; None without a positive image
+    specificity: float | None  # recall of the negative class; None without a negative image
     accuracy: float
+
+
+def rate_text(value: float | None, missing: str) -> str:
+    """A sensitivity or specificity as people read it: a percentage, or n/a and why where
+    there is no image to count it over (undefined, not 0%)."""
+    return f"{value:.2%}" if value is not None else f"n/a (no {missing} image)"
 
 
 def _present(labels: torch.Tensor, c: int) -> bool:
@@ -55,12 +61,13 @@ def one_vs_rest(probs: torch.Tensor, labels: torch.Tensor) -> dict[str, float | 
 def operating_point(
     positive: torch.Tensor, labels: torch.Tensor, threshold: float
 ) -> BinaryOperatingPoint:
-    """Sensitivity, specificity and accuracy when ``positive >= threshold`` means class 1."""
+    """Sensitivity, specificity and accuracy when ``positive >= threshold`` means class 1; a
+    rate over no images (no positive, or no negative, image) is None."""
     called = positive.float() >= threshold
     truth = labels.long() == 1
     pos, neg = int(truth.sum()), int((~truth).sum())
-    sensitivity = float((called & truth).sum()) / pos if pos else 0.0
-    specificity = float((~called & ~truth).sum()) / neg if neg else 0.0
+    sensitivity = float((called & truth).sum()) / pos if pos else None
+    specificity = float((~called & ~truth).sum()) / neg if neg else None
     accuracy = float((called == truth).float().mean()) if len(labels) else 0.0
     return BinaryOperatingPoint(float(threshold), sensitivity, specificity, accuracy)
 
@@ -111,7 +118,7 @@ def plot_roc(
         fpr, tpr, _ = binary_roc(probs[:, c].float(), target)
         auc = float(binary_auroc(probs[:, c].float(), target))
         ax.plot(fpr.numpy(), tpr.numpy(), label=f"{classes[c]} (AUC {auc:.3f})")
-    if point is not None:
+    if point is not None and point.sensitivity is not None and point.specificity is not None:
         ax.plot(
             1 - point.specificity,
             point.sensitivity,

@@ -40,7 +40,7 @@ from cnnkit.tasks.classify.loop import (
     steps_per_epoch,
 )
 from cnnkit.tasks.classify.metrics import classification_report
-from cnnkit.tasks.classify.roc import choose_threshold
+from cnnkit.tasks.classify.roc import choose_threshold, rate_text
 from cnnkit.tasks.classify.streaming import StreamedTraining
 from cnnkit.tasks.classify.tta import tta_and_plain_logits
 
@@ -389,7 +389,8 @@ class ClassifyTask:
             )
             print(
                 f"test at threshold {point.threshold:.3f} on '{self.data.classes[1]}': "
-                f"sensitivity {point.sensitivity:.2%}  specificity {point.specificity:.2%}"
+                f"sensitivity {rate_text(point.sensitivity, 'positive')}  "
+                f"specificity {rate_text(point.specificity, 'negative')}"
                 f"  accuracy {point.accuracy:.2%} (predict and evaluate decide so)"
             )
         return fields
