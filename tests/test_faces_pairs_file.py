@@ -44,7 +44,7 @@ def named_pairs(pairs_file: Path, root: Path) -> list[tuple[str, str, bool]]:
     return [(found.paths[a], found.paths[b], bool(same)) for a, b, same in pairs]
 
 
-def test_pairs_split_on_tabs_when_a_line_holds_one_else_on_any_whitespace(people, tmp_path):
+def test_pairs_split_on_tabs_when_they_give_a_pair_else_on_any_whitespace(people, tmp_path):
     def expected(a: str, b: str) -> list[tuple[str, str, bool]]:
         image = {k: str(people / a / f"{a}_{k:04d}.jpg") for k in (1, 2, 3)}
         other = {k: str(people / b / f"{b}_{k:04d}.jpg") for k in (1, 2)}
@@ -58,6 +58,10 @@ def test_pairs_split_on_tabs_when_a_line_holds_one_else_on_any_whitespace(people
     spaces = "Jean_Paul 1 3\nJean_Paul  2   Ann_Lee 1\nAnn_Lee 1 2\n"
     (tmp_path / "spaces.txt").write_text(spaces, encoding="utf-8")
     assert named_pairs(tmp_path / "spaces.txt", people) == expected("Jean_Paul", "Ann_Lee")
+    # a stray tab in a space-separated line: its tabs do not give a pair, so whitespace does
+    mixed = "Jean_Paul 1 3\t\nJean_Paul\t2 Ann_Lee 1\nAnn_Lee 1 2\n"
+    (tmp_path / "mixed.txt").write_text(mixed, encoding="utf-8")
+    assert named_pairs(tmp_path / "mixed.txt", people) == expected("Jean_Paul", "Ann_Lee")
     # a space-separated line cannot name a person with a space: one line says what was expected
     (tmp_path / "bad.txt").write_text("Jean Paul 1 3\n", encoding="utf-8")
     with pytest.raises(CnnkitError, match=r"bad.txt:1: expected 'name i j'"):

@@ -99,6 +99,7 @@ def test_16_bit_and_float_npz_images_read_as_the_file_decoder_reads_them(tmp_pat
     unit[0, 0, 0] = np.nan
     variants = {
         "u16": pixels.astype(np.uint16) * 257,
+        "u16-big-endian": (pixels.astype(np.uint16) * 257).astype(">u2"),  # FITS's order
         "unit": unit,
         "f255": pixels.astype(np.float32),
         "f65535": pixels.astype(np.float64) * 257,

@@ -72,6 +72,11 @@ def float_range_top(low: float, high: float) -> float:
 STACK_CHUNK = 1024  # images converted at a time: a float64 stack is not copied whole
 
 
+def _is_uint16(dtype: np.dtype) -> bool:
+    """16-bit unsigned in either byte order (FITS and other big-endian sources give >u2)."""
+    return dtype.kind == "u" and dtype.itemsize == 2
+
+
 def image_stack_to_uint8(images: np.ndarray) -> np.ndarray:
     """A stack of images (N, ...) of uint8, uint16 or float -> uint8 by the file rules: uint8
     as it is, 16-bit scaled by its type's range, floats by the range the whole stack's values
@@ -82,7 +87,7 @@ def image_stack_to_uint8(images: np.ndarray) -> np.ndarray:
     images = images.reshape(1) if images.ndim == 0 else images  # (its shape is refused later)
     if images.size == 0 and images.dtype.kind in "uif":  # nothing to scale
         return images.astype(np.uint8)
-    if images.dtype == np.uint16:
+    if _is_uint16(images.dtype):
         return (images >> 8).astype(np.uint8)
     if not np.issubdtype(images.dtype, np.floating):
         raise ImageDecodeError(f"pixel type {images.dtype} (use uint8, uint16 or float)")
@@ -153,7 +158,7 @@ def array_to_rgb(a: np.ndarray) -> np.ndarray:
         raise ImageDecodeError(f"empty image ({a.shape[1]}x{a.shape[0]} pixels)")
     if a.dtype == np.uint8:
         pass
-    elif a.dtype == np.uint16:
+    elif _is_uint16(a.dtype):
         a = (a >> 8).astype(np.uint8)
     elif a.dtype == np.bool_:
         a = a.astype(np.uint8) * 255

@@ -88,6 +88,7 @@ class Identification:
             out.update(score=round(self.score, 6), nearest=self.nearest)
         if self.note:
             out["note"] = self.note
+        out["several_faces"] = self.several_faces
         return out
 
 
@@ -137,13 +138,13 @@ def identify(
     result = embedder.embed(items)
     out: list[Identification] = []
     scores = result.embeddings @ gallery.embeddings.T if len(result.embeddings) else None
-    several = set(result.several)
+    several = set(result.several_at)
     for k, source in enumerate(result.sources):
         best = int(np.argmax(scores[k]))
         score = float(scores[k, best])
         name = gallery.names[best] if score > limit else UNKNOWN
         nearest = gallery.names[best]
-        out.append(Identification(source, name, score, nearest, None, source in several))
+        out.append(Identification(source, name, score, nearest, None, k in several))
     errors = []
     for source, reason in result.failed:
         if reason == "no face found":

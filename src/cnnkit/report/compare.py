@@ -90,6 +90,11 @@ def write_comparison(given: FoundRuns, out: str | os.PathLike = "compare.html") 
         raise CnnkitError("give at least two different runs to compare (or a folder of them)")
     if not found:
         raise CnnkitError("no run to compare: none of those given can be read (named above)")
+    if len(found) < 2:
+        raise CnnkitError(
+            f"nothing to compare {found[0].run_dir} with: the other runs given cannot be read "
+            "(named above)"
+        )
     path = Path(out)
     if path.suffix.lower() not in (".html", ".htm"):
         raise CnnkitError(f"--out must end in .html, not {path.name}")

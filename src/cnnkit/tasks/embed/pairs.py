@@ -207,10 +207,13 @@ def pair_image(root: Path, name: str, number: int) -> Path:
 
 
 def _fields(line: str) -> list[str]:
-    """A pairs line's fields: split on tabs only when it holds one (LFW's own layout), so a
-    name may hold spaces ("Jean Paul\t1\t3"); else on any whitespace."""
+    """A pairs line's fields: split on tabs when that gives a pair's 3 or 4 fields (LFW's own
+    layout), so a name may hold spaces ("Jean Paul\t1\t3"); else on any whitespace, so a
+    stray tab in a space-separated line reads as before."""
     if "\t" in line:
-        return [part.strip() for part in line.split("\t") if part.strip()]
+        tabbed = [part.strip() for part in line.split("\t") if part.strip()]
+        if len(tabbed) in (3, 4):
+            return tabbed
     return line.split()
 
 

@@ -38,7 +38,12 @@ class Embedded:
     embeddings: np.ndarray
     failed: list[tuple[str, str]]  # (input, reason): unreadable, or no face found
     whole: list[str] = field(default_factory=list)  # no face found: embedded whole (if asked)
-    several: list[str] = field(default_factory=list)  # several faces: the largest embedded
+    several_at: list[int] = field(default_factory=list)  # positions in sources: several faces
+
+    @property
+    def several(self) -> list[str]:
+        """The inputs that showed several faces (the largest was embedded)."""
+        return [self.sources[k] for k in self.several_at]
 
 
 @dataclass
@@ -59,6 +64,7 @@ class Verification:
             "score": round(self.score, 6),
             "threshold": round(self.threshold, 6),
             "same": self.same,
+            "several_faces": self.several,  # of first and second: the largest face was used
         }
 
 
@@ -191,10 +197,11 @@ class Embedder:
 
     def crops(
         self, items: list[ImageInput], whole_if_no_face: bool = False, aligned: bool = False
-    ) -> tuple[list[str], list[np.ndarray], list[tuple[str, str]], list[str], list[str]]:
+    ) -> tuple[list[str], list[np.ndarray], list[tuple[str, str]], list[str], list[int]]:
         """Decoded (and, for an aligned model, aligned) images at the training decode size,
-        with the inputs that failed, were taken whole, or showed several faces (the largest
-        used); ``aligned``: the inputs already are `cnnkit faces align` crops."""
+        with the inputs that failed, were taken whole, and the positions (in the sources) of
+        those that showed several faces (the largest used: names of arrays and PIL images are
+        not unique); ``aligned``: the inputs already are `cnnkit faces align` crops."""
         sources, crops, failed, whole, several = [], [], [], [], []
         for item in items:
             name = describe_input(item)
@@ -204,8 +211,8 @@ class Embedder:
                 failed.append((name, str(exc)))
                 continue
             face, count = (image, 0) if aligned else self._face(image)
-            if count > 1:
-                several.append(name)
+            if count > 1:  # a face was found, so this input is embedded at len(sources)
+                several.append(len(sources))
             if face is None and whole_if_no_face:
                 face = image
                 whole.append(name)
