@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -154,3 +155,34 @@ def test_the_report_renders_in_a_browser_with_every_image_loaded(cls_run):
         assert Image.open(shot).size[1] > 1000
     finally:
         driver.quit()
+
+
+def test_a_segmenters_report_says_the_readers_notes_once(tmp_path, capsys):
+    """Training says how Penn-Fudan's instance masks are read; the report, drawing the
+    training batch again after training, does not say it again."""
+    import cnnkit
+
+    shared = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pennfudan"
+    data = tmp_path / "pf"
+    for folder in ("PNGImages", "PedMasks"):
+        (data / folder).mkdir(parents=True)
+    for photo in sorted((shared / "PNGImages").glob("*.png"))[:6]:
+        shutil.copy(photo, data / "PNGImages" / photo.name)
+        mask = f"{photo.stem}_mask.png"
+        shutil.copy(shared / "PedMasks" / mask, data / "PedMasks" / mask)
+    cnnkit.train(
+        data=str(data),
+        task="segment",
+        model="lraspp",
+        epochs=1,
+        batch_size=4,
+        image_size=64,
+        val_split=0.34,
+        precision="fp32",
+        project=str(tmp_path / "runs"),
+        name="s",
+        progress=False,
+    )
+    said = capsys.readouterr()
+    assert (tmp_path / "runs" / "s" / "report.html").is_file()
+    assert (said.out + said.err).count("(Penn-Fudan's PedMasks layout)") == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
 import os
 import sys
@@ -305,7 +306,10 @@ def augmented_batch_section(
     cfg = TrainConfig.from_dict({**files.config, "data": str(data)}, source="config.yaml")
     section = page.section("An augmented batch")
     try:
-        shown = show(cfg, n=8, out=tmp / "batch.png")
+        # the training data is read again to draw it: what its reader notes (skipped files,
+        # how masks were read) was said when the run trained, and the evaluation says it too
+        with contextlib.redirect_stdout(io.StringIO()):
+            shown = show(cfg, n=8, out=tmp / "batch.png")
     except CnnkitError as exc:
         section.text(f"not drawn: {exc}", note=True)
         return
