@@ -1,15 +1,24 @@
-"""The server's bound on decoded pixels in flight, and uploads a client abandons."""
+"""The server's bound on decoded pixels in flight, uploads a client abandons or sends in odd
+ways, and options that would break it."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 import select
 import socket
+import tempfile
 import time
 
 import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
 
+from cnnkit.errors import CnnkitError
+from cnnkit.serve.app import ServeOptions, create_app
 from cnnkit.serve.budget import PixelBudget
 from test_serve import photo, png_bytes, start_server
 
@@ -120,3 +129,54 @@ def test_stalled_uploads_and_headers_are_closed_after_the_upload_timeout(cls_run
         proc.terminate()
         out, _ = proc.communicate(timeout=20)
     assert "Traceback" not in out
+
+
+def test_bad_server_options_are_one_line():
+    """An empty key (an unset variable) would open /predict while /info says a key is needed;
+    an infinite wait or limit would hang or break every request."""
+    for options, flag in (
+        ({"api_key": ""}, "--api-key is empty"),
+        ({"api_key": "  "}, "--api-key is empty"),
+        ({"max_upload_mb": math.inf}, "--max-upload-mb"),
+        ({"max_wait_ms": math.inf}, "--max-wait-ms"),
+        ({"upload_timeout_s": math.nan}, "--upload-timeout"),
+    ):
+        with pytest.raises(CnnkitError, match=flag):
+            ServeOptions(**options)
+
+
+def test_uploads_in_the_ways_clients_send_them(cls_run, tmp_path, monkeypatch):
+    app = create_app(cls_run.run_dir, ServeOptions(max_upload_mb=4, api_key="k"))
+    key = {"x-api-key": "k"}
+    rng = np.random.default_rng(1)
+    big = png_bytes(Image.fromarray(rng.integers(0, 255, (700, 700, 3), dtype=np.uint8)))
+    assert len(big) > 1024 * 1024  # Starlette spools a larger part to a temporary file
+    # no temporary folder to write in: the upload stays in memory and is answered
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-folder"))
+    with TestClient(app) as c:
+        reply = c.post("/predict", files={"file": ("big.png", big)}, headers=key)
+        assert reply.status_code == 200, reply.text
+        unauthorised = c.post("/predict", content=big)
+        assert unauthorised.status_code == 401
+        assert unauthorised.headers["www-authenticate"].startswith("Bearer")
+        # media types are case-insensitive
+        boundary = "XyZ"
+        body = (
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n'
+                f"Content-Type: image/png\r\n\r\n"
+            ).encode()
+            + png_bytes(photo())
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
+        mixed = {**key, "content-type": f"Multipart/Form-Data; boundary={boundary}"}
+        assert c.post("/predict", content=body, headers=mixed).status_code == 200
+        # curl -d @image.png: form-encoded, its line breaks dropped; the answer says how to send
+        form = {**key, "content-type": "application/x-www-form-urlencoded"}
+        reply = c.post("/predict", content=png_bytes(photo()).replace(b"\n", b""), headers=form)
+        assert reply.status_code == 415 and "--data-binary" in reply.json()["detail"]
+        # text that starts like a bitmap is no bitmap
+        reply = c.post("/predict", content=b"BMW makes cars, not bitmaps", headers=key)
+        assert reply.status_code == 415, reply.text
+        bmp = png_bytes(photo(), "BMP")
+        assert c.post("/predict", content=bmp, headers=key).status_code == 200

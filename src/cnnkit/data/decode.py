@@ -100,9 +100,15 @@ def sniff_format(head: bytes) -> str | None:
     return None if name == "image" else name
 
 
+# a BMP's file header (14 bytes) is followed by its DIB header's size: one of these
+_DIB_SIZES = (12, 16, 40, 52, 56, 64, 108, 124)
+
+
 def _format_of(head: bytes) -> str:
     for magic, name in _MAGIC:
         if head.startswith(magic):
+            if name == "BMP" and int.from_bytes(head[14:18], "little") not in _DIB_SIZES:
+                continue  # "BM..." text, not a bitmap (a BMP cut before byte 18 is no image)
             return name
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "WEBP"
@@ -128,7 +134,7 @@ def _open(source: Any) -> tuple[Image.Image, str]:
         if not data:
             raise NotAnImage("zero-byte file")
         fp: Any = io.BytesIO(data)
-        head = data[:16]
+        head = data[:32]
     elif isinstance(source, (str, os.PathLike)):
         if "\0" in os.fsdecode(source):
             raise ImageDecodeError("invalid path (it holds a NUL character)")
@@ -136,7 +142,7 @@ def _open(source: Any) -> tuple[Image.Image, str]:
             if os.path.getsize(source) == 0:
                 raise NotAnImage("zero-byte file")
             with open(source, "rb") as f:
-                head = f.read(16)
+                head = f.read(32)
         except FileNotFoundError:
             raise ImageDecodeError("file not found") from None
         except IsADirectoryError:

@@ -58,6 +58,12 @@ HTTP_REASONS = {404: "not_found", 405: "method_not_allowed"}
 log = logging.getLogger("cnnkit.serve")
 
 
+# upper bounds that keep a server answering (NaN fails every comparison, so it is refused too)
+MAX_WAIT_MS = 60_000  # a batch waits at most a minute for company
+MAX_UPLOAD_MB = 4096
+MAX_UPLOAD_TIMEOUT_S = 3600
+
+
 @dataclass
 class ServeOptions:
     """Limits and batching of one server."""
@@ -76,20 +82,26 @@ class ServeOptions:
     worker_nice: int = 0
 
     def __post_init__(self) -> None:
+        if self.api_key is not None and not self.api_key.strip():
+            raise CnnkitError(  # an empty key would let every request in while /info says not
+                "--api-key is empty (an unset variable?): give a key, or leave the option out"
+            )
         checks = {
             "--max-batch": self.max_batch >= 1,
-            "--max-wait-ms": self.max_wait_ms >= 0,
+            "--max-wait-ms": 0 <= self.max_wait_ms <= MAX_WAIT_MS,
             "--queue": self.queue_size >= 1,
-            "--max-upload-mb": self.max_upload_mb > 0,
+            "--max-upload-mb": 0 < self.max_upload_mb <= MAX_UPLOAD_MB,
             "--max-pixels": self.max_pixels >= 1,
-            "--upload-timeout": self.upload_timeout_s > 0,
+            "--upload-timeout": 0 < self.upload_timeout_s <= MAX_UPLOAD_TIMEOUT_S,
             "--top-k": self.top_k >= 1,
             "--worker-nice": 0 <= self.worker_nice <= 19,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise CnnkitError(
-                f"{', '.join(bad)} out of range (sizes and limits positive, --worker-nice 0-19)"
+                f"{', '.join(bad)} out of range (sizes and limits positive and finite: "
+                f"--max-wait-ms up to {MAX_WAIT_MS:,}, --max-upload-mb up to {MAX_UPLOAD_MB:,}, "
+                f"--upload-timeout up to {MAX_UPLOAD_TIMEOUT_S:,} s; --worker-nice 0-19)"
             )
 
     @property
@@ -258,7 +270,12 @@ def create_app(model: Any, options: ServeOptions | None = None) -> FastAPI:
                 if auth.lower().startswith("bearer "):
                     given = given or auth[7:]
                 if not secrets.compare_digest(given.encode(), options.api_key.encode()):
-                    raise Refused(401, "unauthorized", "missing or wrong API key (X-API-Key)")
+                    raise Refused(
+                        401,
+                        "unauthorized",
+                        "missing or wrong API key (X-API-Key)",
+                        {"WWW-Authenticate": 'Bearer realm="cnnkit"'},
+                    )
             data = await image_bytes(request, options.max_bytes, options.upload_timeout_s)
             try:
                 pixels = check_header(data, options.max_pixels)

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncGenerator
 
 from fastapi import Request
+from starlette.formparsers import MultiPartParser
 
 from cnnkit.data.decode import WEB_FORMATS, NotAnImage, read_size, sniff_format
 
@@ -69,14 +71,26 @@ async def image_bytes(request: Request, limit: int, timeout: float) -> bytes:
     body = await read_body(request, limit, timeout)
     if not body:
         raise Refused(400, "bad_request", "empty body: send an image")
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media == "application/x-www-form-urlencoded":  # curl -d: line breaks dropped, bytes lost
+        raise Refused(
+            415,
+            "unsupported_media",
+            "a form-encoded body (curl -d) mangles an image's bytes: send it with curl "
+            "--data-binary @image.png or -F file=@image.png",
+        )
+    if media != "multipart/form-data":
         return body
 
-    async def replay() -> dict:
-        return {"type": "http.request", "body": body, "more_body": False}
+    async def replay() -> AsyncGenerator[bytes, None]:
+        yield body
 
+    parser = MultiPartParser(request.headers, replay(), max_files=1, max_fields=8)
+    # the body is in memory already: its file part stays there too (Starlette spools a part
+    # over 1 MiB to a temporary file, and uploads are never written to disk)
+    parser.spool_max_size = len(body) + 1
     try:
-        form = await Request(request.scope, replay).form(max_files=1, max_fields=8)
+        form = await parser.parse()
     except Exception as exc:  # python-multipart's errors on malformed bodies
         raise Refused(400, "bad_request", f"unreadable multipart body ({exc})") from None
     upload = form.get("file")
@@ -99,7 +113,7 @@ def check_header(data: bytes, max_pixels: int) -> int:
     the pixel count, returned (a decompression bomb is refused before any pixel is decoded)."""
     if not data:
         raise NotAnImage("an empty file (zero bytes)")
-    if sniff_format(data[:16]) not in WEB_FORMATS:
+    if sniff_format(data[:32]) not in WEB_FORMATS:
         raise NotAnImage("not an image, or a format this server does not take")
     height, width = read_size(data, max_pixels)
     return height * width
