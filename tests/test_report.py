@@ -158,8 +158,8 @@ def test_the_report_renders_in_a_browser_with_every_image_loaded(cls_run):
 
 
 def test_a_segmenters_report_says_the_readers_notes_once(tmp_path, capsys):
-    """Training says how Penn-Fudan's instance masks are read; the report, drawing the
-    training batch again after training, does not say it again."""
+    """Training says how Penn-Fudan's instance masks are read; the report, reading the data
+    again after training (to evaluate, to draw a batch), does not say it again."""
     import cnnkit
 
     shared = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pennfudan"
@@ -185,4 +185,4 @@ def test_a_segmenters_report_says_the_readers_notes_once(tmp_path, capsys):
     )
     said = capsys.readouterr()
     assert (tmp_path / "runs" / "s" / "report.html").is_file()
-    assert (said.out + said.err).count("(Penn-Fudan's PedMasks layout)") == 1
+    assert (said.out + said.err).count("instance masks: object ids read as 'person'") == 1

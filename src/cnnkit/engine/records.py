@@ -6,6 +6,9 @@ A mixin of the Trainer (cnnkit.engine.fit), which owns the attributes these meth
 
 from __future__ import annotations
 
+import contextlib
+import io
+import sys
 import time
 from typing import Any
 
@@ -91,11 +94,15 @@ class RunRecords:
         """report.html; a failure to draw it costs the page, never the trained run."""
         from cnnkit.report import build_report
 
+        said_out, said_err = io.StringIO(), io.StringIO()
         try:
-            path = build_report(self.run_dir, device=str(self.device))
+            with contextlib.redirect_stdout(said_out), contextlib.redirect_stderr(said_err):
+                path = build_report(self.run_dir, device=str(self.device))
         except CnnkitError as exc:
+            _say_again(said_out, said_err)
             print(f"cnnkit: report.html not written: {exc}")
             return
+        _say_again(said_out, said_err)
         print(f"report: {path}")
 
     def _tensorboard(self) -> Any:
@@ -106,3 +113,13 @@ class RunRecords:
         except ImportError:
             raise CnnkitError("--tensorboard needs tensorboard: pip install tensorboard") from None
         return SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
+
+
+def _say_again(said_out: io.StringIO, said_err: io.StringIO) -> None:
+    """What building the report printed, less its "cnnkit: " notes: the report reads the run's
+    data again, and what the reader notes of it (skipped files, how masks were read, which
+    split is scored) was said when the run started."""
+    for stream, said in ((sys.stdout, said_out), (sys.stderr, said_err)):
+        for line in said.getvalue().splitlines():
+            if not line.startswith("cnnkit: "):
+                print(line, file=stream)
