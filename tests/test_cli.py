@@ -446,3 +446,13 @@ def test_train_help_renders_every_option(capsys):
     assert stopped.value.code == 0
     out = capsys.readouterr().out
     assert "--lookahead" in out and "--alternating-flip" in out and "30% of the run" in out
+
+
+def test_evaluate_refuses_to_write_its_reports_into_a_run_folder(cls_run, capsys):
+    """`--out RUN` would replace the run's own metrics.json (its best epoch, timing, test
+    scores) with the evaluation's."""
+    before = (cls_run.run_dir / "metrics.json").read_bytes()
+    assert main(["evaluate", str(cls_run.run_dir), "--out", str(cls_run.run_dir)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a run folder" in err[0]
+    assert (cls_run.run_dir / "metrics.json").read_bytes() == before

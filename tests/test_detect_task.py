@@ -387,7 +387,9 @@ def test_flip_tta_sees_a_mirrored_photo_as_the_mirror_image_of_the_photo(
     top, top_mirrored = plain.detections[0], mirrored.detections[0]
     back = mirror_boxes(torch.tensor([top_mirrored.box]), photo.shape[1])[0]
     assert torch.allclose(torch.tensor(top.box), back, atol=1.0)
-    assert top.score == pytest.approx(top_mirrored.score, abs=1e-3)
+    # scores in bf16 where the CPU runs it (1 / 512 apart near 0.4): two steps of it, which
+    # Intel's AMX kernels take where AMD's AVX512-BF16 ones take none
+    assert top.score == pytest.approx(top_mirrored.score, abs=4e-3)
     confident = detector.predict(photo, conf=0.3, tta="flip").detections
     assert confident and all(
         d.score > 0.3 for d in confident

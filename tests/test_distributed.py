@@ -102,8 +102,16 @@ def runs(data, tmp_path_factory) -> dict[str, Path]:
     return {"one": cwd / "runs" / "one", "two": cwd / "runs" / "two", "out": out}  # type: ignore[dict-item]
 
 
+# How far the 1-process and 2-process runs may part: the same sums in another order differ in
+# the last float bits, which 126 steps through ReLU and max-pooling amplify. On an AMD EPYC
+# they stayed under 1e-5; on an Intel Xeon (AMX), whose kernels block a batch of 8 and one of
+# 16 differently, they reached 3e-3. A real fault is far larger: gradients summed instead of
+# averaged (twice the step) or a padded duplicate image (1/51 of a loss, 0.035) in validation.
+PARTED = 1e-2
+
+
 def test_two_processes_end_with_the_weights_of_one_with_twice_the_batch(runs):
-    assert max_difference(weights(runs["one"]), weights(runs["two"])) < 1e-5
+    assert max_difference(weights(runs["one"]), weights(runs["two"])) < PARTED
     assert not any(key.startswith(("module.", "_orig_mod.")) for key in weights(runs["two"]))
 
 
@@ -111,11 +119,11 @@ def test_validation_counts_each_of_51_images_once(runs):
     one = json.loads((runs["one"] / "metrics.json").read_text())["final"]
     two = json.loads((runs["two"] / "metrics.json").read_text())["final"]
     # a padded duplicate (52 images) would move the mean loss by about 1/52 of a loss
-    assert abs(one["val_loss"] - two["val_loss"]) < 1e-5
-    assert one["val_accuracy"] == pytest.approx(two["val_accuracy"], abs=1e-9)
+    assert abs(one["val_loss"] - two["val_loss"]) < PARTED
+    assert one["val_accuracy"] == pytest.approx(two["val_accuracy"], abs=1 / 51 + 1e-9)
     assert abs(two["val_accuracy"] * 51 - round(two["val_accuracy"] * 51)) < 1e-4
     # the training figures are the whole batch's: both saw all 1,000 images per epoch
-    assert two["train_loss"] == pytest.approx(one["train_loss"], abs=1e-5)
+    assert two["train_loss"] == pytest.approx(one["train_loss"], abs=PARTED)
     metrics = json.loads((runs["two"] / "metrics.json").read_text())
     assert metrics["processes"] == 2 and metrics["test_images"] == 40
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from cnnkit.config import TrainConfig, build_config, read_yaml_config
 from cnnkit.errors import CnnkitError
-from cnnkit.inputs import output_folder
+from cnnkit.inputs import output_folder, refuse_run_folder
 
 
 def given_train_flags(args: argparse.Namespace) -> dict[str, Any]:
@@ -71,6 +71,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             raise CnnkitError("--iou and --box-vote are for detectors")
         predictor.set_postprocess(iou=args.iou, box_vote=args.box_vote)
     if args.out is not None:  # before the work: a file in the way must not cost the scores
+        refuse_run_folder(args.out, "evaluation reports")
         output_folder(args.out, "evaluation reports")
     data = evaluation_data(args.data, predictor.data_location, predictor.config)
     batch_size = args.batch_size or {"detect": 8, "segment": 4, "generate": 50}.get(

@@ -119,3 +119,16 @@ def output_folder(path: str | os.PathLike, what: str) -> Path:
     if not os.access(folder, os.W_OK | os.X_OK):
         raise CnnkitError(f"cannot write {what} into {folder}: permission denied")
     return folder
+
+
+def refuse_run_folder(path: str | os.PathLike, what: str) -> None:
+    """One line when ``path`` is a run folder: ``what`` (metrics.json, plots) written there
+    would replace the trained run's own records."""
+    folder = Path(path)
+    if (folder / "config.yaml").is_file() and any(
+        (folder / name).is_file() for name in ("best.pt", "last.pt", "metrics.json")
+    ):
+        raise CnnkitError(
+            f"{folder} is a run folder: {what} written there would replace the run's own "
+            "records; give another folder"
+        )
