@@ -57,3 +57,33 @@ def test_no_flip_turns_a_presets_alternating_flip_off_too():
     assert on.flip and on.alternating_flip
     off = TrainConfig(preset="cifar10-94", flip=False).augmentation()
     assert not off.flip and not off.alternating_flip
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"lr": float("nan")}, "lr must be a finite number"),
+        ({"warmup_epochs": float("inf")}, "warmup_epochs must be a finite number"),
+        ({"clip_grad": float("nan")}, "clip_grad must be a finite number"),
+        ({"weight_decay": float("nan")}, "weight_decay must be a finite number"),
+        ({"seed": -1}, "seed must not be negative"),
+        ({"seed": 10**30}, "seed must be at most"),
+        ({"image_size": 100_000}, "image_size must be at most 8,192"),
+        ({"crop_padding": 10**30}, "crop_padding must be at most"),
+        ({"tensorboard": "no"}, "tensorboard must be true or false"),
+        ({"model": 5}, "model must be text"),
+        ({"project": [1, 2]}, "project must be text"),
+    ],
+)
+def test_values_of_the_wrong_kind_are_one_line_before_any_run_folder(values, message):
+    """NaN passes `lr > 0`'s check the wrong way round, a non-empty string counts as true, and
+    a huge number overflows inside torch: each is refused by name."""
+    with pytest.raises(CnnkitError, match=message):
+        TrainConfig.from_dict(values)
+
+
+def test_a_path_from_python_is_taken_as_its_name(tmp_path):
+    from pathlib import Path
+
+    cfg = TrainConfig(data=Path(tmp_path), project=Path(tmp_path / "runs"))
+    assert cfg.data == str(tmp_path) and cfg.project == str(tmp_path / "runs")

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from cnnkit.config_kinds import check_kinds
 from cnnkit.errors import CnnkitError, did_you_mean
 
 if TYPE_CHECKING:
@@ -146,6 +147,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Reject values no run could use, with one line that names the option."""
+        check_kinds(self)
         positive = {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr}
         for key, value in positive.items():
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
