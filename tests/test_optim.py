@@ -91,3 +91,20 @@ def test_triangle_is_airbench94s_piecewise_linear_shape():
     rising, falling = seen[:24], seen[23:]
     assert all(a < b for a, b in zip(rising, rising[1:], strict=False))
     assert all(a > b for a, b in zip(falling, falling[1:], strict=False))
+
+
+def test_a_resume_trains_at_the_learning_rate_and_decay_it_is_given(tmp_path):
+    """`train --resume RUN --lr X` recorded X in config.yaml but kept last.pt's rate; the rate
+    and weight decay given now are used, and the saved ones when none is given."""
+    import cnnkit
+
+    common = dict(data="cifar10-sample", model="conv2d:8,relu,global_avg_pool,dense")
+    run = cnnkit.train(
+        **common, epochs=1, lr=0.001, project=str(tmp_path), name="r", progress=False
+    )
+    again = cnnkit.train(resume=run.run_dir, epochs=2, lr=0.004, weight_decay=0.01, progress=False)
+    assert [row["lr"] for row in again.history] == pytest.approx([0.001, 0.004])
+    groups = torch.load(again.last, weights_only=True)["optimizer"]["param_groups"]
+    assert all(g["lr"] == 0.004 and g["weight_decay"] == 0.01 for g in groups)
+    kept = cnnkit.train(resume=again.run_dir, epochs=3, progress=False)
+    assert kept.history[-1]["lr"] == pytest.approx(0.004)

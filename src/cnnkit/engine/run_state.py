@@ -44,6 +44,33 @@ def _rescale_schedule(scheduler: Any, saved_world: int, world: int) -> None:
     scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]
 
 
+# what a resumed run takes from its config rather than from last.pt: the optimiser's
+# hyperparameters (a resume may give --lr, --weight-decay, a preset); last.pt keeps the state
+# (momentum buffers, step counts) and the schedule's position
+SETTINGS = ("initial_lr", "weight_decay", "momentum", "dampening", "nesterov", "betas", "eps")
+
+
+def _take_settings(opt: Any, fresh: list[dict[str, Any]]) -> None:
+    """After loading last.pt, the settings of ``fresh`` (the groups as this run's config built
+    them) in each group, and the learning rates the schedule gives at its saved step from this
+    run's base rates: unchanged values give the saved rates to the bit."""
+    groups = opt.optimizer.param_groups
+    if len(groups) != len(fresh):
+        return
+    for group, new in zip(groups, fresh, strict=True):
+        for key in SETTINGS:
+            if key in new:
+                group[key] = new[key]
+    scheduler = opt.scheduler
+    if hasattr(scheduler, "lr_lambdas") and all("initial_lr" in g for g in fresh):
+        scheduler.base_lrs = [g["initial_lr"] for g in fresh]
+        for group, base, factor in zip(
+            groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True
+        ):
+            group["lr"] = base * factor(scheduler.last_epoch)
+        scheduler._last_lr = [group["lr"] for group in groups]
+
+
 class RunState:
     """The Trainer's checkpoints: best.pt (the chosen weights) and last.pt (everything to
     resume)."""
@@ -93,9 +120,11 @@ class RunState:
                 for key in ("fused", "foreach"):  # choice, not the saved one (which may
                     if key in opt.optimizer.defaults:  # predate it); set before loading,
                         group[key] = opt.optimizer.defaults[key]  # which places state by it
+            fresh = [dict(group) for group in opt.optimizer.param_groups]  # this run's config
             opt.optimizer.load_state_dict(saved)
             for key, target in (("scheduler", opt.scheduler), ("scaler", opt.scaler)):
                 target.load_state_dict(ckpt[key] if self.single else ckpt[key][name])
+            _take_settings(opt, fresh)
 
     def best_metrics(self) -> dict[str, Any]:
         """How best.pt was chosen: by the validation score, or (no validation images) as the
