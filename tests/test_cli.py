@@ -289,6 +289,11 @@ def run_cli(*args):
         (["summary", "resnet81"], "did you mean 'resnet18'"),
         (["evaulate", "runs/x"], "unknown command 'evaulate'; did you mean 'evaluate'?"),
         (["datasets", "--inspect", "x", "--task", "segmnt"], "did you mean 'segment'?"),
+        (["evaluate", "runs/x", "--precision", "bogus"], "invalid choice: 'bogus'"),
+        (["evaluate", "runs/x", "--batch-size", "-1"], "--batch-size: must be at least 1"),
+        (["lr-find", "--steps", "0"], "--steps: must be at least 1"),
+        (["train", "--lr", "nan"], "lr must be a finite number"),
+        (["train", "--seed", "-1"], "seed must not be negative"),
     ],
 )
 def test_user_mistakes_are_one_line_and_exit_2(args, expected):

@@ -163,6 +163,20 @@ TRAIN_HELP = {
 _INVALID_CHOICE = re.compile(r"argument ([^:]*): invalid choice: '([^']*)' \(choose from (.*)\)$")
 
 
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def positive_int(text: str) -> int:
+    """argparse's type for counts: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _with_close_choice(message: str) -> str:
     """argparse's "argument command: invalid choice: 'evaulate' (choose from ...)", with the
     close match named when there is one."""
@@ -259,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def device_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument("--device", default="auto")
-        p.add_argument("--precision", default="auto")
+        p.add_argument("--precision", default="auto", choices=PRECISIONS)
 
     def tta_flag(p: argparse.ArgumentParser) -> None:
         p.add_argument(
@@ -307,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--batch-size",
-        type=int,
+        type=positive_int,
         default=None,
         help="images per pass (256; a detector's 8, a segmenter's 4)",
     )
@@ -364,13 +378,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("lr-find", cmd_lr_find, "learning-rate range test: plot and suggested rate")
     p.add_argument("--config", help="YAML file of options; flags override it")
     p.add_argument("--out", default="runs/lr-find", help="folder for lr_find.png and .csv")
-    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--steps", type=positive_int, default=100)
     p.add_argument("--no-progress", action="store_true")
     _add_train_flags(p)
 
     p = command("show-batch", cmd_show_batch, "write an image grid of augmented training images")
     p.add_argument("--config", help="YAML file of options; flags override it")
-    p.add_argument("--n", type=int, default=32, help="how many images")
+    p.add_argument("--n", type=positive_int, default=32, help="how many images")
     p.add_argument("--out", default="batch.png", help="the image to write (.png or .jpg)")
     _add_train_flags(p)
 

@@ -30,6 +30,7 @@ WHOLE_LIMITS = {
     "epochs": 1_000_000,
     "batch_size": 1_000_000,
 }
+NOT_NEGATIVE = ("seed", "crop_padding")
 
 
 def check_kinds(cfg: Any) -> None:
@@ -52,5 +53,5 @@ def check_kinds(cfg: Any) -> None:
         whole = isinstance(value, int) and not isinstance(value, bool)
         if top is not None and whole and value > top:
             raise CnnkitError(f"{item.name} must be at most {top:,}, got {value:,}")
-        if top is not None and whole and value < 0:
+        if item.name in NOT_NEGATIVE and whole and value < 0:  # (others have their own rule)
             raise CnnkitError(f"{item.name} must not be negative, got {value}")
