@@ -294,6 +294,7 @@ def run_cli(*args):
         (["lr-find", "--steps", "0"], "--steps: must be at least 1"),
         (["train", "--lr", "nan"], "lr must be a finite number"),
         (["train", "--seed", "-1"], "seed must not be negative"),
+        (["show-batch", "--out", "/proc/no/batch.png"], "/proc/no: No such file or directory"),
     ],
 )
 def test_user_mistakes_are_one_line_and_exit_2(args, expected):

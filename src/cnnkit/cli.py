@@ -469,3 +469,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # the reader went away (`cnnkit models | head`): stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except OSError as exc:  # an output path that cannot be written (a missing folder, /proc)
+        if debug:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"cnnkit: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
