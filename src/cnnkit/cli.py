@@ -25,7 +25,7 @@ from cnnkit.commands import (
     cmd_summary,
     cmd_train,
 )
-from cnnkit.config import TrainConfig
+from cnnkit.config import PRECISIONS, TrainConfig
 from cnnkit.deploy_commands import add_export_parser, add_serve_parser
 from cnnkit.errors import CnnkitError
 from cnnkit.explain_commands import add_explain_parsers
@@ -161,9 +161,6 @@ TRAIN_HELP = {
 
 
 _INVALID_CHOICE = re.compile(r"argument ([^:]*): invalid choice: '([^']*)' \(choose from (.*)\)$")
-
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def positive_int(text: str) -> int:

@@ -35,6 +35,9 @@ AUGMENT_OPS = (
 )
 
 
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # --precision's choices, for every command
+
+
 @dataclass
 class TrainConfig:
     """Everything a training run needs; stored resolved in the run folder and the checkpoint."""
@@ -203,7 +206,7 @@ class TrainConfig:
         choices = {
             "optimizer": ("adam", "adamw", "sgd", "muon"),
             "schedule": ("constant", "linear", "cosine", "onecycle", "triangle"),
-            "precision": ("auto", "fp32", "bf16", "fp16"),
+            "precision": PRECISIONS,
             "resize": (None, "stretch", "crop", "pad", "letterbox", "shorter"),
         }
         for key, valid in choices.items():

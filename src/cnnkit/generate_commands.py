@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
+from cnnkit.config import PRECISIONS
 from cnnkit.errors import CnnkitError
 
 
@@ -40,4 +41,4 @@ def add_generate_parser(command: Callable[..., argparse.ArgumentParser]) -> None
     p.add_argument("--seed", type=int, default=None, help="the same seed gives the same images")
     p.add_argument("--out", required=True, help="a .png / .jpg grid, or a folder")
     p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
+    p.add_argument("--precision", default="auto", choices=PRECISIONS)
